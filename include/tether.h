@@ -1,0 +1,666 @@
+/*
+ * tether — structured concurrency and cancellation propagation for POSIX
+ * threads and blocking I/O.
+ *
+ * A scope owns the threads it spawns (one thread per child) and returns only
+ * after every one of them has exited and been joined. Cancellation and
+ * deadlines flow down a tree of tokens; a thread blocked in one of tether's
+ * cancellable primitives is woken and returns ECANCELED or ETIMEDOUT.
+ *
+ * Conventions (see README.md):
+ *  - Blocking primitives that stand in for a POSIX call (tether_read,
+ *    tether_sleep_for, ...) keep that call's parameters and return value:
+ *    -1 and errno on failure, with ECANCELED when the calling thread's
+ *    current token was cancelled and ETIMEDOUT when its deadline passed.
+ *  - Everything else follows pthreads: it returns 0 or a positive error
+ *    number and leaves errno alone.
+ *  - Time is an absolute CLOCK_MONOTONIC instant in nanoseconds
+ *    (tether_time_t); TETHER_NEVER means "no deadline". Durations are
+ *    int64_t nanoseconds.
+ *  - Every object with a lifecycle is an opaque handle with one owner and one
+ *    call that ends it.
+ *
+ * Each declaration below is preceded by a block in one fixed shape: what it
+ * does, parameters, return value, errors, blocking, thread-safety, ownership.
+ */
+#ifndef TETHER_H
+#define TETHER_H
+
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tether_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TETHER_API __attribute__((visibility("default")))
+#else
+#define TETHER_API
+#endif
+
+/* ======================================================================
+ * Version
+ * ====================================================================== */
+
+/*
+ * tether_version — the library's version string, e.g. "0.1.0".
+ * Returns a static string; compare with TETHER_VERSION_STRING to detect a
+ * header/library mismatch. Never fails, never blocks, thread-safe.
+ */
+TETHER_API const char *tether_version(void);
+
+/*
+ * tether_version_number — the library's version as
+ * major * 10000 + minor * 100 + patch (TETHER_VERSION_NUMBER at build time).
+ * Never fails, never blocks, thread-safe.
+ */
+TETHER_API int tether_version_number(void);
+
+/* ======================================================================
+ * Time
+ * ====================================================================== */
+
+/* An absolute CLOCK_MONOTONIC instant in nanoseconds. */
+typedef int64_t tether_time_t;
+
+/* The deadline that never comes. */
+#define TETHER_NEVER INT64_MAX
+
+/* Saturating conversions to nanoseconds (durations). */
+static inline int64_t tether_us(int64_t us)
+{
+    if (us > INT64_MAX / 1000) return INT64_MAX;
+    if (us < INT64_MIN / 1000) return INT64_MIN;
+    return us * 1000;
+}
+static inline int64_t tether_ms(int64_t ms)
+{
+    if (ms > INT64_MAX / 1000000) return INT64_MAX;
+    if (ms < INT64_MIN / 1000000) return INT64_MIN;
+    return ms * 1000000;
+}
+static inline int64_t tether_sec(int64_t s)
+{
+    if (s > INT64_MAX / 1000000000) return INT64_MAX;
+    if (s < INT64_MIN / 1000000000) return INT64_MIN;
+    return s * 1000000000;
+}
+
+/*
+ * tether_now — the current CLOCK_MONOTONIC time in nanoseconds.
+ * Never fails (vDSO, about 25 ns), never blocks, async-signal-safe.
+ */
+TETHER_API tether_time_t tether_now(void);
+
+/*
+ * tether_deadline_after — the instant `duration_ns` from now, saturating:
+ * a duration that would overflow gives TETHER_NEVER, and a negative one gives
+ * an instant in the past. Never fails, never blocks, thread-safe.
+ */
+TETHER_API tether_time_t tether_deadline_after(int64_t duration_ns);
+
+/* ======================================================================
+ * Cancellation causes and scope outcomes
+ * ====================================================================== */
+
+/* Why a token was cancelled. The first cause is kept; later ones are ignored. */
+typedef enum tether_cause {
+    TETHER_CAUSE_NONE = 0,          /* not cancelled */
+    TETHER_CAUSE_EXPLICIT,          /* tether_token_cancel / tether_scope_cancel */
+    TETHER_CAUSE_DEADLINE,          /* this token's own deadline passed */
+    TETHER_CAUSE_PARENT,            /* an ancestor was cancelled (see root cause) */
+    TETHER_CAUSE_SIBLING_FAILED,    /* fail-fast: a child of the scope failed */
+    TETHER_CAUSE_SIBLING_SUCCEEDED, /* first-success: another child won */
+    TETHER_CAUSE_SCOPE_FINISHED,    /* background child halted: foreground done */
+    TETHER_CAUSE_HALTED,            /* tether_task_halt on this one child */
+    TETHER_CAUSE_SIGNAL             /* tether_sigcancel_fire (signal handler) */
+} tether_cause;
+
+/*
+ * tether_cause_name — a short static name for a cause ("explicit",
+ * "deadline", ...), or "unknown" for a value outside the enum.
+ * Never fails, never blocks, thread-safe.
+ */
+TETHER_API const char *tether_cause_name(tether_cause cause);
+
+/* How a scope ended. */
+typedef enum tether_outcome {
+    TETHER_OUTCOME_OK = 0,            /* every foreground child succeeded (first-success: one won) */
+    TETHER_OUTCOME_PARTIAL,           /* supervisor: some succeeded, some failed */
+    TETHER_OUTCOME_FAILED,            /* a child failure decided the scope */
+    TETHER_OUTCOME_CANCELED,          /* cancelled from outside (explicit, parent, signal) */
+    TETHER_OUTCOME_DEADLINE_EXCEEDED  /* the scope's effective deadline passed */
+} tether_outcome;
+
+/*
+ * tether_outcome_name — a short static name for an outcome ("ok",
+ * "partial", "failed", "canceled", "deadline_exceeded"), or "unknown".
+ * Never fails, never blocks, thread-safe.
+ */
+TETHER_API const char *tether_outcome_name(tether_outcome outcome);
+
+/* ======================================================================
+ * Tokens
+ *
+ * A token carries a cancelled state and a deadline down a tree. Cancelling a
+ * token cancels every descendant (cause TETHER_CAUSE_PARENT) and never touches
+ * its parent or siblings. A token's effective deadline is the minimum of its
+ * own and every ancestor's, so a deadline never loosens going down the tree.
+ *
+ * A deadline is enforced by every cancellation point: a thread blocked under
+ * the token wakes when the deadline passes, and the first thread that sees it
+ * passed (a cancellation point, tether_token_check, a scope's join) turns it
+ * into a cancellation of the token that owns that deadline, with cause
+ * TETHER_CAUSE_DEADLINE, so that descendants and callbacks see it too.
+ * ====================================================================== */
+
+typedef struct tether_token tether_token;
+
+/*
+ * tether_token_new — create a token.
+ *  out:      receives the new token.
+ *  parent:   its parent, or NULL for a root token. A child of a cancelled
+ *            token is born cancelled (cause TETHER_CAUSE_PARENT).
+ *  deadline: its own absolute deadline, or TETHER_NEVER. The effective
+ *            deadline is min(deadline, parent's effective deadline).
+ * Returns 0, or:
+ *  EINVAL  out is NULL.
+ *  ENOMEM  out of memory.
+ * Never blocks. Thread-safe; the parent may be used concurrently by other
+ * threads. Ownership: the caller owns the token and ends it with
+ * tether_token_free; the parent must outlive it.
+ */
+TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline);
+
+/*
+ * tether_token_free — free a token, unlinking it from its parent.
+ * Callbacks still registered on it are detached unrun: tether_token_off_cancel
+ * still frees their handles and reports that they did not run.
+ * Returns 0, or:
+ *  EINVAL  t is NULL.
+ *  EBUSY   t still has child tokens, or some thread has it entered
+ *          (tether_token_enter without the matching leave). Nothing changes.
+ * Never blocks (a short internal lock). Must not race with any other call on
+ * the same token (as with pthread_mutex_destroy).
+ */
+TETHER_API int tether_token_free(tether_token *t);
+
+/*
+ * tether_token_cancel — cancel a token and all its descendants.
+ *  t:     the token.
+ *  error: a user error number recorded as the reason (tether_token_error),
+ *         or 0 for plain ECANCELED.
+ * The first cancellation wins: its cause and error are kept; later calls are
+ * no-ops that still return 0. Threads blocked under the token or a
+ * descendant wake and fail with ECANCELED. Callbacks registered on the
+ * cancelled tokens run synchronously in the calling thread before it
+ * returns, so the caller must not hold a lock that a callback takes.
+ * Returns 0, or EINVAL if t is NULL.
+ * Never blocks waiting for other threads (it takes short internal locks; use
+ * tether_sigcancel_fire from a signal handler). Thread-safe: any thread, any
+ * number of times, concurrently.
+ */
+TETHER_API int tether_token_cancel(tether_token *t, int error);
+
+/*
+ * tether_token_check — whether t is cancelled or past its effective deadline.
+ * Returns 0 if neither, ECANCELED if cancelled, ETIMEDOUT if cancelled by a
+ * deadline (its own or an ancestor's) or past its deadline. Observing a
+ * passed deadline cancels the token that owns it (see above), so EINVAL is
+ * returned only for a NULL t.
+ * Never blocks. Thread-safe.
+ */
+TETHER_API int tether_token_check(tether_token *t);
+
+/*
+ * tether_token_cause — the recorded cause of t's cancellation, or
+ * TETHER_CAUSE_NONE if it is not cancelled (or t is NULL). A deadline that
+ * passed but was not yet observed is not a cause yet: call
+ * tether_token_check first. Never blocks. Thread-safe.
+ */
+TETHER_API tether_cause tether_token_cause(const tether_token *t);
+
+/*
+ * tether_token_root_cause — for a token cancelled through its parent, the
+ * cause recorded at the ancestor where the cancellation started; otherwise
+ * the same as tether_token_cause. Never blocks. Thread-safe.
+ */
+TETHER_API tether_cause tether_token_root_cause(const tether_token *t);
+
+/*
+ * tether_token_error — the error number that cancelled t: the user's error
+ * given to tether_token_cancel (ECANCELED if it gave 0), ETIMEDOUT for a
+ * deadline, the parent's error for TETHER_CAUSE_PARENT, and for scope causes
+ * the error of the child that triggered them (0 for first-success).
+ * Returns 0 if t is not cancelled or is NULL. Never blocks. Thread-safe.
+ */
+TETHER_API int tether_token_error(const tether_token *t);
+
+/*
+ * tether_token_deadline — t's effective deadline (the minimum over t and its
+ * ancestors), or TETHER_NEVER; TETHER_NEVER for a NULL t.
+ * Never blocks. Thread-safe.
+ */
+TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
+
+/* A registered cancellation callback. */
+typedef struct tether_callback tether_callback;
+
+/*
+ * tether_token_on_cancel — run fn(arg) once when t is cancelled.
+ *  out: receives a handle that must be given to tether_token_off_cancel.
+ * If t is already cancelled, fn runs at once in the calling thread before
+ * this returns. Otherwise it runs exactly once, in the thread whose
+ * tether_token_cancel cancelled t (or an ancestor), even under concurrent
+ * cancels. fn must be short and must not block; it may call any tether
+ * function except tether_token_free / tether_scope_free on its own token,
+ * and it may unregister itself.
+ * Returns 0, or EINVAL (t, fn or out NULL), ENOMEM.
+ * Never blocks. Thread-safe.
+ */
+TETHER_API int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
+                                      tether_callback **out);
+
+/*
+ * tether_token_off_cancel — unregister a callback and free its handle.
+ *  ran: if not NULL, receives true if the callback ran (or is running), false
+ *       if it was removed before running (or its token was freed first).
+ * If the callback is running on another thread, waits for it to finish. From
+ * inside the callback itself it returns at once (no deadlock); the handle is
+ * freed when the callback returns.
+ * Returns 0, or EINVAL if cb is NULL.
+ * Blocks only while the callback runs on another thread: do not hold a lock
+ * the callback takes. Thread-safe; cb must be unregistered exactly once.
+ */
+TETHER_API int tether_token_off_cancel(tether_callback *cb, bool *ran);
+
+/* ======================================================================
+ * The current token
+ *
+ * Every thread has a current token (none by default). Cancellable
+ * primitives use it; they take no token argument, so they are drop-in
+ * replacements for the calls they stand for. Any thread — for example a
+ * worker of an existing thread pool — can enter a token for the span of a
+ * job and leave it afterwards; entries nest.
+ * ====================================================================== */
+
+/*
+ * tether_current — the calling thread's current token, or NULL.
+ * Never fails, never blocks, thread-safe (thread-local).
+ */
+TETHER_API tether_token *tether_current(void);
+
+/*
+ * tether_token_enter — make t the calling thread's current token until the
+ * matching tether_token_leave. Entries nest without limit.
+ * Returns 0, or EINVAL (t NULL), ENOMEM (nesting beyond 16 levels needs
+ * memory and none was available).
+ * Never blocks. A token that some thread has entered cannot be freed (EBUSY).
+ */
+TETHER_API int tether_token_enter(tether_token *t);
+
+/*
+ * tether_token_leave — undo the innermost tether_token_enter.
+ *  t: the token that was entered (checked).
+ * Returns 0, or:
+ *  EINVAL  t is NULL.
+ *  EPERM   t is not the calling thread's innermost entered token (nothing
+ *          changes).
+ * Never blocks.
+ */
+TETHER_API int tether_token_leave(tether_token *t);
+
+/*
+ * tether_check — the cancellation check: tether_token_check on the current
+ * token. Returns 0 when there is no current token or it is neither cancelled
+ * nor past its deadline (about one load when it has no deadline), else
+ * ECANCELED or ETIMEDOUT. Never blocks. Thread-safe.
+ */
+TETHER_API int tether_check(void);
+
+/*
+ * tether_with_deadline — run fn(arg) in the calling thread under a fresh
+ * child token of the current one whose own deadline is `deadline` (like
+ * Trio's fail_after or Kotlin's withTimeout, without spawning a thread).
+ *  fired: if not NULL, receives true if this block's own deadline fired
+ *         (fn saw the deadline, or it passed before fn returned and cancelled
+ *         the block's token); false if fn finished first or an outer
+ *         deadline or cancel came first.
+ * Returns fn's return value, or ENOMEM if the token could not be created (fn
+ * was not called; *fired is false), EINVAL if fn is NULL.
+ * Blocks as long as fn does. Ownership: the token lives only for the call.
+ */
+TETHER_API int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg), void *arg,
+                                    bool *fired);
+
+/*
+ * tether_with_timeout — tether_with_deadline(tether_deadline_after(timeout_ns), ...).
+ */
+TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), void *arg,
+                                   bool *fired);
+
+/* ======================================================================
+ * Cancelling from a signal handler
+ *
+ * A signal handler cannot take locks, so it cannot walk a token tree. A
+ * tether_sigcancel is a small relay set up ahead of time: firing it from a
+ * handler only writes to an eventfd, and a relay thread (created by
+ * tether_sigcancel_new, the only thread tether creates on its own) performs
+ * the cancellation with cause TETHER_CAUSE_SIGNAL.
+ * ====================================================================== */
+
+typedef struct tether_sigcancel tether_sigcancel;
+
+/*
+ * tether_sigcancel_new — prepare a signal-safe canceller for t.
+ *  out:   receives the handle.
+ *  t:     the token to cancel; it must outlive the handle.
+ *  error: the error number recorded for the cancellation (0: ECANCELED).
+ * Returns 0, or EINVAL (out or t NULL), ENOMEM, EMFILE/ENFILE (no eventfd),
+ * EAGAIN (no relay thread).
+ * Never blocks. Thread-safe. The caller ends the handle with
+ * tether_sigcancel_free.
+ */
+TETHER_API int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error);
+
+/*
+ * tether_sigcancel_fire — request the cancellation. Async-signal-safe: one
+ * write(2) to an eventfd; errno is preserved. The token is cancelled shortly
+ * after by the relay thread (a few microseconds). Firing again is harmless.
+ * Never blocks. Must not race with tether_sigcancel_free.
+ */
+TETHER_API void tether_sigcancel_fire(tether_sigcancel *sc);
+
+/*
+ * tether_sigcancel_free — stop the relay thread and free the handle. A fire
+ * that happened before this call has taken effect when it returns.
+ * Returns 0, or EINVAL if sc is NULL. Blocks briefly to join the relay
+ * thread.
+ */
+TETHER_API int tether_sigcancel_free(tether_sigcancel *sc);
+
+/* ======================================================================
+ * Cancellable primitives
+ *
+ * Each uses the calling thread's current token. With no current token it
+ * behaves exactly like the call it stands for. With one:
+ *  - it fails at once with ECANCELED/ETIMEDOUT if the token is already
+ *    cancelled or past its deadline, without blocking;
+ *  - a thread blocked in it wakes on cancellation (ECANCELED) or at the
+ *    effective deadline (ETIMEDOUT);
+ *  - a transfer that already took effect is returned (bytes read stay read);
+ *    the next call reports the cancellation;
+ *  - a signal handler interrupting the wait makes it fail with EINTR, as the
+ *    raw call does for handlers installed without SA_RESTART (tether waits in
+ *    poll or futex, which the kernel never restarts).
+ * Sleeping threads wait on a futex and hold no file descriptor; I/O waits
+ * poll the descriptor together with one eventfd per token, created on first
+ * use and shared by every thread waiting under that token.
+ * ====================================================================== */
+
+/*
+ * tether_sleep_until — sleep until the absolute instant `when`.
+ * Returns 0 when `when` is reached, or -1 with errno:
+ *  ECANCELED  the current token was cancelled;
+ *  ETIMEDOUT  the current token's effective deadline came before `when`;
+ *  EINTR      a signal handler ran.
+ * Blocks; cancellation point. Holds no file descriptor while sleeping.
+ */
+TETHER_API int tether_sleep_until(tether_time_t when);
+
+/*
+ * tether_sleep_for — sleep for duration_ns nanoseconds (<= 0 returns at once
+ * after the cancellation check). Same returns and errors as
+ * tether_sleep_until.
+ */
+TETHER_API int tether_sleep_for(int64_t duration_ns);
+
+/*
+ * tether_read — read(2) that can be cancelled.
+ * Returns what read(2) returns. On a descriptor with data ready it costs one
+ * syscall (a non-blocking attempt with RWF_NOWAIT). A descriptor in
+ * O_NONBLOCK mode fails with EAGAIN as read(2) would. Errors: read(2)'s, plus
+ * ECANCELED, ETIMEDOUT, EINTR (see above), ENOMEM/EMFILE if the token's
+ * eventfd could not be created on first use.
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_read(int fd, void *buf, size_t count);
+
+/*
+ * tether_write — write(2) that can be cancelled.
+ * Like a blocking write(2), it keeps writing until all `count` bytes are
+ * written; if cancelled (or interrupted) after writing some, it returns the
+ * number written, and the next call reports the cancellation. A descriptor
+ * in O_NONBLOCK mode behaves as write(2) would. Errors: write(2)'s, plus
+ * ECANCELED, ETIMEDOUT, EINTR, ENOMEM/EMFILE as for tether_read.
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_write(int fd, const void *buf, size_t count);
+
+/*
+ * tether_poll — poll(2) that can be cancelled.
+ * timeout_ms as poll(2): negative waits forever (up to the deadline), 0
+ * polls once. Returns the number of ready descriptors, 0 if timeout_ms
+ * elapsed first, or -1 with errno: poll(2)'s errors, ECANCELED, ETIMEDOUT
+ * (the token's deadline came before timeout_ms), EINTR, ENOMEM.
+ * Blocks; cancellation point.
+ */
+TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
+
+/* ======================================================================
+ * Scopes
+ *
+ * A scope owns the child threads spawned into it — one thread per child —
+ * and tether_scope_join returns only after every one has exited and been
+ * joined. The scope owns a token, a child of its parent token; every child
+ * runs with its own token (a child of the scope's) as its current token.
+ * ====================================================================== */
+
+typedef struct tether_scope tether_scope;
+typedef struct tether_task tether_task;
+
+/* How a scope reacts to its children's results. */
+typedef enum tether_policy {
+    /* The first child failure cancels all siblings (TETHER_CAUSE_SIBLING_FAILED);
+     * the scope fails with that first error. */
+    TETHER_POLICY_FAIL_FAST = 0,
+    /* Failures are isolated; outcome ok, partial or failed. A deadline or an
+     * external cancel still cancels everyone. */
+    TETHER_POLICY_SUPERVISOR,
+    /* Hedging: the first child to return 0 wins and the rest are cancelled
+     * (TETHER_CAUSE_SIBLING_SUCCEEDED); if all fail, failed with the first error. */
+    TETHER_POLICY_FIRST_SUCCESS
+} tether_policy;
+
+/* Options for tether_scope_open. Zero-initialise, then set what you need. */
+typedef struct tether_scope_opts {
+    tether_policy policy;      /* default fail-fast */
+    tether_time_t deadline;    /* absolute; 0 = none of its own */
+    int64_t timeout_ns;        /* relative to open; 0 = none; with deadline, the earlier wins */
+    unsigned max_children;     /* live children at once; 0 = unbounded */
+    const char *name;          /* copied; up to 31 bytes kept */
+    tether_token *parent;      /* NULL = the calling thread's current token */
+    bool detached;             /* true: no parent at all, even if there is a current token */
+} tether_scope_opts;
+
+/* Options for tether_spawn. Zero-initialise, then set what you need. */
+typedef struct tether_spawn_opts {
+    const char *name;          /* copied; up to 31 bytes kept; the thread's name gets 15 */
+    int64_t timeout_ns;        /* the child's own deadline, relative to spawn; 0 = none */
+    size_t stack_size;         /* 0 = the default; otherwise at least PTHREAD_STACK_MIN */
+    bool background;           /* halted automatically once the foreground work is done */
+} tether_spawn_opts;
+
+#define TETHER_NAME_MAX 32
+
+/* What tether_scope_join reports. */
+typedef struct tether_result {
+    tether_outcome outcome;
+    int error;                         /* the winning error, 0 if none */
+    int error_task;                    /* index of the task that produced it, -1 if none */
+    char error_task_name[TETHER_NAME_MAX];
+    tether_cause cause;                /* why the scope (or its background) was cancelled */
+    int cause_task;                    /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
+    int winner;                        /* first-success: index of the winner, else -1 */
+    unsigned spawned;                  /* children spawned */
+    unsigned succeeded, failed, canceled;
+    int64_t convergence_ns;            /* first cancel request to last child's exit; 0 if none */
+} tether_result;
+
+/*
+ * tether_scope_open — open a scope.
+ *  out:  receives the scope.
+ *  opts: NULL for defaults (fail-fast, no deadline, unbounded, parent = the
+ *        current token).
+ * Returns 0, or EINVAL (out NULL, policy out of range, negative timeout),
+ * ENOMEM.
+ * Never blocks. The calling thread becomes the scope's owner: it joins and
+ * frees it (tether_scope_join, tether_scope_free). The parent token must
+ * outlive the scope.
+ */
+TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *opts);
+
+/*
+ * tether_spawn — start fn(arg) on a new thread owned by the scope.
+ *  s:    the scope; the owner or any of its children may spawn.
+ *  fn:   returns 0 for success or an error number.
+ *  opts: NULL for defaults.
+ *  task: if not NULL, receives a handle for tether_task_wait/halt, valid
+ *        until the scope is joined. Without one, a finished child's thread
+ *        and memory are reclaimed early, so a long-lived scope can spawn
+ *        without limit.
+ * With max_children set and the scope full, waits for a free slot; the wait
+ * is a cancellation point of the caller's current token and ends at the
+ * scope's or the caller's deadline.
+ * Returns 0, or:
+ *  EINVAL     s or fn NULL, stack_size too small, negative timeout, or the
+ *             scope was already joined.
+ *  ECANCELED  the scope is cancelled, is finishing (background halted in
+ *             join), or the caller was cancelled while waiting for a slot.
+ *  ETIMEDOUT  a deadline passed (the scope's, or the caller's while waiting).
+ *  EAGAIN     the system could not create a thread.
+ *  ENOMEM     out of memory.
+ * On any error no thread was created. Blocks only while waiting for a slot.
+ * Thread-safe.
+ */
+TETHER_API int tether_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
+                            const tether_spawn_opts *opts, tether_task **task);
+
+/*
+ * tether_try_spawn — tether_spawn that never waits for a slot: EAGAIN when
+ * max_children children are live. Other returns as tether_spawn. Never
+ * blocks. Thread-safe.
+ */
+TETHER_API int tether_try_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
+                                const tether_spawn_opts *opts, tether_task **task);
+
+/*
+ * tether_task_wait — wait for one child to exit.
+ *  result: if not NULL, receives the child's return value.
+ * Returns 0, or EINVAL (task NULL), EDEADLK (called from that child itself).
+ * Blocks until the child exits (not a cancellation point: the child is
+ * cancelled with its scope, so the wait is bounded by the scope's fate). If
+ * the scope's deadline passes while waiting, the wait cancels the scope as
+ * join would. Thread-safe.
+ */
+TETHER_API int tether_task_wait(tether_task *task, int *result);
+
+/*
+ * tether_task_halt — cancel one child alone (cause TETHER_CAUSE_HALTED) and
+ * wait for it to exit. Its siblings are not touched, and a child halted this
+ * way counts as canceled, never as a failure.
+ *  result: as for tether_task_wait.
+ * Returns and blocks as tether_task_wait.
+ */
+TETHER_API int tether_task_halt(tether_task *task, int *result);
+
+/*
+ * tether_task_token — the child's token (its current token while it runs),
+ * or NULL for a NULL task. Valid until the scope is joined.
+ */
+TETHER_API tether_token *tether_task_token(tether_task *task);
+
+/*
+ * tether_scope_token — the scope's token: children's tokens descend from
+ * it. Valid until tether_scope_join returns; NULL for a NULL scope.
+ */
+TETHER_API tether_token *tether_scope_token(tether_scope *s);
+
+/*
+ * tether_scope_cancel — cancel the scope and all its children (cause
+ * TETHER_CAUSE_EXPLICIT). Never blocks; any thread, any number of times,
+ * until the scope is joined. Returns 0, or EINVAL (s NULL or joined).
+ */
+TETHER_API int tether_scope_cancel(tether_scope *s);
+
+/*
+ * tether_scope_join — wait for the scope's children and report how it ended.
+ * Waits for every foreground child; then halts the background children
+ * (cause TETHER_CAUSE_SCOPE_FINISHED) and waits for their cleanup; joins
+ * every thread; releases the children's tokens, task handles and memory.
+ * If the scope's deadline passes while waiting, cancels the scope (cause
+ * TETHER_CAUSE_DEADLINE) and keeps waiting for the children to exit.
+ *  result: if not NULL, receives the outcome (see tether_result).
+ * Returns 0, or:
+ *  EINVAL   s is NULL, or the scope was already joined (or is being joined).
+ *  EDEADLK  called from one of the scope's own children (or their
+ *           descendants): it could never return.
+ * Blocks; not a cancellation point (a scope always waits for its children).
+ * Do not hold a lock that a child needs to finish. The scope handle stays
+ * valid, in the joined state, until tether_scope_free.
+ */
+TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
+
+/*
+ * tether_scope_free — free a scope handle. If it was not joined yet, it is
+ * cancelled (cause TETHER_CAUSE_EXPLICIT) and joined first, discarding the
+ * result.
+ * Returns 0, or EINVAL (s NULL), EDEADLK (as tether_scope_join).
+ * Blocks if it must join. Must not race with other calls on s.
+ */
+TETHER_API int tether_scope_free(tether_scope *s);
+
+/*
+ * tether_scope_run — open a scope, run body(scope, arg) in the calling
+ * thread, then join and free the scope (Effection's run). If body returns
+ * non-zero, the scope is cancelled and the outcome is failed with body's
+ * error (error_task -1) unless a child failure decided it first.
+ *  result: receives the outcome; may be NULL.
+ * Returns 0, or the errors of tether_scope_open (body not called).
+ * Blocks until every child has exited.
+ */
+TETHER_API int tether_scope_run(const tether_scope_opts *opts,
+                                int (*body)(tether_scope *s, void *arg), void *arg,
+                                tether_result *result);
+
+/*
+ * TETHER_SCOPE_GUARD(var, opts) — declare `tether_scope *var`, opened with
+ * opts (NULL for defaults), that is joined (if not already) and freed when
+ * the enclosing block is left by any path: end of block, return, break,
+ * goto. If opening fails, var is NULL and tether_spawn on it returns EINVAL.
+ * Call tether_scope_join inside the block to get the result. GCC and Clang
+ * only (the cleanup attribute).
+ */
+#if defined(__GNUC__)
+#define TETHER_SCOPE_GUARD(var, opts) \
+    tether_scope *var __attribute__((cleanup(tether__scope_guard_end))) = \
+        tether__scope_guard_begin(opts)
+#endif
+
+/* Internal to TETHER_SCOPE_GUARD; use the macro instead. */
+TETHER_API tether_scope *tether__scope_guard_begin(const tether_scope_opts *opts);
+/* Internal to TETHER_SCOPE_GUARD; use the macro instead. */
+TETHER_API void tether__scope_guard_end(tether_scope **s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_H */

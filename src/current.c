@@ -1,0 +1,116 @@
+/*
+ * The calling thread's current token: enter/leave, the cancellation check,
+ * and the in-thread timeout block.
+ *
+ * The current token is a thread-local pointer in the initial-exec TLS model,
+ * so tether_check is a TLS load, a load of the token's state and a test.
+ * Entries nest; the tokens they replaced are kept on a per-thread stack that
+ * lives inline for the first 16 levels and on the heap beyond.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <string.h>
+
+_Thread_local tether_token *tether__current __attribute__((tls_model("initial-exec")));
+
+enum { INLINE_DEPTH = 16 };
+
+static _Thread_local struct {
+    tether_token **saved;   /* inline_saved or a heap array */
+    unsigned depth, cap;
+    tether_token *inline_saved[INLINE_DEPTH];
+} entries;
+
+tether_token *tether_current(void)
+{
+    return tether__current;
+}
+
+static int grow_entries(void)
+{
+    unsigned cap = entries.cap * 2;
+    tether_token **heap = malloc(cap * sizeof *heap);
+    if (!heap)
+        return ENOMEM;
+    memcpy(heap, entries.saved, entries.depth * sizeof *heap);
+    if (entries.saved != entries.inline_saved)
+        free(entries.saved);
+    entries.saved = heap;
+    entries.cap = cap;
+    return 0;
+}
+
+int tether_token_enter(tether_token *t)
+{
+    if (!t)
+        return EINVAL;
+    if (!entries.saved) {
+        entries.saved = entries.inline_saved;
+        entries.cap = INLINE_DEPTH;
+    }
+    if (entries.depth == entries.cap && grow_entries() != 0)
+        return ENOMEM;
+    entries.saved[entries.depth++] = tether__current;
+    atomic_fetch_add_explicit(&t->entered, 1, memory_order_relaxed);
+    tether__current = t;
+    return 0;
+}
+
+int tether_token_leave(tether_token *t)
+{
+    if (!t)
+        return EINVAL;
+    if (entries.depth == 0 || tether__current != t)
+        return EPERM;
+    tether__current = entries.saved[--entries.depth];
+    atomic_fetch_sub_explicit(&t->entered, 1, memory_order_release);
+    if (entries.depth == 0 && entries.saved != entries.inline_saved) {
+        /* Back at the bottom: give the heap array back. */
+        free(entries.saved);
+        entries.saved = entries.inline_saved;
+        entries.cap = INLINE_DEPTH;
+    }
+    return 0;
+}
+
+int tether_check(void)
+{
+    tether_token *t = tether__current;
+    if (!t)
+        return 0;
+    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (__builtin_expect(!(s & (TOKEN_CANCELLED | TOKEN_HAS_DEADLINE)), 1))
+        return 0;
+    return tether__token_poll(t);
+}
+
+int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg), void *arg, bool *fired)
+{
+    if (fired)
+        *fired = false;
+    if (!fn)
+        return EINVAL;
+    tether_token *t;
+    int rc = tether_token_new(&t, tether__current, deadline);
+    if (rc)
+        return rc;
+    rc = tether_token_enter(t);
+    if (rc) {
+        tether_token_free(t);
+        return rc;
+    }
+    int result = fn(arg);
+    rc = tether_token_leave(t);
+    TETHER_ASSERT(rc == 0 && "fn left its entries unbalanced");
+    if (fired)
+        *fired = tether_token_cause(t) == TETHER_CAUSE_DEADLINE;
+    rc = tether_token_free(t);
+    TETHER_ASSERT(rc == 0 && "fn left a child token or scope of the block alive");
+    return result;
+}
+
+int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), void *arg, bool *fired)
+{
+    return tether_with_deadline(tether_deadline_after(timeout_ns), fn, arg, fired);
+}

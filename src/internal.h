@@ -1,0 +1,100 @@
+/*
+ * Internal interface shared by tether's source files. Nothing here is API.
+ *
+ * Map of the sources:
+ *   time.c      clocks and the outcome/cause names
+ *   token.c     the token tree: create/free, cancel propagation, callbacks
+ *   current.c   the calling thread's current token (enter/leave, check)
+ *   wait.c      the two ways a thread blocks: futex on a token, poll with
+ *               the token's eventfd
+ *   io.c        cancellable sleep/read/write/poll
+ *   scope.c     scopes, tasks, policies, join
+ *   sigcancel.c the signal-safe cancel relay
+ */
+#ifndef TETHER_INTERNAL_H
+#define TETHER_INTERNAL_H
+
+#include "tether.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define TETHER_HIDDEN __attribute__((visibility("hidden")))
+
+/* Token state word, also the futex sleepers wait on. */
+enum {
+    TOKEN_CANCELLED = 1u << 0, /* sticky */
+    TOKEN_WAITERS = 1u << 1,   /* someone may sleep on the futex: wake on cancel */
+    TOKEN_HAS_DEADLINE = 1u << 2,
+    TOKEN_CAUSE_SHIFT = 8      /* tether_cause lives in bits 8..15 */
+};
+
+struct tether_token {
+    _Atomic uint32_t state;
+    _Atomic int claimed;        /* the first canceller wins this, then publishes */
+    int error;                  /* tether_token_error; written before publishing */
+    int cancel_errno;           /* ECANCELED or ETIMEDOUT: what primitives report */
+    tether_cause root_cause;
+    tether_time_t cancelled_at; /* when the cancellation started (root's time) */
+    tether_time_t deadline;     /* effective: min over ancestors */
+    tether_token *deadline_owner; /* the ancestor-or-self whose deadline it is */
+    tether_token *parent;
+    /* Tree links and the callback list are guarded by the tree lock. */
+    tether_token *first_child, *next_sibling, *prev_sibling;
+    tether_callback *callbacks;
+    _Atomic int efd;            /* eventfd for I/O waits, -1 until first needed */
+    _Atomic int entered;        /* threads that have it entered */
+    bool callbacks_fired;       /* a canceller took the callback list (tree lock) */
+};
+
+/* token.c */
+TETHER_HIDDEN void tether__tree_lock(void);
+TETHER_HIDDEN void tether__tree_unlock(void);
+/* Cancel t with an explicit cause; 0 if this call won, EALREADY if not. */
+TETHER_HIDDEN int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error);
+/* The slow path of every check: cancelled or past the deadline. */
+TETHER_HIDDEN int tether__token_poll(tether_token *t);
+/* Called when a wait saw the effective deadline pass: cancel its owner. */
+TETHER_HIDDEN int tether__token_expire(tether_token *t);
+/* The token's eventfd, created on first use; -1 and errno on failure. */
+TETHER_HIDDEN int tether__token_efd(tether_token *t);
+/* Whether `t` is `ancestor` or below it. */
+TETHER_HIDDEN bool tether__token_descends(const tether_token *t, const tether_token *ancestor);
+
+static inline bool tether__token_cancelled(const tether_token *t)
+{
+    return atomic_load_explicit(&t->state, memory_order_acquire) & TOKEN_CANCELLED;
+}
+
+/* current.c */
+TETHER_HIDDEN extern _Thread_local tether_token *tether__current
+    __attribute__((tls_model("initial-exec")));
+
+/* wait.c */
+/* Sleep on t's futex until it is cancelled or `until` passes. Returns 0 at
+ * `until`, ECANCELED/ETIMEDOUT on cancellation/deadline, EINTR. */
+TETHER_HIDDEN int tether__wait_token(tether_token *t, tether_time_t until);
+/* Poll fds (with one spare slot at the end for the token's eventfd) until one
+ * is ready, t is cancelled or `until` passes. Returns the number ready (0 at
+ * `until`), or -1 with errno. */
+TETHER_HIDDEN int tether__wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds,
+                                   tether_time_t until);
+TETHER_HIDDEN int tether__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+                                     tether_time_t until);
+TETHER_HIDDEN void tether__futex_wake_all(_Atomic uint32_t *word);
+
+/* time.c */
+static inline tether_time_t tether__min_time(tether_time_t a, tether_time_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Internal invariant broken: always on, never compiled out. */
+#define TETHER_ASSERT(cond) \
+    ((cond) ? (void)0 : tether__assert_fail(#cond, __FILE__, __LINE__))
+TETHER_HIDDEN _Noreturn void tether__assert_fail(const char *what, const char *file, int line);
+
+#endif /* TETHER_INTERNAL_H */

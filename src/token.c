@@ -1,0 +1,395 @@
+/*
+ * The token tree: creation, freeing, cancellation and its propagation, and
+ * cancellation callbacks.
+ *
+ * Cancelling is two steps. The first canceller *claims* the token (an atomic
+ * exchange, so exactly one wins and its cause is the one kept), writes the
+ * cause and error, then *publishes* the CANCELLED bit with a release store,
+ * so anyone who sees the bit also sees the cause. Publishing wakes the
+ * futex sleepers and the token's eventfd.
+ *
+ * Propagation to descendants walks the tree under one process-wide tree lock
+ * that also guards linking and unlinking, so the walk needs no recursion
+ * (deep trees cannot overflow a small thread stack) and a token cannot be
+ * freed while it is being visited. Invariant: once a token is published
+ * cancelled, every descendant is claimed by the same walk or by another
+ * canceller's walk, and a new child of a cancelled token is born cancelled.
+ * Callbacks are collected during the walk and run after the lock is dropped.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Signalled (under tree_lock) when a running callback finishes. */
+static pthread_cond_t callback_done = PTHREAD_COND_INITIALIZER;
+
+enum callback_state {
+    CB_REGISTERED, /* on its token's list */
+    CB_RUNNING,    /* taken by a canceller; `runner` is running it */
+    CB_DONE,
+    CB_DETACHED    /* its token was freed before it ran */
+};
+
+struct tether_callback {
+    tether_callback *next, *prev; /* token's list, while registered */
+    tether_callback *run_next;    /* canceller's run list, while running */
+    tether_token *token;
+    void (*fn)(void *arg);
+    void *arg;
+    enum callback_state state;
+    pthread_t runner;
+    bool free_when_done;          /* it unregistered itself while running */
+};
+
+void tether__tree_lock(void)
+{
+    int rc = pthread_mutex_lock(&tree_lock);
+    TETHER_ASSERT(rc == 0);
+}
+
+void tether__tree_unlock(void)
+{
+    int rc = pthread_mutex_unlock(&tree_lock);
+    TETHER_ASSERT(rc == 0);
+}
+
+int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline)
+{
+    if (!out)
+        return EINVAL;
+    tether_token *t = calloc(1, sizeof *t);
+    if (!t)
+        return ENOMEM;
+    atomic_init(&t->efd, -1);
+    t->deadline = deadline;
+    t->deadline_owner = deadline == TETHER_NEVER ? NULL : t;
+    if (parent && parent->deadline <= deadline) {
+        t->deadline = parent->deadline;
+        t->deadline_owner = parent->deadline_owner;
+    }
+    atomic_init(&t->state, t->deadline != TETHER_NEVER ? TOKEN_HAS_DEADLINE : 0u);
+    if (!parent) {
+        *out = t;
+        return 0;
+    }
+
+    tether__tree_lock();
+    t->parent = parent;
+    t->next_sibling = parent->first_child;
+    if (parent->first_child)
+        parent->first_child->prev_sibling = t;
+    parent->first_child = t;
+    if (tether__token_cancelled(parent)) {
+        /* Born cancelled. Nobody else can see t yet, so no claim race. */
+        atomic_store_explicit(&t->claimed, 1, memory_order_relaxed);
+        t->error = parent->error;
+        t->cancel_errno = parent->cancel_errno;
+        t->root_cause = parent->root_cause;
+        t->cancelled_at = parent->cancelled_at;
+        t->callbacks_fired = true;
+        atomic_fetch_or_explicit(&t->state,
+                                 TOKEN_CANCELLED | (uint32_t)TETHER_CAUSE_PARENT << TOKEN_CAUSE_SHIFT,
+                                 memory_order_release);
+    }
+    tether__tree_unlock();
+    *out = t;
+    return 0;
+}
+
+int tether_token_free(tether_token *t)
+{
+    if (!t)
+        return EINVAL;
+    tether__tree_lock();
+    if (t->first_child || atomic_load_explicit(&t->entered, memory_order_acquire) > 0) {
+        tether__tree_unlock();
+        return EBUSY;
+    }
+    if (t->parent) {
+        if (t->prev_sibling)
+            t->prev_sibling->next_sibling = t->next_sibling;
+        else
+            t->parent->first_child = t->next_sibling;
+        if (t->next_sibling)
+            t->next_sibling->prev_sibling = t->prev_sibling;
+    }
+    for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
+        cb->state = CB_DETACHED;
+        cb->token = NULL;
+    }
+    tether__tree_unlock();
+    int efd = atomic_load_explicit(&t->efd, memory_order_relaxed);
+    if (efd >= 0)
+        close(efd);
+    free(t);
+    return 0;
+}
+
+static bool claim(tether_token *t)
+{
+    return atomic_exchange_explicit(&t->claimed, 1, memory_order_acq_rel) == 0;
+}
+
+static void publish(tether_token *t, tether_cause cause, int error, int cancel_errno,
+                    tether_cause root_cause, tether_time_t at)
+{
+    t->cancelled_at = at;
+    t->error = error;
+    t->cancel_errno = cancel_errno;
+    t->root_cause = root_cause;
+    /* seq_cst pairs with tether__token_efd: either it sees CANCELLED, or
+     * this sees its eventfd, so an I/O waiter is never left asleep. */
+    uint32_t old = atomic_fetch_or(&t->state, TOKEN_CANCELLED | (uint32_t)cause << TOKEN_CAUSE_SHIFT);
+    if (old & TOKEN_WAITERS)
+        tether__futex_wake_all(&t->state);
+    int efd = atomic_load(&t->efd);
+    if (efd >= 0) {
+        uint64_t one = 1;
+        /* Can only fail if the counter is near overflow: still readable. */
+        ssize_t n = write(efd, &one, sizeof one);
+        (void)n;
+    }
+}
+
+/* Move t's registered callbacks to the run list. Tree lock held. */
+static void take_callbacks(tether_token *t, tether_callback **run)
+{
+    t->callbacks_fired = true;
+    pthread_t self = pthread_self();
+    for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
+        cb->state = CB_RUNNING;
+        cb->runner = self;
+        cb->token = NULL;
+        cb->run_next = *run;
+        *run = cb;
+    }
+    t->callbacks = NULL;
+}
+
+/* Cancel every descendant of root that nobody else has claimed, iteratively
+ * over the first-child/next-sibling links. Tree lock held. */
+static void propagate(tether_token *root, tether_callback **run)
+{
+    tether_token *n = root->first_child;
+    while (n) {
+        if (claim(n)) {
+            tether_token *p = n->parent;
+            publish(n, TETHER_CAUSE_PARENT, p->error, p->cancel_errno, p->root_cause,
+                    p->cancelled_at);
+            take_callbacks(n, run);
+            if (n->first_child) {
+                n = n->first_child;
+                continue;
+            }
+        }
+        /* A subtree claimed by another canceller is that canceller's job. */
+        while (n != root && !n->next_sibling)
+            n = n->parent;
+        n = n == root ? NULL : n->next_sibling;
+    }
+}
+
+static void run_callbacks(tether_callback *cb)
+{
+    while (cb) {
+        tether_callback *next = cb->run_next;
+        cb->fn(cb->arg);
+        tether__tree_lock();
+        cb->state = CB_DONE;
+        if (cb->free_when_done)
+            free(cb);
+        pthread_cond_broadcast(&callback_done);
+        tether__tree_unlock();
+        cb = next;
+    }
+}
+
+int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
+{
+    if (!claim(t))
+        return EALREADY;
+    int cancel_errno = cause == TETHER_CAUSE_DEADLINE ? ETIMEDOUT : ECANCELED;
+    publish(t, cause, error ? error : cancel_errno, cancel_errno, cause, tether_now());
+
+    tether_callback *run = NULL;
+    tether__tree_lock();
+    take_callbacks(t, &run);
+    propagate(t, &run);
+    tether__tree_unlock();
+    run_callbacks(run);
+    return 0;
+}
+
+int tether_token_cancel(tether_token *t, int error)
+{
+    if (!t)
+        return EINVAL;
+    tether__token_cancel_cause(t, TETHER_CAUSE_EXPLICIT, error);
+    return 0;
+}
+
+int tether__token_expire(tether_token *t)
+{
+    TETHER_ASSERT(t->deadline_owner != NULL);
+    tether__token_cancel_cause(t->deadline_owner, TETHER_CAUSE_DEADLINE, ETIMEDOUT);
+    /* Another canceller may have claimed an ancestor first: report what t
+     * says if it is published, the deadline otherwise. */
+    return tether__token_cancelled(t) ? t->cancel_errno : ETIMEDOUT;
+}
+
+int tether__token_poll(tether_token *t)
+{
+    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (s & TOKEN_CANCELLED)
+        return t->cancel_errno;
+    if ((s & TOKEN_HAS_DEADLINE) && tether_now() >= t->deadline)
+        return tether__token_expire(t);
+    return 0;
+}
+
+int tether_token_check(tether_token *t)
+{
+    if (!t)
+        return EINVAL;
+    return tether__token_poll(t);
+}
+
+tether_cause tether_token_cause(const tether_token *t)
+{
+    if (!t)
+        return TETHER_CAUSE_NONE;
+    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (!(s & TOKEN_CANCELLED))
+        return TETHER_CAUSE_NONE;
+    return (tether_cause)((s >> TOKEN_CAUSE_SHIFT) & 0xff);
+}
+
+tether_cause tether_token_root_cause(const tether_token *t)
+{
+    if (!t || !tether__token_cancelled(t))
+        return TETHER_CAUSE_NONE;
+    return t->root_cause;
+}
+
+int tether_token_error(const tether_token *t)
+{
+    if (!t || !tether__token_cancelled(t))
+        return 0;
+    return t->error;
+}
+
+tether_time_t tether_token_deadline(const tether_token *t)
+{
+    return t ? t->deadline : TETHER_NEVER;
+}
+
+bool tether__token_descends(const tether_token *t, const tether_token *ancestor)
+{
+    for (; t; t = t->parent)
+        if (t == ancestor)
+            return true;
+    return false;
+}
+
+int tether__token_efd(tether_token *t)
+{
+    int fd = atomic_load_explicit(&t->efd, memory_order_acquire);
+    if (fd >= 0)
+        return fd;
+    tether__tree_lock();
+    fd = atomic_load_explicit(&t->efd, memory_order_relaxed);
+    if (fd < 0) {
+        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0) {
+            int e = errno;
+            tether__tree_unlock();
+            errno = e;
+            return -1;
+        }
+        atomic_store(&t->efd, fd);
+        if (atomic_load(&t->state) & TOKEN_CANCELLED) {
+            uint64_t one = 1;
+            ssize_t n = write(fd, &one, sizeof one);
+            (void)n;
+        }
+    }
+    tether__tree_unlock();
+    return fd;
+}
+
+int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
+                           tether_callback **out)
+{
+    if (!t || !fn || !out)
+        return EINVAL;
+    tether_callback *cb = calloc(1, sizeof *cb);
+    if (!cb)
+        return ENOMEM;
+    cb->fn = fn;
+    cb->arg = arg;
+    *out = cb;
+
+    tether__tree_lock();
+    if (!t->callbacks_fired) {
+        cb->state = CB_REGISTERED;
+        cb->token = t;
+        cb->next = t->callbacks;
+        if (t->callbacks)
+            t->callbacks->prev = cb;
+        t->callbacks = cb;
+        tether__tree_unlock();
+        return 0;
+    }
+    /* Already cancelled and its callbacks already taken: run it here. */
+    cb->state = CB_RUNNING;
+    cb->runner = pthread_self();
+    tether__tree_unlock();
+    run_callbacks(cb);
+    return 0;
+}
+
+int tether_token_off_cancel(tether_callback *cb, bool *ran)
+{
+    if (!cb)
+        return EINVAL;
+    bool did_run = true;
+    tether__tree_lock();
+    switch (cb->state) {
+    case CB_REGISTERED: {
+        tether_token *t = cb->token;
+        if (cb->prev)
+            cb->prev->next = cb->next;
+        else
+            t->callbacks = cb->next;
+        if (cb->next)
+            cb->next->prev = cb->prev;
+        did_run = false;
+        break;
+    }
+    case CB_DETACHED:
+        did_run = false;
+        break;
+    case CB_RUNNING:
+        if (pthread_equal(cb->runner, pthread_self())) {
+            /* Unregistering itself: the runner frees it when fn returns. */
+            cb->free_when_done = true;
+            tether__tree_unlock();
+            if (ran)
+                *ran = true;
+            return 0;
+        }
+        while (cb->state == CB_RUNNING)
+            pthread_cond_wait(&callback_done, &tree_lock);
+        break;
+    case CB_DONE:
+        break;
+    }
+    tether__tree_unlock();
+    free(cb);
+    if (ran)
+        *ran = did_run;
+    return 0;
+}
