@@ -73,19 +73,23 @@ typedef int64_t tether_time_t;
 /* The deadline that never comes. */
 #define TETHER_NEVER INT64_MAX
 
-/* Saturating conversions to nanoseconds (durations). */
+/* tether_us — microseconds to a duration in nanoseconds, saturating. */
 static inline int64_t tether_us(int64_t us)
 {
     if (us > INT64_MAX / 1000) return INT64_MAX;
     if (us < INT64_MIN / 1000) return INT64_MIN;
     return us * 1000;
 }
+
+/* tether_ms — milliseconds to a duration in nanoseconds, saturating. */
 static inline int64_t tether_ms(int64_t ms)
 {
     if (ms > INT64_MAX / 1000000) return INT64_MAX;
     if (ms < INT64_MIN / 1000000) return INT64_MIN;
     return ms * 1000000;
 }
+
+/* tether_sec — seconds to a duration in nanoseconds, saturating. */
 static inline int64_t tether_sec(int64_t s)
 {
     if (s > INT64_MAX / 1000000000) return INT64_MAX;
@@ -330,9 +334,9 @@ TETHER_API int tether_check(void);
  * child token of the current one whose own deadline is `deadline` (like
  * Trio's fail_after or Kotlin's withTimeout, without spawning a thread).
  *  fired: if not NULL, receives true if this block's own deadline fired
- *         (fn saw the deadline, or it passed before fn returned and cancelled
- *         the block's token); false if fn finished first or an outer
- *         deadline or cancel came first.
+ *         while fn ran (a cancellation point in fn, or a scope fn joined,
+ *         saw it pass and cancelled the block's token); false if fn finished
+ *         without seeing it, or an outer deadline or cancel came first.
  * Returns fn's return value, or ENOMEM if the token could not be created (fn
  * was not called; *fired is false), EINVAL if fn is NULL.
  * Blocks as long as fn does. Ownership: the token lives only for the call.
@@ -453,6 +457,15 @@ TETHER_API ssize_t tether_write(int fd, const void *buf, size_t count);
  * Blocks; cancellation point.
  */
 TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
+
+/* ======================================================================
+ * Cancellable calls for legacy code
+ * (readv/writev/pread/pwrite, sockets, connect/accept, ppoll, nanosleep,
+ * condition variables, semaphores, child processes, whole-buffer helpers,
+ * shields, signals). Same rules as the primitives above.
+ * ====================================================================== */
+
+/* (legacy section: end) */
 
 /* ======================================================================
  * Scopes
@@ -622,7 +635,10 @@ TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
  * tether_scope_free — free a scope handle. If it was not joined yet, it is
  * cancelled (cause TETHER_CAUSE_EXPLICIT) and joined first, discarding the
  * result.
- * Returns 0, or EINVAL (s NULL), EDEADLK (as tether_scope_join).
+ * Returns 0, or EINVAL (s NULL), EDEADLK (as tether_scope_join), EBUSY (a
+ * token created under tether_scope_token(s) is still alive, or some thread
+ * still has the scope's token entered: the scope stays joined and valid, and
+ * can be freed again once that is undone).
  * Blocks if it must join. Must not race with other calls on s.
  */
 TETHER_API int tether_scope_free(tether_scope *s);
@@ -658,6 +674,12 @@ TETHER_API int tether_scope_run(const tether_scope_opts *opts,
 TETHER_API tether_scope *tether__scope_guard_begin(const tether_scope_opts *opts);
 /* Internal to TETHER_SCOPE_GUARD; use the macro instead. */
 TETHER_API void tether__scope_guard_end(tether_scope **s);
+
+/* ======================================================================
+ * Retry with backoff
+ * ====================================================================== */
+
+/* (retry section: end) */
 
 #ifdef __cplusplus
 }

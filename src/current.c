@@ -30,7 +30,7 @@ tether_token *tether_current(void)
 static int grow_entries(void)
 {
     unsigned cap = entries.cap * 2;
-    tether_token **heap = malloc(cap * sizeof *heap);
+    tether_token **heap = tether__malloc(cap * sizeof *heap);
     if (!heap)
         return ENOMEM;
     memcpy(heap, entries.saved, entries.depth * sizeof *heap);

@@ -92,6 +92,41 @@ static inline tether_time_t tether__min_time(tether_time_t a, tether_time_t b)
     return a < b ? a : b;
 }
 
+/* Resource acquisition, routed through one place so that a build with
+ * TETHER_FAULT_INJECTION can make the Nth acquisition fail on demand (see
+ * fault.c). Without it, tether__fault_hit is a constant false. */
+#ifdef TETHER_FAULT_INJECTION
+TETHER_HIDDEN bool tether__fault_hit(void);
+/* Test-only controls, exported only from a fault-injection build: the nth
+ * acquisition from now fails (0 disarms); how many were seen since arming. */
+TETHER_API void tether_fault_arm(long nth);
+TETHER_API long tether_fault_seen(void);
+#else
+static inline bool tether__fault_hit(void)
+{
+    return false;
+}
+#endif
+
+static inline void *tether__calloc(size_t n, size_t size)
+{
+    return tether__fault_hit() ? NULL : calloc(n, size);
+}
+
+static inline void *tether__malloc(size_t size)
+{
+    return tether__fault_hit() ? NULL : malloc(size);
+}
+
+static inline int tether__thread_create(pthread_t *thread, const pthread_attr_t *attr,
+                                        void *(*fn)(void *), void *arg)
+{
+    return tether__fault_hit() ? EAGAIN : pthread_create(thread, attr, fn, arg);
+}
+
+/* eventfd(0, flags), failing with EMFILE under injection. */
+TETHER_HIDDEN int tether__eventfd(int flags);
+
 /* Internal invariant broken: always on, never compiled out. */
 #define TETHER_ASSERT(cond) \
     ((cond) ? (void)0 : tether__assert_fail(#cond, __FILE__, __LINE__))

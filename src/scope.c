@@ -102,7 +102,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
         deadline = tether__min_time(deadline, tether_deadline_after(o->timeout_ns));
     tether_token *parent = o->detached ? NULL : o->parent ? o->parent : tether__current;
 
-    tether_scope *s = calloc(1, sizeof *s);
+    tether_scope *s = tether__calloc(1, sizeof *s);
     if (!s)
         return ENOMEM;
     pthread_condattr_t ca;
@@ -364,7 +364,7 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     /* Observe a passed deadline outside the lock (it may cancel). */
     tether__token_poll(s->token);
 
-    tether_task *task = calloc(1, sizeof *task);
+    tether_task *task = tether__calloc(1, sizeof *task);
     if (!task)
         return ENOMEM;
     task->scope = s;
@@ -414,7 +414,7 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
         if (o->stack_size)
             rc = pthread_attr_setstacksize(&attr, o->stack_size);
         if (!rc)
-            rc = pthread_create(&thread, &attr, child_main, task);
+            rc = tether__thread_create(&thread, &attr, child_main, task);
         pthread_attr_destroy(&attr);
         if (rc)
             tether_token_free(task->token);
@@ -666,11 +666,10 @@ int tether_scope_free(tether_scope *s)
         if (rc)
             return rc;
     }
-    if (tether_token_free(s->token) != 0) {
-        fprintf(stderr, "tether: scope '%s' freed while a token derived from its token "
-                        "is still alive\n", s->name);
-        abort();
-    }
+    /* A token the caller derived from the scope's, or an entry left on the
+     * scope's token, keeps the (joined) scope alive: the caller can fix it. */
+    if (tether_token_free(s->token) != 0)
+        return EBUSY;
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->changed);
     free(s);

@@ -39,12 +39,12 @@ int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error)
     if (!out || !t)
         return EINVAL;
     *out = NULL;
-    tether_sigcancel *sc = calloc(1, sizeof *sc);
+    tether_sigcancel *sc = tether__calloc(1, sizeof *sc);
     if (!sc)
         return ENOMEM;
     sc->token = t;
     sc->error = error;
-    sc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    sc->efd = tether__eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
     if (sc->efd < 0) {
         int e = errno;
         free(sc);
@@ -54,7 +54,7 @@ int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&sc->relay, NULL, relay_main, sc);
+    int rc = tether__thread_create(&sc->relay, NULL, relay_main, sc);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc) {
         close(sc->efd);

@@ -60,7 +60,7 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
 {
     if (!out)
         return EINVAL;
-    tether_token *t = calloc(1, sizeof *t);
+    tether_token *t = tether__calloc(1, sizeof *t);
     if (!t)
         return ENOMEM;
     atomic_init(&t->efd, -1);
@@ -302,7 +302,7 @@ int tether__token_efd(tether_token *t)
     tether__tree_lock();
     fd = atomic_load_explicit(&t->efd, memory_order_relaxed);
     if (fd < 0) {
-        fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        fd = tether__eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
         if (fd < 0) {
             int e = errno;
             tether__tree_unlock();
@@ -325,7 +325,7 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
 {
     if (!t || !fn || !out)
         return EINVAL;
-    tether_callback *cb = calloc(1, sizeof *cb);
+    tether_callback *cb = tether__calloc(1, sizeof *cb);
     if (!cb)
         return ENOMEM;
     cb->fn = fn;
