@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Configure, build and run all of tether's tests: scripts/test.sh
+#
+# Environment (all optional):
+#   BUILD_DIR                 build tree (default build/test)
+#   CC                        C compiler (default cc); CXX follows it if unset
+#   TETHER_SANITIZE           '', 'address' (ASan+UBSan) or 'thread'
+#   TETHER_WERROR             ON/OFF (default ON)
+#   CMAKE_BUILD_TYPE          default RelWithDebInfo
+#   TETHER_TEST_TIME_FACTOR   scales the tests' generous upper time bounds
+#   JOBS                      parallel build and test jobs (default nproc)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+BUILD_DIR=${BUILD_DIR:-build/test}
+CC=${CC:-cc}
+TETHER_SANITIZE=${TETHER_SANITIZE:-}
+TETHER_WERROR=${TETHER_WERROR:-ON}
+CMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE:-RelWithDebInfo}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+banner() { printf '\n=== test.sh: %s\n' "$*"; }
+
+# The C++ compiler (for the cxx_header test) must match the C one, or a
+# sanitized build would mix two sanitizer runtimes.
+if [ -z "${CXX:-}" ]; then
+    case "$(basename "${CC%% *}")" in
+        gcc*) CXX=${CC/gcc/g++} ;;
+        clang*) CXX=${CC/clang/clang++} ;;
+        cc) CXX=c++ ;;
+    esac
+    command -v "${CXX:-}" >/dev/null 2>&1 || CXX=
+fi
+export CC
+[ -n "${CXX:-}" ] && export CXX
+[ -n "${TETHER_TEST_TIME_FACTOR:-}" ] && export TETHER_TEST_TIME_FACTOR
+
+# --- dependencies ------------------------------------------------------------
+banner "checking dependencies"
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v make >/dev/null || missing+=(make)
+command -v "${CC%% *}" >/dev/null || missing+=("compiler:$CC")
+if command -v pkg-config >/dev/null; then
+    pkg-config --exists check || missing+=(check)
+    pkg-config --exists glib-2.0 || missing+=(glib-2.0)
+else
+    missing+=(pkg-config)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    packages="cmake gcc g++ make pkg-config check libglib2.0-dev"
+    case "$CC" in clang*) packages="$packages clang libclang-rt-dev" ;; esac
+    echo "missing: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install them with:"
+        echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $packages"
+        exit 1
+    fi
+    apt-get update
+    # shellcheck disable=SC2086 # a word list
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages </dev/null
+fi
+
+# --- configure ---------------------------------------------------------------
+# CMake reads CC/CXX only when it first configures a tree: start the tree
+# afresh if it was configured with another compiler.
+cache=$BUILD_DIR/CMakeCache.txt
+if [ -f "$cache" ]; then
+    cached=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$cache")
+    wanted=$(command -v "${CC%% *}")
+    if [ "$(readlink -f "$cached")" != "$(readlink -f "$wanted")" ]; then
+        echo "$BUILD_DIR was configured with $cached, not $wanted: reconfiguring from scratch"
+        rm -rf "$cache" "$BUILD_DIR/CMakeFiles"
+    fi
+fi
+
+banner "configuring $BUILD_DIR (CC=$CC, sanitize='${TETHER_SANITIZE}', werror=$TETHER_WERROR, $CMAKE_BUILD_TYPE)"
+cmake -S . -B "$BUILD_DIR" \
+      -DCMAKE_BUILD_TYPE="$CMAKE_BUILD_TYPE" \
+      -DTETHER_BUILD_TESTS=ON -DTETHER_BUILD_EXAMPLES=ON -DTETHER_BUILD_BENCH=ON \
+      -DTETHER_WERROR="$TETHER_WERROR" -DTETHER_SANITIZE="$TETHER_SANITIZE"
+
+# --- build and test ------------------------------------------------------------
+banner "building with $JOBS jobs"
+cmake --build "$BUILD_DIR" -j "$JOBS"
+
+banner "running the tests"
+ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j "$JOBS"
