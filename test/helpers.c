@@ -2,6 +2,8 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,8 +118,43 @@ int th_run_suite(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define TH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TH_TSAN 1
+#endif
+#endif
+
+#ifdef TH_TSAN
+static void *th_noop(void *arg)
+{
+    return arg;
+}
+#endif
+
 th_baseline th_baseline_take(void)
 {
+#ifdef TH_TSAN
+    /* TSan's runtime starts a thread of its own, for good, at a process's
+     * first pthread_create (in every forked test, too): make that happen
+     * before counting, or each test would see one thread "left behind". */
+    static bool warmed;
+    if (!warmed) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, th_noop, NULL) == 0)
+            pthread_join(t, NULL);
+        warmed = true;
+        /* A joined thread can linger in /proc for a moment: let the count
+         * settle (two equal readings 1 ms apart) before taking it. */
+        int prev = -1, now = th_thread_count();
+        for (int i = 0; i < 1000 && now != prev; i++) {
+            usleep(1000);
+            prev = now;
+            now = th_thread_count();
+        }
+    }
+#endif
     return (th_baseline){ .fds = th_fd_count(), .threads = th_thread_count() };
 }
 
