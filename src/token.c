@@ -28,7 +28,9 @@ static pthread_cond_t callback_done = PTHREAD_COND_INITIALIZER;
 
 enum callback_state {
     CB_REGISTERED, /* on its token's list */
-    CB_RUNNING,    /* taken by a canceller; `runner` is running it */
+    CB_TAKEN,      /* on a canceller's run list; `runner` has not started it */
+    CB_RUNNING,    /* `runner` is running it */
+    CB_SKIPPED,    /* unregistered while taken: the runner frees it unrun */
     CB_DONE,
     CB_DETACHED    /* its token was freed before it ran */
 };
@@ -160,7 +162,7 @@ static void take_callbacks(tether_token *t, tether_callback **run)
     t->callbacks_fired = true;
     pthread_t self = pthread_self();
     for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
-        cb->state = CB_RUNNING;
+        cb->state = CB_TAKEN;
         cb->runner = self;
         cb->token = NULL;
         cb->run_next = *run;
@@ -196,6 +198,15 @@ static void run_callbacks(tether_callback *cb)
 {
     while (cb) {
         tether_callback *next = cb->run_next;
+        tether__tree_lock();
+        if (cb->state == CB_SKIPPED) {
+            tether__tree_unlock();
+            free(cb);
+            cb = next;
+            continue;
+        }
+        cb->state = CB_RUNNING;
+        tether__tree_unlock();
         cb->fn(cb->arg);
         tether__tree_lock();
         cb->state = CB_DONE;
@@ -344,7 +355,7 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
         return 0;
     }
     /* Already cancelled and its callbacks already taken: run it here. */
-    cb->state = CB_RUNNING;
+    cb->state = CB_TAKEN;
     cb->runner = pthread_self();
     tether__tree_unlock();
     run_callbacks(cb);
@@ -371,6 +382,16 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
     }
     case CB_DETACHED:
         did_run = false;
+        break;
+    case CB_TAKEN:
+        /* Not started yet: it never will; its runner frees it. */
+        cb->state = CB_SKIPPED;
+        tether__tree_unlock();
+        if (ran)
+            *ran = false;
+        return 0;
+    case CB_SKIPPED:
+        TETHER_ASSERT(!"callback unregistered twice");
         break;
     case CB_RUNNING:
         if (pthread_equal(cb->runner, pthread_self())) {
