@@ -241,9 +241,10 @@ TETHER_API tether_cause tether_token_root_cause(const tether_token *t);
 /*
  * tether_token_error — the error number that cancelled t: the user's error
  * given to tether_token_cancel (ECANCELED if it gave 0), ETIMEDOUT for a
- * deadline, the parent's error for TETHER_CAUSE_PARENT, and for scope causes
- * the error of the child that triggered them (0 for first-success).
- * Returns 0 if t is not cancelled or is NULL. Never blocks. Thread-safe.
+ * deadline, the parent's error for TETHER_CAUSE_PARENT, and for
+ * TETHER_CAUSE_SIBLING_FAILED the failing child's error; ECANCELED for the
+ * other causes. Non-zero exactly when t is cancelled: returns 0 if t is not
+ * cancelled or is NULL. Never blocks. Thread-safe.
  */
 TETHER_API int tether_token_error(const tether_token *t);
 
@@ -460,10 +461,423 @@ TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
 
 /* ======================================================================
  * Cancellable calls for legacy code
- * (readv/writev/pread/pwrite, sockets, connect/accept, ppoll, nanosleep,
- * condition variables, semaphores, child processes, whole-buffer helpers,
- * shields, signals). Same rules as the primitives above.
+ *
+ * Drop-in replacements for blocking POSIX calls, so that retrofitting
+ * cancellation onto existing code is a mechanical substitution: each keeps
+ * the parameters, return values, errno values and partial transfers of the
+ * call it replaces, and follows the rules of the primitives above (the
+ * current token; ECANCELED / ETIMEDOUT; an immediate failure when already
+ * cancelled; a transfer or an accepted descriptor that already took effect
+ * is returned; EINTR like the raw call under a handler without SA_RESTART;
+ * with no current token, exactly the raw call). Calls modelled on pthreads
+ * (condition variables, processes, shields, signals) return an error number
+ * instead, as pthreads does.
+ *
+ * What tether cannot interrupt — calls not routed through it, getaddrinfo,
+ * disk I/O on regular files — and how to structure code around it is
+ * described in docs/limits.md.
  * ====================================================================== */
+
+/* Close extern "C" around system headers: C++ includes them on its own terms. */
+#ifdef __cplusplus
+}
+#endif
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * tether_readv — readv(2) that can be cancelled.
+ * Returns what readv(2) returns. Like tether_read: a descriptor with data
+ * ready costs one syscall (preadv2 with RWF_NOWAIT); an O_NONBLOCK descriptor
+ * fails with EAGAIN. Errors: readv(2)'s, plus ECANCELED, ETIMEDOUT, EINTR,
+ * ENOMEM/EMFILE (the token's eventfd could not be created on first use).
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt);
+
+/*
+ * tether_writev — writev(2) that can be cancelled.
+ * Like a blocking writev(2) it writes every byte of every buffer; if
+ * cancelled (or interrupted) after writing some, it returns the number
+ * written and the next call reports the cancellation. An O_NONBLOCK
+ * descriptor behaves as writev(2) would. Errors: writev(2)'s, plus
+ * ECANCELED, ETIMEDOUT, EINTR, ENOMEM/EMFILE. The iov array is not modified.
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt);
+
+/*
+ * tether_pread — pread(2) that can be cancelled.
+ * Returns what pread(2) returns: on a regular file a short count means end
+ * of file, as with pread(2) (a read that is only partly cached is completed
+ * with the plain call). Disk I/O itself cannot be interrupted: only the
+ * check before it is a cancellation point. Errors: pread(2)'s, plus
+ * ECANCELED, ETIMEDOUT, EINTR, ENOMEM/EMFILE.
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset);
+
+/*
+ * tether_pwrite — pwrite(2) that can be cancelled (see tether_pread).
+ * Returns what pwrite(2) returns. Errors: pwrite(2)'s, plus ECANCELED,
+ * ETIMEDOUT, EINTR, ENOMEM/EMFILE.
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t offset);
+
+/*
+ * tether_read_all — read until `count` bytes have arrived or end of file.
+ *  moved: if not NULL, receives the number of bytes read, in every case —
+ *         also when -1 is returned (how much arrived before a cancellation
+ *         or an error).
+ * Returns the number of bytes read (count, or fewer at end of file), or -1
+ * with errno: read(2)'s errors, ECANCELED, ETIMEDOUT, ENOMEM/EMFILE. EINTR is
+ * retried, not returned (cancel instead). An O_NONBLOCK descriptor with no
+ * data fails with EAGAIN.
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_read_all(int fd, void *buf, size_t count, size_t *moved);
+
+/*
+ * tether_write_all — write all `count` bytes.
+ *  moved: as for tether_read_all: bytes written, in every case.
+ * Returns count, or -1 with errno: write(2)'s errors, ECANCELED, ETIMEDOUT,
+ * ENOMEM/EMFILE. EINTR is retried, not returned.
+ * Blocks; cancellation point.
+ */
+TETHER_API ssize_t tether_write_all(int fd, const void *buf, size_t count, size_t *moved);
+
+/*
+ * tether_ppoll — ppoll(2) that can be cancelled.
+ *  tmo:     as ppoll(2): NULL waits forever (up to the deadline), {0, 0}
+ *           polls once. Combined with the token's deadline: whichever comes
+ *           first ends the wait.
+ *  sigmask: as ppoll(2): the signal mask in force while waiting, or NULL.
+ * Returns the number of ready descriptors, 0 if tmo elapsed first, or -1 with
+ * errno: ppoll(2)'s errors, ECANCELED, ETIMEDOUT (the token's deadline came
+ * first), EINTR, ENOMEM/EMFILE.
+ * Blocks; cancellation point.
+ */
+TETHER_API int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
+                            const sigset_t *sigmask);
+
+/*
+ * tether_nanosleep — nanosleep(2) that can be cancelled.
+ *  rem: if not NULL, receives the time that was left when the sleep was
+ *       cut short (EINTR, ECANCELED or ETIMEDOUT); untouched on success.
+ * Returns 0 after sleeping the whole duration, or -1 with errno: EINVAL
+ * (tv_nsec outside 0..999999999 or tv_sec negative), EFAULT, EINTR,
+ * ECANCELED, ETIMEDOUT (the token's deadline came first).
+ * Blocks; cancellation point. Holds no file descriptor while sleeping.
+ */
+TETHER_API int tether_nanosleep(const struct timespec *req, struct timespec *rem);
+
+/*
+ * tether_recv, tether_recvfrom, tether_recvmsg — recv(2), recvfrom(2),
+ * recvmsg(2) that can be cancelled.
+ * Return what the raw calls return. A socket with data ready costs one
+ * syscall (MSG_DONTWAIT); an O_NONBLOCK socket, or flags with MSG_DONTWAIT,
+ * fail with EAGAIN as the raw call would; SO_RCVTIMEO is honoured (EAGAIN
+ * when it elapses). MSG_WAITALL on a stream socket waits for the whole
+ * length, and a cancellation after part of it arrived returns the part.
+ * For recvmsg, control data is taken with the first bytes. Errors: the raw
+ * call's, plus ECANCELED, ETIMEDOUT, EINTR, ENOMEM/EMFILE.
+ * Blocks; cancellation points.
+ */
+TETHER_API ssize_t tether_recv(int fd, void *buf, size_t len, int flags);
+TETHER_API ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags,
+                                   struct sockaddr *src, socklen_t *srclen);
+TETHER_API ssize_t tether_recvmsg(int fd, struct msghdr *msg, int flags);
+
+/*
+ * tether_send, tether_sendto, tether_sendmsg — send(2), sendto(2),
+ * sendmsg(2) that can be cancelled.
+ * Like the blocking raw calls they send the whole buffer; if cancelled or
+ * interrupted after sending part of it, they return the part sent and the
+ * next call reports the cancellation. An O_NONBLOCK socket or MSG_DONTWAIT
+ * behaves as the raw call; SO_SNDTIMEO is honoured. For sendmsg, control
+ * data goes with the first bytes only; msg is not modified. Pass
+ * MSG_NOSIGNAL as with the raw calls to avoid SIGPIPE. Errors: the raw
+ * call's, plus ECANCELED, ETIMEDOUT, EINTR, ENOMEM/EMFILE.
+ * Blocks; cancellation points.
+ */
+TETHER_API ssize_t tether_send(int fd, const void *buf, size_t len, int flags);
+TETHER_API ssize_t tether_sendto(int fd, const void *buf, size_t len, int flags,
+                                 const struct sockaddr *dest, socklen_t destlen);
+TETHER_API ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/*
+ * tether_accept, tether_accept4 — accept(2), accept4(2) that can be
+ * cancelled.
+ * Return the new descriptor, or -1 with errno: the raw call's errors, plus
+ * ECANCELED, ETIMEDOUT, EINTR, ENOMEM/EMFILE. A connection accepted while a
+ * cancellation arrives is returned, never lost: the next call reports the
+ * cancellation. An O_NONBLOCK listener fails with EAGAIN as the raw call
+ * would. The wait is a poll for POLLIN followed by the raw call: when several
+ * threads accept on one blocking listener, the one that loses the race for a
+ * connection blocks in the raw call until the next connection, and that wait
+ * cannot be cancelled — make such a listener O_NONBLOCK (see docs/limits.md).
+ * Blocks; cancellation points.
+ */
+TETHER_API int tether_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
+TETHER_API int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+
+/*
+ * tether_connect — connect(2) that can be cancelled.
+ * On a blocking socket it waits for the connection as connect(2) does, but
+ * cancellably: the socket is switched to O_NONBLOCK for the attempt and its
+ * flags are restored before returning, whatever the outcome (other threads
+ * must not use the socket meanwhile). On an O_NONBLOCK socket it is the raw
+ * call (EINPROGRESS). Returns 0, or -1 with errno: connect(2)'s errors, plus
+ * ECANCELED, ETIMEDOUT, EINTR, ENOMEM/EMFILE. After ECANCELED, ETIMEDOUT or
+ * EINTR the attempt goes on in the background exactly as after a raw
+ * connect(2) interrupted by a signal: close the socket, or call connect
+ * again (EALREADY, EISCONN). A full AF_UNIX backlog is retried with a short
+ * backoff (up to 20 ms).
+ * Blocks; cancellation point.
+ */
+TETHER_API int tether_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+
+/*
+ * tether_cond_wait — pthread_cond_wait that can be cancelled.
+ * Returns 0 when woken (spurious wakeups included, as with
+ * pthread_cond_wait: re-check the predicate), or ECANCELED / ETIMEDOUT (the
+ * current token was cancelled or its deadline passed), or
+ * pthread_cond_clockwait's errors. In every case the mutex is held again on
+ * return, as pthread_cond_wait callers expect. With no current token it is
+ * pthread_cond_wait.
+ * How: a cancellation callback on the current token locks `mutex` and
+ * broadcasts `cond`, so the thread that cancels the token must not hold
+ * `mutex` (it would deadlock), and every waiter on cond wakes (they re-check
+ * their predicates). The deadline is waited for with
+ * pthread_cond_clockwait(CLOCK_MONOTONIC), which works whatever clock the
+ * condvar was initialised with. Each wait under a token registers one
+ * callback (a small allocation): ENOMEM if it cannot.
+ * Blocks; cancellation point. Thread-safe as pthread_cond_wait.
+ */
+TETHER_API int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
+
+/*
+ * tether_cond_timedwait — pthread_cond_timedwait that can be cancelled.
+ *  abstime: an absolute CLOCK_REALTIME time, as for pthread_cond_timedwait
+ *           on a condvar with default attributes. (For a condvar set to
+ *           CLOCK_MONOTONIC, pass that clock to tether_cond_clockwait.)
+ * Returns 0, ETIMEDOUT (abstime passed, or the token's deadline did),
+ * ECANCELED, EINVAL (abstime's tv_nsec out of range); the mutex is held
+ * again on return. Otherwise as tether_cond_wait.
+ */
+TETHER_API int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                     const struct timespec *abstime);
+
+/*
+ * tether_cond_clockwait — pthread_cond_clockwait that can be cancelled:
+ * abstime is on `clock` (CLOCK_MONOTONIC or CLOCK_REALTIME; others EINVAL).
+ * Returns and behaves as tether_cond_timedwait.
+ */
+TETHER_API int tether_cond_clockwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                     clockid_t clock, const struct timespec *abstime);
+
+/*
+ * tether_sem_wait — sem_wait(3) that can be cancelled.
+ * Returns 0 with one unit taken, or -1 with errno: EINTR, EINVAL, ECANCELED,
+ * ETIMEDOUT. A unit is taken only when 0 is returned: a cancellation never
+ * consumes, invents or loses a unit, and other waiters (tether's or raw
+ * sem_wait callers) are unaffected. A semaphore cannot be woken from
+ * outside without posting to it, so the wait under a token sleeps in slices
+ * of sem_clockwait(CLOCK_MONOTONIC) of at most 10 ms: a post wakes it at
+ * once, a cancellation within about 10 ms, a deadline exactly.
+ * Blocks; cancellation point.
+ */
+TETHER_API int tether_sem_wait(sem_t *sem);
+
+/*
+ * tether_sem_timedwait — sem_timedwait(3) (abstime on CLOCK_REALTIME) that
+ * can be cancelled. Returns 0, or -1 with errno: ETIMEDOUT (abstime or the
+ * token's deadline passed), EINVAL, EINTR, ECANCELED. Otherwise as
+ * tether_sem_wait.
+ */
+TETHER_API int tether_sem_timedwait(sem_t *sem, const struct timespec *abstime);
+
+/*
+ * tether_waitpid — waitpid(2) that can be cancelled.
+ * Returns what waitpid(2) returns: the child's pid (its status in
+ * *wstatus), 0 with WNOHANG, or -1 with errno: waitpid(2)'s errors, plus
+ * ECANCELED, ETIMEDOUT, EINTR, EMFILE. Cancellation leaves the child alone
+ * (it is not signalled and stays waitable): use tether_proc_wait to
+ * terminate it. For pid > 0 without WUNTRACED/WCONTINUED it polls a pidfd,
+ * so it wakes at once; otherwise (pid <= 0, stop/continue events) it
+ * re-checks with WNOHANG in sleeps of at most 20 ms.
+ * Blocks; cancellation point.
+ */
+TETHER_API pid_t tether_waitpid(pid_t pid, int *wstatus, int options);
+
+/*
+ * tether_waitid — waitid(2) that can be cancelled, including P_PIDFD.
+ * Returns 0 (child state in *info; with WNOHANG, info->si_pid 0 if none), or
+ * -1 with errno: waitid(2)'s errors, plus ECANCELED, ETIMEDOUT, EINTR,
+ * EMFILE. Waits as tether_waitpid (P_PID and P_PIDFD without WSTOPPED /
+ * WCONTINUED poll a pidfd). Blocks; cancellation point.
+ * Declared only where <sys/wait.h> declares waitid(2) itself (POSIX 2008 /
+ * X/Open, the default; not under a bare -std=c11), so that tether.h stays
+ * usable in strict ISO C builds.
+ */
+#if defined(__USE_XOPEN) || defined(__USE_XOPEN2K8)
+TETHER_API int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options);
+#endif
+
+/* A child process run under the current token (tether_proc_spawn). */
+typedef struct tether_proc tether_proc;
+
+/* The default grace period between SIGTERM and SIGKILL: 2 seconds. */
+#define TETHER_PROC_GRACE_DEFAULT ((int64_t)2000000000)
+
+/* Options for tether_proc_spawn / tether_proc_run. Zero-initialise. */
+typedef struct tether_proc_opts {
+    int64_t grace_ns;     /* SIGTERM to SIGKILL; 0 = TETHER_PROC_GRACE_DEFAULT, < 0 = SIGKILL at once */
+    char *const *envp;    /* the child's environment; NULL = the caller's (environ) */
+    const posix_spawn_file_actions_t *file_actions; /* as posix_spawn; may be NULL */
+    const posix_spawnattr_t *attr;                  /* as posix_spawn; may be NULL */
+    bool search_path;     /* posix_spawnp: look `file` up in PATH */
+} tether_proc_opts;
+
+/*
+ * tether_proc_spawn — start a child process (posix_spawn) to be waited for
+ * with tether_proc_wait.
+ *  out:  receives the handle.
+ *  file: the program; argv: its arguments, NULL-terminated.
+ *  opts: NULL for defaults.
+ * Returns 0, or an error number: ECANCELED / ETIMEDOUT (the current token is
+ * already cancelled or past its deadline: nothing is started), EINVAL (out,
+ * file or argv NULL), ENOMEM, posix_spawn's errors (ENOENT, EACCES, ...),
+ * pidfd_open's (EMFILE). Never blocks beyond the spawn itself. The handle
+ * holds a pidfd (close-on-exec). The caller must not reap the child by other
+ * means (waitpid(-1), SIGCHLD set to SIG_IGN).
+ * Ownership: the caller ends the handle with tether_proc_wait, exactly once.
+ */
+TETHER_API int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
+                                 const tether_proc_opts *opts);
+
+/*
+ * tether_proc_pid — the child's process id (valid until tether_proc_wait
+ * returns), or -1 for NULL. Never blocks.
+ */
+TETHER_API pid_t tether_proc_pid(const tether_proc *p);
+
+/*
+ * tether_proc_wait — wait for the child to exit, reap it and free the
+ * handle.
+ *  wstatus: if not NULL, receives the status as waitpid(2) reports it, also
+ *           after a cancellation (then usually killed by SIGTERM or SIGKILL).
+ * If the current token is cancelled (or its deadline passes) before the
+ * child exits, the child receives SIGTERM; if it has not exited after the
+ * grace period, SIGKILL. Either way it is reaped before this returns: no
+ * zombie, no orphan.
+ * Returns 0 if the child exited on its own, ECANCELED / ETIMEDOUT if it was
+ * terminated because of the token, EINVAL if p is NULL. Signal handlers do
+ * not interrupt it (no EINTR). Blocks: a cancellation point whose clean-up
+ * can take up to the grace period (plus the kill). The handle is freed in
+ * every case except EINVAL.
+ */
+TETHER_API int tether_proc_wait(tether_proc *p, int *wstatus);
+
+/*
+ * tether_proc_run — tether_proc_spawn then tether_proc_wait: run a program
+ * to completion under the current token. Returns as those two (0 if it ran
+ * and exited on its own; *wstatus tells how).
+ */
+TETHER_API int tether_proc_run(const char *file, char *const argv[], const tether_proc_opts *opts,
+                               int *wstatus);
+
+/* A region in which cancellation from outside is deferred (tether_shield_enter). */
+typedef struct tether_shield tether_shield;
+
+/*
+ * tether_shield_enter — start a shielded region on the calling thread: until
+ * tether_shield_leave, cancellation of the tokens entered before (and their
+ * deadlines) is deferred, so clean-up can still do blocking I/O. The region
+ * has its own deadline to keep that clean-up bounded, and its own token
+ * (tether_shield_token): scopes opened and tokens created inside descend
+ * from it, so cancellations that start inside the shield still apply.
+ *  out:      receives the handle.
+ *  deadline: absolute; TETHER_NEVER for an unbounded region (avoid).
+ * After leaving, a cancellation that arrived meanwhile is seen by the next
+ * cancellation point (cancellation is sticky).
+ * Returns 0, or EINVAL (out NULL), ENOMEM.
+ * Never blocks. The shield belongs to the calling thread: leave it on the
+ * same thread, innermost first. Ownership: ended by tether_shield_leave.
+ */
+TETHER_API int tether_shield_enter(tether_shield **out, tether_time_t deadline);
+
+/*
+ * tether_shield_token — the shield's token (the calling thread's current
+ * token while the shield is innermost): cancel it to end the region's work
+ * early. NULL for NULL. Valid until tether_shield_leave.
+ */
+TETHER_API tether_token *tether_shield_token(tether_shield *s);
+
+/*
+ * tether_shield_leave — end the shielded region and free the handle.
+ * Returns 0, or:
+ *  EINVAL  s is NULL.
+ *  EPERM   s is not the calling thread's innermost entry (a token entered
+ *          inside the region was not left): nothing changes.
+ *  EBUSY   a token or scope created inside the region still lives: nothing
+ *          changes.
+ * Never blocks.
+ */
+TETHER_API int tether_shield_leave(tether_shield *s);
+
+/* Graceful shutdown on SIGINT/SIGTERM (tether_signals_install). */
+typedef struct tether_signals tether_signals;
+
+/* Options for tether_signals_install. Zero-initialise. */
+typedef struct tether_signals_opts {
+    const int *signals;   /* the signals to catch; NULL = SIGINT and SIGTERM */
+    size_t nsignals;      /* entries in signals (at most 8) */
+    int error;            /* recorded as the token's error; 0 = ECANCELED */
+    bool escalate;        /* a second signal restores the default disposition
+                             and re-raises it: the process dies as it would
+                             have without tether */
+} tether_signals_opts;
+
+/*
+ * tether_signals_install — turn the signals into a graceful cancellation of
+ * t (cause TETHER_CAUSE_SIGNAL) through tether_sigcancel: the first signal
+ * cancels t; later ones are ignored, or with escalate the second one
+ * restores the default disposition and re-raises the signal. Installs
+ * sigaction handlers (SA_RESTART) only when called; the previous
+ * dispositions are restored by tether_signals_restore.
+ *  out: receives the handle; t must outlive it.
+ * Returns 0, or EINVAL (out or t NULL, nsignals 0 or above 8 with signals
+ * set, a signal that cannot be caught), EBUSY (already installed: one at a
+ * time per process), the errors of tether_sigcancel_new.
+ * Never blocks. Not thread-safe with other calls that change the same
+ * signals' dispositions.
+ */
+TETHER_API int tether_signals_install(tether_signals **out, tether_token *t,
+                                      const tether_signals_opts *opts);
+
+/*
+ * tether_signals_fired — how many of the signals arrived since install
+ * (0 for NULL). Never blocks; thread-safe.
+ */
+TETHER_API unsigned tether_signals_fired(const tether_signals *h);
+
+/*
+ * tether_signals_restore — put the previous dispositions back, then free
+ * the handle (a signal that arrived before has taken effect on the token).
+ * Returns 0, or EINVAL if h is NULL. Blocks briefly (joins the relay).
+ */
+TETHER_API int tether_signals_restore(tether_signals *h);
 
 /* (legacy section: end) */
 

@@ -713,6 +713,10 @@ tether_scope *tether__scope_guard_begin(const tether_scope_opts *opts)
 
 void tether__scope_guard_end(tether_scope **s)
 {
-    if (*s)
-        tether_scope_free(*s);
+    if (!*s)
+        return;
+    /* Leaving the block waits for the children, as the end of a scope does;
+     * a join already made inside the block makes this one a no-op. */
+    tether_scope_join(*s, NULL);
+    tether_scope_free(*s);
 }

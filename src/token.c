@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -246,9 +247,12 @@ int tether__token_expire(tether_token *t)
 {
     TETHER_ASSERT(t->deadline_owner != NULL);
     tether__token_cancel_cause(t->deadline_owner, TETHER_CAUSE_DEADLINE, ETIMEDOUT);
-    /* Another canceller may have claimed an ancestor first: report what t
-     * says if it is published, the deadline otherwise. */
-    return tether__token_cancelled(t) ? t->cancel_errno : ETIMEDOUT;
+    /* If another canceller won a token between the owner and t, its walk is
+     * publishing t right now, without blocking on anything we hold: wait for
+     * it, so that whoever sees ETIMEDOUT also sees t cancelled with a cause. */
+    while (!tether__token_cancelled(t))
+        sched_yield();
+    return t->cancel_errno;
 }
 
 int tether__token_poll(tether_token *t)

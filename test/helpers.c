@@ -141,18 +141,14 @@ th_baseline th_baseline_take(void)
      * before counting, or each test would see one thread "left behind". */
     static bool warmed;
     if (!warmed) {
+        int n = th_thread_count();
         pthread_t t;
         if (pthread_create(&t, NULL, th_noop, NULL) == 0)
             pthread_join(t, NULL);
         warmed = true;
-        /* A joined thread can linger in /proc for a moment: let the count
-         * settle (two equal readings 1 ms apart) before taking it. */
-        int prev = -1, now = th_thread_count();
-        for (int i = 0; i < 1000 && now != prev; i++) {
-            usleep(1000);
-            prev = now;
-            now = th_thread_count();
-        }
+        /* The joined thread can linger in /proc for a moment: wait for
+         * exactly the runtime's one extra thread. */
+        th_wait_thread_count(n + 1);
     }
 #endif
     return (th_baseline){ .fds = th_fd_count(), .threads = th_thread_count() };

@@ -55,40 +55,6 @@ static void join(pthread_t th)
     ck_assert_int_eq(pthread_join(th, NULL), 0);
 }
 
-#if defined(__SANITIZE_THREAD__)
-#define TR_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TR_TSAN 1
-#endif
-#endif
-
-#ifdef TR_TSAN
-static void *noop_thread(void *arg)
-{
-    return arg;
-}
-#endif
-
-/* th_baseline_take, after making TSan start the runtime thread it starts
- * at a process's first pthread_create, so that thread is in the baseline,
- * and after any joined warm-up thread has left /proc (the helper's own
- * warm-up, if it has one, included). */
-static th_baseline baseline(void)
-{
-#ifdef TR_TSAN
-    static bool warm;
-    if (!warm) {
-        int n = th_thread_count();
-        (void)th_baseline_take();
-        join(spawn(noop_thread, NULL));
-        ck_assert_int_eq(th_wait_thread_count(n + 1), n + 1);
-        warm = true;
-    }
-#endif
-    return th_baseline_take();
-}
-
 /* A fake clock: time moves only when the retry sleeps (or a test moves it). */
 #define MAXREC 128
 struct fake {
@@ -268,7 +234,7 @@ static void run_sequence(tether_retry_jitter j, uint64_t seed, int64_t base, int
 
 START_TEST(first_success_null_opts)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     atomic_int calls = 0;
     tether_retry_result r;
     memset(&r, 0x5a, sizeof r);
@@ -288,7 +254,7 @@ END_TEST
 
 START_TEST(bad_input_is_einval)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     atomic_int calls = 0;
     struct fake f;
     fake_init(&f);
@@ -335,7 +301,7 @@ END_TEST
 
 START_TEST(names_and_transient_set)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     ck_assert_str_eq(tether_retry_stop_name(TETHER_RETRY_STOP_SUCCEEDED), "succeeded");
     ck_assert_str_eq(tether_retry_stop_name(TETHER_RETRY_STOP_PERMANENT), "permanent");
     ck_assert_str_eq(tether_retry_stop_name(TETHER_RETRY_STOP_EXHAUSTED), "exhausted");
@@ -361,7 +327,7 @@ END_TEST
  * full jitter. */
 START_TEST(zeroed_opts_defaults)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     struct script s = { .fake = &f };
@@ -385,7 +351,7 @@ END_TEST
 
 START_TEST(sequence_none)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     struct events ev = { 0 };
     tether_retry_result r;
@@ -472,7 +438,7 @@ static void check_jitter(tether_retry_jitter j, const int64_t *pinned, int npinn
 
 START_TEST(sequence_full)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     const int64_t pinned[] = { 60701454, 177761905, 14554519, 321758199 };
     check_jitter(TETHER_RETRY_JITTER_FULL, pinned, 4);
     th_baseline_check(b);
@@ -481,7 +447,7 @@ END_TEST
 
 START_TEST(sequence_equal)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     const int64_t pinned[] = { 66130230, 128631665, 366345245, 785260654 };
     check_jitter(TETHER_RETRY_JITTER_EQUAL, pinned, 4);
     th_baseline_check(b);
@@ -490,7 +456,7 @@ END_TEST
 
 START_TEST(sequence_decorrelated)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     const int64_t pinned[] = { 257988092, 277326833, 391006858, 531563089 };
     check_jitter(TETHER_RETRY_JITTER_DECORRELATED, pinned, 4);
     th_baseline_check(b);
@@ -519,7 +485,7 @@ static void *seed0_thread(void *p)
 
 START_TEST(seed_zero_varies)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     int64_t a[3], c[3], t[3];
     full_jitter_sleeps(a);
     full_jitter_sleeps(c);
@@ -533,7 +499,7 @@ END_TEST
 
 START_TEST(unlimited_attempts_capped_delay)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     struct script s = { .fake = &f, .nresults = 100 };
@@ -560,7 +526,7 @@ END_TEST
 
 START_TEST(permanent_error_never_retried)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     const int errs[] = { EINVAL, ENOENT, EIO, ECANCELED, EACCES, -1 };
     for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
         struct fake f;
@@ -598,7 +564,7 @@ static bool only_enoent(int error, void *ctx)
 
 START_TEST(custom_classifier)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     struct script s = { .fake = &f, .results = { ENOENT, ENOENT, EAGAIN }, .nresults = 3 };
@@ -626,7 +592,7 @@ END_TEST
 
 START_TEST(cancelled_before_call)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     enter(t);
@@ -654,7 +620,7 @@ END_TEST
  * returned (unless it succeeded: its effect stands). */
 START_TEST(cancel_inside_attempt_k)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     for (int k = 1; k <= 5; k++) {
         for (int succeed_anyway = 0; succeed_anyway <= 1; succeed_anyway++) {
             tether_token *t = new_token(NULL, TETHER_NEVER);
@@ -707,7 +673,7 @@ static int sleep_an_hour(void *arg)
 
 START_TEST(token_deadline_during_attempt_not_retried)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     tether_time_t t0 = tether_now();
     tether_token *t = new_token(NULL, tether_deadline_after(MS(50)));
     enter(t);
@@ -737,7 +703,7 @@ static void cancel_from_callback(const tether_retry_event *ev, void *ctx)
 
 START_TEST(cancel_from_on_retry_skips_sleep)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     tether_token *t = new_token(NULL, TETHER_NEVER);
     enter(t);
     struct script s = { .nresults = 1, .results = { EAGAIN } };
@@ -784,7 +750,7 @@ static void *canceller_main(void *p)
 
 START_TEST(cancel_during_hour_backoff)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct canceller c = { .tid = th_gettid() };
     ck_assert_int_eq(sem_init(&c.ready, 0, 0), 0);
 
@@ -830,7 +796,7 @@ END_TEST
 /* The clock hook's sleep may report a stop of its own. */
 START_TEST(sleep_hook_error_stops)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     const int rcs[] = { ECANCELED, ETIMEDOUT, EIO };
     const tether_retry_stop stops[] = { TETHER_RETRY_STOP_CANCELED, TETHER_RETRY_STOP_DEADLINE,
                                         TETHER_RETRY_STOP_CANCELED };
@@ -857,7 +823,7 @@ END_TEST
  * that would start there never starts. */
 START_TEST(no_attempt_at_or_after_deadline)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     f.oversleep = MIN_(5);
@@ -900,7 +866,7 @@ END_TEST
 
 START_TEST(delay_crossing_deadline_returns_without_sleeping)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     tether_time_t deadline = f.now + MIN_(60);
@@ -955,7 +921,7 @@ END_TEST
 
 START_TEST(elapsed_budget)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     struct script s = { .fake = &f };
@@ -1029,7 +995,7 @@ static int hang_then_succeed(void *arg)
 
 START_TEST(attempt_timeout_stops_hanging_attempt)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     tether_token *outer = new_token(NULL, TETHER_NEVER);
     enter(outer);
     struct hang_once h = { .outer = outer };
@@ -1067,7 +1033,7 @@ END_TEST
  * own ETIMEDOUT: not retried. */
 START_TEST(outer_deadline_inside_attempt_timeout)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     tether_token *outer = new_token(NULL, tether_deadline_after(MS(40)));
     enter(outer);
     atomic_int consulted = 0;
@@ -1089,7 +1055,7 @@ END_TEST
 
 START_TEST(retry_after_honoured)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     struct script s = { .fake = &f,
@@ -1125,7 +1091,7 @@ static int hint_twice(void *arg)
 
 START_TEST(retry_after_keeps_largest)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     tether_retry_opts o = { .initial_delay_ns = MS(1), .jitter = TETHER_RETRY_JITTER_NONE,
@@ -1139,7 +1105,7 @@ END_TEST
 
 START_TEST(retry_after_capped_by_deadline_and_budget)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
     tether_token *t = new_token(NULL, f.now + tether_sec(10));
@@ -1218,7 +1184,7 @@ static int outer_attempt(void *arg)
 
 START_TEST(retry_after_scope_of_effect)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     ck_assert_int_eq(tether_retry_after(MS(1)), EPERM);
     ck_assert_int_eq(tether_retry_after(-1), EINVAL);
 
@@ -1260,7 +1226,7 @@ END_TEST
 /* No current token: the real sleep, never early. */
 START_TEST(real_sleep_without_token)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct script s = { .results = { EAGAIN, EAGAIN, 0 }, .nresults = 3 };
     tether_retry_opts o = { .initial_delay_ns = MS(5), .jitter = TETHER_RETRY_JITTER_NONE };
     tether_retry_result r;
@@ -1308,7 +1274,7 @@ static void *signaller_main(void *p)
 
 START_TEST(signal_does_not_end_backoff)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct sigaction sa = { .sa_handler = on_usr1 }; /* no SA_RESTART */
     sigemptyset(&sa.sa_mask);
     ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
@@ -1385,7 +1351,7 @@ static void *worker_main(void *p)
 
 START_TEST(concurrent_retries_share_opts)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     enum { N = 8 };
     tether_retry_opts o = { .initial_delay_ns = tether_us(50), .max_attempts = 10 };
     struct worker w[N];
@@ -1449,7 +1415,7 @@ static int ff_failer(void *arg)
 
 START_TEST(fail_fast_sibling_stops_retry)
 {
-    th_baseline b = baseline();
+    th_baseline b = th_baseline_take();
     struct ff x = { .retry_rc = -1 };
     ck_assert_int_eq(sem_init(&x.retrying, 0, 0), 0);
     tether_scope *s;

@@ -1,0 +1,115 @@
+/*
+ * Internal interface of the cancellable calls for legacy code (io.c, net.c,
+ * sync.c, process.c). Nothing here is API.
+ *
+ *   io.c       readv/writev/pread/pwrite, ppoll, nanosleep, read_all/write_all,
+ *              and the descriptor wait every legacy call shares
+ *   net.c      recv/send families, accept, connect
+ *   sync.c     condition variables and semaphores
+ *   process.c  waitpid/waitid, child processes (pidfd)
+ *   shield.c   shielded regions
+ *   signals.c  SIGINT/SIGTERM to a graceful cancel
+ */
+#ifndef TETHER_LEGACY_INTERNAL_H
+#define TETHER_LEGACY_INTERNAL_H
+
+#include "internal.h"
+
+#include <sys/uio.h>
+
+/* Fail the POSIX way: errno = e, -1. */
+static inline int tether__fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+/* The cancellation check of every legacy call: -1 with errno set if the
+ * current token t is cancelled or past its deadline, else 0. */
+static inline int tether__legacy_check(tether_token *t)
+{
+    int c = tether__token_poll(t);
+    return c ? tether__fail(c) : 0;
+}
+
+/* Poll fds (with one spare slot at the end for t's eventfd) under `sigmask`
+ * (NULL: the thread's mask) until one is ready, t is cancelled, or `until`
+ * passes. It always polls at least once, so an `until` in the past asks for
+ * a non-blocking look. Returns the number ready, 0 at `until`, or -1 with
+ * errno (ECANCELED, ETIMEDOUT, EINTR, ppoll's, the eventfd's). */
+TETHER_HIDDEN int tether__legacy_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds,
+                                          tether_time_t until, const sigset_t *sigmask);
+
+/* One descriptor: 1 ready, 0 at `until`, -1 with errno. */
+TETHER_HIDDEN int tether__legacy_wait_fd(tether_token *t, int fd, short events,
+                                         tether_time_t until);
+
+/* Whether fd is in O_NONBLOCK mode (false if fcntl fails). One syscall. */
+TETHER_HIDDEN bool tether__fd_nonblocking(int fd);
+
+/* Advance an iovec array past n bytes transferred, consuming entries that
+ * are done (zero-length ones included). The entries are modified: use a copy. */
+static inline void tether__iov_advance(struct iovec **iov, int *cnt, size_t n)
+{
+    while (*cnt > 0 && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*cnt)--;
+    }
+    if (*cnt > 0 && n > 0) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
+}
+
+/* Copy an iovec array into `small` (n entries) or a heap array; NULL and
+ * errno ENOMEM on failure. Free with tether__iov_release. */
+static inline struct iovec *tether__iov_copy(const struct iovec *iov, int cnt,
+                                             struct iovec *small, int nsmall)
+{
+    struct iovec *c = small;
+    if (cnt > nsmall) {
+        c = malloc((size_t)cnt * sizeof *c);
+        if (!c) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    for (int i = 0; i < cnt; i++)
+        c[i] = iov[i];
+    return c;
+}
+
+static inline void tether__iov_release(struct iovec *c, struct iovec *small)
+{
+    if (c != small)
+        free(c);
+}
+
+static inline struct timespec tether__timespec_abs(tether_time_t t)
+{
+    if (t < 0)
+        t = 0;
+    return (struct timespec){ .tv_sec = t / 1000000000, .tv_nsec = t % 1000000000 };
+}
+
+/* A struct timespec duration to nanoseconds, saturating at INT64_MAX. */
+static inline int64_t tether__timespec_ns(const struct timespec *ts)
+{
+    if (ts->tv_sec > (INT64_MAX - ts->tv_nsec) / 1000000000)
+        return INT64_MAX;
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* Sleep with a growing backoff (1 ms doubling to `cap_ms`) while a condition
+ * cannot be polled for: 0 when the nap ended, else ECANCELED, ETIMEDOUT or
+ * EINTR. *step starts at 0. */
+static inline int tether__backoff(tether_token *t, int64_t *step_ns, int64_t cap_ms)
+{
+    *step_ns = *step_ns ? *step_ns * 2 : tether_ms(1);
+    if (*step_ns > tether_ms(cap_ms))
+        *step_ns = tether_ms(cap_ms);
+    return tether__wait_token(t, tether_deadline_after(*step_ns));
+}
+
+#endif /* TETHER_LEGACY_INTERNAL_H */

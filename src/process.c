@@ -1,0 +1,238 @@
+/*
+ * Cancellable waits for child processes, and child processes run under the
+ * current token.
+ *
+ * A pidfd (pidfd_open) becomes readable when its process exits, so waiting
+ * for one child is a poll of the pidfd with the token's eventfd, followed by
+ * the raw wait with WNOHANG. Waits that a pidfd cannot express (any child,
+ * a process group, stop/continue events) re-check with WNOHANG in short
+ * sleeps on the token.
+ *
+ * tether_proc_wait ends a child's life on cancellation: SIGTERM through its
+ * pidfd (no pid-reuse race), the grace period, SIGKILL, and always the reap.
+ */
+#define _GNU_SOURCE
+#include "legacy_internal.h"
+
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+extern char **environ;
+
+static int pidfd_open_(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0u);
+}
+
+static int pidfd_signal(int pidfd, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0u);
+}
+
+/* Wait for the next chance of a child event: the pidfd readable (when there
+ * is one), or a backoff nap. 0 to look again, -1 with errno. */
+static int wait_child(tether_token *t, int pidfd, int64_t *step)
+{
+    if (pidfd >= 0)
+        return tether__legacy_wait_fd(t, pidfd, POLLIN, TETHER_NEVER) < 0 ? -1 : 0;
+    int r = tether__backoff(t, step, 20);
+    return r ? tether__fail(r) : 0;
+}
+
+static void close_keep_errno(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
+}
+
+pid_t tether_waitpid(pid_t pid, int *wstatus, int options)
+{
+    tether_token *t = tether__current;
+    if (!t || (options & WNOHANG))
+        return waitpid(pid, wstatus, options);
+    if (tether__legacy_check(t) < 0)
+        return -1;
+    int pidfd = -1;
+    int64_t step = 0;
+    pid_t r;
+    for (;;) {
+        r = waitpid(pid, wstatus, options | WNOHANG);
+        if (r != 0)
+            break;
+        if (pidfd < 0 && pid > 0 && !(options & (WUNTRACED | WCONTINUED)))
+            pidfd = pidfd_open_(pid); /* on failure: the backoff */
+        if (wait_child(t, pidfd, &step) < 0) {
+            r = -1;
+            break;
+        }
+    }
+    if (pidfd >= 0)
+        close_keep_errno(pidfd);
+    return r;
+}
+
+int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
+{
+    tether_token *t = tether__current;
+    if (!t || (options & WNOHANG))
+        return waitid(idtype, id, info, options);
+    if (tether__legacy_check(t) < 0)
+        return -1;
+    bool exits_only = !(options & (WSTOPPED | WCONTINUED));
+    int pidfd = -1;
+    bool own = false;
+    if (exits_only && (int)idtype == P_PIDFD)
+        pidfd = (int)id;
+    int64_t step = 0;
+    int r;
+    for (;;) {
+        siginfo_t si;
+        si.si_pid = 0;
+        r = waitid(idtype, id, &si, options | WNOHANG);
+        if (r < 0)
+            break;
+        if (si.si_pid != 0) {
+            if (info)
+                *info = si;
+            break;
+        }
+        if (pidfd < 0 && exits_only && idtype == P_PID && id > 0) {
+            pidfd = pidfd_open_((pid_t)id);
+            own = pidfd >= 0;
+        }
+        if (wait_child(t, pidfd, &step) < 0) {
+            r = -1;
+            break;
+        }
+    }
+    if (own)
+        close_keep_errno(pidfd);
+    return r;
+}
+
+struct tether_proc {
+    pid_t pid;
+    int pidfd;
+    int64_t grace_ns;
+};
+
+int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
+                      const tether_proc_opts *opts)
+{
+    if (!out || !file || !argv)
+        return EINVAL;
+    *out = NULL;
+    int c = tether_check();
+    if (c)
+        return c;
+    tether_proc_opts o = opts ? *opts : (tether_proc_opts){ 0 };
+    tether_proc *p = malloc(sizeof *p);
+    if (!p)
+        return ENOMEM;
+    p->grace_ns = o.grace_ns ? o.grace_ns : TETHER_PROC_GRACE_DEFAULT;
+    char *const *envp = o.envp ? o.envp : environ;
+    int rc = o.search_path ? posix_spawnp(&p->pid, file, o.file_actions, o.attr, argv, envp)
+                           : posix_spawn(&p->pid, file, o.file_actions, o.attr, argv, envp);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    /* The child cannot have been reaped yet (that is ours to do), so the pid
+     * still names it. */
+    p->pidfd = pidfd_open_(p->pid);
+    if (p->pidfd < 0) {
+        rc = errno;
+        kill(p->pid, SIGKILL);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+pid_t tether_proc_pid(const tether_proc *p)
+{
+    return p ? p->pid : -1;
+}
+
+/* Poll the pidfd alone for up to `ns` (negative: forever), riding out
+ * signal handlers. Whether the child has exited. */
+static bool exited_within(int pidfd, int64_t ns)
+{
+    tether_time_t until = ns < 0 ? TETHER_NEVER : tether_deadline_after(ns);
+    for (;;) {
+        tether_time_t now = tether_now();
+        struct timespec ts = tether__timespec_abs(until > now ? until - now : 0);
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+        int n = ppoll(&p, 1, until == TETHER_NEVER ? NULL : &ts, NULL);
+        if (n > 0)
+            return true;
+        if (n == 0 || (n < 0 && errno != EINTR))
+            return false;
+    }
+}
+
+/* Wait for the exit under t: 0 once exited, else the token's error. */
+static int wait_exit(tether_token *t, int pidfd)
+{
+    for (;;) {
+        struct pollfd p[2] = { { .fd = pidfd, .events = POLLIN } };
+        int n = tether__legacy_wait_fds(t, p, 1, TETHER_NEVER, NULL);
+        if (n > 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == ECANCELED || errno == ETIMEDOUT)
+            return errno;
+        /* No eventfd for the token: look at the token between short polls. */
+        for (;;) {
+            int c = tether_token_check(t);
+            if (c)
+                return c;
+            if (exited_within(pidfd, tether_ms(10)))
+                return 0;
+        }
+    }
+}
+
+int tether_proc_wait(tether_proc *p, int *wstatus)
+{
+    if (!p)
+        return EINVAL;
+    tether_token *t = tether__current;
+    int rc = t ? wait_exit(t, p->pidfd) : 0;
+    if (rc && !exited_within(p->pidfd, 0)) {
+        if (p->grace_ns < 0 || pidfd_signal(p->pidfd, SIGTERM) < 0 ||
+            !exited_within(p->pidfd, p->grace_ns))
+            pidfd_signal(p->pidfd, SIGKILL);
+    } else {
+        rc = 0; /* it exited on its own, whatever the token says */
+    }
+    int status = 0;
+    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    close(p->pidfd);
+    free(p);
+    if (wstatus)
+        *wstatus = status;
+    return rc;
+}
+
+int tether_proc_run(const char *file, char *const argv[], const tether_proc_opts *opts,
+                    int *wstatus)
+{
+    tether_proc *p;
+    int rc = tether_proc_spawn(&p, file, argv, opts);
+    if (rc)
+        return rc;
+    return tether_proc_wait(p, wstatus);
+}

@@ -1,0 +1,63 @@
+/*
+ * Shielded regions: clean-up that must still do blocking I/O after its
+ * thread was cancelled.
+ *
+ * Entering a shield creates a root token (no parent, so no cancellation or
+ * deadline from outside reaches it) with the shield's own deadline, and
+ * enters it: every cancellation point in the region uses it. Leaving leaves
+ * and frees it; the tokens entered before are untouched, so a cancellation
+ * that arrived meanwhile is seen at the next cancellation point.
+ */
+#define _GNU_SOURCE
+#include "legacy_internal.h"
+
+struct tether_shield {
+    tether_token *token;
+};
+
+int tether_shield_enter(tether_shield **out, tether_time_t deadline)
+{
+    if (!out)
+        return EINVAL;
+    *out = NULL;
+    tether_shield *s = malloc(sizeof *s);
+    if (!s)
+        return ENOMEM;
+    int rc = tether_token_new(&s->token, NULL, deadline);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    rc = tether_token_enter(s->token);
+    if (rc) {
+        tether_token_free(s->token);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+tether_token *tether_shield_token(tether_shield *s)
+{
+    return s ? s->token : NULL;
+}
+
+int tether_shield_leave(tether_shield *s)
+{
+    if (!s)
+        return EINVAL;
+    int rc = tether_token_leave(s->token);
+    if (rc)
+        return rc; /* EPERM: not the innermost entry */
+    rc = tether_token_free(s->token);
+    if (rc) {
+        /* EBUSY: a child token or scope lives on. Undo the leave; it cannot
+         * fail, as the entry stack just had room for it. */
+        int again = tether_token_enter(s->token);
+        TETHER_ASSERT(again == 0);
+        return rc;
+    }
+    free(s);
+    return 0;
+}

@@ -1,0 +1,138 @@
+/*
+ * SIGINT/SIGTERM (or the caller's signals) to a graceful cancellation.
+ *
+ * Installed only when the user asks (tether_signals_install). The handler
+ * is async-signal-safe: the first signal fires a tether_sigcancel (one
+ * write to an eventfd; its relay thread does the cancellation); with
+ * escalation, the second restores the default disposition and re-raises,
+ * and as the signal is blocked while its handler runs, it is delivered —
+ * with its default action — as soon as the handler returns.
+ *
+ * One installation at a time per process: the handler finds it through one
+ * atomic pointer. Restoring waits for handlers already running to finish
+ * before freeing what they use.
+ */
+#define _GNU_SOURCE
+#include "legacy_internal.h"
+
+#include <sched.h>
+#include <string.h>
+
+enum { MAX_SIGNALS = 8 };
+
+struct tether_signals {
+    tether_sigcancel *sc;
+    int sigs[MAX_SIGNALS];
+    struct sigaction old[MAX_SIGNALS];
+    size_t n;
+    bool escalate;
+    _Atomic unsigned fired;
+};
+
+static _Atomic(tether_signals *) active;
+static _Atomic int in_handler;
+static _Atomic int installed; /* claims the single slot from install to restore */
+
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2, "the handler needs a lock-free pointer");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the handler needs lock-free ints");
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    atomic_fetch_add(&in_handler, 1);
+    tether_signals *h = atomic_load(&active);
+    if (h) {
+        unsigned n = atomic_fetch_add(&h->fired, 1);
+        if (n == 0) {
+            tether_sigcancel_fire(h->sc);
+        } else if (h->escalate) {
+            struct sigaction dfl;
+            memset(&dfl, 0, sizeof dfl);
+            dfl.sa_handler = SIG_DFL;
+            sigemptyset(&dfl.sa_mask);
+            sigaction(sig, &dfl, NULL);
+            raise(sig); /* pending until this handler returns */
+        }
+    }
+    atomic_fetch_sub(&in_handler, 1);
+    errno = saved;
+}
+
+int tether_signals_install(tether_signals **out, tether_token *t, const tether_signals_opts *opts)
+{
+    static const int defaults[] = { SIGINT, SIGTERM };
+    if (!out || !t)
+        return EINVAL;
+    *out = NULL;
+    tether_signals_opts o = opts ? *opts : (tether_signals_opts){ 0 };
+    const int *sigs = o.signals ? o.signals : defaults;
+    size_t n = o.signals ? o.nsignals : 2;
+    if (n == 0 || n > MAX_SIGNALS)
+        return EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (sigs[i] <= 0 || sigs[i] >= NSIG || sigs[i] == SIGKILL || sigs[i] == SIGSTOP)
+            return EINVAL;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&installed, &expected, 1))
+        return EBUSY;
+
+    tether_signals *h = calloc(1, sizeof *h);
+    if (!h) {
+        atomic_store(&installed, 0);
+        return ENOMEM;
+    }
+    int rc = tether_sigcancel_new(&h->sc, t, o.error);
+    if (rc) {
+        free(h);
+        atomic_store(&installed, 0);
+        return rc;
+    }
+    h->n = n;
+    h->escalate = o.escalate;
+    memcpy(h->sigs, sigs, n * sizeof *sigs);
+    atomic_store(&active, h);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < n; i++)
+        sigaddset(&sa.sa_mask, sigs[i]); /* one handler at a time per thread */
+    for (size_t i = 0; i < n; i++) {
+        if (sigaction(sigs[i], &sa, &h->old[i]) < 0) {
+            rc = errno;
+            while (i-- > 0)
+                sigaction(sigs[i], &h->old[i], NULL);
+            atomic_store(&active, NULL);
+            while (atomic_load(&in_handler))
+                sched_yield();
+            tether_sigcancel_free(h->sc);
+            free(h);
+            atomic_store(&installed, 0);
+            return rc;
+        }
+    }
+    *out = h;
+    return 0;
+}
+
+unsigned tether_signals_fired(const tether_signals *h)
+{
+    return h ? atomic_load(&((tether_signals *)h)->fired) : 0;
+}
+
+int tether_signals_restore(tether_signals *h)
+{
+    if (!h)
+        return EINVAL;
+    for (size_t i = h->n; i-- > 0;)
+        sigaction(h->sigs[i], &h->old[i], NULL);
+    atomic_store(&active, NULL);
+    while (atomic_load(&in_handler))
+        sched_yield(); /* a handler that started before the store is finishing */
+    tether_sigcancel_free(h->sc);
+    free(h);
+    atomic_store(&installed, 0);
+    return 0;
+}

@@ -1,0 +1,125 @@
+/*
+ * Tools shared by the suites of the cancellable calls for legacy code
+ * (test_legacy_io.c, test_net.c, test_sync.c, test_process.c,
+ * test_shield.c, test_signals.c): a thread that runs one call under a token
+ * and records what it returned, and a SIGUSR1 handler installed without
+ * SA_RESTART for the EINTR tests.
+ */
+#ifndef TETHER_TEST_LEGACY_UTIL_H
+#define TETHER_TEST_LEGACY_UTIL_H
+
+#include "helpers.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One call on its own thread: fn(arg) under tok (NULL: no token). */
+typedef ssize_t (*lu_fn)(void *arg);
+
+typedef struct lu_thread {
+    tether_token *tok;
+    lu_fn fn;
+    void *arg;
+    ssize_t ret;
+    int err;
+    pid_t tid;
+    tether_time_t ended;
+    sem_t started;
+    pthread_t th;
+} lu_thread;
+
+static void *lu_main(void *p)
+{
+    lu_thread *t = p;
+    t->tid = th_gettid();
+    if (t->tok)
+        ck_assert_int_eq(tether_token_enter(t->tok), 0);
+    sem_post(&t->started);
+    errno = 0;
+    t->ret = t->fn(t->arg);
+    t->err = errno;
+    t->ended = tether_now();
+    if (t->tok)
+        ck_assert_int_eq(tether_token_leave(t->tok), 0);
+    return NULL;
+}
+
+/* Start the call and return once the thread is about to make it. */
+static inline void lu_start(lu_thread *t, tether_token *tok, lu_fn fn, void *arg)
+{
+    memset(t, 0, sizeof *t);
+    t->tok = tok;
+    t->fn = fn;
+    t->arg = arg;
+    ck_assert_int_eq(sem_init(&t->started, 0, 0), 0);
+    ck_assert_int_eq(pthread_create(&t->th, NULL, lu_main, t), 0);
+    while (sem_wait(&t->started) < 0)
+        ck_assert_int_eq(errno, EINTR);
+}
+
+/* Start the call and return once it is blocked in the kernel. */
+static inline void lu_start_blocked(lu_thread *t, tether_token *tok, lu_fn fn, void *arg)
+{
+    lu_start(t, tok, fn, arg);
+    ck_assert_int_eq(th_wait_blocked(t->tid), 0);
+}
+
+static inline void lu_join(lu_thread *t)
+{
+    ck_assert_int_eq(pthread_join(t->th, NULL), 0);
+    sem_destroy(&t->started);
+}
+
+static inline tether_token *lu_token(tether_time_t deadline)
+{
+    tether_token *t = NULL;
+    ck_assert_int_eq(tether_token_new(&t, NULL, deadline), 0);
+    return t;
+}
+
+static inline void lu_free(tether_token *t)
+{
+    ck_assert_int_eq(tether_token_free(t), 0);
+}
+
+static void lu_on_sigusr1(int sig)
+{
+    (void)sig;
+}
+
+/* SIGUSR1 runs a handler that does nothing, without SA_RESTART. */
+static inline void lu_eintr_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = lu_on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+}
+
+/* A thread blocked in its call; interrupt it with SIGUSR1 until it returns
+ * (one signal can land just before the call blocks). */
+static inline void lu_interrupt(lu_thread *t)
+{
+    ck_assert_int_eq(th_wait_blocked(t->tid), 0);
+    ck_assert_int_eq(pthread_kill(t->th, SIGUSR1), 0);
+    lu_join(t);
+}
+
+/* Elapsed checks: never early, generously bounded late. */
+static inline void lu_assert_not_early(tether_time_t ended, tether_time_t deadline)
+{
+    ck_assert_int_ge(ended, deadline);
+}
+
+static inline void lu_assert_prompt(tether_time_t from, tether_time_t to, int64_t bound_ms)
+{
+    ck_assert_int_le(to - from, th_bound_ns(bound_ms));
+}
+
+#endif
