@@ -316,6 +316,9 @@ static const struct {
     { SYS_poll, IN_POLL },
 #endif
     { SYS_futex, IN_FUTEX },
+#ifdef SYS_futex_waitv
+    { SYS_futex_waitv, IN_FUTEX }, /* tether's sleepers, on Linux >= 5.16 */
+#endif
 };
 
 /* /proc/self/task/<tid>/syscall is readable on this kernel; cleared (and

@@ -29,6 +29,7 @@ enum {
     TOKEN_CANCELLED = 1u << 0, /* sticky */
     TOKEN_WAITERS = 1u << 1,   /* someone may sleep on the futex: wake on cancel */
     TOKEN_HAS_DEADLINE = 1u << 2,
+    TOKEN_SOLO_WAITERS = 1u << 3, /* someone sleeps on this word alone (no futex_waitv) */
     TOKEN_CAUSE_SHIFT = 8      /* tether_cause lives in bits 8..15 */
 };
 
@@ -74,6 +75,10 @@ TETHER_HIDDEN extern _Thread_local tether_token *tether__current
     __attribute__((tls_model("initial-exec")));
 
 /* wait.c */
+/* A sleeper waits on its token's word and those of its nearest ancestors,
+ * up to this many in all (futex_waitv), so a cancel need wake only the word
+ * of the token it started at (see propagate in token.c). */
+enum { TETHER_WAIT_SET = 16 };
 /* Sleep on t's futex until it is cancelled or `until` passes. Returns 0 at
  * `until`, ECANCELED/ETIMEDOUT on cancellation/deadline, EINTR. */
 TETHER_HIDDEN int tether__wait_token(tether_token *t, tether_time_t until);

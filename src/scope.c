@@ -33,6 +33,7 @@ struct tether_task {
     int index;
     bool background, has_handle;
     bool done;                  /* under s->mu */
+    bool joined;                /* join took its thread (under s->mu) */
     int result;
     enum task_status status;
     char name[TETHER_NAME_MAX];
@@ -178,17 +179,17 @@ static void child_finished(tether_task *task, int rc)
             }
         }
     }
-    unlock(s);
-
-    bool won = fire != TETHER_CAUSE_NONE &&
-               tether__token_cancel_cause(s->token, fire,
-                                          fire == TETHER_CAUSE_SIBLING_FAILED ? rc : 0) == 0;
-
-    lock(s);
-    if (won)
-        s->cause_task = task->index;
-    else if (fire == TETHER_CAUSE_SIBLING_FAILED)
-        s->failure_decided = false; /* someone else cancelled first */
+    if (fire != TETHER_CAUSE_NONE) {
+        /* Cancel outside the lock: callbacks may call back into the scope. */
+        unlock(s);
+        bool won = tether__token_cancel_cause(s->token, fire,
+                                              fire == TETHER_CAUSE_SIBLING_FAILED ? rc : 0) == 0;
+        lock(s);
+        if (won)
+            s->cause_task = task->index;
+        else if (fire == TETHER_CAUSE_SIBLING_FAILED)
+            s->failure_decided = false; /* someone else cancelled first */
+    }
     task->done = true;
     s->live--;
     if (task->background)
@@ -257,9 +258,12 @@ static void reap(tether_task *list)
     }
 }
 
-/* Take the reapable zombies off the scope's lists. s->mu held. */
+/* Take the reapable zombies off the scope's lists. s->mu held. Once join
+ * has begun it reaps everything itself, walking the list: leave it alone. */
 static tether_task *take_zombies(tether_scope *s)
 {
+    if (s->phase != PHASE_OPEN)
+        return NULL;
     tether_task *ready = NULL, **pp = &s->zombies;
     while (*pp) {
         tether_task *t = *pp;
@@ -597,6 +601,31 @@ static void fill_result(tether_scope *s, tether_result *r)
     }
 }
 
+/*
+ * Join, directly, every started thread the current stage waits for that is
+ * not joined yet: foreground threads until the foreground is done, then all.
+ * pthread_join sleeps until the thread is gone, so this costs no extra
+ * wake-up per child (waiting on `changed` first would add one). Returns
+ * whether it joined any. s->mu held, dropped around each join. While the
+ * scope is joining no task is unlinked but an unstarted one whose spawn
+ * failed, and a started task's `next` is read under the lock, so the walk
+ * stays valid.
+ */
+static bool join_threads(tether_scope *s)
+{
+    bool any = false;
+    for (tether_task *t = s->tasks; t; t = t->next) {
+        if (!t->started || t->joined || (t->background && !s->closing))
+            continue;
+        t->joined = true;
+        unlock(s);
+        pthread_join(t->thread, NULL);
+        lock(s);
+        any = true;
+    }
+    return any;
+}
+
 int tether_scope_join(tether_scope *s, tether_result *result)
 {
     if (!s)
@@ -609,7 +638,13 @@ int tether_scope_join(tether_scope *s, tether_result *result)
         return EINVAL;
     }
     s->phase = PHASE_JOINING;
+    /* With a deadline, join must stay awake to enforce it (a child blocked
+     * outside tether may rely on a cancel callback), so it waits on
+     * `changed` with a timeout; without one it joins threads directly. */
+    bool direct = s->token->deadline == TETHER_NEVER;
     for (;;) {
+        if (direct && join_threads(s))
+            continue;
         if (s->live_fg == 0 && s->spawning == 0 && !s->closing) {
             /* Foreground done: strict structured concurrency halts the
              * background, then still waits for its cleanup. */
@@ -636,7 +671,8 @@ int tether_scope_join(tether_scope *s, tether_result *result)
     /* Everything has exited; reap threads and release what they used. */
     while (tasks) {
         tether_task *next = tasks->next;
-        pthread_join(tasks->thread, NULL);
+        if (!tasks->joined)
+            pthread_join(tasks->thread, NULL);
         free_task_token(tasks);
         free(tasks);
         tasks = next;

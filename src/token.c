@@ -136,8 +136,10 @@ static bool claim(tether_token *t)
     return atomic_exchange_explicit(&t->claimed, 1, memory_order_acq_rel) == 0;
 }
 
-static void publish(tether_token *t, tether_cause cause, int error, int cancel_errno,
-                    tether_cause root_cause, tether_time_t at)
+/* Mark t cancelled; returns its previous state. Wakes its I/O waiters
+ * (eventfd); its sleepers are woken by the caller (see propagate). */
+static uint32_t publish(tether_token *t, tether_cause cause, int error, int cancel_errno,
+                        tether_cause root_cause, tether_time_t at)
 {
     t->cancelled_at = at;
     t->error = error;
@@ -146,8 +148,6 @@ static void publish(tether_token *t, tether_cause cause, int error, int cancel_e
     /* seq_cst pairs with tether__token_efd: either it sees CANCELLED, or
      * this sees its eventfd, so an I/O waiter is never left asleep. */
     uint32_t old = atomic_fetch_or(&t->state, TOKEN_CANCELLED | (uint32_t)cause << TOKEN_CAUSE_SHIFT);
-    if (old & TOKEN_WAITERS)
-        tether__futex_wake_all(&t->state);
     int efd = atomic_load(&t->efd);
     if (efd >= 0) {
         uint64_t one = 1;
@@ -155,6 +155,7 @@ static void publish(tether_token *t, tether_cause cause, int error, int cancel_e
         ssize_t n = write(efd, &one, sizeof one);
         (void)n;
     }
+    return old;
 }
 
 /* Move t's registered callbacks to the run list. Tree lock held. */
@@ -172,25 +173,40 @@ static void take_callbacks(tether_token *t, tether_callback **run)
     t->callbacks = NULL;
 }
 
-/* Cancel every descendant of root that nobody else has claimed, iteratively
- * over the first-child/next-sibling links. Tree lock held. */
+/*
+ * Cancel every descendant of root that nobody else has claimed, iteratively
+ * over the first-child/next-sibling links. Tree lock held.
+ *
+ * Sleepers wait on their token's word and on the words of up to
+ * TETHER_WAIT_SET - 1 ancestors (wait.c), so a descendant fewer than
+ * TETHER_WAIT_SET levels below root needs no wake of its own: the one wake
+ * of root's word, after this walk, reaches it. Deeper descendants, and words
+ * with solo sleepers (no futex_waitv), are woken here.
+ */
 static void propagate(tether_token *root, tether_callback **run)
 {
     tether_token *n = root->first_child;
+    int depth = 1;
     while (n) {
         if (claim(n)) {
             tether_token *p = n->parent;
-            publish(n, TETHER_CAUSE_PARENT, p->error, p->cancel_errno, p->root_cause,
-                    p->cancelled_at);
+            uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->cancel_errno,
+                                   p->root_cause, p->cancelled_at);
+            uint32_t wake_if = depth >= TETHER_WAIT_SET ? TOKEN_WAITERS : TOKEN_SOLO_WAITERS;
+            if (old & wake_if)
+                tether__futex_wake_all(&n->state);
             take_callbacks(n, run);
             if (n->first_child) {
                 n = n->first_child;
+                depth++;
                 continue;
             }
         }
         /* A subtree claimed by another canceller is that canceller's job. */
-        while (n != root && !n->next_sibling)
+        while (n != root && !n->next_sibling) {
             n = n->parent;
+            depth--;
+        }
         n = n == root ? NULL : n->next_sibling;
     }
 }
@@ -231,6 +247,11 @@ int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
     take_callbacks(t, &run);
     propagate(t, &run);
     tether__tree_unlock();
+    /* One wake for t's sleepers and its near descendants' (see propagate),
+     * once the whole subtree is published, so they wake to a settled tree.
+     * t is the caller's, alive until this returns. */
+    if (atomic_load(&t->state) & TOKEN_WAITERS)
+        tether__futex_wake_all(&t->state);
     run_callbacks(run);
     return 0;
 }
