@@ -454,7 +454,8 @@ TETHER_API ssize_t tether_write(int fd, const void *buf, size_t count);
  * timeout_ms as poll(2): negative waits forever (up to the deadline), 0
  * polls once. Returns the number of ready descriptors, 0 if timeout_ms
  * elapsed first, or -1 with errno: poll(2)'s errors, ECANCELED, ETIMEDOUT
- * (the token's deadline came before timeout_ms), EINTR, ENOMEM.
+ * (the token's deadline came before timeout_ms), EINTR, ENOMEM, EMFILE/ENFILE
+ * (the token's eventfd could not be created on first use).
  * Blocks; cancellation point.
  */
 TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);

@@ -9,6 +9,9 @@
 #   CMAKE_BUILD_TYPE          default RelWithDebInfo
 #   TETHER_TEST_TIME_FACTOR   scales the tests' generous upper time bounds
 #   JOBS                      parallel build and test jobs (default nproc)
+#   EXTRA_CMAKE_ARGS          more configure arguments, split on spaces
+#                             (e.g. -DTETHER_FAULT_INJECTION=ON)
+#   CTEST_ARGS                more ctest arguments, split on spaces (e.g. -R ^fault$)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +23,8 @@ TETHER_SANITIZE=${TETHER_SANITIZE:-}
 TETHER_WERROR=${TETHER_WERROR:-ON}
 CMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE:-RelWithDebInfo}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+read -r -a extra_cmake_args <<<"${EXTRA_CMAKE_ARGS:-}"
+read -r -a ctest_args <<<"${CTEST_ARGS:-}"
 
 banner() { printf '\n=== test.sh: %s\n' "$*"; }
 
@@ -80,11 +85,12 @@ banner "configuring $BUILD_DIR (CC=$CC, sanitize='${TETHER_SANITIZE}', werror=$T
 cmake -S . -B "$BUILD_DIR" \
       -DCMAKE_BUILD_TYPE="$CMAKE_BUILD_TYPE" \
       -DTETHER_BUILD_TESTS=ON -DTETHER_BUILD_EXAMPLES=ON -DTETHER_BUILD_BENCH=ON \
-      -DTETHER_WERROR="$TETHER_WERROR" -DTETHER_SANITIZE="$TETHER_SANITIZE"
+      -DTETHER_WERROR="$TETHER_WERROR" -DTETHER_SANITIZE="$TETHER_SANITIZE" \
+      "${extra_cmake_args[@]}"
 
 # --- build and test ------------------------------------------------------------
 banner "building with $JOBS jobs"
 cmake --build "$BUILD_DIR" -j "$JOBS"
 
 banner "running the tests"
-ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j "$JOBS"
+ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j "$JOBS" "${ctest_args[@]}"

@@ -30,10 +30,10 @@ tether_token *tether_current(void)
 static int grow_entries(void)
 {
     unsigned cap = entries.cap * 2;
-    tether_token **heap = tether__malloc(cap * sizeof *heap);
+    tether_token **heap = tether__malloc(cap * sizeof(tether_token *));
     if (!heap)
         return ENOMEM;
-    memcpy(heap, entries.saved, entries.depth * sizeof *heap);
+    memcpy(heap, entries.saved, entries.depth * sizeof(tether_token *));
     if (entries.saved != entries.inline_saved)
         free(entries.saved);
     entries.saved = heap;

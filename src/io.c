@@ -238,7 +238,7 @@ int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     struct pollfd small[SMALL];
     struct pollfd *all = small;
     if (nfds + 1 > SMALL) {
-        all = malloc((nfds + 1) * sizeof *all);
+        all = tether__malloc((nfds + 1) * sizeof *all);
         if (!all) {
             errno = ENOMEM;
             return -1;
@@ -252,7 +252,7 @@ int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     int saved = errno;
     if (n >= 0)
         for (nfds_t i = 0, j = 0; i < nfds; i++)
-            fds[i].revents = i == host ? 0 : all[j++].revents;
+            fds[i].revents = (short)(i == host ? 0 : all[j++].revents);
     if (all != small)
         free(all);
     errno = saved;
@@ -473,7 +473,7 @@ int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
     if (nfds + 1 > sizeof small / sizeof small[0]) {
         if (nfds >= SIZE_MAX / sizeof *all - 1)
             return tether__fail(EINVAL);
-        all = malloc((nfds + 1) * sizeof *all);
+        all = tether__malloc((nfds + 1) * sizeof *all);
         if (!all)
             return tether__fail(ENOMEM);
     }

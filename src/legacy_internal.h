@@ -69,7 +69,7 @@ static inline struct iovec *tether__iov_copy(const struct iovec *iov, int cnt,
 {
     struct iovec *c = small;
     if (cnt > nsmall) {
-        c = malloc((size_t)cnt * sizeof *c);
+        c = tether__malloc((size_t)cnt * sizeof *c);
         if (!c) {
             errno = ENOMEM;
             return NULL;

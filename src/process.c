@@ -25,8 +25,13 @@
 
 extern char **environ;
 
+/* pidfd_open(2), through the fault-injection funnel (EMFILE when hit). */
 static int pidfd_open_(pid_t pid)
 {
+    if (tether__fault_hit()) {
+        errno = EMFILE;
+        return -1;
+    }
     return (int)syscall(SYS_pidfd_open, pid, 0u);
 }
 
@@ -133,7 +138,7 @@ int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
     if (c)
         return c;
     tether_proc_opts o = opts ? *opts : (tether_proc_opts){ 0 };
-    tether_proc *p = malloc(sizeof *p);
+    tether_proc *p = tether__malloc(sizeof *p);
     if (!p)
         return ENOMEM;
     p->grace_ns = o.grace_ns ? o.grace_ns : TETHER_PROC_GRACE_DEFAULT;

@@ -344,7 +344,7 @@ int tether_retry(int (*attempt)(void *arg), void *arg, const tether_retry_opts *
                  tether_retry_result *result)
 {
     static const tether_retry_opts defaults;
-    tether_retry_result scratch;
+    tether_retry_result scratch = { 0 };
     tether_retry_result *res = result ? result : &scratch;
     *res = (tether_retry_result){ .stop = TETHER_RETRY_STOP_PERMANENT };
 

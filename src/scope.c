@@ -312,17 +312,16 @@ static int wait_for_slot(tether_scope *s, bool may_wait)
         return 0;
     if (!may_wait)
         return EAGAIN;
+    /* Wake when the caller's token or the scope is cancelled (either may be
+     * unrelated to the other). The callbacks may run at once and take s->mu. */
     tether_token *ct = tether__current;
-    tether_callback *cb = NULL;
-    int rc = 0;
-    if (ct) {
-        unlock(s); /* the callback may run at once and take s->mu */
+    tether_callback *cb = NULL, *scope_cb = NULL;
+    unlock(s);
+    int rc = tether_token_on_cancel(s->token, wake_waiters, s, &scope_cb);
+    if (!rc && ct)
         rc = tether_token_on_cancel(ct, wake_waiters, s, &cb);
-        lock(s);
-        if (rc)
-            return rc;
-    }
-    while (s->live >= s->max_children) {
+    lock(s);
+    while (!rc && s->live >= s->max_children) {
         if ((rc = spawn_refusal(s)) != 0)
             break;
         if (ct && tether__token_cancelled(ct)) {
@@ -346,9 +345,12 @@ static int wait_for_slot(tether_scope *s, bool may_wait)
         struct timespec ts = abs_timespec(dl);
         pthread_cond_timedwait(&s->changed, &s->mu, &ts);
     }
-    if (cb) {
+    if (cb || scope_cb) {
         unlock(s);
-        tether_token_off_cancel(cb, NULL);
+        if (cb)
+            tether_token_off_cancel(cb, NULL);
+        if (scope_cb)
+            tether_token_off_cancel(scope_cb, NULL);
         lock(s);
     }
     return rc;

@@ -20,7 +20,7 @@ int tether_shield_enter(tether_shield **out, tether_time_t deadline)
     if (!out)
         return EINVAL;
     *out = NULL;
-    tether_shield *s = malloc(sizeof *s);
+    tether_shield *s = tether__malloc(sizeof *s);
     if (!s)
         return ENOMEM;
     int rc = tether_token_new(&s->token, NULL, deadline);

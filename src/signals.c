@@ -65,8 +65,12 @@ int tether_signals_install(tether_signals **out, tether_token *t, const tether_s
         return EINVAL;
     *out = NULL;
     tether_signals_opts o = opts ? *opts : (tether_signals_opts){ 0 };
-    const int *sigs = o.signals ? o.signals : defaults;
-    size_t n = o.signals ? o.nsignals : 2;
+    const int *sigs = defaults;
+    size_t n = 2;
+    if (o.signals) {
+        sigs = o.signals;
+        n = o.nsignals;
+    }
     if (n == 0 || n > MAX_SIGNALS)
         return EINVAL;
     for (size_t i = 0; i < n; i++)
@@ -76,7 +80,7 @@ int tether_signals_install(tether_signals **out, tether_token *t, const tether_s
     if (!atomic_compare_exchange_strong(&installed, &expected, 1))
         return EBUSY;
 
-    tether_signals *h = calloc(1, sizeof *h);
+    tether_signals *h = tether__calloc(1, sizeof *h);
     if (!h) {
         atomic_store(&installed, 0);
         return ENOMEM;

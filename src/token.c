@@ -2,24 +2,24 @@
  * The token tree: creation, freeing, cancellation and its propagation, and
  * cancellation callbacks.
  *
- * Cancelling is two steps. The first canceller *claims* the token (an atomic
- * exchange, so exactly one wins and its cause is the one kept), writes the
- * cause and error, then *publishes* the CANCELLED bit with a release store,
- * so anyone who sees the bit also sees the cause. Publishing wakes the
- * futex sleepers and the token's eventfd.
+ * Cancelling is two steps, both under the tree lock. The first canceller
+ * *claims* the token (an atomic exchange, so exactly one wins and its cause
+ * is the one kept), writes the cause and error, then *publishes* the
+ * CANCELLED bit with a release store, so anyone who sees the bit also sees
+ * the cause. Publishing wakes the token's eventfd; sleepers are woken with
+ * one futex wake per cancellation (see propagate).
  *
- * Propagation to descendants walks the tree under one process-wide tree lock
- * that also guards linking and unlinking, so the walk needs no recursion
- * (deep trees cannot overflow a small thread stack) and a token cannot be
- * freed while it is being visited. Invariant: once a token is published
- * cancelled, every descendant is claimed by the same walk or by another
- * canceller's walk, and a new child of a cancelled token is born cancelled.
+ * Propagation to descendants walks the tree under the same process-wide
+ * lock, which also guards linking and unlinking, so the walk needs no
+ * recursion (deep trees cannot overflow a small thread stack) and a token
+ * cannot be freed while it is being visited. Invariant, whenever the lock is
+ * free: a cancelled token's descendants are all cancelled, and a new child
+ * of a cancelled token is born cancelled.
  * Callbacks are collected during the walk and run after the lock is dropped.
  */
 #define _GNU_SOURCE
 #include "internal.h"
 
-#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -237,13 +237,18 @@ static void run_callbacks(tether_callback *cb)
 
 int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
 {
-    if (!claim(t))
+    /* Claim under the tree lock: then a token found already claimed by the
+     * walk has had its whole subtree published by the canceller that claimed
+     * it, and when this returns every descendant is cancelled. */
+    tether__tree_lock();
+    if (!claim(t)) {
+        tether__tree_unlock();
         return EALREADY;
+    }
     int cancel_errno = cause == TETHER_CAUSE_DEADLINE ? ETIMEDOUT : ECANCELED;
     publish(t, cause, error ? error : cancel_errno, cancel_errno, cause, tether_now());
 
     tether_callback *run = NULL;
-    tether__tree_lock();
     take_callbacks(t, &run);
     propagate(t, &run);
     tether__tree_unlock();
@@ -267,12 +272,9 @@ int tether_token_cancel(tether_token *t, int error)
 int tether__token_expire(tether_token *t)
 {
     TETHER_ASSERT(t->deadline_owner != NULL);
+    /* Won or lost, t (below the owner) is published when this returns. */
     tether__token_cancel_cause(t->deadline_owner, TETHER_CAUSE_DEADLINE, ETIMEDOUT);
-    /* If another canceller won a token between the owner and t, its walk is
-     * publishing t right now, without blocking on anything we hold: wait for
-     * it, so that whoever sees ETIMEDOUT also sees t cancelled with a cause. */
-    while (!tether__token_cancelled(t))
-        sched_yield();
+    TETHER_ASSERT(tether__token_cancelled(t));
     return t->cancel_errno;
 }
 
