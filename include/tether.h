@@ -595,8 +595,10 @@ TETHER_API int tether_nanosleep(const struct timespec *req, struct timespec *rem
  * Blocks; cancellation points.
  */
 TETHER_API ssize_t tether_recv(int fd, void *buf, size_t len, int flags);
+/* tether_recvfrom — recvfrom(2) that can be cancelled; as tether_recv above. */
 TETHER_API ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags,
                                    struct sockaddr *src, socklen_t *srclen);
+/* tether_recvmsg — recvmsg(2) that can be cancelled; as tether_recv above. */
 TETHER_API ssize_t tether_recvmsg(int fd, struct msghdr *msg, int flags);
 
 /*
@@ -612,8 +614,10 @@ TETHER_API ssize_t tether_recvmsg(int fd, struct msghdr *msg, int flags);
  * Blocks; cancellation points.
  */
 TETHER_API ssize_t tether_send(int fd, const void *buf, size_t len, int flags);
+/* tether_sendto — sendto(2) that can be cancelled; as tether_send above. */
 TETHER_API ssize_t tether_sendto(int fd, const void *buf, size_t len, int flags,
                                  const struct sockaddr *dest, socklen_t destlen);
+/* tether_sendmsg — sendmsg(2) that can be cancelled; as tether_send above. */
 TETHER_API ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags);
 
 /*
@@ -630,6 +634,7 @@ TETHER_API ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags);
  * Blocks; cancellation points.
  */
 TETHER_API int tether_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
+/* tether_accept4 — accept4(2) that can be cancelled; as tether_accept above. */
 TETHER_API int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 
 /*
@@ -721,6 +726,7 @@ TETHER_API int tether_sem_timedwait(sem_t *sem, const struct timespec *abstime);
  */
 TETHER_API pid_t tether_waitpid(pid_t pid, int *wstatus, int options);
 
+#if defined(__USE_XOPEN) || defined(__USE_XOPEN2K8)
 /*
  * tether_waitid — waitid(2) that can be cancelled, including P_PIDFD.
  * Returns 0 (child state in *info; with WNOHANG, info->si_pid 0 if none), or
@@ -731,7 +737,6 @@ TETHER_API pid_t tether_waitpid(pid_t pid, int *wstatus, int options);
  * X/Open, the default; not under a bare -std=c11), so that tether.h stays
  * usable in strict ISO C builds.
  */
-#if defined(__USE_XOPEN) || defined(__USE_XOPEN2K8)
 TETHER_API int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options);
 #endif
 

@@ -82,11 +82,12 @@ enum { TETHER_WAIT_SET = 16 };
 /* Sleep on t's futex until it is cancelled or `until` passes. Returns 0 at
  * `until`, ECANCELED/ETIMEDOUT on cancellation/deadline, EINTR. */
 TETHER_HIDDEN int tether__wait_token(tether_token *t, tether_time_t until);
-/* Poll fds (with one spare slot at the end for the token's eventfd) until one
- * is ready, t is cancelled or `until` passes. Returns the number ready (0 at
- * `until`), or -1 with errno. */
+/* Poll fds (with one spare slot at the end for the token's eventfd), with
+ * `sigmask` in force if not NULL, until one is ready, t is cancelled or
+ * `until` passes; a passed `until` still gets one look. Returns the number
+ * ready (0 at `until`), or -1 with errno. */
 TETHER_HIDDEN int tether__wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds,
-                                   tether_time_t until);
+                                   tether_time_t until, const sigset_t *sigmask);
 TETHER_HIDDEN int tether__futex_wait(_Atomic uint32_t *word, uint32_t expected,
                                      tether_time_t until);
 TETHER_HIDDEN void tether__futex_wake_all(_Atomic uint32_t *word);

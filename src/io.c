@@ -75,7 +75,7 @@ static bool fd_is_file(int fd)
 static int wait_fd(tether_token *t, int fd, short events)
 {
     struct pollfd p[2] = { { .fd = fd, .events = events } };
-    return tether__wait_fds(t, p, 1, TETHER_NEVER) < 0 ? -1 : 0;
+    return tether__wait_fds(t, p, 1, TETHER_NEVER, NULL) < 0 ? -1 : 0;
 }
 
 /*
@@ -248,7 +248,7 @@ int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     for (nfds_t i = 0; i < nfds; i++)
         if (i != host)
             all[m++] = (struct pollfd){ .fd = fds[i].fd, .events = fds[i].events };
-    int n = tether__wait_fds(t, all, m, until);
+    int n = tether__wait_fds(t, all, m, until, NULL);
     int saved = errno;
     if (n >= 0)
         for (nfds_t i = 0, j = 0; i < nfds; i++)
@@ -268,41 +268,10 @@ bool tether__fd_nonblocking(int fd)
     return fd_is_nonblocking(fd);
 }
 
-int tether__legacy_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until,
-                            const sigset_t *sigmask)
-{
-    int efd = tether__token_efd(t);
-    if (efd < 0)
-        return -1;
-    fds[nfds] = (struct pollfd){ .fd = efd, .events = POLLIN };
-    for (bool first = true;; first = false) {
-        if (tether__legacy_check(t) < 0)
-            return -1;
-        tether_time_t now = tether_now();
-        if (now >= until && !first)
-            return 0;
-        tether_time_t end = tether__min_time(until, t->deadline);
-        struct timespec ts, *tsp = NULL;
-        if (end != TETHER_NEVER) {
-            ts = tether__timespec_abs(end > now ? end - now : 0);
-            tsp = &ts;
-        }
-        int n = ppoll(fds, nfds + 1, tsp, sigmask);
-        if (n < 0)
-            return -1;
-        if (fds[nfds].revents)
-            continue; /* cancelled: the check reports it */
-        if (n > 0)
-            return n;
-        if (now >= until)
-            return 0; /* the one look that was asked for */
-    }
-}
-
 int tether__legacy_wait_fd(tether_token *t, int fd, short events, tether_time_t until)
 {
     struct pollfd p[2] = { { .fd = fd, .events = events } };
-    int n = tether__legacy_wait_fds(t, p, 1, until, NULL);
+    int n = tether__wait_fds(t, p, 1, until, NULL);
     return n < 0 ? -1 : n > 0;
 }
 
@@ -479,7 +448,7 @@ int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
     }
     for (nfds_t i = 0; i < nfds; i++)
         all[i] = (struct pollfd){ .fd = fds[i].fd, .events = fds[i].events };
-    int n = tether__legacy_wait_fds(t, all, nfds, until, sigmask);
+    int n = tether__wait_fds(t, all, nfds, until, sigmask);
     int saved = errno;
     if (n >= 0)
         for (nfds_t i = 0; i < nfds; i++)

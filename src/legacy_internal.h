@@ -32,14 +32,6 @@ static inline int tether__legacy_check(tether_token *t)
     return c ? tether__fail(c) : 0;
 }
 
-/* Poll fds (with one spare slot at the end for t's eventfd) under `sigmask`
- * (NULL: the thread's mask) until one is ready, t is cancelled, or `until`
- * passes. It always polls at least once, so an `until` in the past asks for
- * a non-blocking look. Returns the number ready, 0 at `until`, or -1 with
- * errno (ECANCELED, ETIMEDOUT, EINTR, ppoll's, the eventfd's). */
-TETHER_HIDDEN int tether__legacy_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds,
-                                          tether_time_t until, const sigset_t *sigmask);
-
 /* One descriptor: 1 ready, 0 at `until`, -1 with errno. */
 TETHER_HIDDEN int tether__legacy_wait_fd(tether_token *t, int fd, short events,
                                          tether_time_t until);

@@ -191,7 +191,7 @@ static int wait_exit(tether_token *t, int pidfd)
 {
     for (;;) {
         struct pollfd p[2] = { { .fd = pidfd, .events = POLLIN } };
-        int n = tether__legacy_wait_fds(t, p, 1, TETHER_NEVER, NULL);
+        int n = tether__wait_fds(t, p, 1, TETHER_NEVER, NULL);
         if (n > 0)
             return 0;
         if (errno == EINTR)

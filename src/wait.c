@@ -125,20 +125,21 @@ int tether__wait_token(tether_token *t, tether_time_t until)
     }
 }
 
-int tether__wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until)
+int tether__wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until,
+                     const sigset_t *sigmask)
 {
     int efd = tether__token_efd(t);
     if (efd < 0)
         return -1;
     fds[nfds] = (struct pollfd){ .fd = efd, .events = POLLIN };
-    for (;;) {
+    for (bool first = true;; first = false) {
         int c = tether__token_poll(t);
         if (c) {
             errno = c;
             return -1;
         }
         tether_time_t now = tether_now();
-        if (now >= until)
+        if (now >= until && !first)
             return 0;
         tether_time_t end = tether__min_time(until, t->deadline);
         struct timespec ts, *tsp = NULL;
@@ -146,12 +147,14 @@ int tether__wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_ti
             ts = to_timespec(end > now ? end - now : 0);
             tsp = &ts;
         }
-        int n = ppoll(fds, nfds + 1, tsp, NULL);
+        int n = ppoll(fds, nfds + 1, tsp, sigmask);
         if (n < 0)
             return -1;
         if (fds[nfds].revents)
             continue; /* cancelled: the check above reports it */
         if (n > 0)
             return n;
+        if (now >= until)
+            return 0; /* a wait whose time had passed still looks once, as poll(2) */
     }
 }
