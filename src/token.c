@@ -24,6 +24,15 @@
 #include <unistd.h>
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Eventfds of freed tokens, kept for the next token that needs one so that
+ * freeing a scope's children costs no close(2) each (tether_trim empties
+ * it). Guarded by the tree lock. A freed token's eventfd has no user left:
+ * waiters have the token entered, which forbids freeing it, and publishing
+ * happens under the tree lock. */
+enum { SPARE_EFDS = 4 };
+static int spare_efd[SPARE_EFDS];
+static int spare_efds;
 /* Signalled (under tree_lock) when a running callback finishes. */
 static pthread_cond_t callback_done = PTHREAD_COND_INITIALIZER;
 
@@ -123,12 +132,36 @@ int tether_token_free(tether_token *t)
         cb->state = CB_DETACHED;
         cb->token = NULL;
     }
-    tether__tree_unlock();
     int efd = atomic_load_explicit(&t->efd, memory_order_relaxed);
+    if (efd >= 0 && spare_efds < SPARE_EFDS) {
+        spare_efd[spare_efds++] = efd;
+        efd = -1;
+    }
+    tether__tree_unlock();
     if (efd >= 0)
         close(efd);
     free(t);
     return 0;
+}
+
+int tether_trim(void)
+{
+    int fds[SPARE_EFDS];
+    tether__tree_lock();
+    int n = spare_efds;
+    for (int i = 0; i < n; i++)
+        fds[i] = spare_efd[i];
+    spare_efds = 0;
+    tether__tree_unlock();
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    return n;
+}
+
+/* At exit, so that fd-tracking tools (valgrind --track-fds) see none left. */
+__attribute__((destructor)) static void close_spare_efds(void)
+{
+    tether_trim();
 }
 
 static bool claim(tether_token *t)
@@ -340,8 +373,13 @@ int tether__token_efd(tether_token *t)
     tether__tree_lock();
     fd = atomic_load_explicit(&t->efd, memory_order_relaxed);
     if (fd < 0) {
-        fd = tether__eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
-        if (fd < 0) {
+        if (spare_efds > 0) {
+            /* A spare one: reset the count its old token's cancel left. */
+            fd = spare_efd[--spare_efds];
+            uint64_t count;
+            ssize_t n = read(fd, &count, sizeof count);
+            (void)n; /* EAGAIN when it was never written */
+        } else if ((fd = tether__eventfd(EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
             int e = errno;
             tether__tree_unlock();
             errno = e;

@@ -19,7 +19,8 @@ int64_t th_bound_ns(int64_t base_ms);
 /* Check's per-test timeout in seconds, scaled by the factor. */
 int th_timeout_s(int base_s);
 
-/* Threads in this process (/proc/self/task) and open fds (/proc/self/fd). */
+/* Threads in this process (/proc/self/task) and open fds (/proc/self/fd),
+ * the latter after tether_trim (tether's spare eventfds are not a leak). */
 int th_thread_count(void);
 int th_fd_count(void);
 

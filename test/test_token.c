@@ -8,13 +8,16 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__has_feature)
@@ -1796,6 +1799,88 @@ END_TEST
 
 /* ================================================================== suite */
 
+/* ======================================================================
+ * Spare eventfds (tether_trim)
+ * ====================================================================== */
+
+/* Open fds without tether_trim (th_fd_count trims). */
+static int raw_fd_count(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            n++;
+    return n;
+}
+
+/* Give the current token an eventfd: a tether_poll that must wait. */
+static void wait_once(int fd, int timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    ck_assert_int_eq(tether_poll(&p, 1, timeout_ms), 0);
+}
+
+static int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+START_TEST(spare_eventfds_reused_drained_and_trimmed)
+{
+    th_baseline b = th_baseline_take();
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    int base = raw_fd_count();
+
+    /* A cancelled token's eventfd (its count is non-zero) is kept... */
+    tether_token *a;
+    ck_assert_int_eq(tether_token_new(&a, NULL, TETHER_NEVER), 0);
+    ck_assert_int_eq(tether_token_enter(a), 0);
+    wait_once(p[0], 1);
+    ck_assert_int_eq(tether_token_leave(a), 0);
+    ck_assert_int_eq(tether_token_cancel(a, 0), 0);
+    ck_assert_int_eq(tether_token_free(a), 0);
+    ck_assert_int_eq(raw_fd_count(), base + 1);
+
+    /* ...and reused, reset, by the next token: a 100 ms wait on it sleeps
+     * (a stale count would make it spin) and opens no new fd. */
+    tether_token *c;
+    ck_assert_int_eq(tether_token_new(&c, NULL, TETHER_NEVER), 0);
+    ck_assert_int_eq(tether_token_enter(c), 0);
+    int64_t cpu0 = thread_cpu_ns();
+    tether_time_t t0 = tether_now();
+    wait_once(p[0], 100);
+    ck_assert_int_ge(tether_now() - t0, tether_ms(100));
+    ck_assert_int_lt(thread_cpu_ns() - cpu0, tether_ms(50));
+    ck_assert_int_eq(raw_fd_count(), base + 1);
+    ck_assert_int_eq(tether_token_leave(c), 0);
+    ck_assert_int_eq(tether_token_free(c), 0);
+
+    /* At most four are kept; trim closes them. */
+    enum { N = 6 };
+    tether_token *t[N];
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(tether_token_new(&t[i], NULL, TETHER_NEVER), 0);
+        ck_assert_int_eq(tether_token_enter(t[i]), 0);
+        wait_once(p[0], 1);
+    }
+    ck_assert_int_eq(raw_fd_count(), base + N);
+    for (int i = N - 1; i >= 0; i--) {
+        ck_assert_int_eq(tether_token_leave(t[i]), 0);
+        ck_assert_int_eq(tether_token_free(t[i]), 0);
+    }
+    ck_assert_int_eq(raw_fd_count(), base + 4);
+    ck_assert_int_eq(tether_trim(), 4);
+    ck_assert_int_eq(raw_fd_count(), base);
+    ck_assert_int_eq(tether_trim(), 0);
+    close(p[0]);
+    close(p[1]);
+    th_baseline_check(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("token");
@@ -1875,6 +1960,11 @@ static Suite *suite(void)
     tcase_add_test(tc, with_timeout_outer_deadline_first);
     tcase_add_test(tc, with_timeout_nested);
     tcase_add_test(tc, with_deadline_bad_input);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("spare_eventfds");
+    tcase_set_timeout(tc, th_timeout_s(10));
+    tcase_add_test(tc, spare_eventfds_reused_drained_and_trimmed);
     suite_add_tcase(s, tc);
 
     return s;
