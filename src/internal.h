@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define TETHER_HIDDEN __attribute__((visibility("hidden")))
 
@@ -70,6 +71,22 @@ static inline bool tether__token_cancelled(const tether_token *t)
     return atomic_load_explicit(&t->state, memory_order_acquire) & TOKEN_CANCELLED;
 }
 
+/* Fail the POSIX way: errno = e, -1. */
+static inline int tether__fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+/* The entry check of every cancellable call that stands in for a POSIX one:
+ * -1 with errno set if t (the current token) is cancelled or past its
+ * deadline, else 0. */
+static inline int tether__check_or_fail(tether_token *t)
+{
+    int c = tether__token_poll(t);
+    return c ? tether__fail(c) : 0;
+}
+
 /* current.c */
 TETHER_HIDDEN extern _Thread_local tether_token *tether__current
     __attribute__((tls_model("initial-exec")));
@@ -96,6 +113,14 @@ TETHER_HIDDEN void tether__futex_wake_all(_Atomic uint32_t *word);
 static inline tether_time_t tether__min_time(tether_time_t a, tether_time_t b)
 {
     return a < b ? a : b;
+}
+
+/* Nanoseconds (an instant or a duration) as a timespec; negative gives 0. */
+static inline struct timespec tether__timespec(int64_t ns)
+{
+    if (ns < 0)
+        ns = 0;
+    return (struct timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
 }
 
 /* Resource acquisition, routed through one place so that a build with

@@ -26,9 +26,7 @@ int tether_sleep_until(tether_time_t when)
 {
     tether_token *t = tether__current;
     if (!t) {
-        struct timespec ts = { .tv_sec = when / 1000000000, .tv_nsec = when % 1000000000 };
-        if (when < 0)
-            ts = (struct timespec){ 0, 0 };
+        struct timespec ts = tether__timespec(when);
         int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
         if (r) {
             errno = r;
@@ -174,11 +172,8 @@ ssize_t tether_read(int fd, void *buf, size_t count)
     tether_token *t = tether__current;
     if (!t)
         return read(fd, buf, count);
-    int c = tether_check();
-    if (c) {
-        errno = c;
+    if (tether__check_or_fail(t) < 0)
         return -1;
-    }
     struct iovec iov = { .iov_base = buf, .iov_len = count };
     return read_vec(t, fd, &iov, 1);
 }
@@ -188,11 +183,8 @@ ssize_t tether_write(int fd, const void *buf, size_t count)
     tether_token *t = tether__current;
     if (!t)
         return write(fd, buf, count);
-    int c = tether_check();
-    if (c) {
-        errno = c;
+    if (tether__check_or_fail(t) < 0)
         return -1;
-    }
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = count };
     return write_vec(t, fd, &iov, 1);
 }
@@ -202,11 +194,8 @@ int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     tether_token *t = tether__current;
     if (!t)
         return poll(fds, nfds, timeout_ms);
-    int c = tether_check();
-    if (c) {
-        errno = c;
+    if (tether__check_or_fail(t) < 0)
         return -1;
-    }
     enum { SMALL = 16 };
     /* poll(2) refuses nfds above RLIMIT_NOFILE before reading the array;
      * so must we, before copying it. Asked only for larger sets: the fd
@@ -280,7 +269,7 @@ ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt)
     tether_token *t = tether__current;
     if (!t)
         return readv(fd, iov, iovcnt);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     return read_vec(t, fd, iov, iovcnt);
 }
@@ -290,7 +279,7 @@ ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt)
     tether_token *t = tether__current;
     if (!t)
         return writev(fd, iov, iovcnt);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     if (iovcnt <= 0 || iovcnt > IOV_MAX)
         return writev(fd, iov, iovcnt); /* EINVAL, or the empty write */
@@ -310,7 +299,7 @@ ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
     tether_token *t = tether__current;
     if (!t)
         return pread(fd, buf, count, offset);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     if (offset < 0)
         return pread(fd, buf, count, offset); /* EINVAL: preadv2 reads -1 as "current" */
@@ -345,7 +334,7 @@ ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t offset)
     tether_token *t = tether__current;
     if (!t)
         return pwrite(fd, buf, count, offset);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     if (offset < 0)
         return pwrite(fd, buf, count, offset); /* EINVAL */
@@ -430,7 +419,7 @@ int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
         return ppoll(fds, nfds, tmo, sigmask);
     if (tmo && (tmo->tv_sec < 0 || tmo->tv_nsec < 0 || tmo->tv_nsec >= 1000000000))
         return tether__fail(EINVAL);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     if (tmo && tmo->tv_sec == 0 && tmo->tv_nsec == 0)
         return ppoll(fds, nfds, tmo, sigmask);
@@ -476,7 +465,7 @@ int tether_nanosleep(const struct timespec *req, struct timespec *rem)
         return 0;
     if (rem) {
         tether_time_t now = tether_now();
-        *rem = tether__timespec_abs(until == TETHER_NEVER ? tether__timespec_ns(req)
+        *rem = tether__timespec(until == TETHER_NEVER ? tether__timespec_ns(req)
                                     : until > now        ? until - now
                                                          : 0);
     }

@@ -17,21 +17,6 @@
 
 #include <sys/uio.h>
 
-/* Fail the POSIX way: errno = e, -1. */
-static inline int tether__fail(int e)
-{
-    errno = e;
-    return -1;
-}
-
-/* The cancellation check of every legacy call: -1 with errno set if the
- * current token t is cancelled or past its deadline, else 0. */
-static inline int tether__legacy_check(tether_token *t)
-{
-    int c = tether__token_poll(t);
-    return c ? tether__fail(c) : 0;
-}
-
 /* One descriptor: 1 ready, 0 at `until`, -1 with errno. */
 TETHER_HIDDEN int tether__legacy_wait_fd(tether_token *t, int fd, short events,
                                          tether_time_t until);
@@ -78,12 +63,6 @@ static inline void tether__iov_release(struct iovec *c, struct iovec *small)
         free(c);
 }
 
-static inline struct timespec tether__timespec_abs(tether_time_t t)
-{
-    if (t < 0)
-        t = 0;
-    return (struct timespec){ .tv_sec = t / 1000000000, .tv_nsec = t % 1000000000 };
-}
 
 /* A struct timespec duration to nanoseconds, saturating at INT64_MAX. */
 static inline int64_t tether__timespec_ns(const struct timespec *ts)

@@ -64,7 +64,7 @@ static ssize_t moved_or_fail(size_t done)
 static ssize_t recv_common(tether_token *t, int fd, void *buf, size_t len, int flags,
                            struct sockaddr *src, socklen_t *srclen)
 {
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     size_t done = 0;
     tether_time_t until = UNTIL_UNREAD;
@@ -156,7 +156,7 @@ ssize_t tether_recvmsg(int fd, struct msghdr *msg, int flags)
     tether_token *t = tether__current;
     if (!t)
         return recvmsg(fd, msg, flags);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     size_t done = 0, total = 0;
     tether_time_t until = UNTIL_UNREAD;
@@ -236,7 +236,7 @@ static int send_wait(tether_token *t, int fd, int flags, struct send_wait *sw)
 static ssize_t send_common(tether_token *t, int fd, const void *buf, size_t len, int flags,
                            const struct sockaddr *dest, socklen_t destlen)
 {
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     size_t done = 0;
     struct send_wait sw = { .until = UNTIL_UNREAD };
@@ -277,7 +277,7 @@ ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags)
     tether_token *t = tether__current;
     if (!t)
         return sendmsg(fd, msg, flags);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     size_t done = 0, total = 0;
     struct send_wait sw = { .until = UNTIL_UNREAD };
@@ -326,7 +326,7 @@ int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
     tether_token *t = tether__current;
     if (!t)
         return accept4(fd, addr, addrlen, flags);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     if (fd < 0)
         return accept4(fd, addr, addrlen, flags); /* EBADF: poll would ignore it */
@@ -369,7 +369,7 @@ int tether_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     tether_token *t = tether__current;
     if (!t)
         return connect(fd, addr, addrlen);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0)

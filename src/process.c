@@ -62,7 +62,7 @@ pid_t tether_waitpid(pid_t pid, int *wstatus, int options)
     tether_token *t = tether__current;
     if (!t || (options & WNOHANG))
         return waitpid(pid, wstatus, options);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     int pidfd = -1;
     int64_t step = 0;
@@ -88,7 +88,7 @@ int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
     tether_token *t = tether__current;
     if (!t || (options & WNOHANG))
         return waitid(idtype, id, info, options);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     bool exits_only = !(options & (WSTOPPED | WCONTINUED));
     int pidfd = -1;
@@ -176,7 +176,7 @@ static bool exited_within(int pidfd, int64_t ns)
     tether_time_t until = ns < 0 ? TETHER_NEVER : tether_deadline_after(ns);
     for (;;) {
         tether_time_t now = tether_now();
-        struct timespec ts = tether__timespec_abs(until > now ? until - now : 0);
+        struct timespec ts = tether__timespec(until > now ? until - now : 0);
         struct pollfd p = { .fd = pidfd, .events = POLLIN };
         int n = ppoll(&p, 1, until == TETHER_NEVER ? NULL : &ts, NULL);
         if (n > 0)

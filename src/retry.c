@@ -146,20 +146,10 @@ static tether_time_t real_now(void *ctx)
 static int real_sleep_until(void *ctx, tether_time_t when)
 {
     (void)ctx;
-    tether_token *t = tether__current;
-    for (;;) {
-        int r;
-        if (t) {
-            r = tether__wait_token(t, when);
-        } else {
-            struct timespec ts = { .tv_sec = when / 1000000000, .tv_nsec = when % 1000000000 };
-            if (when < 0)
-                ts = (struct timespec){ 0, 0 };
-            r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-        }
-        if (r != EINTR)
-            return r;
-    }
+    while (tether_sleep_until(when) != 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
 }
 
 static tether_time_t now_of(const struct run *r)

@@ -7,7 +7,7 @@
  * other way round, and no token is ever cancelled while s->mu is held,
  * because cancelling runs user callbacks that may call back into the scope.
  *
- * Spawning reserves a slot under the lock (live, live_fg/live_bg, spawning)
+ * Spawning reserves a slot under the lock (live_fg or live_bg, and spawning)
  * and creates the thread outside it; join waits until nothing is live and no
  * spawn is half-done, so it never reads a thread id that is still being
  * written.
@@ -52,7 +52,7 @@ struct tether_scope {
 
     tether_task *tasks;
     tether_task *zombies;
-    unsigned spawned, live, live_fg, live_bg, spawning;
+    unsigned spawned, live_fg, live_bg, spawning;
     int next_index;
     enum scope_phase phase;
     bool closing;               /* foreground done in join: no more spawns */
@@ -79,6 +79,12 @@ static void unlock(tether_scope *s)
 {
     int rc = pthread_mutex_unlock(&s->mu);
     TETHER_ASSERT(rc == 0);
+}
+
+/* Children reserved or running, foreground and background. s->mu held. */
+static unsigned live(const tether_scope *s)
+{
+    return s->live_fg + s->live_bg;
 }
 
 static void copy_name(char dst[TETHER_NAME_MAX], const char *src)
@@ -191,7 +197,6 @@ static void child_finished(tether_task *task, int rc)
             s->failure_decided = false; /* someone else cancelled first */
     }
     task->done = true;
-    s->live--;
     if (task->background)
         s->live_bg--;
     else
@@ -236,12 +241,15 @@ static void unlink_task(tether_scope *s, tether_task *t)
         t->next->prev = t->prev;
 }
 
-static void free_task_token(tether_task *t)
+/* Free a token the scope made for its children (a child's own, or the
+ * background children's parent). Still busy means a child left a token or
+ * scope derived from it alive after returning: a broken structure that no
+ * caller could handle, so it is reported loudly. */
+static void free_child_token(tether_token *tok, const char *whose)
 {
-    int rc = tether_token_free(t->token);
-    if (rc) {
+    if (tether_token_free(tok) != 0) {
         fprintf(stderr, "tether: child '%s' left a token or scope derived from its own "
-                        "token alive after returning\n", t->name);
+                        "token alive after returning\n", whose);
         abort();
     }
 }
@@ -252,7 +260,7 @@ static void reap(tether_task *list)
     while (list) {
         tether_task *next = list->zombie_next;
         pthread_join(list->thread, NULL);
-        free_task_token(list);
+        free_child_token(list->token, list->name);
         free(list);
         list = next;
     }
@@ -288,11 +296,6 @@ static void wake_waiters(void *arg)
     unlock(s);
 }
 
-static struct timespec abs_timespec(tether_time_t t)
-{
-    return (struct timespec){ .tv_sec = t / 1000000000, .tv_nsec = t % 1000000000 };
-}
-
 /* Why the scope takes no more children, or 0. s->mu held. */
 static int spawn_refusal(tether_scope *s)
 {
@@ -308,7 +311,7 @@ static int spawn_refusal(tether_scope *s)
 /* Wait for a free slot under the caller's token. s->mu held; may drop it. */
 static int wait_for_slot(tether_scope *s, bool may_wait)
 {
-    if (s->live < s->max_children || s->max_children == 0)
+    if (live(s) < s->max_children || s->max_children == 0)
         return 0;
     if (!may_wait)
         return EAGAIN;
@@ -321,7 +324,7 @@ static int wait_for_slot(tether_scope *s, bool may_wait)
     if (!rc && ct)
         rc = tether_token_on_cancel(ct, wake_waiters, s, &cb);
     lock(s);
-    while (!rc && s->live >= s->max_children) {
+    while (!rc && live(s) >= s->max_children) {
         if ((rc = spawn_refusal(s)) != 0)
             break;
         if (ct && tether__token_cancelled(ct)) {
@@ -342,7 +345,7 @@ static int wait_for_slot(tether_scope *s, bool may_wait)
                 rc = ETIMEDOUT;
             break;
         }
-        struct timespec ts = abs_timespec(dl);
+        struct timespec ts = tether__timespec(dl);
         pthread_cond_timedwait(&s->changed, &s->mu, &ts);
     }
     if (cb || scope_cb) {
@@ -397,7 +400,6 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     /* Reserve the slot; join waits for `spawning` to drain. */
     task->index = s->next_index++;
     s->spawning++;
-    s->live++;
     if (task->background)
         s->live_bg++;
     else
@@ -429,7 +431,6 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     lock(s);
     s->spawning--;
     if (rc) {
-        s->live--;
         if (task->background)
             s->live_bg--;
         else
@@ -481,7 +482,7 @@ static void wait_for_change(tether_scope *s)
         lock(s);
         return;
     }
-    struct timespec ts = abs_timespec(dl);
+    struct timespec ts = tether__timespec(dl);
     pthread_cond_timedwait(&s->changed, &s->mu, &ts);
 }
 
@@ -659,7 +660,7 @@ int tether_scope_join(tether_scope *s, tether_result *result)
                 continue;
             }
         }
-        if (s->live == 0 && s->spawning == 0)
+        if (live(s) == 0 && s->spawning == 0)
             break;
         wait_for_change(s);
     }
@@ -675,12 +676,12 @@ int tether_scope_join(tether_scope *s, tether_result *result)
         tether_task *next = tasks->next;
         if (!tasks->joined)
             pthread_join(tasks->thread, NULL);
-        free_task_token(tasks);
+        free_child_token(tasks->token, tasks->name);
         free(tasks);
         tasks = next;
     }
     if (s->bg_token) {
-        free_task_token(&(tether_task){ .token = s->bg_token, .name = "(background)" });
+        free_child_token(s->bg_token, "(background)");
         s->bg_token = NULL;
     }
     lock(s);

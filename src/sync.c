@@ -77,7 +77,7 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
         if (end == TETHER_NEVER) {
             rc = pthread_cond_wait(cond, mutex);
         } else {
-            struct timespec ts = tether__timespec_abs(end);
+            struct timespec ts = tether__timespec(end);
             rc = pthread_cond_clockwait(cond, mutex, CLOCK_MONOTONIC, &ts);
         }
         c = tether__token_poll(t);
@@ -160,7 +160,7 @@ int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
 
 static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
 {
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     for (;;) {
         if (sem_trywait(sem) == 0)
@@ -172,12 +172,12 @@ static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
             return tether__fail(ETIMEDOUT);
         tether_time_t end = tether__min_time(tether__min_time(until, t->deadline),
                                              now + SEM_SLICE_NS);
-        struct timespec ts = tether__timespec_abs(end);
+        struct timespec ts = tether__timespec(end);
         if (sem_clockwait(sem, CLOCK_MONOTONIC, &ts) == 0)
             return 0; /* a unit taken is returned, cancelled or not */
         if (errno != ETIMEDOUT)
             return -1; /* EINTR, EINVAL */
-        if (tether__legacy_check(t) < 0)
+        if (tether__check_or_fail(t) < 0)
             return -1;
     }
 }
@@ -195,7 +195,7 @@ int tether_sem_timedwait(sem_t *sem, const struct timespec *abstime)
     tether_token *t = tether__current;
     if (!t)
         return sem_timedwait(sem, abstime);
-    if (tether__legacy_check(t) < 0)
+    if (tether__check_or_fail(t) < 0)
         return -1;
     /* As sem_timedwait: abstime is not looked at when a unit is there. */
     if (sem_trywait(sem) == 0)

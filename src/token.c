@@ -178,10 +178,13 @@ static uint32_t publish(tether_token *t, tether_cause cause, int error, int canc
     t->error = error;
     t->cancel_errno = cancel_errno;
     t->root_cause = root_cause;
-    /* seq_cst pairs with tether__token_efd: either it sees CANCELLED, or
-     * this sees its eventfd, so an I/O waiter is never left asleep. */
-    uint32_t old = atomic_fetch_or(&t->state, TOKEN_CANCELLED | (uint32_t)cause << TOKEN_CAUSE_SHIFT);
-    int efd = atomic_load(&t->efd);
+    /* Release: whoever sees CANCELLED sees the fields above. The eventfd
+     * is created under the tree lock, as this runs, so either it exists now
+     * or its creator will see CANCELLED and write it itself. */
+    uint32_t old = atomic_fetch_or_explicit(&t->state,
+                                            TOKEN_CANCELLED | (uint32_t)cause << TOKEN_CAUSE_SHIFT,
+                                            memory_order_release);
+    int efd = atomic_load_explicit(&t->efd, memory_order_relaxed);
     if (efd >= 0) {
         uint64_t one = 1;
         /* Can only fail if the counter is near overflow: still readable. */

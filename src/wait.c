@@ -27,18 +27,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct timespec to_timespec(tether_time_t t)
-{
-    if (t < 0)
-        t = 0;
-    return (struct timespec){ .tv_sec = t / 1000000000, .tv_nsec = t % 1000000000 };
-}
-
 int tether__futex_wait(_Atomic uint32_t *word, uint32_t expected, tether_time_t until)
 {
     struct timespec ts, *tsp = NULL;
     if (until != TETHER_NEVER) {
-        ts = to_timespec(until);
+        ts = tether__timespec(until);
         tsp = &ts;
     }
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout. */
@@ -92,7 +85,7 @@ static int sleep_set(tether_token *t, tether_time_t end)
     }
     struct timespec ts, *tsp = NULL;
     if (end != TETHER_NEVER) {
-        ts = to_timespec(end);
+        ts = tether__timespec(end);
         tsp = &ts;
     }
     long r = syscall(SYS_futex_waitv, w, n, 0, tsp, CLOCK_MONOTONIC);
@@ -144,7 +137,7 @@ int tether__wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_ti
         tether_time_t end = tether__min_time(until, t->deadline);
         struct timespec ts, *tsp = NULL;
         if (end != TETHER_NEVER) {
-            ts = to_timespec(end > now ? end - now : 0);
+            ts = tether__timespec(end > now ? end - now : 0);
             tsp = &ts;
         }
         int n = ppoll(fds, nfds + 1, tsp, sigmask);

@@ -122,4 +122,72 @@ static inline void lu_assert_prompt(tether_time_t from, tether_time_t to, int64_
     ck_assert_int_le(to - from, th_bound_ns(bound_ms));
 }
 
+/* A blocking call under test and the fixture it blocks on, for the
+ * table-driven checks below (test_legacy_io.c, test_net.c). */
+typedef struct lu_blocker {
+    const char *name;
+    void (*setup)(void);
+    lu_fn call; /* the tether call; blocks on the fixture */
+    lu_fn raw;  /* the raw call on the same fixture, or NULL if not comparable */
+    void (*teardown)(void);
+} lu_blocker;
+
+/* Cancelled before the call: it fails at once with ECANCELED. */
+static inline void lu_check_cancel_before(const lu_blocker *b)
+{
+    th_baseline base = th_baseline_take();
+    b->setup();
+    tether_token *tok = lu_token(TETHER_NEVER);
+    ck_assert_int_eq(tether_token_cancel(tok, 0), 0);
+    ck_assert_int_eq(tether_token_enter(tok), 0);
+    tether_time_t t0 = tether_now();
+    errno = 0;
+    ck_assert_msg(b->call(NULL) == -1 && errno == ECANCELED, "%s: %s", b->name, strerror(errno));
+    lu_assert_prompt(t0, tether_now(), 100);
+    ck_assert_int_eq(tether_token_leave(tok), 0);
+    b->teardown();
+    lu_free(tok);
+    th_baseline_check(base);
+}
+
+/* Cancelled while blocked: it wakes promptly with ECANCELED. */
+static inline void lu_check_cancel_blocked(const lu_blocker *b)
+{
+    th_baseline base = th_baseline_take();
+    b->setup();
+    tether_token *tok = lu_token(TETHER_NEVER);
+    lu_thread th;
+    lu_start_blocked(&th, tok, b->call, NULL);
+    tether_time_t t0 = tether_now();
+    ck_assert_int_eq(tether_token_cancel(tok, 0), 0);
+    lu_join(&th);
+    ck_assert_msg(th.ret == -1 && th.err == ECANCELED, "%s: %zd %s", b->name, th.ret,
+                  strerror(th.err));
+    lu_assert_prompt(t0, th.ended, 500);
+    b->teardown();
+    lu_free(tok);
+    th_baseline_check(base);
+}
+
+/* The token's deadline passes while blocked: ETIMEDOUT, never early,
+ * promptly after, and the deadline is the recorded cause. */
+static inline void lu_check_deadline(const lu_blocker *b, int64_t after_ms)
+{
+    th_baseline base = th_baseline_take();
+    b->setup();
+    tether_time_t deadline = tether_deadline_after(tether_ms(after_ms));
+    tether_token *tok = lu_token(deadline);
+    lu_thread th;
+    lu_start(&th, tok, b->call, NULL);
+    lu_join(&th);
+    ck_assert_msg(th.ret == -1 && th.err == ETIMEDOUT, "%s: %zd %s", b->name, th.ret,
+                  strerror(th.err));
+    lu_assert_not_early(th.ended, deadline);
+    lu_assert_prompt(deadline, th.ended, 500);
+    ck_assert_int_eq(tether_token_cause(tok), TETHER_CAUSE_DEADLINE);
+    b->teardown();
+    lu_free(tok);
+    th_baseline_check(base);
+}
+
 #endif

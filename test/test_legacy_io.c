@@ -124,13 +124,7 @@ static ssize_t t_write_all(void *a)
     return tether_write_all(F.p[1], F.buf, 5000, NULL);
 }
 
-typedef struct blocker {
-    const char *name;
-    void (*setup)(void);
-    lu_fn call;
-    lu_fn raw; /* NULL: not comparable under EINTR (the helpers retry it) */
-    void (*teardown)(void);
-} blocker;
+typedef lu_blocker blocker;
 
 static const blocker blockers[] = {
     { "readv", setup_empty, t_readv, r_readv, teardown_pipe },
@@ -144,58 +138,19 @@ static const blocker blockers[] = {
 
 START_TEST(blocker_cancel_before)
 {
-    const blocker *b = &blockers[_i];
-    th_baseline base = th_baseline_take();
-    b->setup();
-    tether_token *tok = lu_token(TETHER_NEVER);
-    tether_token_cancel(tok, 0);
-    ck_assert_int_eq(tether_token_enter(tok), 0);
-    errno = 0;
-    ck_assert_msg(b->call(NULL) == -1 && errno == ECANCELED, "%s: %s", b->name, strerror(errno));
-    ck_assert_int_eq(tether_token_leave(tok), 0);
-    b->teardown();
-    lu_free(tok);
-    th_baseline_check(base);
+    lu_check_cancel_before(&blockers[_i]);
 }
 END_TEST
 
 START_TEST(blocker_cancel_blocked)
 {
-    const blocker *b = &blockers[_i];
-    th_baseline base = th_baseline_take();
-    b->setup();
-    tether_token *tok = lu_token(TETHER_NEVER);
-    lu_thread th;
-    lu_start_blocked(&th, tok, b->call, NULL);
-    tether_time_t t0 = tether_now();
-    tether_token_cancel(tok, 0);
-    lu_join(&th);
-    ck_assert_msg(th.ret == -1 && th.err == ECANCELED, "%s: %zd %s", b->name, th.ret,
-                  strerror(th.err));
-    lu_assert_prompt(t0, th.ended, 500);
-    b->teardown();
-    lu_free(tok);
-    th_baseline_check(base);
+    lu_check_cancel_blocked(&blockers[_i]);
 }
 END_TEST
 
 START_TEST(blocker_deadline)
 {
-    const blocker *b = &blockers[_i];
-    th_baseline base = th_baseline_take();
-    b->setup();
-    tether_time_t deadline = tether_deadline_after(tether_ms(50));
-    tether_token *tok = lu_token(deadline);
-    lu_thread th;
-    lu_start(&th, tok, b->call, NULL);
-    lu_join(&th);
-    ck_assert_msg(th.ret == -1 && th.err == ETIMEDOUT, "%s: %zd %s", b->name, th.ret,
-                  strerror(th.err));
-    lu_assert_not_early(th.ended, deadline);
-    lu_assert_prompt(deadline, th.ended, 500);
-    b->teardown();
-    lu_free(tok);
-    th_baseline_check(base);
+    lu_check_deadline(&blockers[_i], 50);
 }
 END_TEST
 

@@ -112,13 +112,7 @@ static struct {
     int flags_before;
 } F;
 
-typedef struct blocker {
-    const char *name;
-    void (*setup)(void);
-    lu_fn call; /* the tether call, blocking */
-    lu_fn raw;  /* the raw call on the same fixture */
-    void (*teardown)(void);
-} blocker;
+typedef lu_blocker blocker;
 
 static void setup_read(void)
 {
@@ -227,61 +221,19 @@ static const blocker blockers[] = {
 
 START_TEST(blocker_cancel_before)
 {
-    const blocker *b = &blockers[_i];
-    th_baseline base = th_baseline_take();
-    b->setup();
-    tether_token *tok = lu_token(TETHER_NEVER);
-    ck_assert_int_eq(tether_token_cancel(tok, 0), 0);
-    ck_assert_int_eq(tether_token_enter(tok), 0);
-    tether_time_t t0 = tether_now();
-    errno = 0;
-    ck_assert_msg(b->call(NULL) == -1 && errno == ECANCELED, "%s: %s", b->name, strerror(errno));
-    lu_assert_prompt(t0, tether_now(), 100);
-    ck_assert_int_eq(tether_token_leave(tok), 0);
-    b->teardown();
-    lu_free(tok);
-    th_baseline_check(base);
+    lu_check_cancel_before(&blockers[_i]);
 }
 END_TEST
 
 START_TEST(blocker_cancel_blocked)
 {
-    const blocker *b = &blockers[_i];
-    th_baseline base = th_baseline_take();
-    b->setup();
-    tether_token *tok = lu_token(TETHER_NEVER);
-    lu_thread th;
-    lu_start_blocked(&th, tok, b->call, NULL);
-    tether_time_t t0 = tether_now();
-    ck_assert_int_eq(tether_token_cancel(tok, 0), 0);
-    lu_join(&th);
-    ck_assert_msg(th.ret == -1 && th.err == ECANCELED, "%s: %zd %s", b->name, th.ret,
-                  strerror(th.err));
-    lu_assert_prompt(t0, th.ended, 500);
-    b->teardown();
-    lu_free(tok);
-    th_baseline_check(base);
+    lu_check_cancel_blocked(&blockers[_i]);
 }
 END_TEST
 
 START_TEST(blocker_deadline)
 {
-    const blocker *b = &blockers[_i];
-    th_baseline base = th_baseline_take();
-    b->setup();
-    tether_time_t deadline = tether_deadline_after(tether_ms(60));
-    tether_token *tok = lu_token(deadline);
-    lu_thread th;
-    lu_start(&th, tok, b->call, NULL);
-    lu_join(&th);
-    ck_assert_msg(th.ret == -1 && th.err == ETIMEDOUT, "%s: %zd %s", b->name, th.ret,
-                  strerror(th.err));
-    lu_assert_not_early(th.ended, deadline);
-    lu_assert_prompt(deadline, th.ended, 500);
-    ck_assert_int_eq(tether_token_cause(tok), TETHER_CAUSE_DEADLINE);
-    b->teardown();
-    lu_free(tok);
-    th_baseline_check(base);
+    lu_check_deadline(&blockers[_i], 60);
 }
 END_TEST
 
