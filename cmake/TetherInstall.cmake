@@ -20,8 +20,10 @@ install(TARGETS ${_tether_installed_libs}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT tether_Runtime
           NAMELINK_COMPONENT tether_Development
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tether_Runtime)
-install(FILES ${TETHER_PUBLIC_HEADERS}
+install(FILES ${TETHER_PUBLIC_TOP_HEADERS}
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT tether_Development)
+install(FILES ${TETHER_PUBLIC_PART_HEADERS}
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tether COMPONENT tether_Development)
 
 # --- CMake package: find_package(tether) -> tether::tether -------------------
 # The exported targets are tether::tether_shared / tether::tether_static;
