@@ -65,3 +65,12 @@ endforeach()
 configure_file(cmake/tether.pc.in ${PROJECT_BINARY_DIR}/tether.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tether.pc
   DESTINATION ${TETHER_INSTALL_PKGCONFIGDIR} COMPONENT tether_Development)
+
+# --- man pages: share/man/man3/<function>.3, share/man/man7/tether.7 ---------
+if(TARGET tether_man)
+  install(DIRECTORY ${TETHER_MAN_DIR}/
+    DESTINATION ${CMAKE_INSTALL_MANDIR}/man3 COMPONENT tether_Documentation
+    FILES_MATCHING PATTERN "*.3")
+  install(FILES ${TETHER_MAN_DIR}/tether.7
+    DESTINATION ${CMAKE_INSTALL_MANDIR}/man7 COMPONENT tether_Documentation)
+endif()

@@ -18,7 +18,7 @@ extern "C" {
  *
  * tether_retry calls an attempt function until it succeeds, fails with an
  * error that is not worth retrying, runs out of attempts or of its time
- * budget, or the calling thread's current token is cancelled or reaches its
+ * budget, or the calling thread's current token is canceled or reaches its
  * deadline. Between attempts it sleeps for an exponentially growing delay
  * with jitter (the four strategies of the AWS Architecture Blog's
  * "Exponential Backoff And Jitter"). The backoff sleep is a cancellation
@@ -42,7 +42,7 @@ extern "C" {
  * hint); the hint does not feed back into the sequence above.
  *
  * Limits are checked before every attempt and before every sleep:
- *  - no attempt starts once the current token is cancelled, or at or past its
+ *  - no attempt starts once the current token is canceled, or at or past its
  *    effective deadline or (after the first) the end of max_elapsed_ns;
  *  - a sleep that would end at or past the deadline or the end of the budget
  *    is not started: the call returns at once (ETIMEDOUT for the deadline,
@@ -86,7 +86,7 @@ typedef enum tether_retry_stop {
                                       * call could not run (EINVAL, ENOMEM) */
     TETHER_RETRY_STOP_EXHAUSTED,     /* max_attempts attempts failed */
     TETHER_RETRY_STOP_BUDGET,        /* max_elapsed_ns would be exceeded */
-    TETHER_RETRY_STOP_CANCELED,      /* the current token was cancelled */
+    TETHER_RETRY_STOP_CANCELED,      /* the current token was canceled */
     TETHER_RETRY_STOP_DEADLINE       /* the current token's deadline came, or
                                       * the next sleep would cross it */
 } tether_retry_stop;
@@ -151,7 +151,7 @@ typedef struct tether_retry_opts {
                                  * the current one with this deadline; 0 = none */
     /* Whether an attempt's error is worth another attempt; NULL =
      * tether_retry_transient. Not consulted for 0, nor once the current
-     * token is cancelled or past its deadline (never retried). */
+     * token is canceled or past its deadline (never retried). */
     bool (*retryable)(int error, void *ctx);
     /* Called before each backoff sleep (logging, metrics); may be NULL. It
      * may cancel the current token to stop: the sleep then returns at once.
