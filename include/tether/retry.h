@@ -184,7 +184,7 @@ typedef struct tether_retry_result {
  * condition is met, sleeping with backoff between attempts.
  *
  * The delays, the limits and the stop conditions are described at the top
- * of this section (tether/retry.h); result->stop tells which condition
+ * of tether/retry.h (and in tether(7)); result->stop tells which condition
  * stopped the call. Calls nest (an attempt may itself retry).
  *
  * Parameters:
