@@ -45,15 +45,9 @@ function esc(s) {
     return s
 }
 
-# "never blocks" -> "Never blocks"; leaves "fn's", "tether_x", "read(2)" alone.
-function capital(s) {
-    if (s ~ /^[a-z]+[ ,;.:]/) s = toupper(substr(s, 1, 1)) substr(s, 2)
-    return s
-}
-
 function trim(s) {
-    sub(/^[ \t]+/, "", s)
-    sub(/[ \t]+$/, "", s)
+    sub(/^[ \t\n]+/, "", s)
+    sub(/[ \t\n]+$/, "", s)
     return s
 }
 
@@ -267,8 +261,6 @@ function split_block(b,    n, ls, i, s, cur, lab) {
         else part[cur] = part[cur] s "\n"
     }
     sub(/^ [^—]*— /, "", part_summary)
-    for (lab = 2; lab <= nlabels; lab++)
-        part[labels[lab]] = capital(part[labels[lab]])
 }
 
 # Items ("name  text" at one space of indent) of a Parameters or Errors part.
@@ -342,10 +334,11 @@ function write_page(b, name,    fh, d, s, n, ds, i) {
     print ".SH DESCRIPTION" > fh
     print ".PP" > fh
     d = trim(part_summary)
-    d = capital(d)
+    # "create a token." -> "Create a token."; names and calls stay as they are.
+    if (d ~ /^[a-z]+ /) d = toupper(substr(d, 1, 1)) substr(d, 2)
     print esc(d) > fh
     render_text(part_desc, fh)
-    if (trim(part["Parameters"]) !~ /^none\.?$/) {
+    if (trim(part["Parameters"]) !~ /^[Nn]one\.?$/) {
         print ".SS Parameters" > fh
         render_items(part["Parameters"], fh, 0)
     }

@@ -45,12 +45,12 @@ extern "C" {
  * Compare it with TETHER_VERSION_STRING (the header's version) to detect a
  * header/library mismatch.
  *
- * Parameters: none.
- * Returns: a static string.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the string is static; do not free it.
+ * Parameters: None.
+ * Returns: A static string.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The string is static; do not free it.
  */
 TETHER_API const char *tether_version(void);
 
@@ -60,12 +60,12 @@ TETHER_API const char *tether_version(void);
  * The number is major * 10000 + minor * 100 + patch, as
  * TETHER_VERSION_NUMBER was when the library was built.
  *
- * Parameters: none.
- * Returns: the version number.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: nothing is allocated.
+ * Parameters: None.
+ * Returns: The version number.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
  */
 TETHER_API int tether_version_number(void);
 
@@ -87,11 +87,11 @@ typedef int64_t tether_time_t;
  *
  * Parameters:
  *  us  the duration in microseconds.
- * Returns: the duration in nanoseconds.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe (a pure function).
- * Ownership: nothing is allocated.
+ * Returns: The duration in nanoseconds.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (a pure function).
+ * Ownership: Nothing is allocated.
  */
 static inline int64_t tether_us(int64_t us)
 {
@@ -108,11 +108,11 @@ static inline int64_t tether_us(int64_t us)
  *
  * Parameters:
  *  ms  the duration in milliseconds.
- * Returns: the duration in nanoseconds.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe (a pure function).
- * Ownership: nothing is allocated.
+ * Returns: The duration in nanoseconds.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (a pure function).
+ * Ownership: Nothing is allocated.
  */
 static inline int64_t tether_ms(int64_t ms)
 {
@@ -129,11 +129,11 @@ static inline int64_t tether_ms(int64_t ms)
  *
  * Parameters:
  *  s  the duration in seconds.
- * Returns: the duration in nanoseconds.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe (a pure function).
- * Ownership: nothing is allocated.
+ * Returns: The duration in nanoseconds.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (a pure function).
+ * Ownership: Nothing is allocated.
  */
 static inline int64_t tether_sec(int64_t s)
 {
@@ -147,12 +147,12 @@ static inline int64_t tether_sec(int64_t s)
  *
  * Read through the vDSO (about 25 ns).
  *
- * Parameters: none.
- * Returns: the current instant.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe and async-signal-safe.
- * Ownership: nothing is allocated.
+ * Parameters: None.
+ * Returns: The current instant.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe and async-signal-safe.
+ * Ownership: Nothing is allocated.
  */
 TETHER_API tether_time_t tether_now(void);
 
@@ -164,11 +164,11 @@ TETHER_API tether_time_t tether_now(void);
  *
  * Parameters:
  *  duration_ns  the duration in nanoseconds.
- * Returns: the absolute instant.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: nothing is allocated.
+ * Returns: The absolute instant.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
  */
 TETHER_API tether_time_t tether_deadline_after(int64_t duration_ns);
 
@@ -198,11 +198,11 @@ typedef enum tether_cause {
  *
  * Parameters:
  *  cause  the cause.
- * Returns: a static name, or "unknown" for a value outside the enum.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the string is static; do not free it.
+ * Returns: A static name, or "unknown" for a value outside the enum.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The string is static; do not free it.
  */
 TETHER_API const char *tether_cause_name(tether_cause cause);
 
@@ -223,11 +223,11 @@ typedef enum tether_outcome {
  *
  * Parameters:
  *  outcome  the outcome.
- * Returns: a static name, or "unknown" for a value outside the enum.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the string is static; do not free it.
+ * Returns: A static name, or "unknown" for a value outside the enum.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The string is static; do not free it.
  */
 TETHER_API const char *tether_outcome_name(tether_outcome outcome);
 
@@ -263,10 +263,10 @@ typedef struct tether_token tether_token;
  * Errors:
  *  EINVAL  out is NULL.
  *  ENOMEM  out of memory.
- * Blocking: never blocks (a short internal lock); not a cancellation point.
- * Thread safety: thread-safe; the parent may be used concurrently by other
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Thread-safe; the parent may be used concurrently by other
  * threads.
- * Ownership: the caller owns the token and ends it with tether_token_free;
+ * Ownership: The caller owns the token and ends it with tether_token_free;
  * the parent must outlive it.
  */
 TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline);
@@ -285,10 +285,10 @@ TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether
  *  EINVAL  t is NULL.
  *  EBUSY   t still has child tokens, or some thread has it entered
  *          (tether_token_enter without the matching leave). Nothing changes.
- * Blocking: never blocks (a short internal lock); not a cancellation point.
- * Thread safety: must not race with any other call on the same token (as
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Must not race with any other call on the same token (as
  * with pthread_mutex_destroy); calls on other tokens are fine.
- * Ownership: ends the token; t is invalid once 0 is returned.
+ * Ownership: Ends the token; t is invalid once 0 is returned.
  */
 TETHER_API int tether_token_free(tether_token *t);
 
@@ -308,10 +308,10 @@ TETHER_API int tether_token_free(tether_token *t);
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL  t is NULL.
- * Blocking: never waits for other threads (it takes short internal locks and
+ * Blocking: Never waits for other threads (it takes short internal locks and
  * runs the callbacks); not a cancellation point. Not async-signal-safe: use
  * tether_sigcancel_fire from a signal handler.
- * Thread safety: thread-safe: any thread, any number of times, concurrently.
+ * Thread safety: Thread-safe: any thread, any number of times, concurrently.
  * Ownership: t stays the caller's.
  */
 TETHER_API int tether_token_cancel(tether_token *t, int error);
@@ -329,9 +329,9 @@ TETHER_API int tether_token_cancel(tether_token *t, int error);
  * (its own or an ancestor's) or is past its deadline.
  * Errors:
  *  EINVAL  t is NULL.
- * Blocking: never blocks; not a cancellation point (it is the check one
+ * Blocking: Never blocks; not a cancellation point (it is the check one
  * makes).
- * Thread safety: thread-safe.
+ * Thread safety: Thread-safe.
  * Ownership: t stays the caller's.
  */
 TETHER_API int tether_token_check(tether_token *t);
@@ -344,11 +344,11 @@ TETHER_API int tether_token_check(tether_token *t);
  *
  * Parameters:
  *  t  the token.
- * Returns: the recorded cause, or TETHER_CAUSE_NONE if t is not canceled or
+ * Returns: The recorded cause, or TETHER_CAUSE_NONE if t is not canceled or
  * is NULL.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
  * Ownership: t stays the caller's.
  */
 TETHER_API tether_cause tether_token_cause(const tether_token *t);
@@ -363,11 +363,11 @@ TETHER_API tether_cause tether_token_cause(const tether_token *t);
  *
  * Parameters:
  *  t  the token.
- * Returns: the root cause, or TETHER_CAUSE_NONE if t is not canceled or is
+ * Returns: The root cause, or TETHER_CAUSE_NONE if t is not canceled or is
  * NULL.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
  * Ownership: t stays the caller's.
  */
 TETHER_API tether_cause tether_token_root_cause(const tether_token *t);
@@ -382,11 +382,11 @@ TETHER_API tether_cause tether_token_root_cause(const tether_token *t);
  *
  * Parameters:
  *  t  the token.
- * Returns: non-zero exactly when t is canceled: the error number, or 0 if t
+ * Returns: Non-zero exactly when t is canceled: the error number, or 0 if t
  * is not canceled or is NULL.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
  * Ownership: t stays the caller's.
  */
 TETHER_API int tether_token_error(const tether_token *t);
@@ -399,11 +399,11 @@ TETHER_API int tether_token_error(const tether_token *t);
  *
  * Parameters:
  *  t  the token.
- * Returns: the effective deadline, or TETHER_NEVER if there is none or t is
+ * Returns: The effective deadline, or TETHER_NEVER if there is none or t is
  * NULL.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
  * Ownership: t stays the caller's.
  */
 TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
@@ -417,12 +417,12 @@ TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
  * a scope's children costs no close(2) each. Call this before counting the
  * process's descriptors, e.g. in a leak check; they are also closed at exit.
  *
- * Parameters: none.
- * Returns: how many descriptors it closed.
- * Errors: none.
- * Blocking: never blocks (a short internal lock); not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: closes only descriptors tether owns.
+ * Parameters: None.
+ * Returns: How many descriptors it closed.
+ * Errors: None.
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Closes only descriptors tether owns.
  */
 TETHER_API int tether_trim(void);
 
@@ -448,10 +448,10 @@ typedef struct tether_callback tether_callback;
  * Errors:
  *  EINVAL  t, fn or out is NULL.
  *  ENOMEM  out of memory.
- * Blocking: never blocks (a short internal lock) unless fn runs at once and
+ * Blocking: Never blocks (a short internal lock) unless fn runs at once and
  * blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the caller owns the handle and ends it with
+ * Thread safety: Thread-safe.
+ * Ownership: The caller owns the handle and ends it with
  * tether_token_off_cancel, exactly once; arg stays the caller's.
  */
 TETHER_API int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
@@ -472,10 +472,10 @@ TETHER_API int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), vo
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL  cb is NULL.
- * Blocking: blocks only while the callback runs on another thread: do not
+ * Blocking: Blocks only while the callback runs on another thread: do not
  * hold a lock the callback takes. Not a cancellation point.
- * Thread safety: thread-safe; cb must be unregistered exactly once.
- * Ownership: ends the handle.
+ * Thread safety: Thread-safe; cb must be unregistered exactly once.
+ * Ownership: Ends the handle.
  */
 TETHER_API int tether_token_off_cancel(tether_callback *cb, bool *ran);
 
@@ -492,12 +492,12 @@ TETHER_API int tether_token_off_cancel(tether_callback *cb, bool *ran);
 /*
  * tether_current — the calling thread's current token.
  *
- * Parameters: none.
- * Returns: the innermost token the calling thread has entered, or NULL.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe (thread-local).
- * Ownership: the token stays its owner's; do not free it while it is
+ * Parameters: None.
+ * Returns: The innermost token the calling thread has entered, or NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (thread-local).
+ * Ownership: The token stays its owner's; do not free it while it is
  * entered.
  */
 TETHER_API tether_token *tether_current(void);
@@ -514,8 +514,8 @@ TETHER_API tether_token *tether_current(void);
  * Errors:
  *  EINVAL  t is NULL.
  *  ENOMEM  nesting beyond 16 levels needs memory and none was available.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: affects only the calling thread; t may be entered by many
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Affects only the calling thread; t may be entered by many
  * threads at once.
  * Ownership: t stays its owner's; a token that some thread has entered cannot
  * be freed (EBUSY).
@@ -532,8 +532,8 @@ TETHER_API int tether_token_enter(tether_token *t);
  *  EINVAL  t is NULL.
  *  EPERM   t is not the calling thread's innermost entered token (nothing
  *          changes).
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: affects only the calling thread: leave on the thread that
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Affects only the calling thread: leave on the thread that
  * entered.
  * Ownership: t stays its owner's.
  */
@@ -545,14 +545,14 @@ TETHER_API int tether_token_leave(tether_token *t);
  * tether_token_check on the calling thread's current token: about one load
  * when it has no deadline.
  *
- * Parameters: none.
+ * Parameters: None.
  * Returns: 0 when there is no current token or it is neither canceled nor
  * past its deadline, else ECANCELED or ETIMEDOUT.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point (it is the check one
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point (it is the check one
  * makes).
- * Thread safety: thread-safe.
- * Ownership: nothing is allocated.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
  */
 TETHER_API int tether_check(void);
 
@@ -579,10 +579,10 @@ TETHER_API int tether_check(void);
  * Errors:
  *  EINVAL  fn is NULL.
  *  ENOMEM  the token could not be created or entered.
- * Blocking: blocks as long as fn does; not itself a cancellation point.
- * Thread safety: thread-safe; it affects only the calling thread's current
+ * Blocking: Blocks as long as fn does; not itself a cancellation point.
+ * Thread safety: Thread-safe; it affects only the calling thread's current
  * token.
- * Ownership: the token lives only for the call; arg stays the caller's.
+ * Ownership: The token lives only for the call; arg stays the caller's.
  */
 TETHER_API int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg), void *arg,
                                     bool *fired);
@@ -603,10 +603,10 @@ TETHER_API int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg)
  * Errors:
  *  EINVAL  fn is NULL.
  *  ENOMEM  the token could not be created or entered.
- * Blocking: blocks as long as fn does; not itself a cancellation point.
- * Thread safety: thread-safe; it affects only the calling thread's current
+ * Blocking: Blocks as long as fn does; not itself a cancellation point.
+ * Thread safety: Thread-safe; it affects only the calling thread's current
  * token.
- * Ownership: the token lives only for the call; arg stays the caller's.
+ * Ownership: The token lives only for the call; arg stays the caller's.
  */
 TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), void *arg,
                                    bool *fired);

@@ -48,7 +48,7 @@ extern "C" {
  *  fd     the descriptor.
  *  buf    where to put the bytes.
  *  count  the most bytes to read.
- * Returns: what read(2) returns: the number of bytes read, 0 at end of
+ * Returns: What read(2) returns: the number of bytes read, 0 at end of
  * file, or -1 with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -56,8 +56,8 @@ extern "C" {
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     read(2)'s errors (EAGAIN, EBADF, EFAULT, EIO, ...).
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as read(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as read(2); uses the calling thread's current
  * token.
  * Ownership: buf is the caller's and used only during the call.
  */
@@ -75,7 +75,7 @@ TETHER_API ssize_t tether_read(int fd, void *buf, size_t count);
  *  fd     the descriptor.
  *  buf    the bytes to write.
  *  count  how many.
- * Returns: what write(2) returns: the number of bytes written, or -1 with
+ * Returns: What write(2) returns: the number of bytes written, or -1 with
  * errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -83,8 +83,8 @@ TETHER_API ssize_t tether_read(int fd, void *buf, size_t count);
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     write(2)'s errors (EAGAIN, EBADF, EPIPE, ...).
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as write(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as write(2); uses the calling thread's current
  * token.
  * Ownership: buf is the caller's and used only during the call.
  */
@@ -100,15 +100,15 @@ TETHER_API ssize_t tether_write(int fd, const void *buf, size_t count);
  *  fd      the descriptor.
  *  iov     the buffers.
  *  iovcnt  how many buffers.
- * Returns: what readv(2) returns.
+ * Returns: What readv(2) returns.
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     readv(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as readv(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as readv(2); uses the calling thread's current
  * token.
  * Ownership: iov and its buffers are the caller's and used only during the
  * call.
@@ -127,15 +127,15 @@ TETHER_API ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt);
  *  fd      the descriptor.
  *  iov     the buffers.
  *  iovcnt  how many buffers.
- * Returns: what writev(2) returns.
+ * Returns: What writev(2) returns.
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     writev(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as writev(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as writev(2); uses the calling thread's current
  * token.
  * Ownership: iov and its buffers are the caller's and used only during the
  * call.
@@ -155,16 +155,16 @@ TETHER_API ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt);
  *  buf     where to put the bytes.
  *  count   the most bytes to read.
  *  offset  the file offset to read from.
- * Returns: what pread(2) returns.
+ * Returns: What pread(2) returns.
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     pread(2)'s errors.
- * Blocking: blocks; a cancellation point (on regular files, only before the
+ * Blocking: Blocks; a cancellation point (on regular files, only before the
  * disk I/O).
- * Thread safety: thread-safe as pread(2); uses the calling thread's current
+ * Thread safety: Thread-safe as pread(2); uses the calling thread's current
  * token.
  * Ownership: buf is the caller's and used only during the call.
  */
@@ -180,16 +180,16 @@ TETHER_API ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset);
  *  buf     the bytes to write.
  *  count   how many.
  *  offset  the file offset to write at.
- * Returns: what pwrite(2) returns.
+ * Returns: What pwrite(2) returns.
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     pwrite(2)'s errors.
- * Blocking: blocks; a cancellation point (on regular files, only before the
+ * Blocking: Blocks; a cancellation point (on regular files, only before the
  * disk I/O).
- * Thread safety: thread-safe as pwrite(2); uses the calling thread's current
+ * Thread safety: Thread-safe as pwrite(2); uses the calling thread's current
  * token.
  * Ownership: buf is the caller's and used only during the call.
  */
@@ -208,15 +208,15 @@ TETHER_API ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t of
  *  moved  if not NULL, receives the number of bytes read, in every case —
  *         also when -1 is returned (how much arrived before a cancellation
  *         or an error).
- * Returns: the number of bytes read (count, or fewer at end of file), or -1
+ * Returns: The number of bytes read (count, or fewer at end of file), or -1
  * with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     read(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as read(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as read(2); uses the calling thread's current
  * token.
  * Ownership: buf and moved are the caller's and used only during the call.
  */
@@ -238,8 +238,8 @@ TETHER_API ssize_t tether_read_all(int fd, void *buf, size_t count, size_t *move
  *  ETIMEDOUT     the current token's deadline passed.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     write(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as write(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as write(2); uses the calling thread's current
  * token.
  * Ownership: buf and moved are the caller's and used only during the call.
  */
@@ -253,7 +253,7 @@ TETHER_API ssize_t tether_write_all(int fd, const void *buf, size_t count, size_
  *  nfds        how many.
  *  timeout_ms  as poll(2): negative waits forever (up to the deadline), 0
  *              polls once.
- * Returns: the number of ready descriptors, 0 if timeout_ms elapsed first,
+ * Returns: The number of ready descriptors, 0 if timeout_ms elapsed first,
  * or -1 with errno set.
  * Errors:
  *  ECANCELED      the current token was canceled.
@@ -262,8 +262,8 @@ TETHER_API ssize_t tether_write_all(int fd, const void *buf, size_t count, size_
  *  ENOMEM         out of memory.
  *  EMFILE/ENFILE  the token's eventfd could not be created on first use.
  *  otherwise      poll(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as poll(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as poll(2); uses the calling thread's current
  * token.
  * Ownership: fds is the caller's and used only during the call.
  */
@@ -281,7 +281,7 @@ TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
  *  tmo      as ppoll(2): NULL waits forever (up to the deadline), {0, 0}
  *           polls once.
  *  sigmask  as ppoll(2): the signal mask in force while waiting, or NULL.
- * Returns: the number of ready descriptors, 0 if tmo elapsed first, or -1
+ * Returns: The number of ready descriptors, 0 if tmo elapsed first, or -1
  * with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -289,8 +289,8 @@ TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     ppoll(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as ppoll(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as ppoll(2); uses the calling thread's current
  * token.
  * Ownership: fds, tmo and sigmask are the caller's and used only during the
  * call.

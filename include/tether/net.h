@@ -35,7 +35,7 @@ extern "C" {
  *  buf    where to put the bytes.
  *  len    the most bytes to receive.
  *  flags  as for recv(2).
- * Returns: what recv(2) returns: the number of bytes received, 0 at an orderly
+ * Returns: What recv(2) returns: the number of bytes received, 0 at an orderly
  * shutdown, or -1 with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -43,8 +43,8 @@ extern "C" {
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     recv(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as recv(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as recv(2); uses the calling thread's current
  * token.
  * Ownership: buf is the caller's and used only during the call.
  */
@@ -66,7 +66,7 @@ TETHER_API ssize_t tether_recv(int fd, void *buf, size_t len, int flags);
  *  flags   as for recvfrom(2).
  *  src     if not NULL, receives the source address.
  *  srclen  the size of *src on entry, the address length on return.
- * Returns: what recvfrom(2) returns: the number of bytes received, 0 at an orderly
+ * Returns: What recvfrom(2) returns: the number of bytes received, 0 at an orderly
  * shutdown, or -1 with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -74,8 +74,8 @@ TETHER_API ssize_t tether_recv(int fd, void *buf, size_t len, int flags);
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     recvfrom(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as recvfrom(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as recvfrom(2); uses the calling thread's current
  * token.
  * Ownership: buf, src and srclen are the caller's and used only during the
  * call.
@@ -97,7 +97,7 @@ TETHER_API ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags,
  *  fd     the socket.
  *  msg    the buffers, address and control space, as for recvmsg(2).
  *  flags  as for recvmsg(2).
- * Returns: what recvmsg(2) returns: the number of bytes received, 0 at an orderly
+ * Returns: What recvmsg(2) returns: the number of bytes received, 0 at an orderly
  * shutdown, or -1 with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -105,8 +105,8 @@ TETHER_API ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags,
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     recvmsg(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as recvmsg(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as recvmsg(2); uses the calling thread's current
  * token.
  * Ownership: msg and what it points to are the caller's and used only
  * during the call.
@@ -127,7 +127,7 @@ TETHER_API ssize_t tether_recvmsg(int fd, struct msghdr *msg, int flags);
  *  buf    the bytes to send.
  *  len    how many.
  *  flags  as for send(2).
- * Returns: what send(2) returns: the number of bytes sent, or -1 with errno
+ * Returns: What send(2) returns: the number of bytes sent, or -1 with errno
  * set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -135,8 +135,8 @@ TETHER_API ssize_t tether_recvmsg(int fd, struct msghdr *msg, int flags);
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     send(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as send(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as send(2); uses the calling thread's current
  * token.
  * Ownership: buf is the caller's and used only during the call.
  */
@@ -158,7 +158,7 @@ TETHER_API ssize_t tether_send(int fd, const void *buf, size_t len, int flags);
  *  flags    as for sendto(2).
  *  dest     the destination address, or NULL on a connected socket.
  *  destlen  its length.
- * Returns: what sendto(2) returns: the number of bytes sent, or -1 with errno
+ * Returns: What sendto(2) returns: the number of bytes sent, or -1 with errno
  * set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -166,8 +166,8 @@ TETHER_API ssize_t tether_send(int fd, const void *buf, size_t len, int flags);
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     sendto(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as sendto(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as sendto(2); uses the calling thread's current
  * token.
  * Ownership: buf and dest are the caller's and used only during the call.
  */
@@ -189,7 +189,7 @@ TETHER_API ssize_t tether_sendto(int fd, const void *buf, size_t len, int flags,
  *  msg    the buffers, address and control data, as for sendmsg(2); not
  *         modified.
  *  flags  as for sendmsg(2).
- * Returns: what sendmsg(2) returns: the number of bytes sent, or -1 with errno
+ * Returns: What sendmsg(2) returns: the number of bytes sent, or -1 with errno
  * set.
  * Errors:
  *  ECANCELED     the current token was canceled.
@@ -197,8 +197,8 @@ TETHER_API ssize_t tether_sendto(int fd, const void *buf, size_t len, int flags,
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     sendmsg(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as sendmsg(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as sendmsg(2); uses the calling thread's current
  * token.
  * Ownership: msg and what it points to are the caller's and used only
  * during the call.
@@ -220,17 +220,17 @@ TETHER_API ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags);
  *  fd       the listening socket.
  *  addr     if not NULL, receives the peer's address.
  *  addrlen  the size of *addr on entry, the address length on return.
- * Returns: the new descriptor, or -1 with errno set.
+ * Returns: The new descriptor, or -1 with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     accept(2)'s errors.
- * Blocking: blocks; a cancellation point (except the race described above).
- * Thread safety: thread-safe as accept(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point (except the race described above).
+ * Thread safety: Thread-safe as accept(2); uses the calling thread's current
  * token.
- * Ownership: the caller owns the new descriptor; addr and addrlen are the
+ * Ownership: The caller owns the new descriptor; addr and addrlen are the
  * caller's and used only during the call.
  */
 TETHER_API int tether_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
@@ -251,17 +251,17 @@ TETHER_API int tether_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
  *  addr     if not NULL, receives the peer's address.
  *  addrlen  the size of *addr on entry, the address length on return.
  *  flags    as for accept4(2) (SOCK_NONBLOCK, SOCK_CLOEXEC).
- * Returns: the new descriptor, or -1 with errno set.
+ * Returns: The new descriptor, or -1 with errno set.
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     accept4(2)'s errors.
- * Blocking: blocks; a cancellation point (except the race described above).
- * Thread safety: thread-safe as accept4(2); uses the calling thread's current
+ * Blocking: Blocks; a cancellation point (except the race described above).
+ * Thread safety: Thread-safe as accept4(2); uses the calling thread's current
  * token.
- * Ownership: the caller owns the new descriptor; addr and addrlen are the
+ * Ownership: The caller owns the new descriptor; addr and addrlen are the
  * caller's and used only during the call.
  */
 TETHER_API int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
@@ -289,8 +289,8 @@ TETHER_API int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen,
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     connect(2)'s errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: other threads must not use the socket meanwhile (its flags
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Other threads must not use the socket meanwhile (its flags
  * change during the call); uses the calling thread's current token.
  * Ownership: addr is the caller's and used only during the call.
  */

@@ -32,7 +32,7 @@ extern "C" {
  *  pid      which child, as for waitpid(2).
  *  wstatus  if not NULL, receives the child's status.
  *  options  as for waitpid(2).
- * Returns: what waitpid(2) returns: the child's pid, 0 with WNOHANG, or -1
+ * Returns: What waitpid(2) returns: the child's pid, 0 with WNOHANG, or -1
  * with errno set.
  * Errors:
  *  ECANCELED  the current token was canceled.
@@ -40,8 +40,8 @@ extern "C" {
  *  EINTR      a signal handler ran.
  *  EMFILE     no descriptor for the pidfd.
  *  otherwise  waitpid(2)'s errors (ECHILD, EINVAL).
- * Blocking: blocks unless WNOHANG; a cancellation point.
- * Thread safety: thread-safe as waitpid(2); uses the calling thread's
+ * Blocking: Blocks unless WNOHANG; a cancellation point.
+ * Thread safety: Thread-safe as waitpid(2); uses the calling thread's
  * current token.
  * Ownership: wstatus is the caller's.
  */
@@ -76,8 +76,8 @@ TETHER_API pid_t tether_waitpid(pid_t pid, int *wstatus, int options);
  *  EINTR      a signal handler ran.
  *  EMFILE     no descriptor for the pidfd.
  *  otherwise  waitid(2)'s errors (ECHILD, EINVAL).
- * Blocking: blocks unless WNOHANG; a cancellation point.
- * Thread safety: thread-safe as waitid(2); uses the calling thread's current
+ * Blocking: Blocks unless WNOHANG; a cancellation point.
+ * Thread safety: Thread-safe as waitid(2); uses the calling thread's current
  * token.
  * Ownership: info is the caller's.
  */
@@ -121,10 +121,10 @@ typedef struct tether_proc_opts {
  *  ENOMEM     out of memory.
  *  EMFILE     no descriptor for the pidfd.
  *  otherwise  posix_spawn's errors (ENOENT, EACCES, ...).
- * Blocking: never blocks beyond the spawn itself; checks for cancellation
+ * Blocking: Never blocks beyond the spawn itself; checks for cancellation
  * before starting.
- * Thread safety: thread-safe as posix_spawn.
- * Ownership: the caller ends the handle with tether_proc_wait, exactly
+ * Thread safety: Thread-safe as posix_spawn.
+ * Ownership: The caller ends the handle with tether_proc_wait, exactly
  * once; file, argv and opts are used only during the call.
  */
 TETHER_API int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
@@ -135,11 +135,11 @@ TETHER_API int tether_proc_spawn(tether_proc **out, const char *file, char *cons
  *
  * Parameters:
  *  p  the handle.
- * Returns: the child's process id (valid until tether_proc_wait returns), or
+ * Returns: The child's process id (valid until tether_proc_wait returns), or
  * -1 for NULL.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe until tether_proc_wait returns.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe until tether_proc_wait returns.
  * Ownership: p stays the caller's.
  */
 TETHER_API pid_t tether_proc_pid(const tether_proc *p);
@@ -162,11 +162,11 @@ TETHER_API pid_t tether_proc_pid(const tether_proc *p);
  *  ECANCELED  the child was terminated because the token was canceled.
  *  ETIMEDOUT  the child was terminated because the token's deadline passed.
  *  EINVAL     p is NULL.
- * Blocking: blocks; a cancellation point whose clean-up can take up to the
+ * Blocking: Blocks; a cancellation point whose clean-up can take up to the
  * grace period (plus the kill).
- * Thread safety: one call per handle; uses the calling thread's current
+ * Thread safety: One call per handle; uses the calling thread's current
  * token.
- * Ownership: the handle is freed in every case except EINVAL.
+ * Ownership: The handle is freed in every case except EINVAL.
  */
 TETHER_API int tether_proc_wait(tether_proc *p, int *wstatus);
 
@@ -191,8 +191,8 @@ TETHER_API int tether_proc_wait(tether_proc *p, int *wstatus);
  *  ENOMEM     out of memory.
  *  EMFILE     no descriptor for the pidfd.
  *  otherwise  posix_spawn's errors (ENOENT, EACCES, ...).
- * Blocking: blocks until the child has exited; a cancellation point.
- * Thread safety: thread-safe; uses the calling thread's current token.
+ * Blocking: Blocks until the child has exited; a cancellation point.
+ * Thread safety: Thread-safe; uses the calling thread's current token.
  * Ownership: file, argv and opts are used only during the call.
  */
 TETHER_API int tether_proc_run(const char *file, char *const argv[], const tether_proc_opts *opts,

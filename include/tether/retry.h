@@ -99,11 +99,11 @@ typedef enum tether_retry_stop {
  *
  * Parameters:
  *  stop  the stop reason.
- * Returns: a static name, or "unknown" for a value outside the enum.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the string is static; do not free it.
+ * Returns: A static name, or "unknown" for a value outside the enum.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The string is static; do not free it.
  */
 TETHER_API const char *tether_retry_stop_name(tether_retry_stop stop);
 
@@ -218,10 +218,10 @@ typedef struct tether_retry_result {
  *  ENOMEM     the per-attempt child token could not be created.
  *  otherwise  the last attempt's error: permanent (the classifier refused
  *             it), or retryable when max_attempts or max_elapsed_ns ran out.
- * Blocking: blocks across attempts and sleeps. The backoff sleep is a
+ * Blocking: Blocks across attempts and sleeps. The backoff sleep is a
  * cancellation point of the current token (a signal handler interrupting it
  * does not end it; cancel from a handler with tether_sigcancel_fire).
- * Thread safety: any number of threads may retry at once, sharing opts;
+ * Thread safety: Any number of threads may retry at once, sharing opts;
  * shared hooks must then be thread-safe.
  * Ownership: opts and result are the caller's and used only during the
  * call; arg stays the caller's.
@@ -249,9 +249,9 @@ TETHER_API int tether_retry(int (*attempt)(void *arg), void *arg,
  *  EPERM   the calling thread is not inside an attempt of tether_retry
  *          (another thread of the attempt, e.g. a scope child, cannot set
  *          it).
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe (thread-local).
- * Ownership: nothing is allocated.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (thread-local).
+ * Ownership: Nothing is allocated.
  */
 TETHER_API int tether_retry_after(int64_t min_delay_ns);
 
@@ -269,11 +269,11 @@ TETHER_API int tether_retry_after(int64_t min_delay_ns);
  *
  * Parameters:
  *  error  the attempt's error number.
- * Returns: whether the error is worth another attempt.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: nothing is allocated.
+ * Returns: Whether the error is worth another attempt.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
  */
 TETHER_API bool tether_retry_transient(int error);
 

@@ -85,9 +85,9 @@ typedef struct tether_result {
  *  EINVAL  out is NULL, policy is out of range, or timeout_ns or deadline is
  *          negative.
  *  ENOMEM  out of memory.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe; the parent token may be used concurrently.
- * Ownership: the calling thread becomes the scope's owner: it joins and
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe; the parent token may be used concurrently.
+ * Ownership: The calling thread becomes the scope's owner: it joins and
  * frees it (tether_scope_join, tether_scope_free). The parent token must
  * outlive the scope. opts is used only during the call (the name is copied).
  */
@@ -119,9 +119,13 @@ TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *op
  *  ETIMEDOUT  a deadline passed (the scope's, or the caller's while waiting).
  *  EAGAIN     the system could not create a thread.
  *  ENOMEM     out of memory.
- * Blocking: blocks only while waiting for a slot (max_children), and that
+ *  otherwise  the scope's token was canceled with an error of its own: that
+ *             error (tether_token_error of the scope's token), e.g. a
+ *             failing child's error under fail-fast, or the error given to
+ *             tether_token_cancel on an ancestor.
+ * Blocking: Blocks only while waiting for a slot (max_children), and that
  * wait is a cancellation point; otherwise never blocks.
- * Thread safety: thread-safe.
+ * Thread safety: Thread-safe.
  * Ownership: arg stays the caller's and must outlive the child; the task
  * handle belongs to the scope and ends when the scope is joined; opts is used
  * only during the call (the name is copied).
@@ -150,9 +154,11 @@ TETHER_API int tether_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
  *  EAGAIN     max_children children are live, or the system could not
  *             create a thread.
  *  ENOMEM     out of memory.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: as for tether_spawn.
+ *  otherwise  the scope's token was canceled with an error of its own, as
+ *             for tether_spawn.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: As for tether_spawn.
  */
 TETHER_API int tether_try_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
                                 const tether_spawn_opts *opts, tether_task **task);
@@ -170,11 +176,11 @@ TETHER_API int tether_try_spawn(tether_scope *s, int (*fn)(void *arg), void *arg
  * Errors:
  *  EINVAL   task is NULL.
  *  EDEADLK  called from that child itself.
- * Blocking: blocks until the child exits; not a cancellation point (the
+ * Blocking: Blocks until the child exits; not a cancellation point (the
  * child is canceled with its scope, so the wait is bounded by the scope's
  * fate).
- * Thread safety: thread-safe.
- * Ownership: the handle stays valid until the scope is joined.
+ * Thread safety: Thread-safe.
+ * Ownership: The handle stays valid until the scope is joined.
  */
 TETHER_API int tether_task_wait(tether_task *task, int *result);
 
@@ -192,9 +198,9 @@ TETHER_API int tether_task_wait(tether_task *task, int *result);
  * Errors:
  *  EINVAL   task is NULL.
  *  EDEADLK  called from that child itself.
- * Blocking: blocks until the child exits; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the handle stays valid until the scope is joined.
+ * Blocking: Blocks until the child exits; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The handle stays valid until the scope is joined.
  */
 TETHER_API int tether_task_halt(tether_task *task, int *result);
 
@@ -205,11 +211,11 @@ TETHER_API int tether_task_halt(tether_task *task, int *result);
  *
  * Parameters:
  *  task  the child's handle from tether_spawn.
- * Returns: the token, or NULL for a NULL task.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the token belongs to the scope; valid until the scope is joined.
+ * Returns: The token, or NULL for a NULL task.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The token belongs to the scope; valid until the scope is joined.
  */
 TETHER_API tether_token *tether_task_token(tether_task *task);
 
@@ -220,11 +226,11 @@ TETHER_API tether_token *tether_task_token(tether_task *task);
  *
  * Parameters:
  *  s  the scope.
- * Returns: the token, or NULL for a NULL scope.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the token belongs to the scope; valid until tether_scope_join
+ * Returns: The token, or NULL for a NULL scope.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The token belongs to the scope; valid until tether_scope_join
  * returns.
  */
 TETHER_API tether_token *tether_scope_token(tether_scope *s);
@@ -239,8 +245,8 @@ TETHER_API tether_token *tether_scope_token(tether_scope *s);
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL  s is NULL or already joined.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe: any thread, any number of times, until the
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe: any thread, any number of times, until the
  * scope is joined.
  * Ownership: s stays its owner's.
  */
@@ -263,11 +269,11 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  *  EINVAL   s is NULL, or the scope was already joined (or is being joined).
  *  EDEADLK  called from one of the scope's own children (or their
  *           descendants): it could never return.
- * Blocking: blocks until every child has exited; not a cancellation point
+ * Blocking: Blocks until every child has exited; not a cancellation point
  * (a scope always waits for its children). Do not hold a lock that a child
  * needs to finish.
- * Thread safety: one join per scope; other threads may still cancel it.
- * Ownership: the scope handle stays valid, in the joined state, until
+ * Thread safety: One join per scope; other threads may still cancel it.
+ * Ownership: The scope handle stays valid, in the joined state, until
  * tether_scope_free.
  */
 TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
@@ -287,9 +293,9 @@ TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
  *  EBUSY    a token created under tether_scope_token(s) is still alive, or
  *           some thread still has the scope's token entered: the scope stays
  *           joined and valid, and can be freed again once that is undone.
- * Blocking: blocks if it must join; not a cancellation point.
- * Thread safety: must not race with other calls on s.
- * Ownership: ends the scope; s is invalid once 0 is returned.
+ * Blocking: Blocks if it must join; not a cancellation point.
+ * Thread safety: Must not race with other calls on s.
+ * Ownership: Ends the scope; s is invalid once 0 is returned.
  */
 TETHER_API int tether_scope_free(tether_scope *s);
 
@@ -310,10 +316,10 @@ TETHER_API int tether_scope_free(tether_scope *s);
  * Errors:
  *  EINVAL  body is NULL, or as tether_scope_open.
  *  ENOMEM  out of memory.
- * Blocking: blocks until body has returned and every child has exited; not
+ * Blocking: Blocks until body has returned and every child has exited; not
  * itself a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the scope lives only for the call; arg stays the caller's.
+ * Thread safety: Thread-safe.
+ * Ownership: The scope lives only for the call; arg stays the caller's.
  */
 TETHER_API int tether_scope_run(const tether_scope_opts *opts,
                                 int (*body)(tether_scope *s, void *arg), void *arg,
@@ -331,13 +337,13 @@ TETHER_API int tether_scope_run(const tether_scope_opts *opts,
  * Parameters:
  *  var   the name of the variable to declare.
  *  opts  as for tether_scope_open; NULL for defaults.
- * Returns: a declaration, not a value. If opening fails, var is NULL and
+ * Returns: A declaration, not a value. If opening fails, var is NULL and
  * tether_spawn on it fails with EINVAL.
- * Errors: none reported; see Returns.
- * Blocking: leaving the block blocks until every child has exited, as
+ * Errors: None reported; see Returns.
+ * Blocking: Leaving the block blocks until every child has exited, as
  * tether_scope_join does.
- * Thread safety: as tether_scope_open and tether_scope_join.
- * Ownership: the block owns the scope; do not free var yourself.
+ * Thread safety: As tether_scope_open and tether_scope_join.
+ * Ownership: The block owns the scope; do not free var yourself.
  */
 #define TETHER_SCOPE_GUARD(var, opts) \
     tether_scope *var __attribute__((cleanup(tether__scope_guard_end))) = \
@@ -356,10 +362,10 @@ TETHER_API int tether_scope_run(const tether_scope_opts *opts,
  *  s     the address of the guard's variable.
  * Returns: tether__scope_guard_begin returns the scope, or NULL if opening
  * failed; tether__scope_guard_end returns nothing.
- * Errors: none reported.
+ * Errors: None reported.
  * Blocking: tether__scope_guard_end blocks until every child has exited.
- * Thread safety: as tether_scope_open and tether_scope_free.
- * Ownership: the scope belongs to the guard's block.
+ * Thread safety: As tether_scope_open and tether_scope_free.
+ * Ownership: The scope belongs to the guard's block.
  */
 TETHER_API tether_scope *tether__scope_guard_begin(const tether_scope_opts *opts);
 TETHER_API void tether__scope_guard_end(tether_scope **s);

@@ -32,10 +32,10 @@ typedef struct tether_shield tether_shield;
  * Errors:
  *  EINVAL  out is NULL.
  *  ENOMEM  out of memory.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: the shield belongs to the calling thread: leave it on the
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: The shield belongs to the calling thread: leave it on the
  * same thread, innermost first.
- * Ownership: the caller ends the handle with tether_shield_leave.
+ * Ownership: The caller ends the handle with tether_shield_leave.
  */
 TETHER_API int tether_shield_enter(tether_shield **out, tether_time_t deadline);
 
@@ -47,11 +47,11 @@ TETHER_API int tether_shield_enter(tether_shield **out, tether_time_t deadline);
  *
  * Parameters:
  *  s  the shield.
- * Returns: the token, or NULL for a NULL shield.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe (the token may be canceled from any thread).
- * Ownership: the token belongs to the shield; valid until
+ * Returns: The token, or NULL for a NULL shield.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (the token may be canceled from any thread).
+ * Ownership: The token belongs to the shield; valid until
  * tether_shield_leave.
  */
 TETHER_API tether_token *tether_shield_token(tether_shield *s);
@@ -68,9 +68,9 @@ TETHER_API tether_token *tether_shield_token(tether_shield *s);
  *          inside the region was not left): nothing changes.
  *  EBUSY   a token or scope created inside the region still lives: nothing
  *          changes.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: call it on the thread that entered the shield.
- * Ownership: ends the handle once 0 is returned.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Call it on the thread that entered the shield.
+ * Ownership: Ends the handle once 0 is returned.
  */
 TETHER_API int tether_shield_leave(tether_shield *s);
 

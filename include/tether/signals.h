@@ -38,9 +38,9 @@ typedef struct tether_sigcancel tether_sigcancel;
  *  ENOMEM         out of memory.
  *  EMFILE/ENFILE  no eventfd.
  *  EAGAIN         no relay thread.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
- * Ownership: the caller ends the handle with tether_sigcancel_free.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The caller ends the handle with tether_sigcancel_free.
  */
 TETHER_API int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error);
 
@@ -53,10 +53,10 @@ TETHER_API int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int
  *
  * Parameters:
  *  sc  the handle.
- * Returns: nothing.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: async-signal-safe and thread-safe; must not race with
+ * Returns: Nothing.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Async-signal-safe and thread-safe; must not race with
  * tether_sigcancel_free.
  * Ownership: sc stays the caller's.
  */
@@ -72,10 +72,10 @@ TETHER_API void tether_sigcancel_fire(tether_sigcancel *sc);
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL  sc is NULL.
- * Blocking: blocks briefly to join the relay thread; not a cancellation
+ * Blocking: Blocks briefly to join the relay thread; not a cancellation
  * point.
- * Thread safety: must not race with other calls on sc.
- * Ownership: ends the handle.
+ * Thread safety: Must not race with other calls on sc.
+ * Ownership: Ends the handle.
  */
 TETHER_API int tether_sigcancel_free(tether_sigcancel *sc);
 
@@ -112,10 +112,10 @@ typedef struct tether_signals_opts {
  *             or a signal cannot be caught.
  *  EBUSY      already installed: one at a time per process.
  *  otherwise  the errors of tether_sigcancel_new.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: not thread-safe with other calls that change the same
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Not thread-safe with other calls that change the same
  * signals' dispositions.
- * Ownership: the caller ends the handle with tether_signals_restore; opts is
+ * Ownership: The caller ends the handle with tether_signals_restore; opts is
  * used only during the call (the signal list is copied).
  */
 TETHER_API int tether_signals_install(tether_signals **out, tether_token *t,
@@ -126,10 +126,10 @@ TETHER_API int tether_signals_install(tether_signals **out, tether_token *t,
  *
  * Parameters:
  *  h  the handle.
- * Returns: the count, or 0 for NULL.
- * Errors: none.
- * Blocking: never blocks; not a cancellation point.
- * Thread safety: thread-safe.
+ * Returns: The count, or 0 for NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
  * Ownership: h stays the caller's.
  */
 TETHER_API unsigned tether_signals_fired(const tether_signals *h);
@@ -146,11 +146,11 @@ TETHER_API unsigned tether_signals_fired(const tether_signals *h);
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL  h is NULL.
- * Blocking: blocks briefly (joins the relay thread); not a cancellation
+ * Blocking: Blocks briefly (joins the relay thread); not a cancellation
  * point.
- * Thread safety: not thread-safe with other calls on h or that change the
+ * Thread safety: Not thread-safe with other calls on h or that change the
  * same signals' dispositions.
- * Ownership: ends the handle.
+ * Ownership: Ends the handle.
  */
 TETHER_API int tether_signals_restore(tether_signals *h);
 

@@ -35,10 +35,10 @@ extern "C" {
  *  ECANCELED  the current token was canceled.
  *  ETIMEDOUT  the current token's effective deadline came before `when`.
  *  EINTR      a signal handler ran.
- * Blocking: blocks; a cancellation point. Holds no file descriptor while
+ * Blocking: Blocks; a cancellation point. Holds no file descriptor while
  * sleeping.
- * Thread safety: thread-safe; uses the calling thread's current token.
- * Ownership: nothing is allocated.
+ * Thread safety: Thread-safe; uses the calling thread's current token.
+ * Ownership: Nothing is allocated.
  */
 TETHER_API int tether_sleep_until(tether_time_t when);
 
@@ -54,10 +54,10 @@ TETHER_API int tether_sleep_until(tether_time_t when);
  *  ECANCELED  the current token was canceled.
  *  ETIMEDOUT  the current token's effective deadline came first.
  *  EINTR      a signal handler ran.
- * Blocking: blocks; a cancellation point. Holds no file descriptor while
+ * Blocking: Blocks; a cancellation point. Holds no file descriptor while
  * sleeping.
- * Thread safety: thread-safe; uses the calling thread's current token.
- * Ownership: nothing is allocated.
+ * Thread safety: Thread-safe; uses the calling thread's current token.
+ * Ownership: Nothing is allocated.
  */
 TETHER_API int tether_sleep_for(int64_t duration_ns);
 
@@ -75,9 +75,9 @@ TETHER_API int tether_sleep_for(int64_t duration_ns);
  *  EINTR      a signal handler ran.
  *  ECANCELED  the current token was canceled.
  *  ETIMEDOUT  the current token's deadline came first.
- * Blocking: blocks; a cancellation point. Holds no file descriptor while
+ * Blocking: Blocks; a cancellation point. Holds no file descriptor while
  * sleeping.
- * Thread safety: thread-safe; uses the calling thread's current token.
+ * Thread safety: Thread-safe; uses the calling thread's current token.
  * Ownership: req and rem are the caller's and used only during the call.
  */
 TETHER_API int tether_nanosleep(const struct timespec *req, struct timespec *rem);

@@ -43,8 +43,8 @@ extern "C" {
  *  ETIMEDOUT  the current token's deadline passed.
  *  ENOMEM     the cancellation callback could not be registered.
  *  otherwise  pthread_cond_clockwait's errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as pthread_cond_wait; the canceling thread must
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as pthread_cond_wait; the canceling thread must
  * not hold mutex.
  * Ownership: cond and mutex are the caller's.
  */
@@ -68,8 +68,8 @@ TETHER_API int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
  *  EINVAL     abstime's tv_nsec is out of range.
  *  ENOMEM     the cancellation callback could not be registered.
  *  otherwise  pthread_cond_clockwait's errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as pthread_cond_timedwait; the canceling thread
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as pthread_cond_timedwait; the canceling thread
  * must not hold mutex.
  * Ownership: cond, mutex and abstime are the caller's.
  */
@@ -93,8 +93,8 @@ TETHER_API int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mute
  *  EINVAL     clock is another clock, or abstime's tv_nsec is out of range.
  *  ENOMEM     the cancellation callback could not be registered.
  *  otherwise  pthread_cond_clockwait's errors.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as pthread_cond_clockwait; the canceling
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as pthread_cond_clockwait; the canceling
  * thread must not hold mutex.
  * Ownership: cond, mutex and abstime are the caller's.
  */
@@ -119,8 +119,8 @@ TETHER_API int tether_cond_clockwait(pthread_cond_t *cond, pthread_mutex_t *mute
  *  EINVAL     sem is not a valid semaphore.
  *  ECANCELED  the current token was canceled.
  *  ETIMEDOUT  the current token's deadline passed.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as sem_wait(3).
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as sem_wait(3).
  * Ownership: sem is the caller's.
  */
 TETHER_API int tether_sem_wait(sem_t *sem);
@@ -140,8 +140,8 @@ TETHER_API int tether_sem_wait(sem_t *sem);
  *             range.
  *  EINTR      a signal handler ran.
  *  ECANCELED  the current token was canceled.
- * Blocking: blocks; a cancellation point.
- * Thread safety: thread-safe as sem_timedwait(3).
+ * Blocking: Blocks; a cancellation point.
+ * Thread safety: Thread-safe as sem_timedwait(3).
  * Ownership: sem and abstime are the caller's.
  */
 TETHER_API int tether_sem_timedwait(sem_t *sem, const struct timespec *abstime);
