@@ -20,8 +20,10 @@ install(TARGETS ${_tether_installed_libs}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT tether_Runtime
           NAMELINK_COMPONENT tether_Development
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tether_Runtime)
-install(FILES ${TETHER_PUBLIC_HEADERS}
+install(FILES ${TETHER_PUBLIC_TOP_HEADERS}
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT tether_Development)
+install(FILES ${TETHER_PUBLIC_PART_HEADERS}
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tether COMPONENT tether_Development)
 
 # --- CMake package: find_package(tether) -> tether::tether -------------------
 # The exported targets are tether::tether_shared / tether::tether_static;
@@ -63,3 +65,12 @@ endforeach()
 configure_file(cmake/tether.pc.in ${PROJECT_BINARY_DIR}/tether.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tether.pc
   DESTINATION ${TETHER_INSTALL_PKGCONFIGDIR} COMPONENT tether_Development)
+
+# --- man pages: share/man/man3/<function>.3, share/man/man7/tether.7 ---------
+if(TARGET tether_man)
+  install(DIRECTORY ${TETHER_MAN_DIR}/
+    DESTINATION ${CMAKE_INSTALL_MANDIR}/man3 COMPONENT tether_Documentation
+    FILES_MATCHING PATTERN "*.3")
+  install(FILES ${TETHER_MAN_DIR}/tether.7
+    DESTINATION ${CMAKE_INSTALL_MANDIR}/man7 COMPONENT tether_Documentation)
+endif()
