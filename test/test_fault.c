@@ -22,7 +22,7 @@
  * tether_fault_arm/tether_fault_seen are declared in internal.h).
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 #include "internal.h"
 
 #include <dlfcn.h>
@@ -200,28 +200,7 @@ void __wrap_free(void *p)
  * ck_assert writes to Check's pipe, a failing one exits the process from a
  * random thread): it records the first broken expectation here, and the
  * sweep asserts on it in the main thread. */
-static pthread_mutex_t bad_mu = PTHREAD_MUTEX_INITIALIZER;
-static char bad_msg[512];
-static atomic_int bad_count;
 static atomic_int observed; /* an injection-class error surfaced */
-
-__attribute__((format(printf, 1, 2))) static void bad(const char *fmt, ...)
-{
-    pthread_mutex_lock(&bad_mu);
-    if (atomic_fetch_add(&bad_count, 1) == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(bad_msg, sizeof bad_msg, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&bad_mu);
-}
-
-#define EXPECT(cond, fmt, ...)                                             \
-    do {                                                                   \
-        if (!(cond))                                                       \
-            bad("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__);      \
-    } while (0)
 
 /* Whether e (0 or an error number) is one of the listed values. */
 static bool in_list(int e, const int *list)
@@ -337,7 +316,7 @@ static long sweep(const struct scenario *sc)
     /* A first clean run: one-time lazy state is not a leak. */
     tether_fault_arm(0);
     sc->run();
-    ck_assert_msg(atomic_load(&bad_count) == 0, "%s, clean run: %s", sc->name, bad_msg);
+    ck_assert_msg(bad_seen() == 0, "%s, clean run: %s", sc->name, bad_first());
 
     th_baseline b = th_baseline_take();
     long blocks = atomic_load(&live_blocks);
@@ -350,8 +329,8 @@ static long sweep(const struct scenario *sc)
         long seen = tether_fault_seen();
         tether_fault_arm(0);
 
-        ck_assert_msg(atomic_load(&bad_count) == 0, "%s, failing acquisition %ld: %s", sc->name,
-                      nth, bad_msg);
+        ck_assert_msg(bad_seen() == 0, "%s, failing acquisition %ld: %s", sc->name,
+                      nth, bad_first());
         ck_assert_msg(seen < nth || sc->may_absorb || atomic_load(&observed),
                       "%s: acquisition %ld failed but no call reported it", sc->name, nth);
         int threads = th_wait_thread_count(b.threads);
@@ -1165,7 +1144,7 @@ static void expect_funnelled(const char *what, void (*fn)(void))
     fn();
     atomic_store(&probing, false);
     tether_fault_arm(0);
-    ck_assert_msg(atomic_load(&bad_count) == 0, "%s: %s", what, bad_msg);
+    ck_assert_msg(bad_seen() == 0, "%s: %s", what, bad_first());
     void *site = atomic_load(&probe_site);
     Dl_info di = { 0 };
     uintptr_t off = dladdr(site, &di) && di.dli_fbase ? (uintptr_t)site - (uintptr_t)di.dli_fbase

@@ -18,7 +18,7 @@
  * one body checks that the token changes nothing on the success path.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,20 +42,6 @@
 
 /* Sanitizers change what "many threads" can mean (TSan cannot map 10,000
  * thread traces here, and creates threads ~50x slower). */
-#if defined(__SANITIZE_THREAD__)
-#define IO_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define IO_UNDER_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define IO_UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define IO_UNDER_ASAN 1
-#endif
-#endif
 
 /* A sleep that only cancellation, a deadline or a signal can end. */
 #define DAY tether_sec(86400)
@@ -63,14 +49,6 @@
 /* ======================================================================
  * Small utilities
  * ====================================================================== */
-
-/* TETHER_STRESS multiplies the iteration counts of the randomised tests. */
-static int stress(void)
-{
-    const char *s = getenv("TETHER_STRESS");
-    int k = s ? atoi(s) : 1;
-    return k >= 1 ? k : 1;
-}
 
 /* Assert that `expr` fails with -1 and errno `e`, printing both on mismatch. */
 #define ASSERT_FAILS(expr, e)                                                                   \
@@ -1697,7 +1675,7 @@ static void poll_rejects_nfds(nfds_t nfds)
     struct pollfd *one = guarded_pollfd(&map, &maplen);
     *one = (struct pollfd){ .fd = p[0], .events = POLLIN };
 
-#if !defined(IO_UNDER_ASAN) && !defined(IO_UNDER_TSAN)
+#if !defined(TS_ASAN) && !defined(TS_TSAN)
     /* poll(2), and tether_poll with no token (which is poll(2)): the kernel
      * rejects nfds before it reads the array. Not under a sanitizer: its
      * poll interceptor reads all nfds entries first. */
@@ -1994,10 +1972,10 @@ START_TEST(test_ten_thousand_sleepers)
 {
     /* 10,000 threads with 64 KiB stacks sleep under one token with the fd
      * limit at 1024: no descriptor is used, one cancel wakes them all. */
-#if defined(IO_UNDER_TSAN)
+#if defined(TS_TSAN)
     enum { N = 100 }; /* TSan: 10,000 thread traces fail to map, and each
                          thread takes ~50 ms to start here */
-#elif defined(IO_UNDER_ASAN)
+#elif defined(TS_ASAN)
     enum { N = 2000 }; /* ASan: thread creation is several times slower */
 #else
     enum { N = 10000 };
@@ -2192,7 +2170,7 @@ START_TEST(test_race_cancel)
     char name[64];
     snprintf(name, sizeof name, "race_cancel(%s)", op_name[_i]);
     uint64_t rng = th_seed(name);
-    int rounds = 3000 * stress();
+    int rounds = 3000 * stress(1);
     struct op o;
     op_setup(&o, _i, false);
     struct waiter w;
@@ -2229,7 +2207,7 @@ START_TEST(test_race_conservation)
     th_baseline b = th_baseline_take();
     bool reading = _i == 0;
     uint64_t rng = th_seed(reading ? "race_conservation(read)" : "race_conservation(write)");
-    int rounds = 1000 * stress();
+    int rounds = 1000 * stress(1);
     struct op o;
     op_setup(&o, reading ? OP_READ : OP_WRITE, false);
     enum { WMAX = 3 * 4096 };
@@ -2381,7 +2359,7 @@ static Suite *suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("races");
-    tcase_set_timeout(tc, th_timeout_s(30) * stress());
+    tcase_set_timeout(tc, th_timeout_s(30) * stress(1));
     tcase_add_loop_test(tc, test_race_cancel, 0, OP_COUNT);
     tcase_add_loop_test(tc, test_race_conservation, 0, 2);
     suite_add_tcase(s, tc);

@@ -9,7 +9,7 @@
  * helpers retry EINTR instead).
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <fcntl.h>
 #include <limits.h>

@@ -9,7 +9,7 @@
  * after th_wait_blocked says it is asleep in the kernel.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -24,28 +24,6 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------ small tools */
-
-static tether_token *new_token(tether_token *parent)
-{
-    tether_token *t = NULL;
-    ck_assert_int_eq(tether_token_new(&t, parent, TETHER_NEVER), 0);
-    ck_assert_ptr_nonnull(t);
-    return t;
-}
-
-static tether_scope *open_scope(const tether_scope_opts *o)
-{
-    tether_scope *s = NULL;
-    ck_assert_int_eq(tether_scope_open(&s, o), 0);
-    ck_assert_ptr_nonnull(s);
-    return s;
-}
-
-static void sem_wait_ok(sem_t *s)
-{
-    while (sem_wait(s) != 0)
-        ck_assert_int_eq(errno, EINTR);
-}
 
 static int return_zero(void *arg)
 {
@@ -70,7 +48,7 @@ static void noop_cb(void *arg)
 START_TEST(token_null_arguments)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_callback *cb = NULL;
 
     ck_assert_int_eq(tether_token_new(NULL, NULL, TETHER_NEVER), EINVAL);
@@ -105,9 +83,9 @@ END_TEST
 START_TEST(token_free_with_live_children)
 {
     th_baseline b = th_baseline_take();
-    tether_token *p = new_token(NULL);
-    tether_token *c = new_token(p);
-    tether_token *g = new_token(c);
+    tether_token *p = new_token(NULL, TETHER_NEVER);
+    tether_token *c = new_token(p, TETHER_NEVER);
+    tether_token *g = new_token(c, TETHER_NEVER);
 
     ck_assert_int_eq(tether_token_free(p), EBUSY);
     ck_assert_int_eq(tether_token_free(c), EBUSY);
@@ -127,7 +105,7 @@ END_TEST
 START_TEST(token_free_while_entered_here)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_enter(t), 0);
     ck_assert_int_eq(tether_token_free(t), EBUSY);
     ck_assert_ptr_eq(tether_current(), t); /* nothing changed */
@@ -161,7 +139,7 @@ static void *enterer_main(void *arg)
 START_TEST(token_free_while_entered_elsewhere)
 {
     th_baseline b = th_baseline_take();
-    struct enterer e = { .t = new_token(NULL) };
+    struct enterer e = { .t = new_token(NULL, TETHER_NEVER) };
     sem_init(&e.entered, 0, 0);
     sem_init(&e.release, 0, 0);
     sem_init(&e.left, 0, 0);
@@ -190,7 +168,7 @@ START_TEST(token_free_with_callbacks_registered)
     /* Allowed, not an error: the callbacks are detached unrun, and
      * tether_token_off_cancel still frees their handles. */
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_callback *cb[2];
     ck_assert_int_eq(tether_token_on_cancel(t, noop_cb, NULL, &cb[0]), 0);
     ck_assert_int_eq(tether_token_on_cancel(t, noop_cb, NULL, &cb[1]), 0);
@@ -210,7 +188,7 @@ END_TEST
 START_TEST(token_leave_not_entered)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_leave(t), EPERM);
     ck_assert_ptr_null(tether_current());
     /* Once entered and left, a second leave is refused as well. */
@@ -226,8 +204,8 @@ END_TEST
 START_TEST(token_leave_not_innermost)
 {
     th_baseline b = th_baseline_take();
-    tether_token *a = new_token(NULL);
-    tether_token *c = new_token(NULL);
+    tether_token *a = new_token(NULL, TETHER_NEVER);
+    tether_token *c = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_enter(a), 0);
     ck_assert_int_eq(tether_token_enter(c), 0);
 
@@ -265,7 +243,7 @@ END_TEST
 START_TEST(sigcancel_null_arguments)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_sigcancel *sc = (tether_sigcancel *)&sc; /* must be overwritten */
     ck_assert_int_eq(tether_sigcancel_new(NULL, t, 0), EINVAL);
     ck_assert_int_eq(tether_sigcancel_new(&sc, NULL, 0), EINVAL);
@@ -280,7 +258,7 @@ END_TEST
 START_TEST(io_bad_descriptor)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_enter(t), 0);
     char c = 0;
     errno = 0;
@@ -425,7 +403,7 @@ START_TEST(spawn_into_cancelled_scope)
     ck_assert_int_eq(tether_scope_free(s), 0);
 
     /* Cancelled through its parent token: the same. */
-    tether_token *p = new_token(NULL);
+    tether_token *p = new_token(NULL, TETHER_NEVER);
     tether_scope_opts o = { .parent = p };
     s = open_scope(&o);
     ck_assert_int_eq(tether_token_cancel(p, EPIPE), 0);
@@ -695,7 +673,7 @@ START_TEST(scope_free_with_derived_token)
 {
     th_baseline b = th_baseline_take();
     tether_scope *s = open_scope(NULL);
-    tether_token *t = new_token(tether_scope_token(s));
+    tether_token *t = new_token(tether_scope_token(s), TETHER_NEVER);
     ck_assert_int_eq(tether_scope_free(s), EBUSY);
     /* Joined (free cancels and joins first) and still valid. */
     ck_assert_int_eq(tether_scope_join(s, NULL), EINVAL);
@@ -730,7 +708,7 @@ static int child_leaves_token_entered(void *arg)
 
 START_TEST(abort_child_returns_entered)
 {
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_scope *s = open_scope(NULL);
     ck_assert_int_eq(tether_spawn(s, child_leaves_token_entered, t, NULL, NULL), 0);
     tether_scope_join(s, NULL); /* the child aborts the process first */
@@ -761,7 +739,7 @@ static int fn_leaves_entered(void *arg)
 
 START_TEST(abort_with_deadline_unbalanced)
 {
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_with_timeout(tether_sec(60), fn_leaves_entered, t, NULL);
     ck_abort_msg("a timeout block left unbalanced did not abort");
 }
@@ -789,7 +767,7 @@ static int body_leaves_entered(tether_scope *s, void *arg)
 
 START_TEST(abort_scope_run_body_entered)
 {
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_scope_run(NULL, body_leaves_entered, t, NULL);
     ck_abort_msg("a scope body left unbalanced did not abort");
 }
@@ -813,7 +791,7 @@ START_TEST(shield_leave_not_innermost)
     th_baseline b = th_baseline_take();
     tether_shield *sh;
     ck_assert_int_eq(tether_shield_enter(&sh, TETHER_NEVER), 0);
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_enter(t), 0);
     ck_assert_int_eq(tether_shield_leave(sh), EPERM);
     ck_assert_ptr_eq(tether_current(), t); /* nothing changed */
@@ -831,7 +809,7 @@ START_TEST(shield_leave_with_live_token)
     th_baseline b = th_baseline_take();
     tether_shield *sh;
     ck_assert_int_eq(tether_shield_enter(&sh, TETHER_NEVER), 0);
-    tether_token *inner = new_token(tether_shield_token(sh));
+    tether_token *inner = new_token(tether_shield_token(sh), TETHER_NEVER);
     ck_assert_int_eq(tether_shield_leave(sh), EBUSY);
     ck_assert_ptr_eq(tether_current(), tether_shield_token(sh)); /* nothing changed */
     ck_assert_int_eq(tether_token_free(inner), 0);
@@ -844,7 +822,7 @@ END_TEST
 START_TEST(signals_bad_arguments)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_signals *h = (tether_signals *)&h;
     ck_assert_int_eq(tether_signals_install(NULL, t, NULL), EINVAL);
     ck_assert_int_eq(tether_signals_install(&h, NULL, NULL), EINVAL);
@@ -876,7 +854,7 @@ END_TEST
 START_TEST(signals_installed_twice)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     int one[] = { SIGUSR1 }, two[] = { SIGUSR2 };
     tether_signals_opts o1 = { .signals = one, .nsignals = 1 };
     tether_signals_opts o2 = { .signals = two, .nsignals = 1 };
@@ -984,7 +962,7 @@ static int attempt_leaves_entered(void *arg)
 
 START_TEST(abort_retry_attempt_unbalanced)
 {
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_retry(attempt_leaves_entered, t, NULL, NULL);
     ck_abort_msg("a retry attempt left unbalanced did not abort");
 }
@@ -1010,7 +988,7 @@ END_TEST
 START_TEST(proc_spawn_when_cancelled)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     ck_assert_int_eq(tether_token_enter(t), 0);
     char *argv[] = { "true", NULL };
@@ -1028,7 +1006,7 @@ END_TEST
 START_TEST(legacy_bad_times)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_enter(t), 0);
     struct timespec bad_ns = { 0, 1000000000 }, neg = { -1, 0 };
     errno = 0;

@@ -9,7 +9,7 @@
  * SYN is dropped and the connect hangs: no traffic leaves the machine.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

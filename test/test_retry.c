@@ -9,7 +9,7 @@
  * between threads with semaphores; the only sleeps are the ones under test.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -24,13 +24,6 @@
 #define MIN_(x) tether_sec((int64_t)(x) * 60)
 
 /* ------------------------------------------------------------ small tools */
-
-static tether_token *new_token(tether_token *parent, tether_time_t deadline)
-{
-    tether_token *t = NULL;
-    ck_assert_int_eq(tether_token_new(&t, parent, deadline), 0);
-    return t;
-}
 
 static void enter(tether_token *t)
 {

@@ -10,7 +10,7 @@
  * Iteration counts are modest and multiplied by TETHER_STRESS.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <check.h>
 #include <errno.h>
@@ -36,79 +36,6 @@
 /* ---------------------------------------------------------------------- */
 /* Small helpers                                                          */
 
-/* base * TETHER_STRESS (default 1). */
-static int stress(int base)
-{
-    const char *s = getenv("TETHER_STRESS");
-    long f = s ? strtol(s, NULL, 10) : 1;
-    if (f < 1)
-        f = 1;
-    return (int)(base * f);
-}
-
-static void sem_wait_intr(sem_t *s)
-{
-    while (sem_wait(s) != 0)
-        ck_assert_int_eq(errno, EINTR);
-}
-
-static tether_scope *open_scope(const tether_scope_opts *o)
-{
-    tether_scope *s = NULL;
-    ck_assert_int_eq(tether_scope_open(&s, o), 0);
-    ck_assert_ptr_nonnull(s);
-    return s;
-}
-
-static void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name,
-                     tether_task **task)
-{
-    tether_spawn_opts o = { .name = name };
-    ck_assert_int_eq(tether_spawn(s, fn, arg, &o, task), 0);
-}
-
-/* Join, check the counts add up, free. */
-static tether_result join_and_free(tether_scope *s)
-{
-    tether_result r;
-    memset(&r, 0x5a, sizeof r); /* every field must be written */
-    ck_assert_int_eq(tether_scope_join(s, &r), 0);
-    ck_assert_int_eq(tether_scope_free(s), 0);
-    ck_assert_uint_eq(r.succeeded + r.failed + r.canceled, r.spawned);
-    return r;
-}
-
-static void busy_spin(unsigned n)
-{
-    for (volatile unsigned i = 0; i < n; i++)
-        ;
-}
-
-/* Resident set size in bytes. */
-static long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    ck_assert_ptr_nonnull(f);
-    long size = 0, resident = 0;
-    ck_assert_int_eq(fscanf(f, "%ld %ld", &size, &resident), 2);
-    fclose(f);
-    return resident * sysconf(_SC_PAGESIZE);
-}
-
-#if defined(__SANITIZE_ADDRESS__)
-#define TS_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TS_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define TS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TS_TSAN 1
-#endif
-#endif
 
 /* ---------------------------------------------------------------------- */
 /* Children that block in tether primitives until cancelled               */
@@ -170,7 +97,7 @@ static void blockers_init(blocker *b, int n, sem_t *ready)
 static void wait_blocked(sem_t *ready, blocker *b, int n)
 {
     for (int i = 0; i < n; i++)
-        sem_wait_intr(ready);
+        sem_wait_ok(ready);
     for (int i = 0; i < n; i++)
         ck_assert_int_eq(th_wait_blocked(b[i].tid), 0);
 }
@@ -188,7 +115,7 @@ static int gated_main(void *arg)
     gated *g = arg;
     if (g->ready)
         sem_post(g->ready);
-    sem_wait_intr(g->gate);
+    sem_wait_ok(g->gate);
     g->check = tether_check();
     return g->check;
 }
@@ -1026,7 +953,7 @@ START_TEST(test_nested_scopes_cancelled_from_root)
     tether_scope *root = open_scope(NULL);
     for (int i = 0; i < NEST_WIDTH; i++)
         spawn_ok(root, nest_main, &n->level[1], NULL, NULL);
-    sem_wait_intr(&n->all_ready);
+    sem_wait_ok(&n->all_ready);
     ck_assert_int_eq(th_thread_count(), base.threads + 4 + 16 + 64);
     tether_time_t t0 = tether_now();
     ck_assert_int_eq(tether_scope_cancel(root), 0);
@@ -1073,7 +1000,7 @@ START_TEST(test_thousand_children_cancelled_at_once)
     tether_spawn_opts o = { .stack_size = 256 * 1024 };
     for (int i = 0; i < h.n; i++)
         ck_assert_int_eq(tether_spawn(s, herd_main, &h, &o, NULL), 0);
-    sem_wait_intr(&h.all_ready);
+    sem_wait_ok(&h.all_ready);
     tether_time_t t0 = tether_now();
     ck_assert_int_eq(tether_scope_cancel(s), 0);
     tether_result r = join_and_free(s);
@@ -1181,7 +1108,7 @@ static tether_scope *full_scope(const tether_scope_opts *o, full *f)
         ck_assert_int_eq(tether_try_spawn(s, gated_main, &f->g[i], NULL, NULL), 0);
     }
     for (int i = 0; i < 3; i++)
-        sem_wait_intr(&f->ready);
+        sem_wait_ok(&f->ready);
     return s;
 }
 
@@ -1666,7 +1593,7 @@ static int child_misuse(void *arg)
     tether_result r;
     in->join_rc = tether_scope_join(in->outer, &r);
     in->free_rc = tether_scope_free(in->outer);
-    sem_wait_intr(in->published);
+    sem_wait_ok(in->published);
     in->wait_rc = tether_task_wait(in->self, NULL);
     in->halt_rc = tether_task_halt(in->self, NULL);
     in->check_after = tether_check();
@@ -1787,7 +1714,7 @@ static int late_blocker_main(void *arg)
     int fds[2];
     if (pipe(fds) != 0)
         return errno;
-    sem_wait_intr(l->gate);
+    sem_wait_ok(l->gate);
     tether_time_t t0 = tether_now();
     char c;
     if (l->kind == BLOCK_READ)

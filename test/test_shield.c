@@ -5,7 +5,7 @@
  * cancellation visible at the next cancellation point.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <fcntl.h>
 #include <stdatomic.h>

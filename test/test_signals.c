@@ -5,7 +5,7 @@
  * disposition would; restoring puts the previous dispositions back.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <sys/wait.h>
 

@@ -14,7 +14,7 @@
  * stops any suite after 600 s).
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -29,41 +29,8 @@
 
 /* ------------------------------------------------------------ small tools */
 
-static long stress_factor(void)
-{
-    const char *s = getenv("TETHER_STRESS");
-    long f = s ? strtol(s, NULL, 10) : 1;
-    return f >= 1 ? f : 1;
-}
-
-static long runs(long base)
-{
-    return base * stress_factor();
-}
-
 /* Worker threads record the first broken expectation here (Check's asserts
  * are for the main thread); the main thread asserts on it. */
-static pthread_mutex_t bad_mu = PTHREAD_MUTEX_INITIALIZER;
-static char bad_msg[512];
-static atomic_int bad_count;
-
-__attribute__((format(printf, 1, 2))) static void bad(const char *fmt, ...)
-{
-    pthread_mutex_lock(&bad_mu);
-    if (atomic_fetch_add(&bad_count, 1) == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(bad_msg, sizeof bad_msg, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&bad_mu);
-}
-
-#define EXPECT(cond, fmt, ...)                                             \
-    do {                                                                   \
-        if (!(cond))                                                       \
-            bad("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__);      \
-    } while (0)
 
 /* In the main thread: no Check call unless it fails (a passing ck_assert
  * writes to Check's pipe, which would slow the races down). */
@@ -75,13 +42,7 @@ __attribute__((format(printf, 1, 2))) static void bad(const char *fmt, ...)
 
 static void no_bad(void)
 {
-    REQUIRE(atomic_load(&bad_count) == 0, "%s", bad_msg);
-}
-
-static uint64_t rng_for(uint64_t seed, uint64_t k)
-{
-    uint64_t x = seed ^ (k + 1) * 0x9E3779B97F4A7C15ull;
-    return x ? x : 1;
+    REQUIRE(bad_seen() == 0, "%s", bad_first());
 }
 
 /* A uniformly drawn duration in [0, max_us] µs, in ns. */
@@ -102,15 +63,6 @@ static void barrier(pthread_barrier_t *b)
     int rc = pthread_barrier_wait(b);
     if (rc != 0 && rc != PTHREAD_BARRIER_SERIAL_THREAD)
         bad("pthread_barrier_wait: %d", rc);
-}
-
-static tether_token *new_token(tether_token *parent)
-{
-    tether_token *t = NULL;
-    int rc = tether_token_new(&t, parent, TETHER_NEVER);
-    if (rc)
-        ck_abort_msg("tether_token_new: %s", strerror(rc));
-    return t;
 }
 
 static int sleep_forever(void)
@@ -188,7 +140,7 @@ START_TEST(cancel_at_random_moment)
 {
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_at_random_moment");
-    long n = runs(400);
+    long n = stress(400);
     long completed = 0, cancelled = 0;
     memset(&R, 0, sizeof R);
     R.op = (enum op)_i;
@@ -200,7 +152,7 @@ START_TEST(cancel_at_random_moment)
     REQUIRE(pthread_create(&th, NULL, blocking_worker, NULL) == 0, "pthread_create");
 
     for (long i = 0; i < n; i++) {
-        R.t = new_token(NULL);
+        R.t = new_token(NULL, TETHER_NEVER);
         R.sleep_ns = rand_ns(&rng, 100);
         int64_t cancel_at = rand_ns(&rng, 100);
         int64_t write_at = rand_ns(&rng, 100); /* read/poll: data arrives then */
@@ -279,7 +231,7 @@ START_TEST(cancel_vs_child_completion)
 {
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_vs_child_completion");
-    long n = runs(300);
+    long n = stress(300);
     long tally[5] = { 0 };
     for (long i = 0; i < n; i++) {
         struct finisher f[RACE_KIDS];
@@ -383,7 +335,7 @@ START_TEST(cancel_vs_spawn)
     enum { MAX_SPAWNS = 12 };
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_vs_spawn");
-    long n = runs(150);
+    long n = stress(150);
     memset(&SP, 0, sizeof SP);
     pthread_barrier_init(&SP.go, NULL, 2);
     pthread_barrier_init(&SP.done, NULL, 2);
@@ -486,11 +438,11 @@ START_TEST(cancel_vs_slot_wait)
 {
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_vs_slot_wait");
-    long n = runs(30);
+    long n = stress(30);
     long late = 0;
     for (long i = 0; i < n && !late; i++) {
         int mode = (int)(i % 3); /* 0: no current token, 1: an ancestor, 2: the scope's */
-        tether_token *anc = mode == 1 ? new_token(NULL) : NULL;
+        tether_token *anc = mode == 1 ? new_token(NULL, TETHER_NEVER) : NULL;
         if (anc)
             REQUIRE(tether_token_enter(anc) == 0, "enter");
         sem_init(&SL.release, 0, 0);
@@ -524,7 +476,7 @@ START_TEST(cancel_vs_slot_wait)
         sem_destroy(&SL.release);
         sem_destroy(&SL.owner_ready);
         REQUIRE(rc == ECANCELED, "mode %d: spawn returned %s", mode, strerror(rc));
-        late += atomic_load(&bad_count) > 0;
+        late += bad_seen() > 0;
         no_bad();
     }
     th_baseline_check(b);
@@ -561,7 +513,7 @@ START_TEST(cancel_vs_join)
     enum { KIDS = 3 };
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_vs_join");
-    long n = runs(300);
+    long n = stress(300);
     memset(&JN, 0, sizeof JN);
     pthread_barrier_init(&JN.go, NULL, 2);
     pthread_barrier_init(&JN.done, NULL, 2);
@@ -694,7 +646,7 @@ START_TEST(cancel_vs_token_free)
 {
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_vs_token_free");
-    long n = runs(400);
+    long n = stress(400);
     memset(&TF, 0, sizeof TF);
     pthread_barrier_init(&TF.go, NULL, 3);
     pthread_barrier_init(&TF.done, NULL, 3);
@@ -703,7 +655,7 @@ START_TEST(cancel_vs_token_free)
     REQUIRE(pthread_create(&th[0], NULL, token_user, NULL) == 0, "pthread_create");
     REQUIRE(pthread_create(&th[1], NULL, parent_canceller, NULL) == 0, "pthread_create");
     for (long i = 0; i < n; i++) {
-        TF.parent = new_token(NULL);
+        TF.parent = new_token(NULL, TETHER_NEVER);
         TF.op = (int)(th_rand(&rng) % 3);
         TF.op_ns = rand_ns(&rng, 50);
         TF.cancel_at = rand_ns(&rng, 100);
@@ -747,7 +699,7 @@ static struct {
 static void *tree_canceller(void *arg)
 {
     int me = (int)(intptr_t)arg;
-    uint64_t rng = rng_for(TR.seed, (uint64_t)TR.run * CANCELLERS + (uint64_t)me);
+    uint64_t rng = th_seed_for(TR.seed, (uint64_t)TR.run * CANCELLERS + (uint64_t)me);
     static const int errors[CANCELLERS] = { EIO, EPIPE, ENOSPC, EBADMSG };
     int picks[CUTS];
     for (int k = 0; k < CUTS; k++) {
@@ -793,7 +745,7 @@ START_TEST(random_token_trees)
     th_baseline b = th_baseline_take();
     TR.seed = th_seed("random_token_trees");
     uint64_t rng = TR.seed;
-    long n = runs(40);
+    long n = stress(40);
     int p[2];
     REQUIRE(pipe(p) == 0, "pipe");
     for (TR.run = 0; TR.run < n; TR.run++) {
@@ -804,7 +756,7 @@ START_TEST(random_token_trees)
                 parent = TR.parent[parent];
             TR.parent[k] = parent;
             TR.depth[k] = parent < 0 ? 0 : TR.depth[parent] + 1;
-            TR.t[k] = new_token(parent < 0 ? NULL : TR.t[parent]);
+            TR.t[k] = new_token(parent < 0 ? NULL : TR.t[parent], TETHER_NEVER);
             atomic_store(&TR.hits[k], 0);
             atomic_store(&TR.target[k], false);
             REQUIRE(tether_token_on_cancel(TR.t[k], count_cb, &TR.hits[k], &TR.cb[k]) == 0,
@@ -920,7 +872,7 @@ START_TEST(cancel_returns_with_subtree_cancelled)
 {
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_returns_with_subtree_cancelled");
-    long n = runs(1000);
+    long n = stress(1000);
     memset(&LN, 0, sizeof LN);
     pthread_barrier_init(&LN.go, NULL, 2);
     pthread_barrier_init(&LN.sleep, NULL, 2);
@@ -932,7 +884,7 @@ START_TEST(cancel_returns_with_subtree_cancelled)
     int stale_at = -1;
     for (i = 0; i < n && !stale; i++) {
         for (int k = 0; k < CHAIN; k++)
-            LN.t[k] = new_token(k ? LN.t[k - 1] : NULL);
+            LN.t[k] = new_token(k ? LN.t[k - 1] : NULL, TETHER_NEVER);
         LN.inner = 1 + (int)(th_rand(&rng) % (CHAIN - 2));
         LN.outer = (int)(th_rand(&rng) % (unsigned)LN.inner);
         LN.skew_ns[0] = rand_ns(&rng, 3);
@@ -1020,7 +972,7 @@ static int scope_node(void *arg)
     int depth = (int)(code >> 1) + 1;
     bool spine = code & 1;
     int id = atomic_fetch_add(&ST.nodes, 1);
-    uint64_t rng = rng_for(ST.seed, (uint64_t)id + 1000);
+    uint64_t rng = th_seed_for(ST.seed, (uint64_t)id + 1000);
     if (depth >= TREE_DEPTH || id >= SCOPE_NODES_MAX) {
         /* A leaf: block until cancelled. */
         settle();
@@ -1065,7 +1017,7 @@ static int scope_node(void *arg)
 
 static void *scope_tree_canceller(void *arg)
 {
-    uint64_t rng = rng_for(ST.seed, (uint64_t)(intptr_t)arg);
+    uint64_t rng = th_seed_for(ST.seed, (uint64_t)(intptr_t)arg);
     barrier(&ST.go);
     for (int k = 0; k < 6; k++) {
         /* While the tree is built, spread the cuts over its construction. */
@@ -1103,7 +1055,7 @@ START_TEST(random_scope_trees)
 {
     th_baseline b = th_baseline_take();
     ST.seed = th_seed("random_scope_trees");
-    long n = runs(4);
+    long n = stress(4);
     REQUIRE(pipe(ST.pipe) == 0, "pipe");
     pthread_mutex_init(&ST.mu, NULL);
     pthread_condattr_t ca;
@@ -1113,7 +1065,7 @@ START_TEST(random_scope_trees)
     pthread_condattr_destroy(&ca);
     long scopes = 0;
     for (long i = 0; i < n; i++) {
-        ST.seed = rng_for(ST.seed, (uint64_t)i);
+        ST.seed = th_seed_for(ST.seed, (uint64_t)i);
         for (int k = 0; k < SCOPE_NODES_MAX; k++)
             atomic_store(&ST.scope[k], NULL);
         atomic_store(&ST.nodes, 0);
@@ -1177,19 +1129,11 @@ END_TEST
  * under TSan on this 2-core machine, 2 s without): there the chain is 1000
  * deep times TETHER_STRESS, up to 5000. The depth that matters for stack use
  * (the cancel walks 10,000 tokens) is covered by the plain builds. */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define STRESS_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define STRESS_SANITIZED 1
-#endif
 
 static int nest_levels(void)
 {
-#ifdef STRESS_SANITIZED
-    long n = 1000 * stress_factor();
+#ifdef TS_SANITIZED
+    long n = 1000 * stress(1);
     return n < 5000 ? (int)n : 5000;
 #else
     return 5000;
@@ -1287,7 +1231,7 @@ START_TEST(simultaneous_failures)
 {
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("simultaneous_failures");
-    long n = runs(300);
+    long n = stress(300);
     long first_won[4] = { 0 };
     for (long i = 0; i < n; i++) {
         int kids = 2 + (int)(th_rand(&rng) % 3);
@@ -1334,7 +1278,7 @@ END_TEST
 
 static Suite *stress_suite(void)
 {
-    int scale = (int)stress_factor();
+    int scale = (int)stress(1);
     Suite *s = suite_create("stress");
     TCase *tc = tcase_create("races");
     tcase_set_timeout(tc, th_timeout_s(60) * scale);

@@ -8,7 +8,7 @@
  * steals or invents one, whoever else waits.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <semaphore.h>
 #include <stdatomic.h>

@@ -6,7 +6,7 @@
  * ones inside the code under test (tether_sleep_for in timeout blocks).
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -20,19 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define TT_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TT_SANITIZED 1
-#endif
-#ifdef TT_SANITIZED
-/* From the sanitizer runtime (sanitizer/allocator_interface.h, which not
- * every toolchain installs): live heap bytes, excluding ASan's quarantine. */
-size_t __sanitizer_get_current_allocated_bytes(void);
-#endif
 
 /* ------------------------------------------------------------ small tools */
 
@@ -46,14 +33,6 @@ static pthread_t spawn(void *(*fn)(void *), void *arg)
 static void join(pthread_t th)
 {
     ck_assert_int_eq(pthread_join(th, NULL), 0);
-}
-
-static tether_token *new_token(tether_token *parent, tether_time_t deadline)
-{
-    tether_token *t = NULL;
-    ck_assert_int_eq(tether_token_new(&t, parent, deadline), 0);
-    ck_assert_ptr_nonnull(t);
-    return t;
 }
 
 static void free_token(tether_token *t)
@@ -1330,17 +1309,6 @@ END_TEST
 
 /* ================================================================= memory */
 
-#ifndef TT_SANITIZED
-static long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    ck_assert_ptr_nonnull(f);
-    long size = 0, resident = 0;
-    ck_assert_int_eq(fscanf(f, "%ld %ld", &size, &resident), 2);
-    fclose(f);
-    return resident * sysconf(_SC_PAGESIZE);
-}
-#endif
 
 static void churn(tether_token *parent, long n)
 {
@@ -1372,7 +1340,7 @@ START_TEST(million_children_memory_flat)
 {
     tether_token *parent = new_token(NULL, TETHER_NEVER);
     churn(parent, 10000); /* warm up the allocator */
-#ifdef TT_SANITIZED
+#ifdef TS_SANITIZED
     /* RSS is meaningless under ASan's quarantine: count live heap bytes. */
     size_t before = __sanitizer_get_current_allocated_bytes();
     churn(parent, 1000000);

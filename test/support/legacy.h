@@ -1,14 +1,14 @@
 /*
  * Tools shared by the suites of the cancellable calls for legacy code
- * (test_legacy_io.c, test_net.c, test_sync.c, test_process.c,
- * test_shield.c, test_signals.c): a thread that runs one call under a token
+ * (the legacy I/O, net, sync, process, shield and signals suites): a thread
+ * that runs one call under a token
  * and records what it returned, and a SIGUSR1 handler installed without
  * SA_RESTART for the EINTR tests.
  */
-#ifndef TETHER_TEST_LEGACY_UTIL_H
-#define TETHER_TEST_LEGACY_UTIL_H
+#ifndef TETHER_TEST_LEGACY_H
+#define TETHER_TEST_LEGACY_H
 
-#include "helpers.h"
+#include "support.h"
 
 #include <errno.h>
 #include <pthread.h>
