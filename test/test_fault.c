@@ -271,12 +271,6 @@ static bool wait_until(bool (*pred)(void *), void *arg)
     return true;
 }
 
-static int return_zero(void *arg)
-{
-    (void)arg;
-    return 0;
-}
-
 static int sleep_forever(void)
 {
     return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;

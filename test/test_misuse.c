@@ -25,12 +25,6 @@
 
 /* ------------------------------------------------------------ small tools */
 
-static int return_zero(void *arg)
-{
-    (void)arg;
-    return 0;
-}
-
 /* Sleeps until its token is cancelled; reports the sleep's errno. */
 static int sleep_until_cancelled(void *arg)
 {

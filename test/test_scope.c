@@ -125,12 +125,6 @@ static int return_int(void *arg)
     return *(const int *)arg;
 }
 
-static int return_zero(void *arg)
-{
-    (void)arg;
-    return 0;
-}
-
 /* ---------------------------------------------------------------------- */
 /* Fail-fast                                                              */
 
@@ -1570,17 +1564,17 @@ START_TEST(test_misuse_after_join)
 }
 END_TEST
 
-typedef struct inside {
+typedef struct misuse_inside {
     tether_scope *outer;
     tether_task *self;
     sem_t *published;        /* `self` is set */
     int join_rc, free_rc, wait_rc, halt_rc, check_after;
     int grand_join_rc, grand_free_rc;
-} inside;
+} misuse_inside;
 
 static int grandchild_misuse(void *arg)
 {
-    inside *in = arg;
+    misuse_inside *in = arg;
     tether_result r;
     in->grand_join_rc = tether_scope_join(in->outer, &r);
     in->grand_free_rc = tether_scope_free(in->outer);
@@ -1589,7 +1583,7 @@ static int grandchild_misuse(void *arg)
 
 static int child_misuse(void *arg)
 {
-    inside *in = arg;
+    misuse_inside *in = arg;
     tether_result r;
     in->join_rc = tether_scope_join(in->outer, &r);
     in->free_rc = tether_scope_free(in->outer);
@@ -1612,7 +1606,7 @@ START_TEST(test_join_and_free_from_inside_edeadlk)
     th_baseline base = th_baseline_take();
     sem_t published;
     sem_init(&published, 0, 0);
-    inside in = { .published = &published };
+    misuse_inside in = { .published = &published };
     in.outer = open_scope(NULL);
     spawn_ok(in.outer, child_misuse, &in, NULL, &in.self);
     sem_post(&published);

@@ -205,6 +205,12 @@ tether_result join_and_free(tether_scope *s)
     return r;
 }
 
+int return_zero(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
 void sem_wait_ok(sem_t *s)
 {
     while (sem_wait(s) != 0)

@@ -86,6 +86,9 @@ void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name,
  * counts add up (succeeded + failed + canceled == spawned); returns it. */
 tether_result join_and_free(tether_scope *s);
 
+/* A child that does nothing and succeeds (returns 0). */
+int return_zero(void *arg);
+
 /* sem_wait that retries on EINTR and asserts any other error away. */
 void sem_wait_ok(sem_t *s);
 
