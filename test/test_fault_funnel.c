@@ -8,7 +8,7 @@
 /* ------------------------------------------- every allocation injectable */
 
 /* Run fn, counting heap allocations that no funnel check preceded; fails
- * naming the first call site (addr2line -e test_fault). */
+ * naming the first call site (addr2line -e test_fault_funnel). */
 static void expect_funnelled(const char *what, void (*fn)(void))
 {
     tether_fault_arm(LONG_MAX); /* count, never fail */

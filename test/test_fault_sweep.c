@@ -82,7 +82,7 @@ struct gc {
 };
 
 static struct {
-    int pipe[2];       /* nobody writes: readers block until cancelled */
+    int pipe[2];       /* nobody writes: readers block until canceled */
     atomic_int started, finished, settled;
     struct gc gc[TREE_KIDS][TREE_GC];
 } T;
@@ -381,7 +381,7 @@ static bool waiter_blocked(void *arg)
     return in_syscall(atomic_load(&P.waiter_tid), SYS_ppoll);
 }
 
-static void *proc_canceller(void *arg)
+static void *proc_canceler(void *arg)
 {
     (void)arg;
     EXPECT(wait_until(waiter_blocked, NULL), "tether_proc_wait never blocked");
@@ -417,7 +417,7 @@ static void scenario_process(void)
     saw(rc);
     if (rc == 0) {
         pthread_t th;
-        if (pthread_create(&th, NULL, proc_canceller, NULL) != 0) {
+        if (pthread_create(&th, NULL, proc_canceler, NULL) != 0) {
             bad("pthread_create");
         } else {
             rc = tether_proc_wait(p, &ws);
@@ -509,7 +509,7 @@ static void scenario_legacy(void)
         saw(rc);
     } else {
         EXPECT(kill(getpid(), SIGUSR1) == 0, "kill");
-        EXPECT(wait_until(cause_set, t), "the signal never cancelled the token");
+        EXPECT(wait_until(cause_set, t), "the signal never canceled the token");
         EXPECT(tether_token_cause(t) == TETHER_CAUSE_SIGNAL, "cause %s",
                tether_cause_name(tether_token_cause(t)));
         EXPECT(tether_signals_restore(h) == 0, "restore");

@@ -34,7 +34,7 @@ static void op_check_ready_success(struct op *o, ssize_t r, int err)
 }
 
 /* ======================================================================
- * Each primitive under a token: ready, cancelled, blocked, deadlines
+ * Each primitive under a token: ready, canceled, blocked, deadlines
  * ====================================================================== */
 
 START_TEST(test_live_token_ready)
@@ -56,9 +56,9 @@ START_TEST(test_live_token_ready)
 }
 END_TEST
 
-START_TEST(test_cancelled_before_call)
+START_TEST(test_canceled_before_call)
 {
-    /* Already cancelled: -1/ECANCELED at once, even though the call could
+    /* Already canceled: -1/ECANCELED at once, even though the call could
      * complete, and nothing moves. */
     th_baseline b = th_baseline_take();
     struct op o;
@@ -88,9 +88,9 @@ START_TEST(test_cancelled_before_call)
 }
 END_TEST
 
-START_TEST(test_cancelled_by_parent_before_call)
+START_TEST(test_canceled_by_parent_before_call)
 {
-    /* A token born under a cancelled grandparent is cancelled too. */
+    /* A token born under a canceled grandparent is canceled too. */
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, true);
@@ -111,7 +111,7 @@ START_TEST(test_cancelled_by_parent_before_call)
 }
 END_TEST
 
-START_TEST(test_cancelled_while_blocked)
+START_TEST(test_canceled_while_blocked)
 {
     th_baseline b = th_baseline_take();
     struct op o;
@@ -131,9 +131,9 @@ START_TEST(test_cancelled_while_blocked)
 }
 END_TEST
 
-START_TEST(test_parent_cancelled_while_blocked)
+START_TEST(test_parent_canceled_while_blocked)
 {
-    /* The blocked thread's token is a grandchild of the one cancelled. */
+    /* The blocked thread's token is a grandchild of the one canceled. */
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, false);
@@ -158,8 +158,8 @@ END_TEST
 
 START_TEST(test_sibling_cancel_leaves_waiter)
 {
-    /* Cancelling a sibling or a child of the waiter's token does not wake it;
-     * cancelling its own token then does. */
+    /* Canceling a sibling or a child of the waiter's token does not wake it;
+     * canceling its own token then does. */
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, false);
@@ -207,7 +207,7 @@ static void install_handler(void)
 START_TEST(test_signal_eintr)
 {
     /* A handler (no SA_RESTART) interrupting a blocked call: -1/EINTR, with
-     * or without a token (_i / OP_COUNT), and the token is not cancelled. */
+     * or without a token (_i / OP_COUNT), and the token is not canceled. */
     th_baseline b = th_baseline_take();
     install_handler();
     int kind = _i % OP_COUNT;
@@ -281,7 +281,7 @@ END_TEST
 
 START_TEST(test_read_keeps_bytes_on_cancel)
 {
-    /* A cancelled read takes nothing: the bytes stay in the pipe. */
+    /* A canceled read takes nothing: the bytes stay in the pipe. */
     th_baseline b = th_baseline_take();
     int p[2];
     xpipe(p);
@@ -301,7 +301,7 @@ START_TEST(test_read_keeps_bytes_on_cancel)
     ck_assert_mem_eq(buf, src, 100);
     token_free(t);
 
-    /* Blocked, cancelled, then data arrives: the read failed, the data waits. */
+    /* Blocked, canceled, then data arrives: the read failed, the data waits. */
     struct op o;
     memset(&o, 0, sizeof o);
     o.kind = OP_READ;
@@ -330,7 +330,7 @@ END_TEST
 
 START_TEST(test_write_partial_on_cancel)
 {
-    /* A write of 4x the pipe's capacity with a slow reader, cancelled midway:
+    /* A write of 4x the pipe's capacity with a slow reader, canceled midway:
      * it returns exactly the bytes that went in (> 0), the reader gets those
      * bytes in order, and the next call reports the cancellation. */
     th_baseline b = th_baseline_take();
@@ -448,10 +448,10 @@ static Suite *suite(void)
     tc = tcase_create("cancellation");
     tcase_set_timeout(tc, th_timeout_s(10));
     tcase_add_loop_test(tc, test_live_token_ready, 0, OP_COUNT);
-    tcase_add_loop_test(tc, test_cancelled_before_call, 0, OP_COUNT);
-    tcase_add_loop_test(tc, test_cancelled_by_parent_before_call, 0, OP_COUNT);
-    tcase_add_loop_test(tc, test_cancelled_while_blocked, 0, OP_COUNT);
-    tcase_add_loop_test(tc, test_parent_cancelled_while_blocked, 0, OP_COUNT);
+    tcase_add_loop_test(tc, test_canceled_before_call, 0, OP_COUNT);
+    tcase_add_loop_test(tc, test_canceled_by_parent_before_call, 0, OP_COUNT);
+    tcase_add_loop_test(tc, test_canceled_while_blocked, 0, OP_COUNT);
+    tcase_add_loop_test(tc, test_parent_canceled_while_blocked, 0, OP_COUNT);
     tcase_add_loop_test(tc, test_sibling_cancel_leaves_waiter, 0, OP_COUNT);
     tcase_add_loop_test(tc, test_signal_eintr, 0, 2 * OP_COUNT);
     tcase_add_test(tc, test_uses_innermost_token);

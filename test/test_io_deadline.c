@@ -9,7 +9,7 @@
 START_TEST(test_deadline_past)
 {
     /* A deadline already past: -1/ETIMEDOUT at once, nothing moves, and
-     * the token is now cancelled with cause deadline. */
+     * the token is now canceled with cause deadline. */
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, true);

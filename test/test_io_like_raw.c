@@ -29,7 +29,7 @@ static tether_token *mode_begin(int mode)
     return t;
 }
 
-/* Leave and free it; the success path must never have cancelled it. */
+/* Leave and free it; the success path must never have canceled it. */
 static void mode_end(tether_token *t)
 {
     if (!t)

@@ -173,7 +173,7 @@ START_TEST(test_race_conservation)
         token_free(w.tok);
     }
     waiter_stop(&w);
-    fprintf(stderr, "race_conservation(%s): %d rounds: %d moved bytes (%d partially), %d cancelled\n",
+    fprintf(stderr, "race_conservation(%s): %d rounds: %d moved bytes (%d partially), %d canceled\n",
             reading ? "read" : "write", rounds, moved_rounds, partial_rounds,
             rounds - moved_rounds);
     free(wsrc);

@@ -486,7 +486,7 @@ START_TEST(proc_bad_arguments)
 }
 END_TEST
 
-START_TEST(proc_spawn_when_cancelled)
+START_TEST(proc_spawn_when_canceled)
 {
     th_baseline b = th_baseline_take();
     tether_token *t = new_token(NULL, TETHER_NEVER);
@@ -561,7 +561,7 @@ static Suite *suite(void)
     tcase_add_test(tc, retry_bad_options);
     tcase_add_test(tc, retry_after_outside_attempt);
     tcase_add_test(tc, proc_bad_arguments);
-    tcase_add_test(tc, proc_spawn_when_cancelled);
+    tcase_add_test(tc, proc_spawn_when_canceled);
     tcase_add_test(tc, legacy_bad_times);
     suite_add_tcase(s, tc);
 

@@ -63,7 +63,7 @@ START_TEST(accept_race_never_leaks)
     uint64_t rng = th_seed("accept_race_never_leaks");
     struct sockaddr_in la;
     race_lfd = listener(&la, 64);
-    int iterations = 2000, by_tether = 0, by_drain = 0, cancelled = 0;
+    int iterations = 2000, by_tether = 0, by_drain = 0, canceled = 0;
     for (int i = 0; i < iterations; i++) {
         tether_token *tok = lu_token(TETHER_NEVER);
         lu_thread th;
@@ -88,7 +88,7 @@ START_TEST(accept_race_never_leaks)
             close((int)th.ret);
         } else {
             ck_assert_int_eq(th.err, ECANCELED);
-            cancelled++;
+            canceled++;
             struct pollfd p = { .fd = race_lfd, .events = POLLIN };
             ck_assert_int_eq(poll(&p, 1, 5000), 1); /* the connection waits in the queue */
             int a = accept(race_lfd, NULL, NULL);
@@ -102,7 +102,7 @@ START_TEST(accept_race_never_leaks)
     ck_assert_int_eq(by_tether + by_drain, iterations);
     struct pollfd p = { .fd = race_lfd, .events = POLLIN };
     ck_assert_int_eq(poll(&p, 1, 0), 0); /* nothing accepted twice, nothing left */
-    fprintf(stderr, "accept race: %d accepted by tether, %d cancelled\n", by_tether, cancelled);
+    fprintf(stderr, "accept race: %d accepted by tether, %d canceled\n", by_tether, canceled);
     close(race_lfd);
     th_baseline_check(base);
 }

@@ -573,7 +573,7 @@ START_TEST(recvmsg_waitall_iovecs)
 }
 END_TEST
 
-/* A big send to a slow reader, cancelled part-way: the count returned is
+/* A big send to a slow reader, canceled part-way: the count returned is
  * exactly what the reader gets. */
 static int bs_fd;
 

@@ -7,7 +7,7 @@
 
 /* ======================================================= cancellation */
 
-START_TEST(cancelled_before_call)
+START_TEST(canceled_before_call)
 {
     th_baseline b = th_baseline_take();
     tether_token *t = new_token(NULL, TETHER_NEVER);
@@ -140,27 +140,27 @@ START_TEST(cancel_from_on_retry_skips_sleep)
 END_TEST
 
 /* A cancel from another thread during a one-hour backoff returns within the
- * bound, as a cancelled tether_sleep_for does. */
-struct canceller {
+ * bound, as a canceled tether_sleep_for does. */
+struct canceler {
     sem_t ready;
     pid_t tid;
     tether_token *tok;
-    tether_time_t cancelled_at;
+    tether_time_t canceled_at;
 };
 
 static void post_ready(const tether_retry_event *ev, void *ctx)
 {
     (void)ev;
-    ck_assert_int_eq(sem_post(&((struct canceller *)ctx)->ready), 0);
+    ck_assert_int_eq(sem_post(&((struct canceler *)ctx)->ready), 0);
 }
 
-static void *canceller_main(void *p)
+static void *canceler_main(void *p)
 {
-    struct canceller *c = p;
+    struct canceler *c = p;
     while (sem_wait(&c->ready) != 0)
         ;
     th_wait_blocked(c->tid);
-    c->cancelled_at = tether_now();
+    c->canceled_at = tether_now();
     tether_token_cancel(c->tok, 0);
     return NULL;
 }
@@ -168,31 +168,31 @@ static void *canceller_main(void *p)
 START_TEST(cancel_during_hour_backoff)
 {
     th_baseline b = th_baseline_take();
-    struct canceller c = { .tid = th_gettid() };
+    struct canceler c = { .tid = th_gettid() };
     ck_assert_int_eq(sem_init(&c.ready, 0, 0), 0);
 
-    /* The reference: a cancelled one-hour sleep. */
+    /* The reference: a canceled one-hour sleep. */
     c.tok = new_token(NULL, TETHER_NEVER);
     enter(c.tok);
-    pthread_t th = spawn(canceller_main, &c);
+    pthread_t th = spawn(canceler_main, &c);
     ck_assert_int_eq(sem_post(&c.ready), 0);
     ck_assert_int_eq(tether_sleep_for(tether_sec(3600)), -1);
     ck_assert_int_eq(errno, ECANCELED);
-    int64_t sleep_latency = tether_now() - c.cancelled_at;
+    int64_t sleep_latency = tether_now() - c.canceled_at;
     join(th);
     leave_free(c.tok);
 
     /* The same cancel during a one-hour backoff. */
     c.tok = new_token(NULL, TETHER_NEVER);
     enter(c.tok);
-    th = spawn(canceller_main, &c);
+    th = spawn(canceler_main, &c);
     struct script s = { .nresults = 1, .results = { ECONNREFUSED } };
     tether_retry_opts o = { .initial_delay_ns = tether_sec(3600),
                             .jitter = TETHER_RETRY_JITTER_NONE,
                             .on_retry = post_ready, .ctx = &c };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), ECANCELED);
-    int64_t retry_latency = tether_now() - c.cancelled_at;
+    int64_t retry_latency = tether_now() - c.canceled_at;
     join(th);
     leave_free(c.tok);
 
@@ -397,7 +397,7 @@ static Suite *suite(void)
 
     tc = tcase_create("cancel");
     tcase_set_timeout(tc, th_timeout_s(20));
-    tcase_add_test(tc, cancelled_before_call);
+    tcase_add_test(tc, canceled_before_call);
     tcase_add_test(tc, cancel_inside_attempt_k);
     tcase_add_test(tc, token_deadline_during_attempt_not_retried);
     tcase_add_test(tc, cancel_from_on_retry_skips_sleep);

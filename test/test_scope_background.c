@@ -19,7 +19,7 @@ typedef struct bg_child {
 static int bg_slow_cleanup(void *arg)
 {
     bg_child *c = arg;
-    c->err = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELLED;
+    c->err = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELED;
     c->cause = tether_token_cause(tether_current());
     c->root_cause = tether_token_root_cause(tether_current());
     struct timespec ts = { .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000 };
@@ -64,7 +64,7 @@ END_TEST
 static int sleep_day(void *arg)
 {
     (void)arg;
-    return tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELLED;
+    return tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELED;
 }
 
 /* A background watchdog whose own tether_with_timeout fires: ETIMEDOUT. */

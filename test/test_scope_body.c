@@ -79,7 +79,7 @@ START_TEST(test_guard_joins_on_return_and_goto)
     ck_assert_int_eq(guard_return(w), 7);
     for (int i = 0; i < 2; i++) {
         ck_assert(atomic_load(&w[i].done));
-        ck_assert_int_eq(w[i].rc, 0); /* joined, not cancelled */
+        ck_assert_int_eq(w[i].rc, 0); /* joined, not canceled */
     }
     ck_assert_int_eq(th_wait_thread_count(base.threads), base.threads);
 

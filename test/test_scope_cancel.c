@@ -44,7 +44,7 @@ END_TEST
 
 /* Several children and the joiner all see the scope's deadline pass at the
  * same instant. Whoever loses the race to cancel the scope must still see
- * its own token cancelled when its primitive returns ETIMEDOUT, so that the
+ * its own token canceled when its primitive returns ETIMEDOUT, so that the
  * child counts as canceled (the scope's deadline), never as failed. */
 START_TEST(test_scope_deadline_children_never_counted_failed)
 {
@@ -219,7 +219,7 @@ START_TEST(test_parent_token_cancel)
     }
     ck_assert_int_eq(tether_token_free(parent), 0);
 
-    /* Opened under an already-cancelled parent: born cancelled. */
+    /* Opened under an already-canceled parent: born canceled. */
     ck_assert_int_eq(tether_token_new(&parent, NULL, TETHER_NEVER), 0);
     ck_assert_int_eq(tether_token_cancel(parent, 0), 0);
     o.parent = parent;

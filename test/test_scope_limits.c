@@ -28,7 +28,7 @@ static int nest_main(void *arg)
     if (lv->depth == NEST_DEPTH) {
         if (atomic_fetch_add(&n->leaves_ready, 1) + 1 == 16 * NEST_WIDTH)
             sem_post(&n->all_ready);
-        int rc = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELLED;
+        int rc = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELED;
         if (rc == ECANCELED)
             atomic_fetch_add(&n->leaves_canceled, 1);
         return rc;
@@ -53,7 +53,7 @@ static int nest_main(void *arg)
     return tether_check();
 }
 
-START_TEST(test_nested_scopes_cancelled_from_root)
+START_TEST(test_nested_scopes_canceled_from_root)
 {
     th_baseline base = th_baseline_take();
     nest *n = calloc(1, sizeof *n);
@@ -98,13 +98,13 @@ static int herd_main(void *arg)
     herd *h = arg;
     if (atomic_fetch_add(&h->ready, 1) + 1 == h->n)
         sem_post(&h->all_ready);
-    int rc = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELLED;
+    int rc = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELED;
     if (rc == ECANCELED)
         atomic_fetch_add(&h->canceled, 1);
     return rc;
 }
 
-START_TEST(test_thousand_children_cancelled_at_once)
+START_TEST(test_thousand_children_canceled_at_once)
 {
     th_baseline base = th_baseline_take();
     herd h = { .n = 1000 };
@@ -272,7 +272,7 @@ static void *cancel_when_blocked_main(void *arg)
     return NULL;
 }
 
-START_TEST(test_spawn_slot_wait_cancelled_by_callers_token)
+START_TEST(test_spawn_slot_wait_canceled_by_callers_token)
 {
     th_baseline base = th_baseline_take();
     full f;
@@ -339,7 +339,7 @@ START_TEST(test_spawn_slot_wait_scope_deadline)
     ck_assert_int_eq(tether_spawn(s, return_zero, NULL, NULL, NULL), ETIMEDOUT);
     ck_assert_int_ge(tether_now() - t0, timeout);
     ck_assert_int_eq(tether_token_cause(tether_scope_token(s)), TETHER_CAUSE_DEADLINE);
-    /* Cancelled now: refused at once. */
+    /* Canceled now: refused at once. */
     ck_assert_int_eq(tether_try_spawn(s, return_zero, NULL, NULL, NULL), ETIMEDOUT);
     tether_result r = release_full(s, &f);
     ck_assert_int_eq(r.outcome, TETHER_OUTCOME_DEADLINE_EXCEEDED);
@@ -357,15 +357,15 @@ static Suite *suite(void)
     tcase_set_timeout(tc, th_timeout_s(10));
     tcase_add_test(tc, test_max_children_never_exceeded);
     tcase_add_test(tc, test_try_spawn_eagain_when_full);
-    tcase_add_test(tc, test_spawn_slot_wait_cancelled_by_callers_token);
+    tcase_add_test(tc, test_spawn_slot_wait_canceled_by_callers_token);
     tcase_add_test(tc, test_spawn_slot_wait_callers_deadline);
     tcase_add_test(tc, test_spawn_slot_wait_scope_deadline);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("crowds");
     tcase_set_timeout(tc, th_timeout_s(60) * stress(1)); /* iteration counts scale too */
-    tcase_add_test(tc, test_nested_scopes_cancelled_from_root);
-    tcase_add_test(tc, test_thousand_children_cancelled_at_once);
+    tcase_add_test(tc, test_nested_scopes_canceled_from_root);
+    tcase_add_test(tc, test_thousand_children_canceled_at_once);
     tcase_add_test(tc, test_leak_ten_thousand_scopes);
     suite_add_tcase(s, tc);
 

@@ -11,8 +11,8 @@
 
 /* ------------------------------------------------------------ small tools */
 
-/* Sleeps until its token is cancelled; reports the sleep's errno. */
-static int sleep_until_cancelled(void *arg)
+/* Sleeps until its token is canceled; reports the sleep's errno. */
+static int sleep_until_canceled(void *arg)
 {
     (void)arg;
     return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;
@@ -131,7 +131,7 @@ START_TEST(spawn_after_join)
 }
 END_TEST
 
-START_TEST(spawn_into_cancelled_scope)
+START_TEST(spawn_into_canceled_scope)
 {
     th_baseline b = th_baseline_take();
     tether_scope *s = open_scope(NULL);
@@ -144,7 +144,7 @@ START_TEST(spawn_into_cancelled_scope)
     ck_assert_int_eq(r.outcome, TETHER_OUTCOME_CANCELED);
     ck_assert_int_eq(tether_scope_free(s), 0);
 
-    /* Cancelled through its parent token: the same. */
+    /* Canceled through its parent token: the same. */
     tether_token *p = new_token(NULL, TETHER_NEVER);
     tether_scope_opts o = { .parent = p };
     s = open_scope(&o);
@@ -210,7 +210,7 @@ START_TEST(try_spawn_into_full_scope)
     tether_scope_opts so = { .max_children = 1 };
     tether_scope *s = open_scope(&so);
     tether_task *t;
-    ck_assert_int_eq(tether_spawn(s, sleep_until_cancelled, NULL, NULL, &t), 0);
+    ck_assert_int_eq(tether_spawn(s, sleep_until_canceled, NULL, NULL, &t), 0);
     tether_task *t2 = (tether_task *)&t2;
     ck_assert_int_eq(tether_try_spawn(s, return_zero, NULL, NULL, &t2), EAGAIN);
     ck_assert_ptr_null(t2);
@@ -263,7 +263,7 @@ START_TEST(join_while_being_joined)
     th_baseline b = th_baseline_take();
     tether_scope *s = open_scope(NULL);
     tether_task *t;
-    ck_assert_int_eq(tether_spawn(s, sleep_until_cancelled, NULL, NULL, &t), 0);
+    ck_assert_int_eq(tether_spawn(s, sleep_until_canceled, NULL, NULL, &t), 0);
     struct joiner j = { .s = s, .rc = -1 };
     sem_init(&j.ready, 0, 0);
     pthread_t th;
@@ -559,7 +559,7 @@ START_TEST(test_join_and_free_from_inside_edeadlk)
     ck_assert_int_eq(in.free_rc, EDEADLK);
     ck_assert_int_eq(in.wait_rc, EDEADLK);
     ck_assert_int_eq(in.halt_rc, EDEADLK);
-    ck_assert_int_eq(in.check_after, 0); /* the refused halt cancelled nothing */
+    ck_assert_int_eq(in.check_after, 0); /* the refused halt canceled nothing */
     ck_assert_int_eq(in.grand_join_rc, EDEADLK);
     ck_assert_int_eq(in.grand_free_rc, EDEADLK);
     ck_assert_int_eq(r.outcome, TETHER_OUTCOME_OK);
@@ -616,7 +616,7 @@ START_TEST(test_null_and_bad_arguments)
 }
 END_TEST
 
-START_TEST(test_spawn_into_cancelled_scope)
+START_TEST(test_spawn_into_canceled_scope)
 {
     th_baseline base = th_baseline_take();
     tether_scope *s = open_scope(NULL);
@@ -674,7 +674,7 @@ static Suite *suite(void)
     tcase_add_test(tc, scope_guard_bad_options);
     tcase_add_test(tc, spawn_bad_arguments);
     tcase_add_test(tc, spawn_after_join);
-    tcase_add_test(tc, spawn_into_cancelled_scope);
+    tcase_add_test(tc, spawn_into_canceled_scope);
     tcase_add_test(tc, spawn_into_expired_scope);
     tcase_add_test(tc, spawn_while_scope_finishing);
     tcase_add_test(tc, try_spawn_into_full_scope);
@@ -700,7 +700,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_misuse_after_join);
     tcase_add_test(tc, test_join_and_free_from_inside_edeadlk);
     tcase_add_test(tc, test_null_and_bad_arguments);
-    tcase_add_test(tc, test_spawn_into_cancelled_scope);
+    tcase_add_test(tc, test_spawn_into_canceled_scope);
     tcase_add_test(tc, test_free_without_join_cancels_children);
     suite_add_tcase(s, tc);
 

@@ -141,7 +141,7 @@ START_TEST(test_supervisor_partial)
     spawn_ok(s, gated_main, &ok[2], "ok-4", &t[4]);
     ck_assert_int_eq(tether_task_wait(t[3], &res), 0);
     ck_assert_int_eq(res, ENOENT);
-    /* The failures cancelled nobody: release the others now. */
+    /* The failures canceled nobody: release the others now. */
     for (int i = 0; i < 3; i++)
         sem_post(&gate);
     const int want[5] = { 0, EIO, 0, ENOENT, 0 };
@@ -306,7 +306,7 @@ START_TEST(test_first_success_winner_cancels_rest)
 }
 END_TEST
 
-/* tether_token_error: non-zero exactly when cancelled; ECANCELED for a
+/* tether_token_error: non-zero exactly when canceled; ECANCELED for a
  * first-success loser (no child error triggered it). */
 START_TEST(test_first_success_losers_token_error_is_ecanceled)
 {

@@ -41,7 +41,7 @@ START_TEST(test_cancel_races_child_completion)
     th_baseline base = th_baseline_take();
     uint64_t rng = th_seed("cancel_races_child_completion");
     int iters = stress(600);
-    int outcomes[2][2] = { { 0 } }; /* [cancelled by owner?][outcome canceled?] */
+    int outcomes[2][2] = { { 0 } }; /* [canceled by owner?][outcome canceled?] */
     for (int i = 0; i < iters; i++) {
         /* Even iterations: the owner cancels, then joins. Odd: another thread
          * cancels while the owner joins. */
@@ -51,19 +51,19 @@ START_TEST(test_cancel_races_child_completion)
         pthread_barrier_init(&c.bar, NULL, by_owner ? 2 : 3);
         c.s = open_scope(NULL);
         spawn_ok(c.s, finish_racing_cancel, &c, NULL, NULL);
-        pthread_t canceller;
+        pthread_t canceler;
         if (by_owner) {
             pthread_barrier_wait(&c.bar);
             busy_spin(c.cancel_spin);
             c.cancel_rc = tether_scope_cancel(c.s);
         } else {
-            ck_assert_int_eq(pthread_create(&canceller, NULL, cancel_thread, &c), 0);
+            ck_assert_int_eq(pthread_create(&canceler, NULL, cancel_thread, &c), 0);
             pthread_barrier_wait(&c.bar);
         }
         tether_result r;
         ck_assert_int_eq(tether_scope_join(c.s, &r), 0);
         if (!by_owner)
-            ck_assert_int_eq(pthread_join(canceller, NULL), 0);
+            ck_assert_int_eq(pthread_join(canceler, NULL), 0);
         ck_assert_int_eq(tether_scope_free(c.s), 0);
         pthread_barrier_destroy(&c.bar);
 
@@ -141,7 +141,7 @@ START_TEST(test_child_spawns_siblings_during_join)
 }
 END_TEST
 
-/* The other order: the scope is cancelled before its children block. */
+/* The other order: the scope is canceled before its children block. */
 typedef struct late_blocker {
     enum block_kind kind;
     sem_t *gate;
@@ -159,16 +159,16 @@ static int late_blocker_main(void *arg)
     tether_time_t t0 = tether_now();
     char c;
     if (l->kind == BLOCK_READ)
-        l->err = tether_read(fds[0], &c, 1) < 0 ? errno : NOT_CANCELLED;
+        l->err = tether_read(fds[0], &c, 1) < 0 ? errno : NOT_CANCELED;
     else
-        l->err = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELLED;
+        l->err = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELED;
     l->blocked_for = tether_now() - t0;
     close(fds[0]);
     close(fds[1]);
     return l->err;
 }
 
-START_TEST(test_children_block_after_scope_cancelled)
+START_TEST(test_children_block_after_scope_canceled)
 {
     th_baseline base = th_baseline_take();
     sem_t gate;
@@ -203,7 +203,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, th_timeout_s(30) * stress(1)); /* iteration counts scale too */
     tcase_add_test(tc, test_cancel_races_child_completion);
     tcase_add_test(tc, test_child_spawns_siblings_during_join);
-    tcase_add_test(tc, test_children_block_after_scope_cancelled);
+    tcase_add_test(tc, test_children_block_after_scope_canceled);
     suite_add_tcase(s, tc);
 
     return s;

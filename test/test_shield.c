@@ -12,7 +12,7 @@
 
 static int p[2];
 
-/* The clean-up of a cancelled thread still moves its bytes, then sees the
+/* The clean-up of a canceled thread still moves its bytes, then sees the
  * cancellation once out of the shield. */
 START_TEST(shield_pending_cancel_io_then_observed)
 {

@@ -73,7 +73,7 @@ static tether_sigcancel *new_sc(tether_token *t, int error)
 }
 
 /* Block in a cancellable sleep under t until the relay cancels it. */
-static void wait_cancelled_by_relay(tether_token *t)
+static void wait_canceled_by_relay(tether_token *t)
 {
     tether_time_t start = tether_now();
     ck_assert_int_eq(tether_token_enter(t), 0);
@@ -304,7 +304,7 @@ START_TEST(relay_never_takes_the_signal)
     /* Unblocking delivers the pending signal before sigprocmask returns. */
     ck_assert_int_eq(g_handled, 1);
     ck_assert_int_eq(g_handler_tid, th_gettid());
-    wait_cancelled_by_relay(t);
+    wait_canceled_by_relay(t);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_SIGNAL);
 
     ck_assert_int_eq(tether_sigcancel_free(sc), 0);
@@ -324,7 +324,7 @@ START_TEST(fire_twice_is_harmless)
     ck_assert_int_eq(raise(SIGUSR1), 0);
     tether_sigcancel_fire(sc);
     ck_assert_int_eq(g_handled, 2);
-    wait_cancelled_by_relay(t);
+    wait_canceled_by_relay(t);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_SIGNAL);
     ck_assert_int_eq(tether_token_error(t), 31);
     /* And after the cancellation took effect. */
@@ -355,7 +355,7 @@ START_TEST(fire_after_explicit_cancel_keeps_first_cause)
 }
 END_TEST
 
-/* The relay thread is the canceller: callbacks run there, not in the
+/* The relay thread is the canceler: callbacks run there, not in the
  * handler's thread. */
 struct where {
     atomic_int runs;
@@ -459,7 +459,7 @@ START_TEST(fire_preserves_errno)
     ck_assert_int_eq(g_handled, 1);
     ck_assert_int_eq(g_errno_clobbered, 0);
 
-    wait_cancelled_by_relay(t);
+    wait_canceled_by_relay(t);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_SIGNAL);
     ck_assert_int_eq(tether_sigcancel_free(sc), 0);
     remove_handler();
@@ -469,7 +469,7 @@ START_TEST(fire_preserves_errno)
 END_TEST
 
 /* Many handles on many tokens, fired in a random order from a handler: each
- * fired token cancelled with its own error, the others untouched. */
+ * fired token canceled with its own error, the others untouched. */
 START_TEST(many_handles_random_fires)
 {
     th_baseline b = th_baseline_take();

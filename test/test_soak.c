@@ -78,8 +78,8 @@ static void spin_ns(int64_t ns)
 enum kind {
     K_QUICK,     /* sleeps a few µs, succeeds */
     K_FAIL,      /* sleeps a few µs, fails with EIO */
-    K_BLOCK,     /* sleeps until cancelled */
-    K_READ,      /* blocks in tether_read until cancelled */
+    K_BLOCK,     /* sleeps until canceled */
+    K_READ,      /* blocks in tether_read until canceled */
     K_OWN_TIMEOUT, /* sleeps past its own deadline: ETIMEDOUT, a failure */
     K_NESTED,    /* opens a scope of two quick children */
     K_KINDS
@@ -212,7 +212,7 @@ static void one_scope(struct owner *o)
     if (res.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED)
         EXPECT(timeout, "deadline exceeded without a timeout");
     if (res.outcome == TETHER_OUTCOME_CANCELED)
-        EXPECT(cancel, "cancelled without a cancel");
+        EXPECT(cancel, "canceled without a cancel");
     EXPECT(tether_scope_free(s) == 0, "free");
     if ((unsigned)res.outcome < 5)
         o->outcomes[res.outcome]++;

@@ -20,7 +20,7 @@ enum op { OP_SLEEP, OP_READ, OP_POLL, OP_COUNT };
 static const char *const op_name[OP_COUNT] = { "sleep", "read", "poll" };
 
 static struct {
-    pthread_barrier_t start, cancelled, done;
+    pthread_barrier_t start, canceled, done;
     enum op op;
     tether_token *t;
     int pipe[2];
@@ -62,7 +62,7 @@ static void *blocking_worker(void *arg)
         EXPECT(rc == 0, "enter: %d", rc);
         R.result = do_op();
         R.err = errno;
-        barrier(&R.cancelled);
+        barrier(&R.canceled);
         /* Cancellation is sticky: the same call now fails at once. */
         R.again = do_op();
         R.again_err = errno;
@@ -77,11 +77,11 @@ START_TEST(cancel_at_random_moment)
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("cancel_at_random_moment");
     long n = stress(400);
-    long completed = 0, cancelled = 0;
+    long completed = 0, canceled = 0;
     memset(&R, 0, sizeof R);
     R.op = (enum op)_i;
     pthread_barrier_init(&R.start, NULL, 2);
-    pthread_barrier_init(&R.cancelled, NULL, 2);
+    pthread_barrier_init(&R.canceled, NULL, 2);
     pthread_barrier_init(&R.done, NULL, 2);
     REQUIRE(pipe(R.pipe) == 0, "pipe");
     pthread_t th;
@@ -104,7 +104,7 @@ START_TEST(cancel_at_random_moment)
             spin_ns(t0 + write_at - tether_now());
             REQUIRE(write(R.pipe[1], "x", 1) == 1, "write");
         }
-        barrier(&R.cancelled);
+        barrier(&R.canceled);
         barrier(&R.done);
 
         long want = R.op == OP_SLEEP ? 0 : 1;
@@ -117,7 +117,7 @@ START_TEST(cancel_at_random_moment)
         if (R.result == want)
             completed++;
         else
-            cancelled++;
+            canceled++;
         REQUIRE(tether_token_free(R.t) == 0, "free");
         /* Empty the pipe for the next run. */
         int avail = 0;
@@ -130,12 +130,12 @@ START_TEST(cancel_at_random_moment)
     R.stop = true;
     barrier(&R.start);
     ck_assert_int_eq(pthread_join(th, NULL), 0);
-    fprintf(stderr, "cancel at a random moment (%s): %ld runs, %ld completed, %ld cancelled\n",
-            op_name[R.op], n, completed, cancelled);
+    fprintf(stderr, "cancel at a random moment (%s): %ld runs, %ld completed, %ld canceled\n",
+            op_name[R.op], n, completed, canceled);
     close(R.pipe[0]);
     close(R.pipe[1]);
     pthread_barrier_destroy(&R.start);
-    pthread_barrier_destroy(&R.cancelled);
+    pthread_barrier_destroy(&R.canceled);
     pthread_barrier_destroy(&R.done);
     th_baseline_check(b);
 }
@@ -182,7 +182,7 @@ START_TEST(cancel_vs_child_completion)
         unsigned spawned = 0;
         for (int k = 0; k < RACE_KIDS; k++) {
             int rc = tether_spawn(s, finisher_main, &f[k], NULL, NULL);
-            /* Refused only once a failing sibling cancelled the scope. */
+            /* Refused only once a failing sibling canceled the scope. */
             REQUIRE(rc == 0 || (rc == ECANCELED && may_fail), "spawn: %s", strerror(rc));
             spawned += rc == 0;
         }
@@ -238,7 +238,7 @@ static struct {
     atomic_int child_spawns, child_refusals;
 } SP;
 
-static void *scope_canceller(void *arg)
+static void *scope_canceler(void *arg)
 {
     (void)arg;
     for (;;) {
@@ -252,7 +252,7 @@ static void *scope_canceller(void *arg)
     }
 }
 
-/* A child that spawns a sibling, then sleeps until cancelled. */
+/* A child that spawns a sibling, then sleeps until canceled. */
 static int spawning_child(void *arg)
 {
     (void)arg;
@@ -276,7 +276,7 @@ START_TEST(cancel_vs_spawn)
     pthread_barrier_init(&SP.go, NULL, 2);
     pthread_barrier_init(&SP.done, NULL, 2);
     pthread_t th;
-    REQUIRE(pthread_create(&th, NULL, scope_canceller, NULL) == 0, "pthread_create");
+    REQUIRE(pthread_create(&th, NULL, scope_canceler, NULL) == 0, "pthread_create");
     long refused_runs = 0;
     for (long i = 0; i < n; i++) {
         REQUIRE(tether_scope_open(&SP.s, NULL) == 0, "open");
@@ -329,7 +329,7 @@ END_TEST
 /* The scope is full (max_children 1) with a child that does not check for
  * cancellation; the owner waits in tether_spawn for a slot; another thread
  * cancels the scope at a random moment. The wait must end with ECANCELED
- * because the scope is cancelled, not because the child happened to exit:
+ * because the scope is canceled, not because the child happened to exit:
  * the child is released only after the spawn returned (or, if it never
  * does, after a generous bound, and the test fails). Owners wait with no
  * current token, under an ancestor of the scope, and inside the scope's own
@@ -350,7 +350,7 @@ static int stubborn_child(void *arg)
     return 0;
 }
 
-static void *slot_canceller(void *arg)
+static void *slot_canceler(void *arg)
 {
     (void)arg;
     while (sem_wait(&SL.owner_ready) != 0)
@@ -392,7 +392,7 @@ START_TEST(cancel_vs_slot_wait)
         if (mode == 2)
             REQUIRE(tether_token_enter(tether_scope_token(SL.s)) == 0, "enter");
         pthread_t th;
-        REQUIRE(pthread_create(&th, NULL, slot_canceller, (void *)(intptr_t)mode) == 0,
+        REQUIRE(pthread_create(&th, NULL, slot_canceler, (void *)(intptr_t)mode) == 0,
                 "pthread_create");
         sem_post(&SL.owner_ready);
         int rc = tether_spawn(SL.s, stubborn_child, NULL, NULL, NULL);
@@ -559,7 +559,7 @@ static void *token_user(void *arg)
     }
 }
 
-static void *parent_canceller(void *arg)
+static void *parent_canceler(void *arg)
 {
     (void)arg;
     for (;;) {
@@ -584,7 +584,7 @@ START_TEST(cancel_vs_token_free)
     REQUIRE(pipe(TF.pipe) == 0, "pipe");
     pthread_t th[2];
     REQUIRE(pthread_create(&th[0], NULL, token_user, NULL) == 0, "pthread_create");
-    REQUIRE(pthread_create(&th[1], NULL, parent_canceller, NULL) == 0, "pthread_create");
+    REQUIRE(pthread_create(&th[1], NULL, parent_canceler, NULL) == 0, "pthread_create");
     for (long i = 0; i < n; i++) {
         TF.parent = new_token(NULL, TETHER_NEVER);
         TF.op = (int)(th_rand(&rng) % 3);
@@ -593,7 +593,7 @@ START_TEST(cancel_vs_token_free)
         barrier(&TF.go);
         barrier(&TF.done);
         no_bad();
-        REQUIRE(tether_token_check(TF.parent) == ECANCELED, "parent not cancelled");
+        REQUIRE(tether_token_check(TF.parent) == ECANCELED, "parent not canceled");
         REQUIRE(tether_token_free(TF.parent) == 0, "parent has children left");
     }
     TF.stop = true;

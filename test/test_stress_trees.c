@@ -6,11 +6,11 @@
 #include "stress_fixtures.h"
 
 /* ====================================================================== */
-/* Random token trees 30 levels deep, cancelled from random nodes by      */
+/* Random token trees 30 levels deep, canceled from random nodes by      */
 /* several threads                                                         */
 /* ====================================================================== */
 
-enum { TREE_NODES = 160, TREE_DEPTH = 30, CANCELLERS = 4, CUTS = 3 };
+enum { TREE_NODES = 160, TREE_DEPTH = 30, CANCELERS = 4, CUTS = 3 };
 
 static struct {
     tether_token *t[TREE_NODES];
@@ -18,17 +18,17 @@ static struct {
     tether_callback *cb[TREE_NODES];
     atomic_int hits[TREE_NODES];
     atomic_bool target[TREE_NODES];
-    int error_of[TREE_NODES]; /* the canceller's error, for targets */
+    int error_of[TREE_NODES]; /* the canceler's error, for targets */
     pthread_barrier_t go;
     uint64_t seed;
     long run;
 } TR;
 
-static void *tree_canceller(void *arg)
+static void *tree_canceler(void *arg)
 {
     int me = (int)(intptr_t)arg;
-    uint64_t rng = th_seed_for(TR.seed, (uint64_t)TR.run * CANCELLERS + (uint64_t)me);
-    static const int errors[CANCELLERS] = { EIO, EPIPE, ENOSPC, EBADMSG };
+    uint64_t rng = th_seed_for(TR.seed, (uint64_t)TR.run * CANCELERS + (uint64_t)me);
+    static const int errors[CANCELERS] = { EIO, EPIPE, ENOSPC, EBADMSG };
     int picks[CUTS];
     for (int k = 0; k < CUTS; k++) {
         picks[k] = (int)(th_rand(&rng) % TREE_NODES);
@@ -96,17 +96,17 @@ START_TEST(random_token_trees)
         for (int k = 0; k < 2; k++)
             REQUIRE(pthread_create(&wt[k], NULL, deep_waiter_main, &w[k]) == 0, "create");
 
-        pthread_barrier_init(&TR.go, NULL, CANCELLERS);
-        pthread_t ct[CANCELLERS];
-        for (int k = 0; k < CANCELLERS; k++)
-            REQUIRE(pthread_create(&ct[k], NULL, tree_canceller, (void *)(intptr_t)k) == 0,
+        pthread_barrier_init(&TR.go, NULL, CANCELERS);
+        pthread_t ct[CANCELERS];
+        for (int k = 0; k < CANCELERS; k++)
+            REQUIRE(pthread_create(&ct[k], NULL, tree_canceler, (void *)(intptr_t)k) == 0,
                     "create");
-        for (int k = 0; k < CANCELLERS; k++)
+        for (int k = 0; k < CANCELERS; k++)
             ck_assert_int_eq(pthread_join(ct[k], NULL), 0);
         pthread_barrier_destroy(&TR.go);
         no_bad();
 
-        /* Every node is cancelled iff it or an ancestor was a target; the
+        /* Every node is canceled iff it or an ancestor was a target; the
          * cause and error say where the cancellation came from. */
         for (int k = 0; k < TREE_NODES; k++) {
             bool want = false;
@@ -153,7 +153,7 @@ START_TEST(random_token_trees)
 END_TEST
 
 /* When tether_token_cancel(a) returns, a and its whole subtree report
- * cancelled, even while another thread is cancelling a node inside that
+ * canceled, even while another thread is canceling a node inside that
  * subtree at the same moment ("cancel a token and all its descendants"). */
 enum { CHAIN = 30 };
 
@@ -166,7 +166,7 @@ static struct {
     atomic_int sleeper_tid;
 } LN;
 
-static void *inner_canceller(void *arg)
+static void *inner_canceler(void *arg)
 {
     (void)arg;
     for (;;) {
@@ -179,7 +179,7 @@ static void *inner_canceller(void *arg)
     }
 }
 
-/* Sleeps under the inner token, so that cancelling it wakes a futex. */
+/* Sleeps under the inner token, so that canceling it wakes a futex. */
 static void *inner_sleeper(void *arg)
 {
     (void)arg;
@@ -196,17 +196,17 @@ static void *inner_sleeper(void *arg)
     }
 }
 
-START_TEST(cancel_returns_with_subtree_cancelled)
+START_TEST(cancel_returns_with_subtree_canceled)
 {
     th_baseline b = th_baseline_take();
-    uint64_t rng = th_seed("cancel_returns_with_subtree_cancelled");
+    uint64_t rng = th_seed("cancel_returns_with_subtree_canceled");
     long n = stress(1000);
     memset(&LN, 0, sizeof LN);
     pthread_barrier_init(&LN.go, NULL, 2);
     pthread_barrier_init(&LN.sleep, NULL, 2);
     pthread_barrier_init(&LN.done, NULL, 3);
     pthread_t th, sl;
-    REQUIRE(pthread_create(&th, NULL, inner_canceller, NULL) == 0, "pthread_create");
+    REQUIRE(pthread_create(&th, NULL, inner_canceler, NULL) == 0, "pthread_create");
     REQUIRE(pthread_create(&sl, NULL, inner_sleeper, NULL) == 0, "pthread_create");
     long i, stale = 0;
     int stale_at = -1;
@@ -244,10 +244,10 @@ START_TEST(cancel_returns_with_subtree_cancelled)
     pthread_barrier_destroy(&LN.go);
     pthread_barrier_destroy(&LN.sleep);
     pthread_barrier_destroy(&LN.done);
-    fprintf(stderr, "cancel returns with subtree cancelled: %ld runs, %ld stale\n", i, stale);
+    fprintf(stderr, "cancel returns with subtree canceled: %ld runs, %ld stale\n", i, stale);
     ck_assert_msg(stale == 0,
                   "run %ld: tether_token_cancel(depth %d) returned while depth %d below it still "
-                  "checked 0 (another thread was cancelling depth %d)",
+                  "checked 0 (another thread was canceling depth %d)",
                   i, LN.outer, stale_at, LN.inner);
     th_baseline_check(b);
 }
@@ -302,7 +302,7 @@ static int scope_node(void *arg)
     int id = atomic_fetch_add(&ST.nodes, 1);
     uint64_t rng = th_seed_for(ST.seed, (uint64_t)id + 1000);
     if (depth >= TREE_DEPTH || id >= SCOPE_NODES_MAX) {
-        /* A leaf: block until cancelled. */
+        /* A leaf: block until canceled. */
         settle();
         if (th_rand(&rng) % 2) {
             char c;
@@ -343,7 +343,7 @@ static int scope_node(void *arg)
     return tether_check();
 }
 
-static void *scope_tree_canceller(void *arg)
+static void *scope_tree_canceler(void *arg)
 {
     uint64_t rng = th_seed_for(ST.seed, (uint64_t)(intptr_t)arg);
     barrier(&ST.go);
@@ -400,14 +400,14 @@ START_TEST(random_scope_trees)
         atomic_store(&ST.pending, 0);
         atomic_store(&ST.canceled_ok, 0);
         ST.release = false;
-        pthread_barrier_init(&ST.go, NULL, CANCELLERS + 1);
-        pthread_t ct[CANCELLERS];
-        for (int k = 0; k < CANCELLERS; k++)
-            REQUIRE(pthread_create(&ct[k], NULL, scope_tree_canceller, (void *)(intptr_t)k) == 0,
+        pthread_barrier_init(&ST.go, NULL, CANCELERS + 1);
+        pthread_t ct[CANCELERS];
+        for (int k = 0; k < CANCELERS; k++)
+            REQUIRE(pthread_create(&ct[k], NULL, scope_tree_canceler, (void *)(intptr_t)k) == 0,
                     "create");
         tether_scope *root;
         REQUIRE(tether_scope_open(&root, NULL) == 0, "open");
-        /* Odd runs: the cancellers start while the tree is being built.
+        /* Odd runs: the cancelers start while the tree is being built.
          * Even runs: once it is complete. */
         ST.racing = i % 2;
         if (ST.racing)
@@ -417,7 +417,7 @@ START_TEST(random_scope_trees)
             REQUIRE(all_settled(), "the tree never settled");
             barrier(&ST.go);
         }
-        for (int k = 0; k < CANCELLERS; k++)
+        for (int k = 0; k < CANCELERS; k++)
             ck_assert_int_eq(pthread_join(ct[k], NULL), 0);
         REQUIRE(all_settled(), "the tree never settled");
         REQUIRE(tether_scope_cancel(root) == 0, "cancel root");
@@ -448,7 +448,7 @@ START_TEST(random_scope_trees)
 END_TEST
 
 /* ====================================================================== */
-/* 5000 nested scopes, each level a child with a 64 KiB stack, cancelled  */
+/* 5000 nested scopes, each level a child with a 64 KiB stack, canceled  */
 /* from the root                                                           */
 /* ====================================================================== */
 
@@ -529,7 +529,7 @@ START_TEST(nested_scopes)
     ck_assert_int_eq(r.outcome, TETHER_OUTCOME_CANCELED);
     ck_assert_uint_eq(r.canceled, 1);
     ck_assert_int_eq(atomic_load(&NS.levels_ok), NS.levels - 1);
-    fprintf(stderr, "%d nested scopes: built in %.0f ms, cancelled and joined in %.0f ms\n",
+    fprintf(stderr, "%d nested scopes: built in %.0f ms, canceled and joined in %.0f ms\n",
             NS.levels, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6);
     sem_destroy(&NS.bottom);
     th_baseline_check(b);
@@ -545,7 +545,7 @@ static Suite *suite(void)
     tc = tcase_create("trees");
     tcase_set_timeout(tc, th_timeout_s(90) * scale);
     tcase_add_test(tc, random_token_trees);
-    tcase_add_test(tc, cancel_returns_with_subtree_cancelled);
+    tcase_add_test(tc, cancel_returns_with_subtree_canceled);
     tcase_add_test(tc, random_scope_trees);
     tcase_add_test(tc, nested_scopes);
     suite_add_tcase(s, tc);

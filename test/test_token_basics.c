@@ -72,7 +72,7 @@ START_TEST(free_with_live_child_is_ebusy)
     assert_live(child);
     assert_live(grand);
 
-    /* The links are intact: a new sibling joins, and cancelling the root
+    /* The links are intact: a new sibling joins, and canceling the root
      * still reaches every descendant. */
     tether_token *sib = new_token(root, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(root, 42), 0);
@@ -81,7 +81,7 @@ START_TEST(free_with_live_child_is_ebusy)
     ck_assert_int_eq(tether_token_cause(sib), TETHER_CAUSE_PARENT);
     ck_assert_int_eq(tether_token_error(grand), 42);
 
-    /* Still busy while any child remains, cancelled or not. */
+    /* Still busy while any child remains, canceled or not. */
     free_token(grand);
     ck_assert_int_eq(tether_token_free(root), EBUSY);
     free_token(child);
@@ -261,7 +261,7 @@ struct per_thread {
 static void *per_thread_main(void *p)
 {
     struct per_thread *pt = p;
-    pthread_barrier_wait(&pt->bar); /* main has entered its cancelled token */
+    pthread_barrier_wait(&pt->bar); /* main has entered its canceled token */
     pt->seen_first = tether_current();
     pt->check_first = tether_check();
     if (tether_token_enter(pt->mine) != 0)

@@ -22,7 +22,7 @@ static void *cancel_thread(void *p)
     return NULL;
 }
 
-START_TEST(callback_runs_once_in_cancelling_thread)
+START_TEST(callback_runs_once_in_canceling_thread)
 {
     th_baseline b = th_baseline_take();
     tether_token *t = new_token(NULL, TETHER_NEVER);
@@ -43,7 +43,7 @@ START_TEST(callback_runs_once_in_cancelling_thread)
 }
 END_TEST
 
-START_TEST(callback_on_cancelled_token_runs_at_once)
+START_TEST(callback_on_canceled_token_runs_at_once)
 {
     tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 3), 0);
@@ -122,7 +122,7 @@ static void slow_cb_fn(void *p)
     atomic_store(&s->finished, 1);
 }
 
-static void *slow_canceller(void *p)
+static void *slow_canceler(void *p)
 {
     struct slow_cb *s = p;
     if (tether_token_cancel(s->t, 0) != 0)
@@ -152,7 +152,7 @@ START_TEST(off_cancel_waits_for_running_callback)
     s.t = new_token(NULL, TETHER_NEVER);
     s.cb = on_cancel(s.t, slow_cb_fn, &s);
 
-    pthread_t canceller = spawn(slow_canceller, &s);
+    pthread_t canceler = spawn(slow_canceler, &s);
     while (sem_wait(&s.running) != 0)
         ;
     /* The callback is provably running now, and held. */
@@ -163,7 +163,7 @@ START_TEST(off_cancel_waits_for_running_callback)
     ck_assert_int_eq(atomic_load(&s.off_returned), 0);
     sem_post(&s.release);
     join(unreg);
-    join(canceller);
+    join(canceler);
     ck_assert_int_eq(s.off_rc, 0);
     ck_assert(s.ran);
     ck_assert_int_eq(s.finished_when_off_returned, 1);
@@ -203,7 +203,7 @@ START_TEST(callback_unregisters_itself)
     ck_assert(s.ran);
     free_token(t);
 
-    /* Run at once on registration (already cancelled). */
+    /* Run at once on registration (already canceled). */
     t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     struct self_unreg s2 = { .rc = -1 };
@@ -358,7 +358,7 @@ START_TEST(free_with_registered_callback)
     tether_callback *cb = on_cancel(t, count_cb, &c);
     tether_callback *cb2 = on_cancel(t, count_cb, &c2);
     free_token(t);
-    /* The child is unlinked: cancelling its former parent reaches nothing. */
+    /* The child is unlinked: canceling its former parent reaches nothing. */
     ck_assert_int_eq(tether_token_cancel(parent, 0), 0);
     ck_assert_int_eq(atomic_load(&c.runs), 0);
     ck_assert(!off_cancel(cb));
@@ -375,8 +375,8 @@ static Suite *suite(void)
 
     tc = tcase_create("callbacks");
     tcase_set_timeout(tc, th_timeout_s(10));
-    tcase_add_test(tc, callback_runs_once_in_cancelling_thread);
-    tcase_add_test(tc, callback_on_cancelled_token_runs_at_once);
+    tcase_add_test(tc, callback_runs_once_in_canceling_thread);
+    tcase_add_test(tc, callback_on_canceled_token_runs_at_once);
     tcase_add_test(tc, off_cancel_before_cancel);
     tcase_add_test(tc, off_cancel_after_cancel);
     tcase_add_test(tc, off_cancel_waits_for_running_callback);

@@ -98,7 +98,7 @@ START_TEST(cancel_child_spares_parent_and_siblings)
     ck_assert_int_eq(tether_token_cause(a), TETHER_CAUSE_EXPLICIT);
     ck_assert_int_eq(tether_token_cause(a2), TETHER_CAUSE_PARENT);
     ck_assert_int_eq(tether_token_error(a2), 8);
-    /* a1 was cancelled first and keeps its own cause and error. */
+    /* a1 was canceled first and keeps its own cause and error. */
     ck_assert_int_eq(tether_token_cause(a1), TETHER_CAUSE_EXPLICIT);
     ck_assert_int_eq(tether_token_error(a1), 7);
     assert_live(root);
@@ -158,7 +158,7 @@ START_TEST(cancel_parent_cancels_all_descendants)
 }
 END_TEST
 
-/* Propagation must not recurse: a very deep chain cancelled from a thread
+/* Propagation must not recurse: a very deep chain canceled from a thread
  * with a small stack. */
 struct chain_arg {
     tether_token *root;
@@ -204,7 +204,7 @@ START_TEST(cancel_deep_chain_small_stack)
 }
 END_TEST
 
-START_TEST(child_of_cancelled_is_born_cancelled)
+START_TEST(child_of_canceled_is_born_canceled)
 {
     tether_token *p = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(p, 42), 0);
@@ -226,7 +226,7 @@ START_TEST(child_of_cancelled_is_born_cancelled)
     free_token(c);
     free_token(p);
 
-    /* Born under a deadline-cancelled parent: reports the deadline. */
+    /* Born under a deadline-canceled parent: reports the deadline. */
     p = new_token(NULL, tether_now() - 1);
     ck_assert_int_eq(tether_token_check(p), ETIMEDOUT);
     c = new_token(p, TETHER_NEVER);
@@ -240,7 +240,7 @@ START_TEST(child_of_cancelled_is_born_cancelled)
 END_TEST
 
 /* An explicit cancel of an ancestor wakes a thread asleep under a
- * descendant. _i = 0: cancelled while it is blocked; 1: before it sleeps. */
+ * descendant. _i = 0: canceled while it is blocked; 1: before it sleeps. */
 START_TEST(cancel_wakes_sleeper_under_descendant)
 {
     th_baseline b = th_baseline_take();
@@ -249,24 +249,24 @@ START_TEST(cancel_wakes_sleeper_under_descendant)
     tether_token *leaf = new_token(mid, TETHER_NEVER);
     struct sleeper s = { .t = leaf };
     sem_init(&s.started, 0, 0);
-    tether_time_t cancelled_at;
+    tether_time_t canceled_at;
     pthread_t th;
     if (_i == 0) {
         th = spawn(sleep_under, &s);
         while (sem_wait(&s.started) != 0)
             ;
         ck_assert_int_eq(th_wait_blocked(s.tid), 0);
-        cancelled_at = tether_now();
+        canceled_at = tether_now();
         ck_assert_int_eq(tether_token_cancel(root, 12), 0);
     } else {
-        cancelled_at = tether_now();
+        canceled_at = tether_now();
         ck_assert_int_eq(tether_token_cancel(root, 12), 0);
         th = spawn(sleep_under, &s);
     }
     join(th);
     ck_assert_int_eq(s.rc, -1);
     ck_assert_int_eq(s.err, ECANCELED);
-    ck_assert_int_lt(s.woke - cancelled_at, th_bound_ns(2000));
+    ck_assert_int_lt(s.woke - canceled_at, th_bound_ns(2000));
     ck_assert_int_eq(tether_token_cause(leaf), TETHER_CAUSE_PARENT);
     ck_assert_int_eq(tether_token_error(leaf), 12);
     free_token(leaf);
@@ -343,7 +343,7 @@ START_TEST(random_tree_concurrent_cancel)
             memset(&cnt[i], 0, sizeof cnt[i]);
             cbs[i] = on_cancel(sh.node[i], count_cb, &cnt[i]);
         }
-        /* Each thread: a random order over all nodes, cancelling a random
+        /* Each thread: a random order over all nodes, canceling a random
          * prefix of it; thread 0 cancels them all, so the root is hit. */
         for (int t = 0; t < TREE_THREADS; t++) {
             for (int i = 0; i < TREE_N; i++)
@@ -371,7 +371,7 @@ START_TEST(random_tree_concurrent_cancel)
             ck_assert_msg(atomic_load(&cnt[i].runs) == 1, "iter %d node %d: callback ran %d times",
                           it, i, atomic_load(&cnt[i].runs));
             if (c == TETHER_CAUSE_EXPLICIT) {
-                ck_assert_msg(targeted[i], "iter %d node %d explicit but never cancelled", it, i);
+                ck_assert_msg(targeted[i], "iter %d node %d explicit but never canceled", it, i);
                 ck_assert_int_eq(tether_token_error(t), 1000 + i);
             } else {
                 ck_assert_msg(c == TETHER_CAUSE_PARENT, "iter %d node %d: cause %s", it, i,
@@ -397,7 +397,7 @@ START_TEST(random_tree_concurrent_cancel)
 END_TEST
 
 /* New children (and callbacks on them) racing a cancel of their parent:
- * every child ends cancelled, every callback runs exactly once. */
+ * every child ends canceled, every callback runs exactly once. */
 enum { RACE_MAKERS = 3, RACE_PER_MAKER = 40 };
 
 struct race_shared {
@@ -544,7 +544,7 @@ static Suite *suite(void)
     tcase_add_test(tc, cancel_child_spares_parent_and_siblings);
     tcase_add_test(tc, cancel_parent_cancels_all_descendants);
     tcase_add_test(tc, cancel_deep_chain_small_stack);
-    tcase_add_test(tc, child_of_cancelled_is_born_cancelled);
+    tcase_add_test(tc, child_of_canceled_is_born_canceled);
     tcase_add_loop_test(tc, cancel_wakes_sleeper_under_descendant, 0, 2);
     suite_add_tcase(s, tc);
 

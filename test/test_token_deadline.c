@@ -235,7 +235,7 @@ START_TEST(with_deadline_runs_fn_in_caller_under_child)
     ck_assert_int_eq(p.check_rc, 0);
     ck_assert_ptr_eq(tether_current(), outer);
 
-    /* The block's token is a child of the current one: cancelling the outer
+    /* The block's token is a child of the current one: canceling the outer
      * token reaches it (and is not "fired"). */
     struct block_probe q = { .outer = outer, .ret = -5, .cancel_outer = true };
     ck_assert_int_eq(tether_with_timeout(tether_sec(100), probe_fn, &q, &fired), -5);
@@ -244,7 +244,7 @@ START_TEST(with_deadline_runs_fn_in_caller_under_child)
     ck_assert_int_eq(q.check_rc, ECANCELED);
     ck_assert_ptr_eq(tether_current(), outer);
 
-    /* Under an already cancelled outer token the block is born cancelled. */
+    /* Under an already canceled outer token the block is born canceled. */
     struct block_probe r = { .outer = outer };
     ck_assert_int_eq(tether_with_timeout(tether_sec(100), probe_fn, &r, &fired), 0);
     ck_assert(!fired);

@@ -93,7 +93,7 @@ START_TEST(spare_eventfds_reused_drained_and_trimmed)
     ck_assert_int_eq(pipe(p), 0);
     int base = raw_fd_count();
 
-    /* A cancelled token's eventfd (its count is non-zero) is kept... */
+    /* A canceled token's eventfd (its count is non-zero) is kept... */
     tether_token *a;
     ck_assert_int_eq(tether_token_new(&a, NULL, TETHER_NEVER), 0);
     ck_assert_int_eq(tether_token_enter(a), 0);

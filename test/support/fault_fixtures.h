@@ -288,7 +288,7 @@ static inline void scenario_token_tree(void)
             saw(rc);
         } else {
             tether_sigcancel_fire(sc);
-            EXPECT(wait_until(cause_set, node[2]), "the relay never cancelled");
+            EXPECT(wait_until(cause_set, node[2]), "the relay never canceled");
             EXPECT(tether_token_cause(node[2]) == TETHER_CAUSE_SIGNAL, "cause %s",
                    tether_cause_name(tether_token_cause(node[2])));
             EXPECT(tether_token_error(node[2]) == EPIPE, "error %d", tether_token_error(node[2]));
@@ -297,14 +297,14 @@ static inline void scenario_token_tree(void)
     rc = tether_token_cancel(node[0], 0);
     EXPECT(rc == 0, "tether_token_cancel: %s", strerror(rc));
 
-    /* Born cancelled; a callback on it runs at once. */
+    /* Born canceled; a callback on it runs at once. */
     tether_token *late;
     rc = tether_token_new(&late, node[1] ? node[1] : node[0], TETHER_NEVER);
     if (rc) {
         EXPECT(rc == ENOMEM, "tether_token_new: %s", strerror(rc));
         saw(rc);
     } else {
-        EXPECT(tether_token_check(late) == ECANCELED, "not born cancelled");
+        EXPECT(tether_token_check(late) == ECANCELED, "not born canceled");
         atomic_int late_hits = 0;
         tether_callback *lcb;
         rc = tether_token_on_cancel(late, count_hit, &late_hits, &lcb);
@@ -323,7 +323,7 @@ static inline void scenario_token_tree(void)
     EXPECT(rd.n == -1 && ONE_OF(rd.err, ECANCELED, ENOMEM, EMFILE), "reader: %zd, %s", rd.n,
            strerror(rd.err));
     saw(rd.err);
-    /* The relay cancelled node 2's subtree and runs its callbacks on its own
+    /* The relay canceled node 2's subtree and runs its callbacks on its own
      * thread; once freed, that cancellation has fully taken effect. */
     if (sc)
         EXPECT(tether_sigcancel_free(sc) == 0, "sigcancel_free");

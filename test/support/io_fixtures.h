@@ -7,7 +7,7 @@
  * What the contract promises, and what these tests hold it to:
  *  - with no current token each one is the raw call (same return, same errno);
  *  - with a live token the success path is the raw call's too;
- *  - a cancelled (or expired) token fails the call at once, without blocking
+ *  - a canceled (or expired) token fails the call at once, without blocking
  *    and without moving a byte, even when the descriptor is ready;
  *  - a blocked call wakes on cancellation of its token or of any ancestor,
  *    and at the effective deadline, never before it;

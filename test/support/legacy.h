@@ -123,7 +123,7 @@ static inline void lu_assert_prompt(tether_time_t from, tether_time_t to, int64_
 }
 
 /* A blocking call under test and the fixture it blocks on, for the
- * table-driven checks below (test_legacy_io.c, test_net.c). */
+ * table-driven checks below (test_legacy_io.c, test_net_io.c, test_net_connect.c). */
 typedef struct lu_blocker {
     const char *name;
     void (*setup)(void);
@@ -132,7 +132,7 @@ typedef struct lu_blocker {
     void (*teardown)(void);
 } lu_blocker;
 
-/* Cancelled before the call: it fails at once with ECANCELED. */
+/* Canceled before the call: it fails at once with ECANCELED. */
 static inline void lu_check_cancel_before(const lu_blocker *b)
 {
     th_baseline base = th_baseline_take();
@@ -150,7 +150,7 @@ static inline void lu_check_cancel_before(const lu_blocker *b)
     th_baseline_check(base);
 }
 
-/* Cancelled while blocked: it wakes promptly with ECANCELED. */
+/* Canceled while blocked: it wakes promptly with ECANCELED. */
 static inline void lu_check_cancel_blocked(const lu_blocker *b)
 {
     th_baseline base = th_baseline_take();

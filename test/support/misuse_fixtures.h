@@ -7,7 +7,7 @@
  * tether cannot report by returning (a child returning with a token still
  * entered, ...) must fail loudly: those tests expect SIGABRT.
  *
- * Threads hand off through semaphores; a thread is cancelled or raced only
+ * Threads hand off through semaphores; a thread is canceled or raced only
  * after th_wait_blocked says it is asleep in the kernel.
  */
 

@@ -4,8 +4,8 @@
  * Cancellable socket calls: recv/send families, accept/accept4, connect.
  *
  * Every call is checked against the raw call it replaces (return value,
- * errno, partial transfers), then blocked and: cancelled before the call,
- * cancelled while blocked, stopped by a deadline, interrupted by a signal
+ * errno, partial transfers), then blocked and: canceled before the call,
+ * canceled while blocked, stopped by a deadline, interrupted by a signal
  * handler without SA_RESTART (-1/EINTR, like the raw call). Blocking
  * connects go to a loopback listener whose accept queue is full, so the
  * SYN is dropped and the connect hangs: no traffic leaves the machine.

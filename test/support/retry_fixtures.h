@@ -6,7 +6,7 @@
  * retry-after hints, classification, and retry inside a fail-fast scope.
  *
  * Most tests run on a fake clock (opts.clock), so they never wait and their
- * sleeps are exact. The ones about real waking (a cancelled backoff, a
+ * sleeps are exact. The ones about real waking (a canceled backoff, a
  * hanging attempt, a signal during a sleep) use the real clock and hand off
  * between threads with semaphores; the only sleeps are the ones under test.
  */
@@ -94,7 +94,7 @@ static inline tether_retry_clock fake_clock(struct fake *f)
 }
 
 /* A scripted attempt: returns results[i] on call i (the last one after the
- * script ends), optionally hinting, advancing the fake clock, cancelling. */
+ * script ends), optionally hinting, advancing the fake clock, canceling. */
 struct script {
     int results[MAXREC];
     int nresults;

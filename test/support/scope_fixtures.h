@@ -3,12 +3,12 @@
  *
  * Scopes: policies (fail-fast, supervisor, first-success), deadlines,
  * strict background teardown, task handles, limits, the body helpers, misuse,
- * and the races between children finishing, failing and being cancelled.
+ * and the races between children finishing, failing and being canceled.
  *
  * Children that must be "blocked" announce themselves on a semaphore and the
  * test then waits (th_wait_blocked) until the kernel shows them asleep, so
- * "cancelled while blocked" is what is tested; cancellation is sticky, so a
- * slow machine only turns it into "cancelled before blocking", never a hang.
+ * "canceled while blocked" is what is tested; cancellation is sticky, so a
+ * slow machine only turns it into "canceled before blocking", never a hang.
  * Iteration counts are modest and multiplied by TETHER_STRESS.
  */
 
@@ -33,15 +33,15 @@
 /* Long enough to be "forever" for a test. */
 #define DAY tether_sec(86400)
 
-/* What a blocking call returns when it was not cancelled: never expected. */
-#define NOT_CANCELLED EPROTO
+/* What a blocking call returns when it was not canceled: never expected. */
+#define NOT_CANCELED EPROTO
 
 /* ---------------------------------------------------------------------- */
 /* Small helpers                                                          */
 
 
 /* ---------------------------------------------------------------------- */
-/* Children that block in tether primitives until cancelled               */
+/* Children that block in tether primitives until canceled               */
 
 enum block_kind { BLOCK_SLEEP, BLOCK_READ };
 
@@ -71,9 +71,9 @@ static inline int blocker_main(void *arg)
         sem_post(b->ready);
     if (b->kind == BLOCK_READ) {
         char c;
-        b->err = tether_read(fds[0], &c, 1) < 0 ? errno : NOT_CANCELLED;
+        b->err = tether_read(fds[0], &c, 1) < 0 ? errno : NOT_CANCELED;
     } else {
-        b->err = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELLED;
+        b->err = tether_sleep_for(DAY) < 0 ? errno : NOT_CANCELED;
     }
     b->woke_at = tether_now();
     b->cause = tether_token_cause(tether_current());

@@ -12,8 +12,8 @@
  * round them up to the timer slack. Threads that must line up use barriers;
  * nothing sleeps as a handshake.
  *
- * A long run: TETHER_STRESS=25 build/<dir>/test/test_stress (directly: ctest
- * stops any suite after 600 s).
+ * A long run: TETHER_STRESS=25 build/<dir>/test/test_stress_races and
+ * test_stress_trees (directly: ctest stops any suite after 600 s).
  */
 
 #ifndef TETHER_TEST_STRESS_FIXTURES_H
