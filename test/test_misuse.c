@@ -7,7 +7,19 @@
  * the tests in tcase "loud" expect SIGABRT. Scope misuse: test_scope_misuse.c.
  */
 #define _GNU_SOURCE
-#include "misuse_fixtures.h"
+#include "support.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static void noop_cb(void *arg)
 {

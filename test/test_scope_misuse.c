@@ -6,8 +6,11 @@
  * ...) fail loudly and the tests in tcase "loud" expect SIGABRT.
  */
 #define _GNU_SOURCE
-#include "misuse_fixtures.h"
 #include "scope_fixtures.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 /* ------------------------------------------------------------ small tools */
 

@@ -23,7 +23,6 @@
 #include <string.h>
 #include <unistd.h>
 
-
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -37,7 +36,6 @@
 enum { KIDS = 8, OWNERS = 2 };
 
 /* ------------------------------------------------------------ small tools */
-
 
 static long soak_scopes(void)
 {

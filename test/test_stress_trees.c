@@ -6,7 +6,7 @@
 #include "stress_fixtures.h"
 
 /* ====================================================================== */
-/* Random token trees 30 levels deep, canceled from random nodes by      */
+/* Random token trees 30 levels deep, canceled from random nodes by       */
 /* several threads                                                         */
 /* ====================================================================== */
 
@@ -448,7 +448,7 @@ START_TEST(random_scope_trees)
 END_TEST
 
 /* ====================================================================== */
-/* 5000 nested scopes, each level a child with a 64 KiB stack, canceled  */
+/* 5000 nested scopes, each level a child with a 64 KiB stack, canceled   */
 /* from the root                                                           */
 /* ====================================================================== */
 

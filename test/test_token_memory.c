@@ -7,7 +7,6 @@
 
 /* ================================================================= memory */
 
-
 static void churn(tether_token *parent, long n)
 {
     struct counter c = { 0 };
@@ -55,8 +54,6 @@ START_TEST(million_children_memory_flat)
     free_token(parent);
 }
 END_TEST
-
-/* ================================================================== suite */
 
 /* ======================================================================
  * Spare eventfds (tether_trim)

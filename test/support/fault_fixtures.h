@@ -24,7 +24,6 @@
  * Only built with -DTETHER_FAULT_INJECTION=ON (the test controls
  * tether_fault_arm/tether_fault_seen are declared in internal.h).
  */
-
 #ifndef TETHER_TEST_FAULT_FIXTURES_H
 #define TETHER_TEST_FAULT_FIXTURES_H
 

@@ -19,11 +19,11 @@
  * "no token / live token / live token with a far deadline" (enum mode), so
  * one body checks that the token changes nothing on the success path.
  */
-
 #ifndef TETHER_TEST_IO_FIXTURES_H
 #define TETHER_TEST_IO_FIXTURES_H
 
 #include "support.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -10,11 +10,11 @@
  * connects go to a loopback listener whose accept queue is full, so the
  * SYN is dropped and the connect hangs: no traffic leaves the machine.
  */
-
 #ifndef TETHER_TEST_NET_FIXTURES_H
 #define TETHER_TEST_NET_FIXTURES_H
 
 #include "legacy.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

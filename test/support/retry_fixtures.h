@@ -10,11 +10,11 @@
  * hanging attempt, a signal during a sleep) use the real clock and hand off
  * between threads with semaphores; the only sleeps are the ones under test.
  */
-
 #ifndef TETHER_TEST_RETRY_FIXTURES_H
 #define TETHER_TEST_RETRY_FIXTURES_H
 
 #include "support.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <semaphore.h>

@@ -11,11 +11,11 @@
  * slow machine only turns it into "canceled before blocking", never a hang.
  * Iteration counts are modest and multiplied by TETHER_STRESS.
  */
-
 #ifndef TETHER_TEST_SCOPE_FIXTURES_H
 #define TETHER_TEST_SCOPE_FIXTURES_H
 
 #include "support.h"
+
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -37,11 +37,7 @@
 #define NOT_CANCELED EPROTO
 
 /* ---------------------------------------------------------------------- */
-/* Small helpers                                                          */
-
-
-/* ---------------------------------------------------------------------- */
-/* Children that block in tether primitives until canceled               */
+/* Children that block in tether primitives until canceled                */
 
 enum block_kind { BLOCK_SLEEP, BLOCK_READ };
 

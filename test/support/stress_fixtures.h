@@ -15,11 +15,11 @@
  * A long run: TETHER_STRESS=25 build/<dir>/test/test_stress_races and
  * test_stress_trees (directly: ctest stops any suite after 600 s).
  */
-
 #ifndef TETHER_TEST_STRESS_FIXTURES_H
 #define TETHER_TEST_STRESS_FIXTURES_H
 
 #include "support.h"
+
 #include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>

@@ -7,11 +7,11 @@
  * Threads hand off through barriers and semaphores; the only sleeps are the
  * ones inside the code under test (tether_sleep_for in timeout blocks).
  */
-
 #ifndef TETHER_TEST_TOKEN_FIXTURES_H
 #define TETHER_TEST_TOKEN_FIXTURES_H
 
 #include "support.h"
+
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
