@@ -7,11 +7,6 @@
 #define _GNU_SOURCE
 #include "fault_fixtures.h"
 
-static int sleep_forever(void)
-{
-    return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;
-}
-
 /* ---------------------------------------------------------------- sweep */
 
 struct scenario {

@@ -43,7 +43,7 @@ START_TEST(test_live_token_ready)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, true);
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     enter(t);
     int err;
     ssize_t r = op_call(&o, &err);
@@ -63,7 +63,7 @@ START_TEST(test_canceled_before_call)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, true);
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     enter(t);
     int err;
@@ -94,9 +94,9 @@ START_TEST(test_canceled_by_parent_before_call)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, true);
-    tether_token *g = token(NULL, TETHER_NEVER), *p = token(g, TETHER_NEVER);
+    tether_token *g = new_token(NULL, TETHER_NEVER), *p = new_token(g, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(g, 0), 0);
-    tether_token *c = token(p, TETHER_NEVER);
+    tether_token *c = new_token(p, TETHER_NEVER);
     enter(c);
     int err;
     ssize_t r = op_call(&o, &err);
@@ -116,7 +116,7 @@ START_TEST(test_canceled_while_blocked)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, false);
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);
@@ -137,8 +137,8 @@ START_TEST(test_parent_canceled_while_blocked)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, false);
-    tether_token *g = token(NULL, TETHER_NEVER), *p = token(g, TETHER_NEVER),
-                 *c = token(p, TETHER_NEVER);
+    tether_token *g = new_token(NULL, TETHER_NEVER), *p = new_token(g, TETHER_NEVER),
+                 *c = new_token(p, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, c);
     runner_wait_blocked(&r);
@@ -163,8 +163,8 @@ START_TEST(test_sibling_cancel_leaves_waiter)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, false);
-    tether_token *p = token(NULL, TETHER_NEVER), *mine = token(p, TETHER_NEVER),
-                 *sib = token(p, TETHER_NEVER), *kid = token(mine, TETHER_NEVER);
+    tether_token *p = new_token(NULL, TETHER_NEVER), *mine = new_token(p, TETHER_NEVER),
+                 *sib = new_token(p, TETHER_NEVER), *kid = new_token(mine, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, mine);
     runner_wait_blocked(&r);
@@ -214,7 +214,7 @@ START_TEST(test_signal_eintr)
     bool with_token = _i >= OP_COUNT;
     struct op o;
     op_setup(&o, kind, false);
-    tether_token *t = with_token ? token(NULL, TETHER_NEVER) : NULL;
+    tether_token *t = with_token ? new_token(NULL, TETHER_NEVER) : NULL;
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);
@@ -236,7 +236,7 @@ START_TEST(test_uses_innermost_token)
 {
     /* The current token is the innermost entered one. */
     th_baseline b = th_baseline_take();
-    tether_token *dead = token(NULL, TETHER_NEVER), *live = token(NULL, TETHER_NEVER);
+    tether_token *dead = new_token(NULL, TETHER_NEVER), *live = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(dead, 0), 0);
     int p[2];
     xpipe(p);
@@ -267,7 +267,7 @@ START_TEST(test_user_error_still_ecanceled)
     /* The error given to tether_token_cancel is the token's, not errno: the
      * primitives report ECANCELED. */
     th_baseline b = th_baseline_take();
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, ENOENT), 0);
     enter(t);
     ASSERT_FAILS(tether_read(-1, NULL, 0), ECANCELED);
@@ -290,7 +290,7 @@ START_TEST(test_read_keeps_bytes_on_cancel)
 
     /* Data first, then the cancel, then the call. */
     ck_assert_int_eq(write(p[1], src, 100), 100);
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     enter(t);
     ASSERT_FAILS(tether_read(p[0], buf, sizeof buf), ECANCELED);
@@ -307,7 +307,7 @@ START_TEST(test_read_keeps_bytes_on_cancel)
     o.kind = OP_READ;
     o.p[0] = p[0];
     o.p[1] = p[1];
-    t = token(NULL, TETHER_NEVER);
+    t = new_token(NULL, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);
@@ -341,7 +341,7 @@ START_TEST(test_write_partial_on_cancel)
     unsigned char *src = pattern(len);
     o.wsrc = src;
     o.wlen = len;
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);
@@ -390,7 +390,7 @@ START_TEST(test_write_interrupted_returns_partial)
     unsigned char *src = pattern(2 * cap);
     o.wsrc = src;
     o.wlen = 2 * cap;
-    tether_token *t = _i == MODE_NONE ? NULL : token(NULL, TETHER_NEVER);
+    tether_token *t = _i == MODE_NONE ? NULL : new_token(NULL, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);
@@ -426,7 +426,7 @@ START_TEST(test_socket_cancel_while_blocked)
     o.kind = _i == 0 ? OP_READ : OP_WRITE;
     if (o.kind == OP_WRITE)
         o.in_pipe = fill(s[0]);
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);

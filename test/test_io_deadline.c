@@ -13,7 +13,7 @@ START_TEST(test_deadline_past)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, true);
-    tether_token *t = token(NULL, tether_now() - tether_sec(1));
+    tether_token *t = new_token(NULL, tether_now() - tether_sec(1));
     enter(t);
     int err;
     tether_time_t t0 = tether_now();
@@ -34,7 +34,7 @@ START_TEST(test_deadline_now)
     th_baseline b = th_baseline_take();
     struct op o;
     op_setup(&o, _i, true);
-    tether_token *t = token(NULL, tether_now());
+    tether_token *t = new_token(NULL, tether_now());
     enter(t);
     int err;
     ssize_t r = op_call(&o, &err);
@@ -55,7 +55,7 @@ START_TEST(test_deadline_later)
     struct op o;
     op_setup(&o, _i, false);
     tether_time_t dl = tether_deadline_after(tether_ms(50));
-    tether_token *t = token(NULL, dl);
+    tether_token *t = new_token(NULL, dl);
     enter(t);
     int err;
     ssize_t r = op_call(&o, &err);
@@ -80,7 +80,7 @@ START_TEST(test_deadline_inherited)
     struct op o;
     op_setup(&o, _i, false);
     tether_time_t dl = tether_deadline_after(tether_ms(40));
-    tether_token *g = token(NULL, dl), *p = token(g, TETHER_NEVER), *c = token(p, TETHER_NEVER);
+    tether_token *g = new_token(NULL, dl), *p = new_token(g, TETHER_NEVER), *c = new_token(p, TETHER_NEVER);
     ck_assert_int_eq(tether_token_deadline(c), dl);
     enter(c);
     int err;
@@ -110,7 +110,7 @@ START_TEST(test_deadline_while_blocked_other_thread)
     struct op o;
     op_setup(&o, _i, false);
     tether_time_t dl = tether_deadline_after(tether_ms(60));
-    tether_token *t = token(NULL, dl);
+    tether_token *t = new_token(NULL, dl);
     struct runner r;
     runner_start(&r, &o, t);
     ck_assert(sem_wait_bounded(&r.done, th_bound_ns(5000)));
@@ -134,7 +134,7 @@ START_TEST(test_sleep_before_deadline)
 {
     /* Waking before the deadline is success; the token stays live. */
     th_baseline b = th_baseline_take();
-    tether_token *t = token(NULL, tether_deadline_after(tether_sec(10)));
+    tether_token *t = new_token(NULL, tether_deadline_after(tether_sec(10)));
     enter(t);
     tether_time_t when = tether_now() + tether_ms(20);
     ck_assert_int_eq(tether_sleep_until(when), 0);
@@ -154,7 +154,7 @@ START_TEST(test_sleep_until_after_deadline)
     /* `when` after the deadline: ETIMEDOUT at the deadline, not at `when`. */
     th_baseline b = th_baseline_take();
     tether_time_t dl = tether_deadline_after(tether_ms(30));
-    tether_token *t = token(NULL, dl);
+    tether_token *t = new_token(NULL, dl);
     enter(t);
     ASSERT_FAILS(tether_sleep_until(dl + tether_sec(60)), ETIMEDOUT);
     tether_time_t now = tether_now();
@@ -172,7 +172,7 @@ START_TEST(test_poll_timeout_before_deadline)
     th_baseline b = th_baseline_take();
     int p[2];
     xpipe(p);
-    tether_token *t = token(NULL, tether_deadline_after(tether_sec(10)));
+    tether_token *t = new_token(NULL, tether_deadline_after(tether_sec(10)));
     enter(t);
     struct pollfd pfd = { .fd = p[0], .events = POLLIN, .revents = 0x7fff };
     tether_time_t t0 = tether_now();
@@ -196,7 +196,7 @@ START_TEST(test_poll_deadline_before_timeout)
     int p[2];
     xpipe(p);
     tether_time_t dl = tether_deadline_after(tether_ms(30));
-    tether_token *t = token(NULL, dl);
+    tether_token *t = new_token(NULL, dl);
     enter(t);
     struct pollfd pfd = { .fd = p[0], .events = POLLIN };
     ASSERT_FAILS(tether_poll(&pfd, 1, 10000), ETIMEDOUT);

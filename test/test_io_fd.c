@@ -29,7 +29,7 @@ START_TEST(test_regular_file_uncached)
     ck_assert_int_eq(unlink(path), 0);
     ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
 
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     enter(t);
     unsigned char buf[4096];
     errno = 0;
@@ -93,7 +93,7 @@ static void poll_rejects_nfds(nfds_t nfds)
     ASSERT_FAILS(poll(one, nfds, 0), EINVAL);
     ASSERT_FAILS(tether_poll(one, nfds, 0), EINVAL);
 #endif
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     enter(t);
     ASSERT_FAILS(tether_poll(one, nfds, 0), EINVAL);
     ASSERT_FAILS(tether_poll(one, nfds, 100), EINVAL);
@@ -133,7 +133,7 @@ START_TEST(test_poll_nfds_at_rlimit)
         set[i] = (struct pollfd){ .fd = -1, .events = POLLIN };
     set[10] = (struct pollfd){ .fd = p[0], .events = POLLIN };
     set[40] = (struct pollfd){ .fd = p[1], .events = POLLOUT };
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     enter(t);
     poll_agrees(set, LIMIT, 1000);
     poll_agrees(set, LIMIT, -1);
@@ -185,7 +185,7 @@ START_TEST(test_fifo_blocking)
     th_baseline b = th_baseline_take();
     struct fifo f;
     fifo_open(&f, false, false);
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     enter(t);
     char buf[32];
     ck_assert_int_eq(tether_write(f.wfd, "hello fifo", 10), 10);
@@ -223,7 +223,7 @@ START_TEST(test_fifo_nonblocking_read)
     char buf[8];
     ASSERT_FAILS(read(f.rfd, buf, sizeof buf), EAGAIN);
     ASSERT_FAILS(tether_read(f.rfd, buf, sizeof buf), EAGAIN); /* no token */
-    tether_token *t = token(NULL, tether_deadline_after(th_bound_ns(1000)));
+    tether_token *t = new_token(NULL, tether_deadline_after(th_bound_ns(1000)));
     enter(t);
     tether_time_t t0 = tether_now();
     errno = 0;
@@ -250,7 +250,7 @@ START_TEST(test_fifo_nonblocking_write)
     fifo_open(&f, false, true);
     fill(f.wfd);
     ASSERT_FAILS(write(f.wfd, "x", 1), EAGAIN);
-    tether_token *t = token(NULL, tether_deadline_after(th_bound_ns(1000)));
+    tether_token *t = new_token(NULL, tether_deadline_after(th_bound_ns(1000)));
     enter(t);
     tether_time_t t0 = tether_now();
     errno = 0;
@@ -285,7 +285,7 @@ START_TEST(test_fifo_write_cancel)
     o.p[1] = f.wfd;
     o.wsrc = src;
     o.wlen = len;
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);
@@ -368,7 +368,7 @@ START_TEST(test_ten_thousand_sleepers)
     struct sleepers s = { .target = N };
     ck_assert_int_eq(pthread_mutex_init(&s.mu, NULL), 0);
     ck_assert_int_eq(pthread_cond_init(&s.cv, NULL), 0);
-    s.tok = token(NULL, TETHER_NEVER);
+    s.tok = new_token(NULL, TETHER_NEVER);
     pthread_attr_t attr;
     ck_assert_int_eq(pthread_attr_init(&attr), 0);
     ck_assert_int_eq(pthread_attr_setstacksize(&attr, 64 * 1024), 0);
@@ -419,7 +419,7 @@ START_TEST(test_sleepers_hold_no_fd)
     /* Sleepers blocked under a token: not one descriptor more. */
     enum { N = 100 };
     th_baseline b = th_baseline_take();
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     struct op o[N];
     struct runner *r = calloc(N, sizeof *r);
     ck_assert_ptr_nonnull(r);
@@ -453,7 +453,7 @@ START_TEST(test_one_eventfd_per_token)
     xpipe(full);
     fill(full[1]);
     int base = th_fd_count();
-    tether_token *t = token(NULL, TETHER_NEVER);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(th_fd_count(), base); /* none until a wait needs it */
 
     static const int kinds[] = { OP_READ, OP_POLL, OP_WRITE };

@@ -24,7 +24,7 @@ static tether_token *mode_begin(int mode)
     if (mode == MODE_NONE)
         return NULL;
     tether_time_t dl = mode == MODE_DEADLINE ? tether_deadline_after(tether_sec(3600)) : TETHER_NEVER;
-    tether_token *t = token(NULL, dl);
+    tether_token *t = new_token(NULL, dl);
     enter(t);
     return t;
 }
@@ -541,7 +541,7 @@ START_TEST(test_wakes_when_ready)
     struct op o;
     op_setup(&o, kind, false);
     tether_token *t = mode == MODE_NONE ? NULL
-                      : token(NULL, mode == MODE_DEADLINE ? tether_deadline_after(tether_sec(3600))
+                      : new_token(NULL, mode == MODE_DEADLINE ? tether_deadline_after(tether_sec(3600))
                                                           : TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);

@@ -32,7 +32,7 @@ static void *waiter_main(void *arg)
 {
     struct waiter *w = arg;
     for (;;) {
-        xsem_wait(&w->go);
+        sem_wait_ok(&w->go);
         if (w->stop)
             break;
         enter(w->tok);
@@ -79,7 +79,7 @@ START_TEST(test_race_cancel)
     waiter_start(&w, &o);
     int late = 0; /* rounds where the call began before the cancel */
     for (int i = 0; i < rounds; i++) {
-        w.tok = token(NULL, TETHER_NEVER);
+        w.tok = new_token(NULL, TETHER_NEVER);
         sem_post(&w.go);
         busy_wait_ns(tether_us((int64_t)(th_rand(&rng) % 101)));
         tether_time_t cancel_at = tether_now();
@@ -133,7 +133,7 @@ START_TEST(test_race_conservation)
         bool data_first = th_rand(&rng) % 2;
         int64_t d1 = tether_us((int64_t)(th_rand(&rng) % 101));
         int64_t d2 = tether_us((int64_t)(th_rand(&rng) % 51));
-        w.tok = token(NULL, TETHER_NEVER);
+        w.tok = new_token(NULL, TETHER_NEVER);
         sem_post(&w.go);
         busy_wait_ns(d1);
         if (!data_first)

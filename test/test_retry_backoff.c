@@ -342,7 +342,7 @@ START_TEST(seed_zero_varies)
     full_jitter_sleeps(a);
     full_jitter_sleeps(c);
     ck_assert(memcmp(a, c, sizeof a) != 0);
-    join(spawn(seed0_thread, t));
+    thread_join(thread_start(seed0_thread, t));
     ck_assert(memcmp(a, t, sizeof a) != 0);
     ck_assert(memcmp(c, t, sizeof a) != 0);
     th_baseline_check(b);

@@ -174,18 +174,18 @@ START_TEST(cancel_during_hour_backoff)
     /* The reference: a canceled one-hour sleep. */
     c.tok = new_token(NULL, TETHER_NEVER);
     enter(c.tok);
-    pthread_t th = spawn(canceler_main, &c);
+    pthread_t th = thread_start(canceler_main, &c);
     ck_assert_int_eq(sem_post(&c.ready), 0);
     ck_assert_int_eq(tether_sleep_for(tether_sec(3600)), -1);
     ck_assert_int_eq(errno, ECANCELED);
     int64_t sleep_latency = tether_now() - c.canceled_at;
-    join(th);
+    thread_join(th);
     leave_free(c.tok);
 
     /* The same cancel during a one-hour backoff. */
     c.tok = new_token(NULL, TETHER_NEVER);
     enter(c.tok);
-    th = spawn(canceler_main, &c);
+    th = thread_start(canceler_main, &c);
     struct script s = { .nresults = 1, .results = { ECONNREFUSED } };
     tether_retry_opts o = { .initial_delay_ns = tether_sec(3600),
                             .jitter = TETHER_RETRY_JITTER_NONE,
@@ -193,7 +193,7 @@ START_TEST(cancel_during_hour_backoff)
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), ECANCELED);
     int64_t retry_latency = tether_now() - c.canceled_at;
-    join(th);
+    thread_join(th);
     leave_free(c.tok);
 
     ck_assert_int_eq(r.stop, TETHER_RETRY_STOP_CANCELED);

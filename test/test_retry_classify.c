@@ -174,7 +174,7 @@ static void *hint_in_thread(void *p)
 
 static int hint_from_other_thread(void *arg)
 {
-    join(spawn(hint_in_thread, arg));
+    thread_join(thread_start(hint_in_thread, arg));
     return 0;
 }
 

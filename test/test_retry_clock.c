@@ -69,13 +69,13 @@ START_TEST(signal_does_not_end_backoff)
             enter(t);
         struct signaller sg = { .target = pthread_self(), .tid = th_gettid() };
         ck_assert_int_eq(sem_init(&sg.ready, 0, 0), 0);
-        pthread_t th = spawn(signaller_main, &sg);
+        pthread_t th = thread_start(signaller_main, &sg);
         struct script s = { .results = { EAGAIN, 0 }, .nresults = 2 };
         tether_retry_opts o = { .initial_delay_ns = MS(300), .jitter = TETHER_RETRY_JITTER_NONE,
                                 .on_retry = post_signaller, .ctx = &sg };
         tether_retry_result r;
         ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), 0);
-        join(th);
+        thread_join(th);
         ck_assert_uint_eq(r.attempts, 2);
         ck_assert_int_ge(s.starts[1] - s.starts[0], MS(300));
         ck_assert_int_eq(atomic_load(&signals_seen), 1);
@@ -142,10 +142,10 @@ START_TEST(concurrent_retries_share_opts)
     pthread_t th[N];
     for (int i = 0; i < N; i++) {
         w[i] = (struct worker){ .o = &o };
-        th[i] = spawn(worker_main, &w[i]);
+        th[i] = thread_start(worker_main, &w[i]);
     }
     for (int i = 0; i < N; i++) {
-        join(th[i]);
+        thread_join(th[i]);
         ck_assert_int_eq(w[i].rc, 0);
         ck_assert_uint_eq(w[i].r.attempts, 4);
     }

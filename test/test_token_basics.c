@@ -126,13 +126,13 @@ START_TEST(free_while_entered_is_ebusy)
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, 2);
     struct enter_arg a = { .t = t, .bar = &bar };
-    pthread_t th = spawn(enter_and_hold, &a);
+    pthread_t th = thread_start(enter_and_hold, &a);
     pthread_barrier_wait(&bar);
     ck_assert_int_eq(a.enter_rc, 0);
     ck_assert_int_eq(tether_token_free(t), EBUSY);
     assert_live(t);
     pthread_barrier_wait(&bar);
-    join(th);
+    thread_join(th);
     ck_assert_int_eq(a.leave_rc, 0);
     pthread_barrier_destroy(&bar);
 
@@ -285,7 +285,7 @@ START_TEST(current_is_per_thread)
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     ck_assert_int_eq(tether_token_enter(t), 0);
 
-    pthread_t th = spawn(per_thread_main, &pt);
+    pthread_t th = thread_start(per_thread_main, &pt);
     pthread_barrier_wait(&pt.bar);
     pthread_barrier_wait(&pt.bar);
     ck_assert_ptr_null(pt.seen_first);
@@ -294,7 +294,7 @@ START_TEST(current_is_per_thread)
     ck_assert_ptr_eq(tether_current(), t);
     ck_assert_int_eq(tether_check(), ECANCELED);
     pthread_barrier_wait(&pt.bar);
-    join(th);
+    thread_join(th);
 
     ck_assert_int_eq(tether_token_leave(t), 0);
     free_token(t);

@@ -31,8 +31,8 @@ START_TEST(callback_runs_once_in_canceling_thread)
     ck_assert_int_eq(atomic_load(&c.runs), 0);
 
     struct cancel_arg a = { .t = t };
-    pthread_t th = spawn(cancel_thread, &a);
-    join(th);
+    pthread_t th = thread_start(cancel_thread, &a);
+    thread_join(th);
     ck_assert_int_eq(atomic_load(&c.runs), 1);
     ck_assert(pthread_equal(c.runner, a.self));
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
@@ -152,18 +152,18 @@ START_TEST(off_cancel_waits_for_running_callback)
     s.t = new_token(NULL, TETHER_NEVER);
     s.cb = on_cancel(s.t, slow_cb_fn, &s);
 
-    pthread_t canceler = spawn(slow_canceler, &s);
+    pthread_t canceler = thread_start(slow_canceler, &s);
     while (sem_wait(&s.running) != 0)
         ;
     /* The callback is provably running now, and held. */
-    pthread_t unreg = spawn(slow_unregister, &s);
+    pthread_t unreg = thread_start(slow_unregister, &s);
     while (sem_wait(&s.unreg_started) != 0)
         ;
     ck_assert_int_eq(th_wait_blocked(s.unreg_tid), 0);
     ck_assert_int_eq(atomic_load(&s.off_returned), 0);
     sem_post(&s.release);
-    join(unreg);
-    join(canceler);
+    thread_join(unreg);
+    thread_join(canceler);
     ck_assert_int_eq(s.off_rc, 0);
     ck_assert(s.ran);
     ck_assert_int_eq(s.finished_when_off_returned, 1);

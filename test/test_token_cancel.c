@@ -189,7 +189,7 @@ START_TEST(cancel_deep_chain_small_stack)
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, &attr, cancel_root, &a), 0);
     pthread_attr_destroy(&attr);
-    join(th);
+    thread_join(th);
     ck_assert_int_eq(a.rc, 0);
 
     for (int i = DEPTH - 1; i >= 1; i--) {
@@ -252,7 +252,7 @@ START_TEST(cancel_wakes_sleeper_under_descendant)
     tether_time_t canceled_at;
     pthread_t th;
     if (_i == 0) {
-        th = spawn(sleep_under, &s);
+        th = thread_start(sleep_under, &s);
         while (sem_wait(&s.started) != 0)
             ;
         ck_assert_int_eq(th_wait_blocked(s.tid), 0);
@@ -261,9 +261,9 @@ START_TEST(cancel_wakes_sleeper_under_descendant)
     } else {
         canceled_at = tether_now();
         ck_assert_int_eq(tether_token_cancel(root, 12), 0);
-        th = spawn(sleep_under, &s);
+        th = thread_start(sleep_under, &s);
     }
-    join(th);
+    thread_join(th);
     ck_assert_int_eq(s.rc, -1);
     ck_assert_int_eq(s.err, ECANCELED);
     ck_assert_int_lt(s.woke - canceled_at, th_bound_ns(2000));
@@ -324,7 +324,7 @@ START_TEST(random_tree_concurrent_cancel)
     pthread_t th[TREE_THREADS];
     for (int i = 0; i < TREE_THREADS; i++) {
         w[i] = (struct tree_worker){ .sh = &sh, .idx = i };
-        th[i] = spawn(tree_worker_main, &w[i]);
+        th[i] = thread_start(tree_worker_main, &w[i]);
     }
 
     const int iters = 300;
@@ -389,7 +389,7 @@ START_TEST(random_tree_concurrent_cancel)
     atomic_store(&sh.stop, true);
     pthread_barrier_wait(&sh.start);
     for (int i = 0; i < TREE_THREADS; i++)
-        join(th[i]);
+        thread_join(th[i]);
     pthread_barrier_destroy(&sh.start);
     pthread_barrier_destroy(&sh.done);
     th_baseline_check(b);
@@ -454,11 +454,11 @@ START_TEST(new_children_race_cancel)
         pthread_t th[RACE_MAKERS + 1];
         for (int i = 0; i < RACE_MAKERS; i++) {
             m[i] = (struct race_maker){ .sh = &sh, .idx = i };
-            th[i] = spawn(race_make, &m[i]);
+            th[i] = thread_start(race_make, &m[i]);
         }
-        th[RACE_MAKERS] = spawn(race_cancel, &sh);
+        th[RACE_MAKERS] = thread_start(race_cancel, &sh);
         for (int i = 0; i <= RACE_MAKERS; i++)
-            join(th[i]);
+            thread_join(th[i]);
         for (int i = 0; i < RACE_MAKERS; i++) {
             for (int j = 0; j < RACE_PER_MAKER; j++) {
                 tether_token *k = sh.kids[i][j];
@@ -511,9 +511,9 @@ START_TEST(callback_exactly_once_under_concurrent_cancels)
         tether_callback *kcb = on_cancel(kid, count_cb, &kc);
         pthread_t th[CC_THREADS];
         for (int i = 0; i < CC_THREADS; i++)
-            th[i] = spawn(cc_cancel, &sh);
+            th[i] = thread_start(cc_cancel, &sh);
         for (int i = 0; i < CC_THREADS; i++)
-            join(th[i]);
+            thread_join(th[i]);
         for (int i = 0; i < CC_CBS; i++) {
             ck_assert_int_eq(atomic_load(&c[i].runs), 1);
             ck_assert(off_cancel(cb[i]));

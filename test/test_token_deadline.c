@@ -174,8 +174,8 @@ START_TEST(deadline_wakes_sleeper_under_descendant)
     struct sleeper s = { .t = child };
     sem_init(&s.started, 0, 0);
     tether_time_t start = tether_now();
-    pthread_t th = spawn(sleep_under, &s);
-    join(th);
+    pthread_t th = thread_start(sleep_under, &s);
+    thread_join(th);
     sem_destroy(&s.started);
     ck_assert_int_eq(s.rc, -1);
     ck_assert_int_eq(s.err, ETIMEDOUT);

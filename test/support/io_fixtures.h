@@ -179,32 +179,9 @@ static inline void read_exact(int fd, void *buf, size_t n)
     }
 }
 
-static inline tether_token *token(tether_token *parent, tether_time_t deadline)
-{
-    tether_token *t = NULL;
-    ck_assert_int_eq(tether_token_new(&t, parent, deadline), 0);
-    return t;
-}
-
-static inline void enter(tether_token *t)
-{
-    ck_assert_int_eq(tether_token_enter(t), 0);
-}
-
-static inline void leave(tether_token *t)
-{
-    ck_assert_int_eq(tether_token_leave(t), 0);
-}
-
 static inline void token_free(tether_token *t)
 {
     ck_assert_int_eq(tether_token_free(t), 0);
-}
-
-static inline void xsem_wait(sem_t *s)
-{
-    while (sem_wait(s) != 0)
-        ck_assert_int_eq(errno, EINTR);
 }
 
 /* sem_wait with an upper bound; false if it ran out. (CLOCK_REALTIME
@@ -347,7 +324,7 @@ static inline void runner_start(struct runner *r, struct op *op, tether_token *t
 /* Wait until the runner is inside its call, asleep in the kernel. */
 static inline void runner_wait_blocked(struct runner *r)
 {
-    xsem_wait(&r->started);
+    sem_wait_ok(&r->started);
     ck_assert_msg(th_wait_blocked(r->tid) == 0, "%s: thread %d never blocked",
                   op_name[r->op->kind], (int)r->tid);
 }

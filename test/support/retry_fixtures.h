@@ -28,27 +28,10 @@
 
 /* ------------------------------------------------------------ small tools */
 
-static inline void enter(tether_token *t)
-{
-    ck_assert_int_eq(tether_token_enter(t), 0);
-}
-
 static inline void leave_free(tether_token *t)
 {
     ck_assert_int_eq(tether_token_leave(t), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
-}
-
-static inline pthread_t spawn(void *(*fn)(void *), void *arg)
-{
-    pthread_t th;
-    ck_assert_int_eq(pthread_create(&th, NULL, fn, arg), 0);
-    return th;
-}
-
-static inline void join(pthread_t th)
-{
-    ck_assert_int_eq(pthread_join(th, NULL), 0);
 }
 
 /* A fake clock: time moves only when the retry sleeps (or a test moves it). */

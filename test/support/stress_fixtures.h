@@ -69,11 +69,6 @@ static inline void barrier(pthread_barrier_t *b)
         bad("pthread_barrier_wait: %d", rc);
 }
 
-static inline int sleep_forever(void)
-{
-    return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;
-}
-
 static inline void count_cb(void *arg)
 {
     atomic_fetch_add((atomic_int *)arg, 1);

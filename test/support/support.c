@@ -211,6 +211,33 @@ int return_zero(void *arg)
     return 0;
 }
 
+pthread_t thread_start(void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, fn, arg), 0);
+    return th;
+}
+
+void thread_join(pthread_t th)
+{
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+}
+
+void enter(tether_token *t)
+{
+    ck_assert_int_eq(tether_token_enter(t), 0);
+}
+
+void leave(tether_token *t)
+{
+    ck_assert_int_eq(tether_token_leave(t), 0);
+}
+
+int sleep_forever(void)
+{
+    return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;
+}
+
 void sem_wait_ok(sem_t *s)
 {
     while (sem_wait(s) != 0)

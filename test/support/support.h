@@ -10,6 +10,7 @@
 #define TETHER_TEST_SUPPORT_H
 
 #include <check.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <tether.h>
@@ -58,7 +59,13 @@ int th_run_suite(Suite *s);
 typedef struct th_baseline {
     int fds, threads;
 } th_baseline;
+
+/* Record this process's thread and fd counts (under TSan, after its runtime
+ * thread has started). */
 th_baseline th_baseline_take(void);
+
+/* Assert the thread count returns to b's (waiting a bound) and the fd count
+ * is b's. */
 void th_baseline_check(th_baseline b);
 
 
@@ -88,6 +95,20 @@ tether_result join_and_free(tether_scope *s);
 
 /* A child that does nothing and succeeds (returns 0). */
 int return_zero(void *arg);
+
+/* Start a plain thread running fn(arg); asserts it started. */
+pthread_t thread_start(void *(*fn)(void *), void *arg);
+
+/* Join a thread from thread_start; asserts it joined. */
+void thread_join(pthread_t th);
+
+/* Enter / leave `t` on the calling thread; asserts success. */
+void enter(tether_token *t);
+void leave(tether_token *t);
+
+/* Sleep until the current token is canceled or expires; returns that errno
+ * (0 if the sleep somehow returned success). */
+int sleep_forever(void);
 
 /* sem_wait that retries on EINTR and asserts any other error away. */
 void sem_wait_ok(sem_t *s);

@@ -26,18 +26,6 @@
 
 /* ------------------------------------------------------------ small tools */
 
-static inline pthread_t spawn(void *(*fn)(void *), void *arg)
-{
-    pthread_t th;
-    ck_assert_int_eq(pthread_create(&th, NULL, fn, arg), 0);
-    return th;
-}
-
-static inline void join(pthread_t th)
-{
-    ck_assert_int_eq(pthread_join(th, NULL), 0);
-}
-
 static inline void free_token(tether_token *t)
 {
     ck_assert_int_eq(tether_token_free(t), 0);
