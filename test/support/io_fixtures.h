@@ -44,12 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Sanitizers change what "many threads" can mean (TSan cannot map 10,000
- * thread traces here, and creates threads ~50x slower). */
-
-/* A sleep that only cancellation, a deadline or a signal can end. */
-#define DAY tether_sec(86400)
-
 /* ======================================================================
  * Small utilities
  * ====================================================================== */

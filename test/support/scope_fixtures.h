@@ -30,9 +30,6 @@
 #include <unistd.h>
 #include <tether.h>
 
-/* Long enough to be "forever" for a test. */
-#define DAY tether_sec(86400)
-
 /* What a blocking call returns when it was not canceled: never expected. */
 #define NOT_CANCELED EPROTO
 

@@ -68,6 +68,8 @@ th_baseline th_baseline_take(void);
  * is b's. */
 void th_baseline_check(th_baseline b);
 
+/* A duration that only cancellation, a deadline or a signal ends, for a test. */
+#define DAY tether_sec(86400)
 
 /* ---------------------------------------------------------- scaling */
 
