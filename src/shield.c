@@ -9,7 +9,7 @@
  * that arrived meanwhile is seen at the next cancellation point.
  */
 #define _GNU_SOURCE
-#include "legacy_internal.h"
+#include "internal.h"
 
 struct tether_shield {
     tether_token *token;

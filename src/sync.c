@@ -19,10 +19,11 @@
  * sem_trywait/sem_clockwait, which is then returned.
  */
 #define _GNU_SOURCE
-#include "legacy_internal.h"
+#include "dropin.h"
+
+#include "clock.h"
 
 #include <semaphore.h>
-#include <time.h>
 
 enum cond_state {
     CW_IDLE,    /* registering: the callback must not touch the mutex */
@@ -112,7 +113,7 @@ int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
  * bad timespec or clock. */
 static int to_monotonic(clockid_t clock, const struct timespec *abstime, tether_time_t *out)
 {
-    if (!abstime || abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000)
+    if (!abstime || abstime->tv_nsec < 0 || abstime->tv_nsec >= TETHER_NS_PER_SEC)
         return EINVAL;
     if (clock != CLOCK_MONOTONIC && clock != CLOCK_REALTIME)
         return EINVAL;
@@ -156,7 +157,7 @@ int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
 
 /* How long one sleep of a semaphore wait may last before the token is
  * looked at again: the cancellation latency. */
-#define SEM_SLICE_NS ((int64_t)10000000)
+#define SEM_SLICE_NS tether_ms(10)
 
 static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
 {
