@@ -59,6 +59,20 @@ TETHER_HIDDEN _Noreturn void tether__assert_fail(const char *what, const char *f
  * handle (name may be NULL), then abort. */
 TETHER_HIDDEN _Noreturn void tether__misuse(const char *who, const char *name, const char *what);
 
+/* pthread_mutex_lock that cannot fail on a valid mutex: asserted. */
+static inline void tether__lock(pthread_mutex_t *mu)
+{
+    int rc = pthread_mutex_lock(mu);
+    TETHER_ASSERT(rc == 0);
+}
+
+/* pthread_mutex_unlock, asserted likewise. */
+static inline void tether__unlock(pthread_mutex_t *mu)
+{
+    int rc = pthread_mutex_unlock(mu);
+    TETHER_ASSERT(rc == 0);
+}
+
 /* The fault-injection funnel: every resource acquisition (memory, threads,
  * descriptors) asks it first, so a TETHER_FAULT_INJECTION build can fail the
  * Nth one on demand. Without it, tether__fault_hit is a constant false. */

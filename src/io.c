@@ -204,7 +204,9 @@ static ssize_t positional(tether_token *t, int fd, void *buf, size_t count, off_
     }
 }
 
-ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
+/* The drop-in entry of pread/pwrite. */
+static ssize_t positional_call(int fd, void *buf, size_t count, off_t offset,
+                               const struct positional *d)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
@@ -212,19 +214,18 @@ ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
         return -1;
     /* offset < 0: EINVAL from the raw call (preadv2 reads -1 as "current") */
     if (e == 0 || offset < 0)
-        return tether__sys_pread(fd, buf, count, offset);
-    return positional(t, fd, buf, count, offset, &pread_dir);
+        return d->plain(fd, buf, count, offset);
+    return positional(t, fd, buf, count, offset, d);
+}
+
+ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
+{
+    return positional_call(fd, buf, count, offset, &pread_dir);
 }
 
 ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t offset)
 {
-    tether_token *t;
-    int e = tether__dropin_entry(&t);
-    if (e < 0)
-        return -1;
-    if (e == 0 || offset < 0)
-        return tether__sys_pwrite(fd, buf, count, offset);
-    return positional(t, fd, (void *)buf, count, offset, &pwrite_dir);
+    return positional_call(fd, (void *)buf, count, offset, &pwrite_dir);
 }
 
 static ssize_t write_some(int fd, void *buf, size_t count)

@@ -57,15 +57,13 @@ struct tether_scope {
 /* Take s->mu. */
 static inline void tether__scope_lock(tether_scope *s)
 {
-    int rc = pthread_mutex_lock(&s->mu);
-    TETHER_ASSERT(rc == 0);
+    tether__lock(&s->mu);
 }
 
 /* Drop s->mu. */
 static inline void tether__scope_unlock(tether_scope *s)
 {
-    int rc = pthread_mutex_unlock(&s->mu);
-    TETHER_ASSERT(rc == 0);
+    tether__unlock(&s->mu);
 }
 
 /* Children reserved or running, foreground and background. s->mu held. */

@@ -61,9 +61,8 @@ int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error)
     tether_sigcancel *sc = tether__calloc(1, sizeof *sc);
     if (!sc)
         return ENOMEM;
-    sc->token = t;
-    sc->error = error;
-    sc->efd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
+    *sc = (tether_sigcancel){ .token = t, .error = error,
+                              .efd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK) };
     if (sc->efd < 0) {
         int e = errno;
         free(sc);

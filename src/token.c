@@ -49,14 +49,12 @@ struct tether_callback {
 
 static void tree_lock_take(void)
 {
-    int rc = pthread_mutex_lock(&tree_lock);
-    TETHER_ASSERT(rc == 0);
+    tether__lock(&tree_lock);
 }
 
 static void tree_lock_drop(void)
 {
-    int rc = pthread_mutex_unlock(&tree_lock);
-    TETHER_ASSERT(rc == 0);
+    tether__unlock(&tree_lock);
 }
 
 int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline)
@@ -349,17 +347,12 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
     bool did_run = true;
     tree_lock_take();
     switch (cb->state) {
-    case CB_REGISTERED: {
-        tether_token *t = cb->token;
-        if (cb->prev)
-            cb->prev->next = cb->next;
-        else
-            t->callbacks = cb->next;
+    case CB_REGISTERED:
+        *(cb->prev ? &cb->prev->next : &cb->token->callbacks) = cb->next;
         if (cb->next)
             cb->next->prev = cb->prev;
         did_run = false;
         break;
-    }
     case CB_DETACHED:
         did_run = false;
         break;

@@ -39,18 +39,6 @@ static int spare_efds;
 /* futex_waitv: 1 works, -1 missing (ENOSYS), 0 not tried yet. */
 static _Atomic int waitv_support;
 
-static void pool_lock_take(void)
-{
-    int rc = pthread_mutex_lock(&pool_lock);
-    TETHER_ASSERT(rc == 0);
-}
-
-static void pool_lock_drop(void)
-{
-    int rc = pthread_mutex_unlock(&pool_lock);
-    TETHER_ASSERT(rc == 0);
-}
-
 void tether__wake_init(struct tether_wake *w, struct tether_wake *up, uint32_t owner_bits)
 {
     atomic_init(&w->state, owner_bits);
@@ -81,9 +69,9 @@ static int wake_efd(struct tether_wake *w)
     int fd = atomic_load_explicit(&w->efd, memory_order_acquire);
     if (fd >= 0)
         return fd;
-    pool_lock_take();
+    tether__lock(&pool_lock);
     fd = spare_efds > 0 ? spare_efd[--spare_efds] : -1;
-    pool_lock_drop();
+    tether__unlock(&pool_lock);
     if (fd >= 0)
         tether__sys_eventfd_drain(fd); /* EAGAIN when its old point never fired */
     else if ((fd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
@@ -105,12 +93,12 @@ void tether__wake_release(struct tether_wake *w)
     int fd = atomic_load_explicit(&w->efd, memory_order_relaxed);
     if (fd < 0)
         return;
-    pool_lock_take();
+    tether__lock(&pool_lock);
     if (spare_efds < SPARE_EFDS) {
         spare_efd[spare_efds++] = fd;
         fd = -1;
     }
-    pool_lock_drop();
+    tether__unlock(&pool_lock);
     if (fd >= 0)
         tether__sys_close(fd);
 }
@@ -118,12 +106,12 @@ void tether__wake_release(struct tether_wake *w)
 int tether_trim(void)
 {
     int fds[SPARE_EFDS];
-    pool_lock_take();
+    tether__lock(&pool_lock);
     int n = spare_efds;
     for (int i = 0; i < n; i++)
         fds[i] = spare_efd[i];
     spare_efds = 0;
-    pool_lock_drop();
+    tether__unlock(&pool_lock);
     for (int i = 0; i < n; i++)
         tether__sys_close(fds[i]);
     return n;
