@@ -72,8 +72,8 @@ static void fill_result(tether_scope *s, tether_result *r)
     r->cause_task = s->cause_task;
     r->error_task = -1;
 
-    bool cancelled = tether__token_canceled(s->token);
-    if (cancelled)
+    bool canceled = tether__token_canceled(s->token);
+    if (canceled)
         r->cause = tether_token_cause(s->token);
     else if (s->bg_halted)
         r->cause = TETHER_CAUSE_SCOPE_FINISHED;
@@ -83,13 +83,13 @@ static void fill_result(tether_scope *s, tether_result *r)
     tether_time_t at = 0;
     if (s->bg_token && tether__token_canceled(s->bg_token))
         at = s->bg_token->canceled_at;
-    if (cancelled && (at == 0 || s->token->canceled_at < at))
+    if (canceled && (at == 0 || s->token->canceled_at < at))
         at = s->token->canceled_at;
     if (at && s->last_exit_at > at)
         r->convergence_ns = s->last_exit_at - at;
 
     bool have_failure = s->first_error != 0;
-    bool externally = cancelled && r->cause != TETHER_CAUSE_SIBLING_FAILED &&
+    bool externally = canceled && r->cause != TETHER_CAUSE_SIBLING_FAILED &&
                       r->cause != TETHER_CAUSE_SIBLING_SUCCEEDED;
     tether_outcome outcome;
     if (s->failure_decided) {
@@ -242,7 +242,7 @@ int tether_scope_run(const tether_scope_opts *opts, int (*body)(tether_scope *s,
     int rc = tether_scope_open(&s, opts);
     if (rc)
         return rc;
-    /* The body runs inside the scope: its own blocking calls are cancelled
+    /* The body runs inside the scope: its own blocking calls are canceled
      * with the scope, and scopes it opens nest under it. */
     rc = tether_token_enter(s->token);
     int berr = rc ? rc : body(s, arg);

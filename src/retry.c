@@ -9,8 +9,8 @@
  *
  * Time comes from a replaceable clock (opts->clock). The real one reads
  * tether_now and sleeps on the current token's futex through the same wait
- * tether_sleep_until uses, so a cancelled backoff wakes exactly as fast as
- * a cancelled sleep. A fake clock replaces both, and then this file never
+ * tether_sleep_until uses, so a canceled backoff wakes exactly as fast as
+ * a canceled sleep. A fake clock replaces both, and then this file never
  * sleeps on its own.
  *
  * Randomness comes from a splitmix64 generator owned by the call and

@@ -4,8 +4,8 @@
  *
  * Locking: s->mu guards the scope's counters, lists and outcome bookkeeping.
  * It may be held while taking the tree lock (creating tokens), never the
- * other way round, and no token is ever cancelled while s->mu is held,
- * because cancelling runs user callbacks that may call back into the scope.
+ * other way round, and no token is ever canceled while s->mu is held,
+ * because canceling runs user callbacks that may call back into the scope.
  *
  * Spawning reserves a slot under the lock (live_fg or live_bg, and spawning)
  * and creates the thread outside it; join waits until nothing is live and no
@@ -20,6 +20,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+
+/* What the kernel keeps of a thread name: 15 bytes and the NUL. */
+enum { THREAD_NAME_BYTES = 16 };
 
 static void copy_name(char dst[TETHER_NAME_MAX], const char *src)
 {
@@ -87,7 +90,7 @@ static bool is_cancel_error(int rc)
 static void child_finished(tether_task *task, int rc)
 {
     tether_scope *s = task->scope;
-    /* Cancelled from above (scope, background halt, halt, explicit) rather
+    /* Canceled from above (scope, background halt, halt, explicit) rather
      * than by its own per-child deadline: then ECANCELED/ETIMEDOUT is not a
      * failure of the child. */
     tether_cause tc = tether_token_cause(task->token);
@@ -125,7 +128,7 @@ static void child_finished(tether_task *task, int rc)
         if (won)
             s->cause_task = task->index;
         else if (fire == TETHER_CAUSE_SIBLING_FAILED)
-            s->failure_decided = false; /* someone else cancelled first */
+            s->failure_decided = false; /* someone else canceled first */
     }
     task->done = true;
     if (task->background)
@@ -147,7 +150,7 @@ static void *child_main(void *arg)
     int rc = tether_token_enter(task->token);
     TETHER_ASSERT(rc == 0); /* depth 1 of a fresh thread: no allocation */
     if (task->name[0]) {
-        char short_name[16]; /* the kernel keeps 15 bytes of a thread name */
+        char short_name[THREAD_NAME_BYTES];
         memcpy(short_name, task->name, sizeof short_name - 1);
         short_name[sizeof short_name - 1] = '\0';
         pthread_setname_np(pthread_self(), short_name);
@@ -201,7 +204,7 @@ static tether_task *take_zombies(tether_scope *s)
     return ready;
 }
 
-/* Wake slot waiters when the waiting caller's token is cancelled. */
+/* Wake slot waiters when the waiting caller's token is canceled. */
 static void wake_waiters(void *arg)
 {
     tether_scope *s = arg;
@@ -229,7 +232,7 @@ static int wait_for_slot(tether_scope *s, bool may_wait)
         return 0;
     if (!may_wait)
         return EAGAIN;
-    /* Wake when the caller's token or the scope is cancelled (either may be
+    /* Wake when the caller's token or the scope is canceled (either may be
      * unrelated to the other). The callbacks may run at once and take s->mu. */
     tether_token *ct = tether__current;
     tether_callback *cb = NULL, *scope_cb = NULL;
@@ -251,7 +254,7 @@ static int wait_for_slot(tether_scope *s, bool may_wait)
             continue;
         }
         if (tether_now() >= dl) {
-            /* Observe the passed deadline so its owner is cancelled too. */
+            /* Observe the passed deadline so its owner is canceled too. */
             tether__scope_unlock(s);
             rc = tether__token_poll(ct && ct->deadline == dl ? ct : s->token);
             tether__scope_lock(s);

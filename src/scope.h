@@ -47,7 +47,7 @@ struct tether_scope {
     unsigned succeeded, failed, canceled;
     int first_error, first_error_task;
     char first_error_name[TETHER_NAME_MAX];
-    bool failure_decided;       /* fail-fast: a failure cancelled the scope */
+    bool failure_decided;       /* fail-fast: a failure canceled the scope */
     int winner, cause_task;
     int body_error;             /* tether_scope_run: the body failed ... */
     bool body_decided;          /* ... and its cancel was the first */

@@ -1,6 +1,6 @@
 /*
  * Shielded regions: clean-up that must still do blocking I/O after its
- * thread was cancelled.
+ * thread was canceled.
  *
  * Entering a shield creates a root token (no parent, so no cancellation or
  * deadline from outside reaches it) with the shield's own deadline, and

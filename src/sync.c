@@ -44,7 +44,7 @@ static void cond_on_cancel(void *arg)
 {
     struct cond_waiter *w = arg;
     /* Run by the waiter itself (its own check noticed a passed deadline and
-     * cancelled the token): it holds the mutex and is not waiting. */
+     * canceled the token): it holds the mutex and is not waiting. */
     if (pthread_equal(pthread_self(), w->waiter))
         return;
     int expected = CW_WAITING;
@@ -56,7 +56,7 @@ static void cond_on_cancel(void *arg)
     atomic_store(&w->state, CW_DONE);
 }
 
-/* Wait under t until woken, cancelled, or the monotonic instant `until`.
+/* Wait under t until woken, canceled, or the monotonic instant `until`.
  * The mutex is held on entry and on return. */
 static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_t *mutex,
                            tether_time_t until)
@@ -83,7 +83,7 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
         }
         c = tether__token_poll(t);
         if (c)
-            rc = c; /* cancelled, or the token's deadline ended the wait */
+            rc = c; /* canceled, or the token's deadline ended the wait */
         else if (rc == ETIMEDOUT && tether_now() < until)
             rc = 0; /* cannot happen (no early timeouts); be a spurious wakeup */
     }
@@ -175,7 +175,7 @@ static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
                                              now + SEM_SLICE_NS);
         struct timespec ts = tether__timespec(end);
         if (sem_clockwait(sem, CLOCK_MONOTONIC, &ts) == 0)
-            return 0; /* a unit taken is returned, cancelled or not */
+            return 0; /* a unit taken is returned, canceled or not */
         if (errno != ETIMEDOUT)
             return -1; /* EINTR, EINVAL */
         if (tether__check_or_fail(t) < 0)

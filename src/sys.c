@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "sys.h"
 
+#include "clock.h"
+
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -126,7 +128,7 @@ int tether__sys_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *re
 
 int tether__sys_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 {
-    struct timespec ts = { .tv_sec = timeout_ms / 1000, .tv_nsec = (timeout_ms % 1000) * 1000000L };
+    struct timespec ts = tether__timespec(tether_ms(timeout_ms));
     return tether__sys_ppoll(fds, nfds, timeout_ms < 0 ? NULL : &ts, NULL);
 }
 

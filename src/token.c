@@ -2,7 +2,7 @@
  * The token tree: creation, freeing, cancellation and its propagation,
  * cancellation callbacks, and the waits under a token.
  *
- * Cancelling is two steps, both under the tree lock. The first canceler
+ * Canceling is two steps, both under the tree lock. The first canceler
  * *claims* the token (an atomic exchange, so exactly one wins and its cause
  * is the one kept), writes the cause and error, then *publishes* by firing
  * the token's wake point (wait.h), so anyone who sees it fired also sees the
@@ -14,8 +14,8 @@
  * lock, which also guards linking and unlinking, so the walk needs no
  * recursion (deep trees cannot overflow a small thread stack) and a token
  * cannot be freed while it is being visited. Invariant, whenever the lock is
- * free: a cancelled token's descendants are all cancelled, and a new child
- * of a cancelled token is born cancelled.
+ * free: a canceled token's descendants are all canceled, and a new child
+ * of a canceled token is born canceled.
  * Callbacks are collected during the walk and run after the lock is dropped.
  */
 #define _GNU_SOURCE
@@ -29,7 +29,7 @@ static pthread_cond_t callback_done = PTHREAD_COND_INITIALIZER;
 
 enum callback_state {
     CB_REGISTERED, /* on its token's list */
-    CB_TAKEN,      /* on a canceller's run list; `runner` has not started it */
+    CB_TAKEN,      /* on a canceler's run list; `runner` has not started it */
     CB_RUNNING,    /* `runner` is running it */
     CB_SKIPPED,    /* unregistered while taken: the runner frees it unrun */
     CB_DONE,
@@ -38,7 +38,7 @@ enum callback_state {
 
 struct tether_callback {
     tether_callback *next, *prev; /* token's list, while registered */
-    tether_callback *run_next;    /* canceller's run list, while running */
+    tether_callback *run_next;    /* canceler's run list, while running */
     tether_token *token;
     void (*fn)(void *arg);
     void *arg;
@@ -84,7 +84,7 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
         parent->first_child->prev_sibling = t;
     parent->first_child = t;
     if (tether__token_canceled(parent)) {
-        /* Born cancelled. Nobody else can see t yet, so no claim race. */
+        /* Born canceled. Nobody else can see t yet, so no claim race. */
         atomic_store_explicit(&t->claimed, 1, memory_order_relaxed);
         t->error = parent->error;
         t->root_cause = parent->root_cause;
@@ -180,7 +180,7 @@ static void propagate(tether_token *root, tether_callback **run)
                 continue;
             }
         }
-        /* A subtree claimed by another canceller is that canceller's job. */
+        /* A subtree claimed by another canceler is that canceler's job. */
         while (n != root && !n->next_sibling) {
             n = n->parent;
             depth--;
@@ -216,8 +216,8 @@ static void run_callbacks(tether_callback *cb)
 int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
 {
     /* Claim under the tree lock: then a token found already claimed by the
-     * walk has had its whole subtree published by the canceller that claimed
-     * it, and when this returns every descendant is cancelled. */
+     * walk has had its whole subtree published by the canceler that claimed
+     * it, and when this returns every descendant is canceled. */
     tree_lock_take();
     if (!claim(t)) {
         tree_lock_drop();
@@ -332,7 +332,7 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
         tree_lock_drop();
         return 0;
     }
-    /* Already cancelled and its callbacks already taken: run it here. */
+    /* Already canceled and its callbacks already taken: run it here. */
     cb->state = CB_TAKEN;
     cb->runner = pthread_self();
     tree_lock_drop();

@@ -1,7 +1,7 @@
 /*
  * The waiting layer: how a thread sleeps until a wake point fires, and how
  * whoever fires it wakes the sleepers. It knows nothing of tokens; a token
- * embeds one wake point and fires it when it is cancelled.
+ * embeds one wake point and fires it when it is canceled.
  *
  * A wake point is a state word (a futex) plus an eventfd made on first need.
  * Sleepers wait on the word and those of the nearest points above it
