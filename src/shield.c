@@ -7,6 +7,10 @@
  * enters it: every cancellation point in the region uses it. Leaving leaves
  * and frees it; the tokens entered before are untouched, so a cancellation
  * that arrived meanwhile is seen at the next cancellation point.
+ *
+ * Its own file rather than part of current.c: a shield is an opaque handle
+ * with a lifecycle of its own, built only on the public token calls, so it
+ * needs no internal header beyond internal.h (the funnel).
  */
 #define _GNU_SOURCE
 #include "internal.h"

@@ -78,7 +78,6 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     }
 
     tree_lock_take();
-    t->parent = parent;
     t->next_sibling = parent->first_child;
     if (parent->first_child)
         parent->first_child->prev_sibling = t;
@@ -105,11 +104,10 @@ int tether_token_free(tether_token *t)
         tree_lock_drop();
         return EBUSY;
     }
-    if (t->parent) {
-        if (t->prev_sibling)
-            t->prev_sibling->next_sibling = t->next_sibling;
-        else
-            t->parent->first_child = t->next_sibling;
+    tether_token *parent = tether__token_parent(t);
+    if (parent) {
+        *(t->prev_sibling ? &t->prev_sibling->next_sibling : &parent->first_child) =
+            t->next_sibling;
         if (t->next_sibling)
             t->next_sibling->prev_sibling = t->prev_sibling;
     }
@@ -169,7 +167,7 @@ static void propagate(tether_token *root, tether_callback **run)
     unsigned depth = 1;
     while (n) {
         if (claim(n)) {
-            tether_token *p = n->parent;
+            tether_token *p = tether__token_parent(n);
             uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause,
                                    p->canceled_at);
             tether__wake_sleepers(&n->wake, old, depth);
@@ -182,7 +180,7 @@ static void propagate(tether_token *root, tether_callback **run)
         }
         /* A subtree claimed by another canceler is that canceler's job. */
         while (n != root && !n->next_sibling) {
-            n = n->parent;
+            n = tether__token_parent(n);
             depth--;
         }
         n = n == root ? NULL : n->next_sibling;
@@ -303,7 +301,7 @@ tether_time_t tether_token_deadline(const tether_token *t)
 
 bool tether__token_descends(const tether_token *t, const tether_token *ancestor)
 {
-    for (; t; t = t->parent)
+    for (; t; t = tether__token_parent(t))
         if (t == ancestor)
             return true;
     return false;

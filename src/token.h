@@ -18,19 +18,25 @@ enum {
 };
 
 struct tether_token {
-    struct tether_wake wake;    /* state word, eventfd, link to the parent's */
+    struct tether_wake wake;    /* state word, eventfd, and the parent's (wake.up) */
     _Atomic int claimed;        /* the first canceler wins this, then publishes */
     int error;                  /* tether_token_error; written before publishing */
     tether_cause root_cause;
     tether_time_t canceled_at;  /* when the cancellation started (root's time) */
     tether_time_t deadline;     /* effective: min over ancestors */
     tether_token *deadline_owner; /* the ancestor-or-self whose deadline it is */
-    tether_token *parent;
     /* Tree links and the callback list are guarded by the tree lock. */
     tether_token *first_child, *next_sibling, *prev_sibling;
     tether_callback *callbacks;
     _Atomic int entered;        /* threads that have it entered */
 };
+
+/* t's parent, or NULL: the token whose wake point is above t's. */
+static inline tether_token *tether__token_parent(const tether_token *t)
+{
+    _Static_assert(offsetof(tether_token, wake) == 0, "the wake point opens the token");
+    return (tether_token *)(void *)t->wake.up;
+}
 
 /* Whether t is canceled (acquire: its cause and error are visible). */
 static inline bool tether__token_canceled(const tether_token *t)
