@@ -25,7 +25,7 @@
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
  *   retry.c     retry with backoff and jitter
  *
- * Internal headers (each includes only those below it in this list):
+ * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel
  *   clock.h     time arithmetic        sys.h    raw system calls
  *   wait.h      the waiting layer      token.h  the token structure

@@ -77,19 +77,26 @@ static ssize_t recv_common(tether_token *t, int fd, void *buf, size_t len, int f
     }
 }
 
-ssize_t tether_recv(int fd, void *buf, size_t len, int flags)
-{
-    return tether_recvfrom(fd, buf, len, flags, NULL, NULL);
-}
-
-ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
-                        socklen_t *srclen)
+/* The drop-in entry of recv and recvfrom (no PLT hop between them). */
+static ssize_t recv_entry(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
+                          socklen_t *srclen)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
     if (e <= 0)
         return e < 0 ? -1 : tether__sys_recvfrom(fd, buf, len, flags, src, srclen);
     return recv_common(t, fd, buf, len, flags, src, srclen);
+}
+
+ssize_t tether_recv(int fd, void *buf, size_t len, int flags)
+{
+    return recv_entry(fd, buf, len, flags, NULL, NULL);
+}
+
+ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
+                        socklen_t *srclen)
+{
+    return recv_entry(fd, buf, len, flags, src, srclen);
 }
 
 static size_t iov_total(const struct iovec *iov, size_t cnt)
@@ -183,19 +190,26 @@ static ssize_t send_common(tether_token *t, int fd, const void *buf, size_t len,
     }
 }
 
-ssize_t tether_send(int fd, const void *buf, size_t len, int flags)
-{
-    return tether_sendto(fd, buf, len, flags, NULL, 0);
-}
-
-ssize_t tether_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dest,
-                      socklen_t destlen)
+/* The drop-in entry of send and sendto. */
+static ssize_t send_entry(int fd, const void *buf, size_t len, int flags,
+                          const struct sockaddr *dest, socklen_t destlen)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
     if (e <= 0)
         return e < 0 ? -1 : tether__sys_sendto(fd, buf, len, flags, dest, destlen);
     return send_common(t, fd, buf, len, flags, dest, destlen);
+}
+
+ssize_t tether_send(int fd, const void *buf, size_t len, int flags)
+{
+    return send_entry(fd, buf, len, flags, NULL, 0);
+}
+
+ssize_t tether_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dest,
+                      socklen_t destlen)
+{
+    return send_entry(fd, buf, len, flags, dest, destlen);
 }
 
 /*
@@ -268,7 +282,8 @@ ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags)
     return msg_transfer(t, fd, (struct msghdr *)msg, flags, true);
 }
 
-int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+/* The drop-in accept4 (tether_accept and tether_accept4). */
+static int accept_entry(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
@@ -293,9 +308,14 @@ int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
     return tether__sys_accept4(fd, addr, addrlen, flags);
 }
 
+int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    return accept_entry(fd, addr, addrlen, flags);
+}
+
 int tether_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
-    return tether_accept4(fd, addr, addrlen, 0);
+    return accept_entry(fd, addr, addrlen, 0);
 }
 
 /* Put the socket's flags back and return r; keeps errno. */
