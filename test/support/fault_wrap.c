@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------- heap blocks, counted */
 
@@ -81,11 +82,14 @@ static bool untrack(void *p)
  * (tether__fault_hit, wrapped too) leaves a mark on the calling thread that
  * the acquisition right after it consumes. An allocation that finds no mark
  * bypassed the funnel; counted while probing (test code then allocates
- * nothing). eventfd and pthread_create are wrapped only to consume marks. */
+ * nothing). tether's eventfd and pidfd creation (its raw-syscall layer) and
+ * pthread_create are wrapped only to consume marks. */
 bool __real_tether__fault_hit(void);
 bool __wrap_tether__fault_hit(void);
-int __real_eventfd(unsigned int initval, int flags);
-int __wrap_eventfd(unsigned int initval, int flags);
+int __real_tether__sys_eventfd(int flags);
+int __wrap_tether__sys_eventfd(int flags);
+int __real_tether__sys_pidfd_open(pid_t pid);
+int __wrap_tether__sys_pidfd_open(pid_t pid);
 int __real_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
                           void *arg);
 int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
@@ -103,10 +107,19 @@ bool __wrap_tether__fault_hit(void)
     return hit;
 }
 
-int __wrap_eventfd(unsigned int initval, int flags)
+/* These ask the funnel themselves (which marks), then acquire: clear after. */
+int __wrap_tether__sys_eventfd(int flags)
 {
+    int fd = __real_tether__sys_eventfd(flags);
     funnel_mark = false;
-    return __real_eventfd(initval, flags);
+    return fd;
+}
+
+int __wrap_tether__sys_pidfd_open(pid_t pid)
+{
+    int fd = __real_tether__sys_pidfd_open(pid);
+    funnel_mark = false;
+    return fd;
 }
 
 int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),

@@ -1,7 +1,7 @@
 /*
  * The fault suites' link-time wrappers (test/support/fault_wrap.c; the
  * binaries link with -Wl,--wrap=malloc,calloc,realloc,free,
- * tether__fault_hit,eventfd,pthread_create, see test/CMakeLists.txt):
+ * tether__fault_hit,pthread_create,tether__sys_eventfd,tether__sys_pidfd_open, see test/CMakeLists.txt):
  * every heap block allocated through the wrappers is counted until freed,
  * and an allocation that did not pass tether's injection funnel first is
  * counted (and its call site kept) while probing.
