@@ -3,8 +3,8 @@
  * the entry under the current token, the descriptor questions the retry
  * loops ask, and the iovec helpers. All system calls go through sys.h.
  */
-#ifndef TETHER_DROPIN_H
-#define TETHER_DROPIN_H
+#ifndef TETHER__DROPIN_H
+#define TETHER__DROPIN_H
 
 #include "current.h"
 #include "sys.h"
@@ -92,4 +92,4 @@ static inline void tether__iov_release(struct iovec *c, struct iovec *small)
     errno = saved;
 }
 
-#endif /* TETHER_DROPIN_H */
+#endif /* TETHER__DROPIN_H */
