@@ -1,0 +1,168 @@
+/*
+ * Row machinery for the contract matrix (test/test_contract_*.c).
+ *
+ * A Check test covers one public function; inside it, each documented error
+ * and each difference from the raw call is one row. A failing row is
+ * recorded with its name and what was seen, the other rows still run, and
+ * ct_done fails the test listing every failing row. The rows are listed in
+ * docs/contract-matrix.md.
+ */
+#ifndef TETHER_TEST_CONTRACT_H
+#define TETHER_TEST_CONTRACT_H
+
+#include "helpers.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct ct_rows {
+    int failed;
+    size_t len;
+    char log[16384];
+} ct_rows;
+
+/* Record one row: ok, or a failure described by fmt. */
+__attribute__((format(printf, 3, 4)))
+static inline void ct_row(ct_rows *r, int ok, const char *fmt, ...)
+{
+    if (ok) return;
+    r->failed++;
+    if (r->len + 8 >= sizeof r->log) return;
+    r->log[r->len++] = '\n';
+    r->log[r->len++] = ' ';
+    r->log[r->len++] = ' ';
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(r->log + r->len, sizeof r->log - r->len, fmt, ap);
+    va_end(ap);
+    if (n > 0) r->len += (size_t)n < sizeof r->log - r->len ? (size_t)n : sizeof r->log - r->len - 1;
+}
+
+/* Fail the test if any row failed, naming all of them. */
+static inline void ct_done(ct_rows *r)
+{
+    if (r->failed) fprintf(stderr, "contract rows failed:%s\n", r->log);
+    ck_assert_msg(r->failed == 0, "%d row(s) failed:%s", r->failed, r->log);
+}
+
+/* A row on a -1/errno call: expect ret == -1 and errno == err. */
+#define CT_ERR(r, name, ret, err) \
+    do { \
+        long long ct_ret_ = (long long)(ret); \
+        int ct_errno_ = errno; \
+        ct_row((r), ct_ret_ == -1 && ct_errno_ == (err), \
+               "%s: expected -1/%s got %lld/%s", (name), strerrorname_np(err), ct_ret_, \
+               ct_ret_ == -1 ? strerrorname_np(ct_errno_) : "-"); \
+    } while (0)
+
+/* A row on a call returning an error number: expect rc == want. */
+#define CT_RC(r, name, rc, want) \
+    do { \
+        int ct_rc_ = (int)(rc); \
+        int ct_want_ = (want); \
+        ct_row((r), ct_rc_ == ct_want_, "%s: expected %s got %s (%d)", (name), \
+               ct_want_ ? strerrorname_np(ct_want_) : "0", \
+               ct_rc_ > 0 ? strerrorname_np(ct_rc_) : "non-errno", ct_rc_); \
+    } while (0)
+
+/* A row comparing tether's -1/errno call with the raw call's, side by side. */
+#define CT_SAME(r, name, tret, terr, rret, rerr) \
+    ct_row((r), (long long)(tret) == (long long)(rret) && ((long long)(tret) != -1 || (terr) == (rerr)), \
+           "%s: raw gave %lld/%s, tether gave %lld/%s", (name), (long long)(rret), \
+           (long long)(rret) == -1 ? strerrorname_np(rerr) : "-", (long long)(tret), \
+           (long long)(tret) == -1 ? strerrorname_np(terr) : "-")
+
+/* The token states a row can run under. */
+typedef enum ct_state {
+    CT_NONE = 0,  /* no current token */
+    CT_LIVE,      /* a live token, no deadline */
+    CT_CANCELED,  /* already cancelled */
+    CT_EXPIRED,   /* deadline already past */
+    CT_BOUNDED    /* a deadline th_bound_ns(base) ahead: a hang ends as ETIMEDOUT */
+} ct_state;
+
+/* Enter a token in the given state; returns it (NULL for CT_NONE). */
+static inline tether_token *ct_enter(ct_state st, int64_t bound_ms)
+{
+    if (st == CT_NONE) return NULL;
+    tether_token *t = NULL;
+    tether_time_t dl = TETHER_NEVER;
+    if (st == CT_EXPIRED) dl = tether_now() - 1;
+    if (st == CT_BOUNDED) dl = tether_now() + th_bound_ns(bound_ms);
+    ck_assert_int_eq(tether_token_new(&t, NULL, dl), 0);
+    if (st == CT_CANCELED) ck_assert_int_eq(tether_token_cancel(t, 0), 0);
+    ck_assert_int_eq(tether_token_enter(t), 0);
+    return t;
+}
+
+static inline void ct_leave(tether_token *t)
+{
+    if (!t) return;
+    ck_assert_int_eq(tether_token_leave(t), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+}
+
+static inline int ct_expected(ct_state st)
+{
+    return st == CT_CANCELED ? ECANCELED : ETIMEDOUT;
+}
+
+static inline const char *ct_state_name(ct_state st)
+{
+    static const char *n[] = { "no-token", "live", "canceled", "expired", "bounded" };
+    return n[st];
+}
+
+/* An address that is mapped PROT_NONE: any access faults. */
+static inline void *ct_unmapped(void)
+{
+    void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    return p;
+}
+
+/* Two pages, the second PROT_NONE; returns the start of the second. */
+static inline char *ct_guarded(void)
+{
+    char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    ck_assert_int_eq(mprotect(p + 4096, 4096, PROT_NONE), 0);
+    return p + 4096;
+}
+
+/* Run fn(ctx) in a forked child, so a row that crashes fails alone. Returns
+ * fn's result with *err its errno, or sets *sig to the signal that killed it. */
+static inline long long ct_in_child(long long (*fn)(void *ctx), void *ctx, int *err, int *sig)
+{
+    int ep[2];
+    ck_assert_int_eq(pipe(ep), 0);
+    *sig = 0;
+    *err = 0;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(ep[0]);
+        errno = 0;
+        long long v[2];
+        v[0] = fn(ctx);
+        v[1] = errno;
+        _exit(write(ep[1], v, sizeof v) == sizeof v ? 0 : 3);
+    }
+    close(ep[1]);
+    long long v[2] = { 0, 0 };
+    ssize_t got = read(ep[0], v, sizeof v);
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    close(ep[0]);
+    if (WIFSIGNALED(ws)) *sig = WTERMSIG(ws);
+    else if (got != (ssize_t)sizeof v) *sig = -1;
+    *err = (int)v[1];
+    return v[0];
+}
+
+#endif
