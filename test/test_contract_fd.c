@@ -686,7 +686,8 @@ START_TEST(contract_poll_nfds_limits)
     ck_assert_int_eq(write(p[1], "x", 1), 1);
     fds[lim - 1].fd = p[0];
     char name[96];
-    struct timespec zero = { 0, 0 };
+    /* Not {0, 0}: a zero timeout is the raw call; 1 ms takes the waiting path. */
+    struct timespec zero = { 0, 1000000 };
     for (size_t i = 0; i < 2; i++) {
         /* nfds == RLIMIT_NOFILE: succeeds as poll(2) (item 17). */
         errno = 0;
@@ -722,7 +723,8 @@ START_TEST(contract_ppoll_nfds_over_limit)
     char *guard = ct_guarded();
     struct pollfd *fds = (struct pollfd *)(guard - 4 * sizeof(struct pollfd));
     for (int k = 0; k < 4; k++) fds[k] = (struct pollfd){ -1, POLLIN, 0 };
-    struct timespec zero = { 0, 0 };
+    /* Not {0, 0}: a zero timeout is the raw call; 1 ms takes the waiting path. */
+    struct timespec zero = { 0, 1000000 };
     nfds_t counts[] = { 65, (nfds_t)-1 };
     static const char *cn[] = { "nfds > RLIMIT_NOFILE", "nfds + 1 wraps" };
     for (int c = 0; c < 2; c++) {
@@ -790,7 +792,9 @@ START_TEST(contract_tether_ppoll)
         } rows[] = {
             { "tv_nsec 1e9", &pf, 1, &badns },
             { "negative tv_sec", &pf, 1, &neg },
-            { "unmapped tmo", &pf, 1, bad },
+            /* No "unmapped tmo" row: glibc's own ppoll copies *tmo in user
+             * space (time64 conversion) and faults, so there is no raw
+             * result to match. */
             { "unmapped fds", bad, 1, &zero },
             { "tmo {0,0} empty", &pf, 1, &zero },
         };
