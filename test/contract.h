@@ -77,6 +77,23 @@ static inline void ct_done(ct_rows *r)
            (long long)(rret) == -1 ? strerrorname_np(rerr) : "-", (long long)(tret), \
            (long long)(tret) == -1 ? strerrorname_np(terr) : "-")
 
+/* Run RAW, then TETHER under a token in state ST (bounded rows end within
+ * th_bound_ns(250)), and compare them as one row named by the format. */
+#define CT_SIDE(r, st, RAW, TETHER, ...) \
+    do { \
+        char ct_name_[160]; \
+        snprintf(ct_name_, sizeof ct_name_, __VA_ARGS__); \
+        errno = 0; \
+        long long ct_rr_ = (long long)(RAW); \
+        int ct_re_ = errno; \
+        tether_token *ct_t_ = ct_enter((st), 250); \
+        errno = 0; \
+        long long ct_tr_ = (long long)(TETHER); \
+        int ct_te_ = errno; \
+        ct_leave(ct_t_); \
+        CT_SAME((r), ct_name_, ct_tr_, ct_te_, ct_rr_, ct_re_); \
+    } while (0)
+
 /* The token states a row can run under. */
 typedef enum ct_state {
     CT_NONE = 0,  /* no current token */
