@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -22,15 +23,57 @@
 #include <unistd.h>
 
 typedef struct ct_rows {
+    const char *test; /* the Check test's function, for the listing */
     int failed;
+    int listing; /* set while a CT_ macro lists its own row */
     size_t len;
     char log[16384];
 } ct_rows;
 
-/* Record one row: ok, or a failure described by fmt. */
+/* With TETHER_CONTRACT_LIST=<file>, every row is appended to the file as
+ * "row|expected|test" (docs/contract-matrix.md is made from it). */
+static inline void ct_list(const ct_rows *r, const char *row, const char *expected)
+{
+    const char *path = getenv("TETHER_CONTRACT_LIST");
+    if (!path || !*path) return;
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    const char *test = r->test ? r->test : "?";
+    size_t tl = strlen(test);
+    if (tl > 3 && strcmp(test + tl - 3, "_fn") == 0) tl -= 3; /* START_TEST's suffix */
+    fprintf(f, "%s|%s|%.*s\n", row, expected, (int)tl, test);
+    fclose(f);
+}
+
+/* Record one row: ok, or a failure described by fmt ("row: expected ..."). */
 __attribute__((format(printf, 3, 4)))
 static inline void ct_row(ct_rows *r, int ok, const char *fmt, ...)
 {
+    char msg[512];
+    va_list ap0;
+    va_start(ap0, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap0);
+    va_end(ap0);
+    if (getenv("TETHER_CONTRACT_LIST") && !r->listing) {
+        char row[512];
+        snprintf(row, sizeof row, "%s", msg);
+        char *colon = strstr(row, ": ");
+        const char *exp = "holds";
+        char expbuf[256];
+        if (colon) {
+            *colon = '\0';
+            const char *e = strstr(colon + 2, "expected ");
+            if (e) {
+                snprintf(expbuf, sizeof expbuf, "%s", e + 9);
+                char *g = strstr(expbuf, " got");
+                if (g) *g = '\0';
+                g = strstr(expbuf, ", got");
+                if (g) *g = '\0';
+                exp = expbuf;
+            }
+        }
+        ct_list(r, row, exp);
+    }
     if (ok) return;
     r->failed++;
     if (r->len + 8 >= sizeof r->log) return;
@@ -56,9 +99,14 @@ static inline void ct_done(ct_rows *r)
     do { \
         long long ct_ret_ = (long long)(ret); \
         int ct_errno_ = errno; \
+        char ct_exp_[64]; \
+        snprintf(ct_exp_, sizeof ct_exp_, "-1/%s", strerrorname_np(err)); \
+        ct_list((r), (name), ct_exp_); \
+        (r)->listing = 1; \
         ct_row((r), ct_ret_ == -1 && ct_errno_ == (err), \
                "%s: expected -1/%s got %lld/%s", (name), strerrorname_np(err), ct_ret_, \
                ct_ret_ == -1 ? strerrorname_np(ct_errno_) : "-"); \
+        (r)->listing = 0; \
     } while (0)
 
 /* A row on a call returning an error number: expect rc == want. */
@@ -66,17 +114,28 @@ static inline void ct_done(ct_rows *r)
     do { \
         int ct_rc_ = (int)(rc); \
         int ct_want_ = (want); \
+        ct_list((r), (name), ct_want_ ? strerrorname_np(ct_want_) : "0"); \
+        (r)->listing = 1; \
         ct_row((r), ct_rc_ == ct_want_, "%s: expected %s got %s (%d)", (name), \
                ct_want_ ? strerrorname_np(ct_want_) : "0", \
                ct_rc_ > 0 ? strerrorname_np(ct_rc_) : "non-errno", ct_rc_); \
+        (r)->listing = 0; \
     } while (0)
 
 /* A row comparing tether's -1/errno call with the raw call's, side by side. */
 #define CT_SAME(r, name, tret, terr, rret, rerr) \
-    ct_row((r), (long long)(tret) == (long long)(rret) && ((long long)(tret) != -1 || (terr) == (rerr)), \
-           "%s: raw gave %lld/%s, tether gave %lld/%s", (name), (long long)(rret), \
-           (long long)(rret) == -1 ? strerrorname_np(rerr) : "-", (long long)(tret), \
-           (long long)(tret) == -1 ? strerrorname_np(terr) : "-")
+    do { \
+        char ct_exp_[96]; \
+        snprintf(ct_exp_, sizeof ct_exp_, "as the raw call (%lld/%s)", (long long)(rret), \
+                 (long long)(rret) == -1 ? strerrorname_np(rerr) : "-"); \
+        ct_list((r), (name), ct_exp_); \
+        (r)->listing = 1; \
+        ct_row((r), (long long)(tret) == (long long)(rret) && ((long long)(tret) != -1 || (terr) == (rerr)), \
+               "%s: raw gave %lld/%s, tether gave %lld/%s", (name), (long long)(rret), \
+               (long long)(rret) == -1 ? strerrorname_np(rerr) : "-", (long long)(tret), \
+               (long long)(tret) == -1 ? strerrorname_np(terr) : "-"); \
+        (r)->listing = 0; \
+    } while (0)
 
 /* Run RAW, then TETHER under a token in state ST (bounded rows end within
  * th_bound_ns(250)), and compare them as one row named by the format. */
@@ -99,7 +158,7 @@ static inline void ct_done(ct_rows *r)
 typedef enum ct_state {
     CT_NONE = 0,  /* no current token */
     CT_LIVE,      /* a live token, no deadline */
-    CT_CANCELED,  /* already cancelled */
+    CT_CANCELED,  /* already canceled */
     CT_EXPIRED,   /* deadline already past */
     CT_BOUNDED    /* a deadline th_bound_ns(base) ahead: a hang ends as ETIMEDOUT */
 } ct_state;

@@ -122,7 +122,7 @@ static void read_rows(ct_rows *r, const char *fn, rd_fn tf, rd_fn rf)
         CT_SAME(r, name, tr, te, rr, re);
         close(p[0]);
     }
-    /* Already cancelled / expired: fails at once, O_NONBLOCK or not, data or not. */
+    /* Already canceled / expired: fails at once, O_NONBLOCK or not, data or not. */
     for (size_t i = 0; i < 2; i++) {
         for (int nb = 0; nb < 2; nb++) {
             int p[2];
@@ -189,7 +189,7 @@ static ssize_t t_read_all(int fd, void *b, size_t n)
 START_TEST(contract_tether_read)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     read_rows(&r, "tether_read", tether_read, read);
     rcvtimeo_row(&r, "tether_read", tether_read);
     ct_done(&r);
@@ -200,7 +200,7 @@ END_TEST
 START_TEST(contract_tether_readv)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     read_rows(&r, "tether_readv", t_readv1, r_readv1);
     rcvtimeo_row(&r, "tether_readv", t_readv1);
     /* iovcnt out of range: EINVAL as readv(2). */
@@ -233,7 +233,7 @@ END_TEST
 START_TEST(contract_tether_pread)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     /* A pipe is not seekable: ESPIPE for every data row, as pread(2). */
     read_rows(&r, "tether_pread", t_pread0, r_pread0);
     char tmpl[] = "/tmp/tether-contract-XXXXXX";
@@ -276,7 +276,7 @@ END_TEST
 START_TEST(contract_tether_read_all)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     read_rows(&r, "tether_read_all", t_read_all, read);
     rcvtimeo_row(&r, "tether_read_all", t_read_all);
     /* count > SSIZE_MAX: EINVAL (decision 18), moved 0. */
@@ -292,7 +292,7 @@ START_TEST(contract_tether_read_all)
         char name[96];
         snprintf(name, sizeof name, "tether_read_all/count > SSIZE_MAX/%s", ct_state_name(states[i]));
         CT_ERR(&r, name, tr, EINVAL);
-        ct_row(&r, moved == 0, "%s: moved %zu", name, moved);
+        ct_row(&r, moved == 0, "%s: expected moved 0, got %zu", name, moved);
     }
     closepair(p);
     ct_done(&r);
@@ -422,7 +422,7 @@ static ssize_t t_write_all(int fd, const void *b, size_t n)
 START_TEST(contract_tether_write)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     write_rows(&r, "tether_write", tether_write, write);
     sndtimeo_row(&r, "tether_write", tether_write);
     ct_done(&r);
@@ -433,7 +433,7 @@ END_TEST
 START_TEST(contract_tether_writev)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     write_rows(&r, "tether_writev", t_writev1, r_writev1);
     sndtimeo_row(&r, "tether_writev", t_writev1);
     ct_done(&r);
@@ -470,7 +470,7 @@ static int iov_child(int which, int vec_write, ct_state st, int *out_errno)
     close(ep[0]);
     closepair(p);
     if (WIFSIGNALED(ws)) return -1000 - WTERMSIG(ws);
-    if (got != sizeof e) return -999;
+    if (got != sizeof e) return -1000; /* no result: a sanitizer stopped it */
     *out_errno = e[1];
     return e[0];
 }
@@ -478,7 +478,7 @@ static int iov_child(int which, int vec_write, ct_state st, int *out_errno)
 START_TEST(contract_iov_pointers)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     static const char *wn[] = { "NULL iov", "unmapped iov" };
     for (int w = 0; w < 2; w++) {
         for (int which = 0; which < 2; which++) {
@@ -498,8 +498,8 @@ START_TEST(contract_iov_pointers)
                 snprintf(name, sizeof name, "%s/%s/%s", w ? "tether_writev" : "tether_readv",
                          wn[which], ct_state_name(states[i]));
                 if (tr <= -1000)
-                    ct_row(&r, 0, "%s: raw gave %zd/%s, tether died of signal %d", name, rr,
-                           strerrorname_np(re), -tr - 1000);
+                    ct_row(&r, 0, "%s: raw gave %zd/%s, tether died (signal %d; 0: a sanitizer report)",
+                           name, rr, strerrorname_np(re), -tr - 1000);
                 else
                     CT_SAME(&r, name, tr, te, rr, re);
             }
@@ -513,7 +513,7 @@ END_TEST
 START_TEST(contract_tether_pwrite)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     write_rows(&r, "tether_pwrite", t_pwrite0, r_pwrite0);
     ct_done(&r);
     th_baseline_check(base);
@@ -523,7 +523,7 @@ END_TEST
 START_TEST(contract_tether_write_all)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     write_rows(&r, "tether_write_all", t_write_all, write);
     sndtimeo_row(&r, "tether_write_all", t_write_all);
     int p[2];
@@ -537,7 +537,7 @@ START_TEST(contract_tether_write_all)
         char name[96];
         snprintf(name, sizeof name, "tether_write_all/count > SSIZE_MAX/%s", ct_state_name(states[i]));
         CT_ERR(&r, name, tr, EINVAL);
-        ct_row(&r, moved == 0, "%s: moved %zu", name, moved);
+        ct_row(&r, moved == 0, "%s: expected moved 0, got %zu", name, moved);
     }
     closepair(p);
     ct_done(&r);
@@ -549,7 +549,7 @@ END_TEST
 START_TEST(contract_count_above_ssize_max)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     int p[2];
     mkpipe(p, 1);
     ck_assert_int_eq(write(p[1], "abcd", 4), 4);
@@ -590,7 +590,7 @@ END_TEST
 START_TEST(contract_tether_poll)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     char name[96];
     void *bad = ct_unmapped();
     int p[2];
@@ -629,7 +629,7 @@ START_TEST(contract_tether_poll)
                "%s: expected 1 with POLLNVAL on the closed one, got %d (%#x %#x)", name, tr,
                two[0].revents, two[1].revents);
     }
-    /* Already cancelled/expired: fails even with timeout 0 and a ready fd. */
+    /* Already canceled/expired: fails even with timeout 0 and a ready fd. */
     ck_assert_int_eq(write(p[1], "x", 1), 1);
     for (size_t i = 0; i < 2; i++) {
         struct pollfd pf = { p[0], POLLIN, 0 };
@@ -674,7 +674,7 @@ END_TEST
 START_TEST(contract_poll_nfds_limits)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     struct rlimit rl;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
     rl.rlim_cur = 64;
@@ -717,7 +717,7 @@ END_TEST
  * EINVAL without reading the array (a read faults: the test dies). */
 START_TEST(contract_ppoll_nfds_over_limit)
 {
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     struct rlimit rl;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
     rl.rlim_cur = 64;
@@ -778,7 +778,7 @@ static long long nsleep_call(void *ctx)
 START_TEST(contract_tether_ppoll)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     char name[96];
     int p[2];
     mkpipe(p, 1);
@@ -811,7 +811,7 @@ START_TEST(contract_tether_ppoll)
             ct_leave(t);
             snprintf(name, sizeof name, "tether_ppoll/%s/%s", rows[k].what, ct_state_name(states[i]));
             if (sig)
-                ct_row(&r, 0, "%s: raw gave %d/%s, tether died of signal %d", name, rr,
+                ct_row(&r, 0, "%s: raw gave %d/%s, tether died (signal %d; -1: no result, e.g. a sanitizer report)", name, rr,
                        rr == -1 ? strerrorname_np(re) : "-", sig);
             else
                 CT_SAME(&r, name, tr, te, rr, re);
@@ -838,7 +838,7 @@ END_TEST
 START_TEST(contract_sleeps)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     char name[96];
     void *bad = ct_unmapped();
     struct timespec zero = { 0, 0 }, badns = { 0, 1000000000 }, neg = { -1, 0 }, rem;
@@ -864,7 +864,7 @@ START_TEST(contract_sleeps)
             ct_leave(t);
             snprintf(name, sizeof name, "tether_nanosleep/%s/%s", rows[k].what, ct_state_name(states[i]));
             if (sig)
-                ct_row(&r, 0, "%s: raw gave %d/%s, tether died of signal %d", name, rr,
+                ct_row(&r, 0, "%s: raw gave %d/%s, tether died (signal %d; -1: no result, e.g. a sanitizer report)", name, rr,
                        rr == -1 ? strerrorname_np(re) : "-", sig);
             else
                 CT_SAME(&r, name, tr, te, rr, re);
@@ -961,7 +961,7 @@ static int interrupted_sleep(int kind, ct_state st, int *err)
 START_TEST(contract_sleep_signals)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     static const char *kn[] = { "nanosleep", "tether_nanosleep", "tether_sleep_for", "tether_sleep_until" };
     for (int restart = 0; restart < 2; restart++) {
         struct sigaction sa = { 0 };
@@ -993,7 +993,7 @@ END_TEST
 START_TEST(contract_read_signals)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     for (int restart = 0; restart < 2; restart++) {
         struct sigaction sa = { 0 };
         sa.sa_handler = on_usr1;

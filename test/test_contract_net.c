@@ -5,7 +5,7 @@
  * Each row compares tether with the raw call side by side (CT_SIDE): no
  * current token, and a live token with a bounded deadline, so a call that
  * waits where the raw call fails ends as ETIMEDOUT instead of hanging. Then
- * the non-blocking forms under an already-cancelled and an already-expired
+ * the non-blocking forms under an already-canceled and an already-expired
  * token. Rows are listed in docs/contract-matrix.md.
  */
 #define _GNU_SOURCE
@@ -99,7 +99,7 @@ static void accept_rows(ct_rows *r, int four)
     int nl = listener(&a2, SOCK_NONBLOCK);
     for (size_t i = 0; i < 2; i++)
         CT_SIDE(r, states[i], ACC(nl), TACC(nl), "%s/O_NONBLOCK empty/%s", fn, ct_state_name(states[i]));
-    /* Already cancelled / expired with a connection pending on an
+    /* Already canceled / expired with a connection pending on an
      * O_NONBLOCK listener: fails at once, the connection stays queued. */
     int c2 = connect_to(&a2);
     for (size_t i = 0; i < 2; i++) {
@@ -113,7 +113,7 @@ static void accept_rows(ct_rows *r, int four)
         ct_leave(t);
     }
     int got = TACC(nl);
-    ct_row(r, got >= 0, "%s/pending connection kept after refused calls: got %d", fn, got);
+    ct_row(r, got >= 0, "%s/pending connection after the refused calls: expected still queued, got %d", fn, got);
     if (got >= 0) close(got);
     close(c2);
     close(nl);
@@ -130,7 +130,7 @@ static void accept_rows(ct_rows *r, int four)
 START_TEST(contract_tether_accept)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     accept_rows(&r, 0);
     ct_done(&r);
     th_baseline_check(base);
@@ -140,7 +140,7 @@ END_TEST
 START_TEST(contract_tether_accept4)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     accept_rows(&r, 1);
     ct_done(&r);
     th_baseline_check(base);
@@ -231,7 +231,7 @@ static void recv_rows(ct_rows *r, int kind)
 START_TEST(contract_tether_recv)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     recv_rows(&r, 0);
     ct_done(&r);
     th_baseline_check(base);
@@ -241,7 +241,7 @@ END_TEST
 START_TEST(contract_tether_recvfrom)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     recv_rows(&r, 1);
     ct_done(&r);
     th_baseline_check(base);
@@ -276,7 +276,7 @@ static void msg_null_row(ct_rows *r, int send)
         snprintf(name, sizeof name, "%s/NULL msg/%s", send ? "tether_sendmsg" : "tether_recvmsg",
                  ct_state_name(states[i]));
         if (sig)
-            ct_row(r, 0, "%s: raw gave %lld/%s, tether died of signal %d", name, rr, strerrorname_np(re), sig);
+            ct_row(r, 0, "%s: raw gave %lld/%s, tether died (signal %d; -1: no result, e.g. a sanitizer report)", name, rr, strerrorname_np(re), sig);
         else
             CT_SAME(r, name, tr, te, rr, re);
     }
@@ -286,7 +286,7 @@ static void msg_null_row(ct_rows *r, int send)
 START_TEST(contract_tether_recvmsg)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     recv_rows(&r, 2);
     msg_null_row(&r, 0);
     ct_done(&r);
@@ -387,7 +387,7 @@ static void send_rows(ct_rows *r, int kind)
 START_TEST(contract_tether_send)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     send_rows(&r, 0);
     ct_done(&r);
     th_baseline_check(base);
@@ -397,7 +397,7 @@ END_TEST
 START_TEST(contract_tether_sendto)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     send_rows(&r, 1);
     /* An unmapped destination address: EFAULT as sendto(2). */
     int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -423,7 +423,7 @@ END_TEST
 START_TEST(contract_tether_sendmsg)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     signal(SIGPIPE, SIG_IGN);
     send_rows(&r, 2);
     msg_null_row(&r, 1);
@@ -435,7 +435,7 @@ END_TEST
 START_TEST(contract_tether_connect)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     int p[2];
     ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
     struct sockaddr_in a;
@@ -501,7 +501,7 @@ START_TEST(contract_tether_connect)
         CT_ERR(&r, name, rc, ct_expected(dead[i]));
         ct_leave(t);
         int fl = fcntl(s, F_GETFL);
-        ct_row(&r, !(fl & O_NONBLOCK), "tether_connect/flags restored/%s", ct_state_name(dead[i]));
+        ct_row(&r, !(fl & O_NONBLOCK), "tether_connect/socket flags after %s: expected restored (blocking)", ct_state_name(dead[i]));
         close(s);
     }
     close(l);

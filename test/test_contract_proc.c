@@ -40,7 +40,7 @@ static void reap(pid_t pid)
 START_TEST(contract_tether_waitpid)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     char name[128];
     /* No children at all / not our child / bad options: as waitpid(2). */
     for (size_t i = 0; i < 2; i++) {
@@ -82,7 +82,7 @@ START_TEST(contract_tether_waitpid)
     kill(pid, SIGKILL);
     int ws = 0;
     pid_t got = tether_waitpid(pid, &ws, 0);
-    ct_row(&r, got == pid && WIFSIGNALED(ws), "tether_waitpid/child reaped after the refused calls: got %d", got);
+    ct_row(&r, got == pid && WIFSIGNALED(ws), "tether_waitpid/after the refused calls: expected the child still waitable, got %d", got);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -91,7 +91,7 @@ END_TEST
 START_TEST(contract_tether_waitid)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     char name[128];
     for (size_t i = 0; i < 2; i++) {
         const char *sn = ct_state_name(states[i]);
@@ -144,7 +144,7 @@ END_TEST
 START_TEST(contract_tether_proc_spawn)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     tether_proc *p = NULL;
     char name[128];
     CT_RC(&r, "tether_proc_spawn/out NULL", tether_proc_spawn(NULL, "/bin/true", true_argv, NULL), EINVAL);
@@ -169,14 +169,14 @@ START_TEST(contract_tether_proc_spawn)
     /* The spawned child is ours alone: waitpid(-1, WNOHANG) finds no zombie
      * to steal only after tether_proc_wait reaped it. */
     rc = tether_proc_spawn(&p, "/bin/true", true_argv, NULL);
-    ct_row(&r, rc == 0, "tether_proc_spawn/ok: got %d", rc);
+    ct_row(&r, rc == 0, "tether_proc_spawn/ok: expected 0, got %d", rc);
     if (rc == 0) {
         int ws = -1;
         rc = tether_proc_wait(p, &ws);
         ct_row(&r, rc == 0 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
-               "tether_proc_wait/exited on its own: got %d ws %#x", rc, ws);
+               "tether_proc_wait/exited on its own: expected 0, exit 0, got %d ws %#x", rc, ws);
         errno = 0;
-        ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "tether_proc_wait/no zombie left");
+        ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "tether_proc_wait/after return: expected no zombie left");
     }
     ct_done(&r);
     th_baseline_check(base);
@@ -186,14 +186,14 @@ END_TEST
 START_TEST(contract_tether_proc_pid_wait_run)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     ct_row(&r, tether_proc_pid(NULL) == -1, "tether_proc_pid/NULL: expected -1");
     CT_RC(&r, "tether_proc_wait/NULL", tether_proc_wait(NULL, NULL), EINVAL);
     int ws = -1;
     CT_RC(&r, "tether_proc_run/missing program", tether_proc_run("/nonexistent/prog", true_argv, NULL, &ws), ENOENT);
     CT_RC(&r, "tether_proc_run/file NULL", tether_proc_run(NULL, true_argv, NULL, &ws), EINVAL);
     int rc = tether_proc_run("/bin/true", true_argv, NULL, &ws);
-    ct_row(&r, rc == 0 && WIFEXITED(ws), "tether_proc_run/true: got %d ws %#x", rc, ws);
+    ct_row(&r, rc == 0 && WIFEXITED(ws), "tether_proc_run/true: expected 0 exited, got %d ws %#x", rc, ws);
     for (size_t i = 0; i < 2; i++) {
         tether_token *t = ct_enter(dead[i], 0);
         rc = tether_proc_run("/bin/true", true_argv, NULL, &ws);
@@ -202,11 +202,11 @@ START_TEST(contract_tether_proc_pid_wait_run)
         CT_RC(&r, name, rc, ct_expected(dead[i]));
         ct_leave(t);
     }
-    /* Cancelled while waiting: SIGTERM, ECANCELED, reaped. */
+    /* Canceled while waiting: SIGTERM, ECANCELED, reaped. */
     tether_proc *p;
     ck_assert_int_eq(tether_proc_spawn(&p, "/bin/sleep", sleep_argv, NULL), 0);
     pid_t pid = tether_proc_pid(p);
-    ct_row(&r, pid > 0, "tether_proc_pid/live handle: got %d", pid);
+    ct_row(&r, pid > 0, "tether_proc_pid/live handle: expected the pid, got %d", pid);
     tether_token *t;
     ck_assert_int_eq(tether_token_new(&t, NULL, tether_deadline_after(tether_ms(20))), 0);
     ck_assert_int_eq(tether_token_enter(t), 0);
@@ -216,7 +216,7 @@ START_TEST(contract_tether_proc_pid_wait_run)
            "tether_proc_wait/deadline while waiting: expected ETIMEDOUT killed by SIGTERM, got %d ws %#x", rc, ws);
     ct_leave(t);
     errno = 0;
-    ct_row(&r, kill(pid, 0) == -1 && errno == ESRCH, "tether_proc_wait/deadline: child reaped");
+    ct_row(&r, kill(pid, 0) == -1 && errno == ESRCH, "tether_proc_wait/after a deadline kill: expected the child reaped");
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -228,7 +228,7 @@ END_TEST
 START_TEST(contract_proc_wait_exit_races_cancel)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     uint64_t seed = th_seed("contract_proc_wait_exit_races_cancel");
     const char *stress = getenv("TETHER_STRESS");
     int rounds = 200 * (stress && atoi(stress) > 0 ? atoi(stress) : 1);
@@ -249,7 +249,7 @@ START_TEST(contract_proc_wait_exit_races_cancel)
         if (WIFEXITED(ws)) exited++;
         else killed++;
         if (WIFEXITED(ws) && rc != 0) {
-            if (!bad) ct_row(&r, 0, "tether_proc_wait/exit races cancel: round %d returned %s with ws exit %d",
+            if (!bad) ct_row(&r, 0, "tether_proc_wait/exit races a cancel: expected 0 whenever ws says exited, got in round %d %s with exit %d",
                              i, strerrorname_np(rc), WEXITSTATUS(ws));
             bad++;
         }

@@ -27,7 +27,7 @@ static int ret_arg(void *a)
     return (int)(intptr_t)a;
 }
 
-/* Sleep until cancelled; returns ECANCELED/ETIMEDOUT. */
+/* Sleep until canceled; returns ECANCELED/ETIMEDOUT. */
 static int until_canceled(void *a)
 {
     (void)a;
@@ -48,7 +48,7 @@ static void run_bounded(ct_rows *r, const char *name, long long (*fn)(void *), v
     if (sig == SIGALRM)
         ct_row(r, 0, "%s: hung (no return within %u s)", name, hang_bound_s());
     else if (sig)
-        ct_row(r, 0, "%s: died of signal %d", name, sig);
+        ct_row(r, 0, "%s: died (signal %d; -1: no result, e.g. a sanitizer report)", name, sig);
     else
         ct_row(r, got == want, "%s: expected %s got %s (%lld)", name, want ? strerrorname_np((int)want) : "0",
                got > 0 ? strerrorname_np((int)got) : "0", got);
@@ -57,7 +57,7 @@ static void run_bounded(ct_rows *r, const char *name, long long (*fn)(void *), v
 START_TEST(contract_tether_scope_open)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     tether_scope *s = NULL;
     CT_RC(&r, "tether_scope_open/out NULL", tether_scope_open(NULL, NULL), EINVAL);
     tether_scope_opts o = { .policy = (tether_policy)99 };
@@ -66,7 +66,7 @@ START_TEST(contract_tether_scope_open)
     CT_RC(&r, "tether_scope_open/negative timeout", tether_scope_open(&s, &o), EINVAL);
     o = (tether_scope_opts){ .deadline = -5 };
     CT_RC(&r, "tether_scope_open/negative deadline", tether_scope_open(&s, &o), EINVAL);
-    /* Under an already-cancelled / expired current token: opens; spawn refuses. */
+    /* Under an already-canceled / expired current token: opens; spawn refuses. */
     static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
     for (size_t i = 0; i < 2; i++) {
         tether_token *t = ct_enter(dead[i], 0);
@@ -112,7 +112,7 @@ static long long name_at_guard(void *ctx)
 
 START_TEST(contract_names)
 {
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     int spawn = 0;
     run_bounded(&r, "tether_scope_open/name without NUL before an unmapped page", name_at_guard, &spawn, 0);
     spawn = 1;
@@ -124,7 +124,7 @@ END_TEST
 START_TEST(contract_tether_spawn)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     tether_scope *s;
     ck_assert_int_eq(tether_scope_open(&s, NULL), 0);
     CT_RC(&r, "tether_spawn/scope NULL", tether_spawn(NULL, ret0, NULL, NULL, NULL), EINVAL);
@@ -138,8 +138,8 @@ START_TEST(contract_tether_spawn)
     CT_RC(&r, "tether_try_spawn/scope NULL", tether_try_spawn(NULL, ret0, NULL, NULL, NULL), EINVAL);
     CT_RC(&r, "tether_try_spawn/fn NULL", tether_try_spawn(s, NULL, NULL, NULL, NULL), EINVAL);
     ck_assert_int_eq(tether_scope_cancel(s), 0);
-    CT_RC(&r, "tether_spawn/cancelled scope", tether_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
-    CT_RC(&r, "tether_try_spawn/cancelled scope", tether_try_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
+    CT_RC(&r, "tether_spawn/canceled scope", tether_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
+    CT_RC(&r, "tether_try_spawn/canceled scope", tether_try_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
     tether_result res;
     ck_assert_int_eq(tether_scope_join(s, &res), 0);
     CT_RC(&r, "tether_spawn/joined scope", tether_spawn(s, ret0, NULL, NULL, NULL), EINVAL);
@@ -183,7 +183,7 @@ static int wait_self(void *a)
 START_TEST(contract_tether_task_wait_halt)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     int res = -1;
     CT_RC(&r, "tether_task_wait/NULL", tether_task_wait(NULL, &res), EINVAL);
     CT_RC(&r, "tether_task_halt/NULL", tether_task_halt(NULL, &res), EINVAL);
@@ -211,11 +211,11 @@ START_TEST(contract_tether_task_wait_halt)
     ck_assert_int_eq(tether_spawn(s, ret_arg, (void *)0, NULL, &b), 0);
     ck_assert_int_eq(tether_task_halt(a, &res), 0);
     ct_row(&r, res == ECANCELED, "tether_task_halt/result: expected ECANCELED got %d", res);
-    ct_row(&r, tether_token_cause(tether_task_token(a)) == TETHER_CAUSE_HALTED, "tether_task_halt/cause HALTED");
+    ct_row(&r, tether_token_cause(tether_task_token(a)) == TETHER_CAUSE_HALTED, "tether_task_halt/halted child's token: expected cause halted");
     tether_result out;
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
     ct_row(&r, out.outcome == TETHER_OUTCOME_OK && out.canceled == 1 && out.succeeded == 1 && out.failed == 0,
-           "tether_task_halt/outcome ok, canceled 1: got %s canceled %u succeeded %u failed %u",
+           "tether_task_halt/scope outcome: expected ok, canceled 1, got %s canceled %u succeeded %u failed %u",
            tether_outcome_name(out.outcome), out.canceled, out.succeeded, out.failed);
     ck_assert_int_eq(tether_scope_free(s), 0);
     ct_done(&r);
@@ -245,7 +245,7 @@ static long long owner_waits_background(void *ctx)
 
 START_TEST(contract_task_wait_background_by_owner)
 {
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     run_bounded(&r, "tether_task_wait/background task by the owner before join", owner_waits_background, NULL, EDEADLK);
     ct_done(&r);
 }
@@ -325,7 +325,7 @@ static long long run_body_joins(void *ctx)
 START_TEST(contract_tether_scope_join)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     tether_result out;
     CT_RC(&r, "tether_scope_join/NULL", tether_scope_join(NULL, &out), EINVAL);
     tether_scope *s;
@@ -354,16 +354,16 @@ END_TEST
 START_TEST(contract_scope_results)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     tether_scope *s;
     tether_result out;
-    /* Item 16: cancelled from outside with a user error: result.error is it. */
+    /* Item 16: canceled from outside with a user error: result.error is it. */
     ck_assert_int_eq(tether_scope_open(&s, NULL), 0);
     ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, NULL, NULL), 0);
     ck_assert_int_eq(tether_token_cancel(tether_scope_token(s), EPIPE), 0);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
     ct_row(&r, out.outcome == TETHER_OUTCOME_CANCELED && out.error == EPIPE,
-           "tether_scope_join/cancelled from outside with EPIPE: got %s error %s",
+           "tether_scope_join/canceled from outside with EPIPE: expected canceled, error EPIPE, got %s error %s",
            tether_outcome_name(out.outcome), out.error ? strerrorname_np(out.error) : "0");
     ck_assert_int_eq(tether_scope_free(s), 0);
     /* ...and through its parent token. */
@@ -374,7 +374,7 @@ START_TEST(contract_scope_results)
     ck_assert_int_eq(tether_token_cancel(p, EPIPE), 0);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
     ct_row(&r, out.outcome == TETHER_OUTCOME_CANCELED && out.error == EPIPE && out.cause == TETHER_CAUSE_PARENT,
-           "tether_scope_join/parent cancelled with EPIPE: got %s error %s cause %s",
+           "tether_scope_join/parent canceled with EPIPE: expected canceled, error EPIPE, cause parent, got %s error %s cause %s",
            tether_outcome_name(out.outcome), out.error ? strerrorname_np(out.error) : "0",
            tether_cause_name(out.cause));
     ck_assert_int_eq(tether_scope_free(s), 0);
@@ -403,7 +403,7 @@ START_TEST(contract_scope_results)
     ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
     ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, &(tether_spawn_opts){ .timeout_ns = tether_ms(10) }, NULL), 0);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
-    ct_row(&r, out.failed == 1 && out.error == ETIMEDOUT, "tether_scope_join/child spawn timeout counts failed: failed %u error %d",
+    ct_row(&r, out.failed == 1 && out.error == ETIMEDOUT, "tether_scope_join/child's own spawn timeout fires: expected failed 1, error ETIMEDOUT, got failed %u error %d",
            out.failed, out.error);
     ck_assert_int_eq(tether_scope_free(s), 0);
     /* Item 19: tether_scope_token stays valid until free (used after join). */
@@ -436,22 +436,22 @@ static int body_fails(tether_scope *s, void *arg)
 START_TEST(contract_tether_scope_run_guard)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     tether_result out;
     int rc = tether_scope_run(NULL, body_fails, NULL, &out);
     ct_row(&r, rc == 0 && out.outcome == TETHER_OUTCOME_FAILED && out.error == EIO && out.error_task == -1,
-           "tether_scope_run/body fails: got rc %d %s error %d task %d", rc, tether_outcome_name(out.outcome),
+           "tether_scope_run/body returns EIO: expected 0, failed, error EIO, error_task -1, got rc %d %s error %d task %d", rc, tether_outcome_name(out.outcome),
            out.error, out.error_task);
     rc = tether_scope_run(NULL, body_fails, NULL, NULL);
     CT_RC(&r, "tether_scope_run/result NULL", rc, 0);
     {
         TETHER_SCOPE_GUARD(g, &(tether_scope_opts){ .policy = (tether_policy)9 });
-        ct_row(&r, g == NULL, "TETHER_SCOPE_GUARD/open fails: var NULL");
+        ct_row(&r, g == NULL, "TETHER_SCOPE_GUARD/open fails: expected var NULL");
         CT_RC(&r, "TETHER_SCOPE_GUARD/spawn on failed guard", tether_spawn(g, ret0, NULL, NULL, NULL), EINVAL);
     }
     {
         TETHER_SCOPE_GUARD(g, NULL);
-        ct_row(&r, g != NULL, "TETHER_SCOPE_GUARD/open: var set");
+        ct_row(&r, g != NULL, "TETHER_SCOPE_GUARD/open: expected var set, joined and freed at block end");
         tether_spawn(g, until_canceled, NULL, NULL, NULL);
         tether_scope_cancel(g);
     }

@@ -52,7 +52,7 @@ static void cond_rows(ct_rows *r, int kind)
     pthread_cond_t c = PTHREAD_COND_INITIALIZER;
     errcheck_mutex(&m);
     char name[128];
-    /* Already cancelled / expired: the error at once, mutex held again. */
+    /* Already canceled / expired: the error at once, mutex held again. */
     for (size_t i = 0; i < 2; i++) {
         struct timespec far = abs_on(clk, tether_sec(30));
         pthread_mutex_lock(&m);
@@ -61,7 +61,7 @@ static void cond_rows(ct_rows *r, int kind)
         snprintf(name, sizeof name, "%s/%s", fn, ct_state_name(dead[i]));
         CT_RC(r, name, rc, ct_expected(dead[i]));
         int un = pthread_mutex_unlock(&m);
-        ct_row(r, un == 0, "%s: mutex not held on return (unlock gave %d)", name, un);
+        ct_row(r, un == 0, "%s/mutex on return: expected held (unlock gave %d)", name, un);
         ct_leave(t);
     }
     /* A token deadline that passes while waiting: ETIMEDOUT, mutex held. */
@@ -75,7 +75,7 @@ static void cond_rows(ct_rows *r, int kind)
         snprintf(name, sizeof name, "%s/token deadline while waiting", fn);
         CT_RC(r, name, rc, ETIMEDOUT);
         int un = pthread_mutex_unlock(&m);
-        ct_row(r, un == 0, "%s: mutex not held on return (unlock gave %d)", name, un);
+        ct_row(r, un == 0, "%s/mutex on return: expected held (unlock gave %d)", name, un);
         ct_leave(t);
     }
     if (kind == 0) {
@@ -129,7 +129,7 @@ static void cond_rows(ct_rows *r, int kind)
     pthread_mutex_destroy(&m);
 }
 
-/* A waiter cancelled by another thread while blocked: ECANCELED with the
+/* A waiter canceled by another thread while blocked: ECANCELED with the
  * mutex held, and the token's user error does not leak into the return. */
 static pthread_mutex_t cm;
 static pthread_cond_t cc = PTHREAD_COND_INITIALIZER;
@@ -165,7 +165,7 @@ static void cond_cancel_row(ct_rows *r, int kind)
     ck_assert_int_eq(tether_token_cancel(waiter_tok, EPIPE), 0);
     pthread_join(th, NULL);
     ct_row(r, res[0] == ECANCELED && res[1] == 0,
-           "%s/cancelled while blocked (user error EPIPE): expected ECANCELED, mutex held; got %d, unlock %d",
+           "%s/canceled while blocked (user error EPIPE): expected ECANCELED, mutex held; got %d, unlock %d",
            fns[kind], res[0], res[1]);
     ck_assert_int_eq(tether_token_free(waiter_tok), 0);
     pthread_mutex_destroy(&cm);
@@ -174,7 +174,7 @@ static void cond_cancel_row(ct_rows *r, int kind)
 START_TEST(contract_tether_cond_wait)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     cond_rows(&r, 0);
     cond_cancel_row(&r, 0);
     ct_done(&r);
@@ -185,7 +185,7 @@ END_TEST
 START_TEST(contract_tether_cond_timedwait)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     cond_rows(&r, 1);
     cond_cancel_row(&r, 1);
     ct_done(&r);
@@ -196,7 +196,7 @@ END_TEST
 START_TEST(contract_tether_cond_clockwait)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     cond_rows(&r, 2);
     cond_cancel_row(&r, 2);
     ct_done(&r);
@@ -211,7 +211,7 @@ static void sem_rows(ct_rows *r, int timed)
     ck_assert_int_eq(sem_init(&s, 0, 1), 0);
     char name[128];
     struct timespec far = abs_on(CLOCK_REALTIME, tether_sec(30));
-    /* Already cancelled / expired with a unit available: fails, consumes nothing. */
+    /* Already canceled / expired with a unit available: fails, consumes nothing. */
     for (size_t i = 0; i < 2; i++) {
         tether_token *t = ct_enter(dead[i], 0);
         errno = 0;
@@ -221,7 +221,7 @@ static void sem_rows(ct_rows *r, int timed)
         ct_leave(t);
         int v = -1;
         sem_getvalue(&s, &v);
-        ct_row(r, v == 1, "%s: the unit was consumed (value %d)", name, v);
+        ct_row(r, v == 1, "%s/semaphore value: expected 1 (nothing consumed), got %d", name, v);
     }
     /* Live token, unit available: 0 and one unit taken. */
     tether_token *t = ct_enter(CT_LIVE, 0);
@@ -259,7 +259,7 @@ static void sem_rows(ct_rows *r, int timed)
 START_TEST(contract_tether_sem_wait)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     sem_rows(&r, 0);
     ct_done(&r);
     th_baseline_check(base);
@@ -269,7 +269,7 @@ END_TEST
 START_TEST(contract_tether_sem_timedwait)
 {
     th_baseline base = th_baseline_take();
-    ct_rows r = { 0 };
+    ct_rows r = { .test = __func__ };
     sem_rows(&r, 1);
     ct_done(&r);
     th_baseline_check(base);

@@ -458,7 +458,7 @@ static void *pipe_reader(void *arg)
     return NULL;
 }
 
-/* Readers on one blocking pipe cancelled at random instants while a writer
+/* Readers on one blocking pipe canceled at random instants while a writer
  * writes: no byte is lost or read twice (a read that moved bytes returns
  * them). */
 START_TEST(shared_pipe)
@@ -595,7 +595,7 @@ static int wait_for_cancel(void *arg)
 }
 
 /* Item 4: a watchdog cancels while the owner joins and frees. The children
- * end only when cancelled, so the cancel started before join could return,
+ * end only when canceled, so the cancel started before join could return,
  * and before free: it must complete safely (ASan / TSan see the rest). */
 START_TEST(shared_watchdog_cancel_vs_join_free)
 {
