@@ -69,6 +69,9 @@ static inline void ct_row(ct_rows *r, int ok, const char *fmt, ...)
                 if (g) *g = '\0';
                 g = strstr(expbuf, ", got");
                 if (g) *g = '\0';
+                size_t el = strlen(expbuf);
+                while (el && (expbuf[el - 1] == ',' || expbuf[el - 1] == ' ' || expbuf[el - 1] == ';'))
+                    expbuf[--el] = '\0';
                 exp = expbuf;
             }
         }

@@ -45,10 +45,11 @@ static void run_bounded(ct_rows *r, const char *name, long long (*fn)(void *), v
 {
     int err, sig;
     long long got = ct_in_child(fn, ctx, &err, &sig);
+    const char *w = want ? strerrorname_np((int)want) : "0";
     if (sig == SIGALRM)
-        ct_row(r, 0, "%s: hung (no return within %u s)", name, hang_bound_s());
+        ct_row(r, 0, "%s: expected %s, got a hang (no return within %u s)", name, w, hang_bound_s());
     else if (sig)
-        ct_row(r, 0, "%s: died (signal %d; -1: no result, e.g. a sanitizer report)", name, sig);
+        ct_row(r, 0, "%s: expected %s, got a crash (signal %d; -1: a sanitizer report)", name, w, sig);
     else
         ct_row(r, got == want, "%s: expected %s got %s (%lld)", name, want ? strerrorname_np((int)want) : "0",
                got > 0 ? strerrorname_np((int)got) : "0", got);

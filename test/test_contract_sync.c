@@ -100,8 +100,8 @@ static void cond_rows(ct_rows *r, int kind)
             ct_leave(t);
             int un = pthread_mutex_unlock(&m);
             snprintf(name, sizeof name, "%s/%s/%s", fn, rows[k].what, ct_state_name(st2[i]));
-            ct_row(r, tr == rr && un == 0, "%s: raw gave %s, tether gave %s (unlock %d)", name,
-                   rr ? strerrorname_np(rr) : "0", tr ? strerrorname_np(tr) : "0", un);
+            ct_row(r, tr == rr && un == 0, "%s: expected as the raw call (%s), mutex held, got %s (unlock %d)",
+                   name, rr ? strerrorname_np(rr) : "0", tr ? strerrorname_np(tr) : "0", un);
         }
     }
     if (kind == 2) {
@@ -114,7 +114,7 @@ static void cond_rows(ct_rows *r, int kind)
             ct_leave(t);
             pthread_mutex_unlock(&m);
             snprintf(name, sizeof name, "%s/clock CPUTIME/%s", fn, ct_state_name(st2[i]));
-            ct_row(r, tr == rr && tr == EINVAL, "%s: raw gave %s, tether gave %s", name,
+            ct_row(r, tr == rr && tr == EINVAL, "%s: expected EINVAL as the raw call (%s), got %s", name,
                    rr ? strerrorname_np(rr) : "0", tr ? strerrorname_np(tr) : "0");
         }
         /* CLOCK_REALTIME is accepted. */
