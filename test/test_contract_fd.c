@@ -715,6 +715,17 @@ END_TEST
 
 /* Item 9: nfds above the limit, and nfds + 1 wrapping, must fail with
  * EINVAL without reading the array (a read faults: the test dies). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TH_ASAN 1
+#endif
+#endif
+#ifndef TH_ASAN
+#define TH_ASAN 0
+#endif
+
 struct over_args {
     struct pollfd *fds;
     nfds_t n;
@@ -752,9 +763,16 @@ START_TEST(contract_ppoll_nfds_over_limit)
     static const char *cn[] = { "nfds > RLIMIT_NOFILE", "nfds + 1 wraps" };
     for (int c = 0; c < 2; c++) {
         for (size_t i = 0; i < 2; i++) {
+            /* Under AddressSanitizer, poll/ppoll with no token are the libc
+             * calls behind the sanitizer's interceptor, which reads the whole
+             * array before the kernel can refuse it: nothing of tether's to
+             * test there. */
+            if (TH_ASAN && states[i] == CT_NONE) continue;
             for (int pp = 0; pp < 2; pp++) {
                 errno = 0;
-                int rr = pp ? ppoll(fds, counts[c], &tmo, NULL) : poll(fds, counts[c], 1);
+                /* The raw syscall: a sanitizer's poll interceptor would read
+                 * the array itself and fault. */
+                int rr = (int)syscall(SYS_ppoll, fds, counts[c], &tmo, NULL, (size_t)8);
                 int re = errno;
                 struct over_args a = { fds, counts[c], pp, states[i] };
                 int te, sig;

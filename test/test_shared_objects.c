@@ -546,7 +546,7 @@ START_TEST(shared_task_handle_vs_join)
 {
     th_baseline base = th_baseline_take();
     uint64_t rng = th_seed("shared_task_handle_vs_join");
-    int rounds = 30 * stress();
+    int rounds = 60 * stress();
     for (int round = 0; round < rounds; round++) {
         tether_scope *s;
         ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
