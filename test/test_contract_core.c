@@ -30,7 +30,7 @@ START_TEST(contract_version_time_names)
     ct_row(&r, tether_version() != NULL && tether_version()[0] != '\0', "tether_version: expected a non-empty string");
     ct_row(&r, tether_version_number() > 0, "tether_version_number: expected positive");
     tether_time_t a = tether_now(), b = tether_now();
-    ct_row(&r, a > 0 && b >= a, "tether_now: expected monotonic (%lld then %lld)", (long long)a, (long long)b);
+    ct_row(&r, a > 0 && b >= a, "tether_now/two reads: expected monotonic, got %lld then %lld", (long long)a, (long long)b);
     ct_row(&r, tether_deadline_after(INT64_MAX) == TETHER_NEVER, "tether_deadline_after/INT64_MAX: expected NEVER");
     ct_row(&r, tether_deadline_after(INT64_MAX - 1) == TETHER_NEVER, "tether_deadline_after/overflow: expected NEVER");
     ct_row(&r, tether_deadline_after(-tether_sec(1)) < tether_now(), "tether_deadline_after/negative: expected past");
