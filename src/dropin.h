@@ -16,6 +16,14 @@
 /* Stack room before a drop-in allocates: iovec and pollfd copies. */
 enum { TETHER_IOV_SMALL = 8, TETHER_POLL_SMALL = 16 };
 
+
+/* A const buffer as the void * that struct iovec and struct msghdr carry on
+ * the output paths, where the kernel only reads through it. */
+static inline void *tether__unconst(const void *p)
+{
+    return (void *)(uintptr_t)p;
+}
+
 /* The entry of a drop-in that checks the token first: 0 when the thread
  * has no current token (make the raw call), 1 to go on under *t, -1 with
  * errno ECANCELED/ETIMEDOUT when *t is canceled or past its deadline. */

@@ -398,12 +398,12 @@ static void sndtimeo_row(ct_rows *r, const char *fn, wr_fn tf)
 
 static ssize_t t_writev1(int fd, const void *b, size_t n)
 {
-    struct iovec iov = { (void *)b, n };
+    struct iovec iov = { th_unconst(b), n };
     return tether_writev(fd, &iov, 1);
 }
 static ssize_t r_writev1(int fd, const void *b, size_t n)
 {
-    struct iovec iov = { (void *)b, n };
+    struct iovec iov = { th_unconst(b), n };
     return writev(fd, &iov, 1);
 }
 static ssize_t t_pwrite0(int fd, const void *b, size_t n)
@@ -491,7 +491,7 @@ START_TEST(contract_iov_pointers)
                 ssize_t rr = w ? writev(p[1], iov, 1) : readv(p[0], iov, 1);
                 int re = errno;
                 closepair(p);
-                if (iov) munmap((void *)iov, 4096);
+                if (iov) munmap(th_unconst(iov), 4096);
                 int te = 0;
                 int tr = iov_child(which, w, states[i], &te);
                 char name[96];

@@ -296,7 +296,7 @@ END_TEST
 
 static ssize_t raw_tx(int kind, int fd, const void *b, size_t n, int fl)
 {
-    struct iovec iov = { (void *)b, n };
+    struct iovec iov = { th_unconst(b), n };
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
     switch (kind) {
     case 0: return send(fd, b, n, fl);
@@ -306,7 +306,7 @@ static ssize_t raw_tx(int kind, int fd, const void *b, size_t n, int fl)
 }
 static ssize_t t_tx(int kind, int fd, const void *b, size_t n, int fl)
 {
-    struct iovec iov = { (void *)b, n };
+    struct iovec iov = { th_unconst(b), n };
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
     switch (kind) {
     case 0: return tether_send(fd, b, n, fl);

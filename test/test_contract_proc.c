@@ -229,7 +229,6 @@ START_TEST(contract_proc_wait_exited_before_cancel)
 {
     th_baseline base = th_baseline_take();
     ct_rows r = { .test = __func__ };
-    static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
     for (size_t i = 0; i < 2; i++) {
         tether_proc *p;
         ck_assert_int_eq(tether_proc_spawn(&p, "/bin/true", true_argv, NULL), 0);
