@@ -1,7 +1,7 @@
 /*
  * fuzz_api — a libFuzzer harness over tether's public API (issue 11).
  *
- * The input is a program: byte pairs (opcode, argument), dealt round-robin to
+ * The input is a program: byte triples (opcode, argument, argument), dealt round-robin to
  * FUZZ_THREADS worker threads that run in lock step (a barrier after every
  * step), so one input replays the same interleaving of API calls, give or
  * take the scheduling inside a step. Each worker owns scopes, tokens and
@@ -27,11 +27,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sanitizer/common_interface_defs.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fuzz_ops.h"
@@ -302,7 +305,7 @@ static void op_enter_leave(struct worker *w, uint8_t a)
     }
 }
 
-static void op_scope_open(struct worker *w, uint8_t a)
+static void op_scope_open(struct worker *w, uint8_t a, uint8_t b)
 {
     int i = a % FUZZ_SCOPES;
     struct scope_slot *s = sslot(w->id, i);
@@ -310,10 +313,10 @@ static void op_scope_open(struct worker *w, uint8_t a)
         return;
     struct ref parent = current_ref(w);
     tether_scope_opts o = { .policy = (tether_policy)((a >> 2) % 3) };
-    if (a & 0x10)
-        o.timeout_ns = tether_us(500 + 500 * ((a >> 5) & 3));
-    if (a & 0x80)
-        o.max_children = 1 + ((a >> 5) & 1);
+    if (b & 1)
+        o.timeout_ns = tether_us(500 * (1 + ((b >> 1) & 7)));
+    if (b & 0x10)
+        o.max_children = 1 + ((b >> 5) & 1);
     if ((a & 0x60) == 0x60) {
         o.detached = true;
         parent = (struct ref){ REF_NONE, 0 };
@@ -451,12 +454,25 @@ static void op_scope_end(struct worker *w, uint8_t a)
 
 /* --- the program ------------------------------------------------------------ */
 
-static void run_op(struct worker *w, uint8_t op, uint8_t a)
+static const char *const op_names[OP_COUNT] = {
+    "scope_open", "spawn", "spawn2", "scope_cancel", "scope_end", "task", "token_new",
+    "token_free", "token_cancel", "enter_leave", "callback", "sleep", "cond_wait",
+    "cond_signal", "sem_wait", "sem_post", "pipe_read", "pipe_write", "check", "sigcancel",
+    "shield", "retry", "scope_run",
+};
+
+/* FUZZ_API_TRACE=1 prints every op, to read what a reproducer does. */
+static bool g_trace;
+
+static void run_op(struct worker *w, uint8_t op, uint8_t a, uint8_t b)
 {
+    if (g_trace)
+        fprintf(stderr, "fuzz_api: worker %d: %s 0x%02x 0x%02x\n", w->id, op_names[op % OP_COUNT],
+                a, b);
     switch (op % OP_COUNT) {
-    case OP_SCOPE_OPEN: op_scope_open(w, a); break;
-    case OP_SPAWN: op_spawn(w, a, (uint8_t)(a * 37 + op)); break;
-    case OP_SPAWN2: op_spawn(w, a, (uint8_t)(a ^ op)); break;
+    case OP_SCOPE_OPEN: op_scope_open(w, a, b); break;
+    case OP_SPAWN: op_spawn(w, a, b); break;
+    case OP_SPAWN2: op_spawn(w, a, (uint8_t)~b); break;
     case OP_SCOPE_CANCEL: op_scope_cancel(w, a); break;
     case OP_SCOPE_END: op_scope_end(w, a); break;
     case OP_TASK: op_task(w, a); break;
@@ -498,13 +514,44 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     for (size_t step = 0; step < w->nops; step++) {
-        const uint8_t *p = w->data + 2 * (step * FUZZ_THREADS + (size_t)w->id);
-        run_op(w, p[0], p[1]);
+        const uint8_t *p = w->data + FUZZ_OP_BYTES * (step * FUZZ_THREADS + (size_t)w->id);
+        run_op(w, p[0], p[1], p[2]);
         pthread_barrier_wait(&g_step);
     }
     pthread_barrier_wait(&g_step); /* every op done before anyone cleans up */
     cleanup(w);
     return NULL;
+}
+
+/* On a hang, every thread prints its stack (SIGUSR2), one after the other,
+ * before the watchdog aborts: the report shows where each one is stuck. */
+static atomic_int dump_turn;
+
+static void dump_stack(int sig)
+{
+    (void)sig;
+    int expected = 0;
+    while (!atomic_compare_exchange_weak(&dump_turn, &expected, 1))
+        expected = 0;
+    fprintf(stderr, "fuzz_api: thread %ld:\n", (long)syscall(SYS_gettid));
+    __sanitizer_print_stack_trace();
+    atomic_store(&dump_turn, 0);
+}
+
+static void dump_all_stacks(void)
+{
+    signal(SIGUSR2, dump_stack);
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    long self = (long)syscall(SYS_gettid);
+    while (d && (e = readdir(d)) != NULL) {
+        long tid = atol(e->d_name);
+        if (tid > 0 && tid != self)
+            syscall(SYS_tgkill, (long)getpid(), tid, SIGUSR2);
+    }
+    if (d)
+        closedir(d);
+    usleep(500000);
 }
 
 static void *watchdog_main(void *arg)
@@ -523,6 +570,7 @@ static void *watchdog_main(void *arg)
         if (wd_started && tether_now() - wd_started > tether_sec(FUZZ_INPUT_LIMIT_S)) {
             fprintf(stderr, "fuzz_api: an input ran longer than %d s (a hang)\n",
                     FUZZ_INPUT_LIMIT_S);
+            dump_all_stacks();
             abort();
         }
     }
@@ -536,6 +584,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    g_trace = getenv("FUZZ_API_TRACE") != NULL;
     for (size_t k = 0; k < sizeof g_scopes / sizeof g_scopes[0]; k++) {
         pthread_rwlock_init(&g_scopes[k].life, NULL);
         pthread_rwlock_init(&g_scopes[k].tasks_lk, NULL);
@@ -576,7 +625,7 @@ static void check_baseline(int threads, int fds)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    size_t nops = size / 2 / FUZZ_THREADS;
+    size_t nops = size / FUZZ_OP_BYTES / FUZZ_THREADS;
     if (nops > FUZZ_MAX_STEPS)
         nops = FUZZ_MAX_STEPS;
     if (nops == 0)

@@ -17,12 +17,16 @@
  * condvar whose tokens share a deadline deadlock. Defined, at most one
  * thread waits on the shared condvar at a time (the others sleep instead),
  * so the fuzzer can explore the rest instead of stopping on every input
- * that has two waiters. Undefine to look for item 1 (and its kin) again.
+ * that has two waiters. Build with -DFUZZ_SKIP_ITEM1=0 to look for item 1
+ * (and its kin) again.
  */
+#ifndef FUZZ_SKIP_ITEM1
 #define FUZZ_SKIP_ITEM1 1
+#endif
 
 #define FUZZ_THREADS 3
 #define FUZZ_MAX_STEPS 16    /* ops per worker thread */
+#define FUZZ_OP_BYTES 3      /* opcode, two arguments */
 #define FUZZ_SCOPES 4        /* per worker */
 #define FUZZ_TOKENS 4        /* per worker */
 #define FUZZ_CBS 4           /* per worker */
