@@ -13,15 +13,17 @@
 #include <stdlib.h>
 
 /*
- * FUZZ_SKIP_ITEM1 — issue 11 item 1: two tether_cond_wait callers on one
- * condvar whose tokens share a deadline deadlock. Defined, at most one
- * thread waits on the shared condvar at a time (the others sleep instead),
- * so the fuzzer can explore the rest instead of stopping on every input
- * that has two waiters. Build with -DFUZZ_SKIP_ITEM1=0 to look for item 1
- * (and its kin) again.
+ * FUZZ_SKIP_ITEM1 — issue 11 item 1: tether_cond_wait callers on one condvar
+ * whose tokens share a deadline deadlock (the first to wake holds the mutex
+ * while the expiry runs the others' callbacks, which lock it);
+ * test/fuzz/crashes/item1-cond-wait-deadline-deadlock.bin reproduces it.
+ * Random inputs reach it rarely (not once in a 150 s run here), so it is not
+ * skipped by default. Build with -DFUZZ_SKIP_ITEM1=1 to let at most one
+ * thread wait on the shared condvar at a time (the others sleep instead), if
+ * it ever starts to stop every run before the fix lands.
  */
 #ifndef FUZZ_SKIP_ITEM1
-#define FUZZ_SKIP_ITEM1 1
+#define FUZZ_SKIP_ITEM1 0
 #endif
 
 #define FUZZ_THREADS 3
