@@ -12,7 +12,8 @@
 #   FUZZ_RSS_MB    memory limit (default 2048)
 #   FUZZ_SCRATCH   where new inputs go (default a fresh temporary directory;
 #                  the committed corpus test/fuzz/corpus is only read)
-#   FUZZ_ARGS      more libFuzzer arguments, split on spaces
+#   FUZZ_ARGS      more libFuzzer arguments (flags, or more corpus
+#                  directories to read), split on spaces
 #   JOBS           parallel build jobs (default nproc)
 # Exits non-zero if the build fails or the fuzzer reports anything (crash,
 # sanitizer report, hang, leak, a broken invariant); the reproducer is
@@ -60,7 +61,7 @@ status=0
     -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb="$FUZZ_RSS_MB" \
     -max_len=144 -len_control=0 -print_final_stats=1 \
     -artifact_prefix="$scratch/artifacts/" \
-    "${fuzz_args[@]}" "$scratch/corpus" test/fuzz/corpus || status=$?
+    "$scratch/corpus" test/fuzz/corpus "${fuzz_args[@]}" || status=$?
 
 if [ "$status" -ne 0 ] || [ -n "$(ls -A "$scratch/artifacts")" ]; then
     banner "FAILED (exit $status); reproducers:"
