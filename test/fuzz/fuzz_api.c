@@ -46,7 +46,7 @@ struct scope_slot {
     pthread_rwlock_t life;     /* readers: other workers' cancel; writer: free */
     pthread_rwlock_t tasks_lk; /* readers: task wait/halt; writer: join start */
     tether_scope *s;           /* NULL when the slot is empty */
-    bool joining;              /* join started: task handles no longer usable */
+    atomic_bool joining;       /* join started: no new task wait or halt */
     bool joined;
     int ntasks;
     tether_task *tasks[FUZZ_TASKS];
@@ -331,7 +331,8 @@ static void op_scope_open(struct worker *w, uint8_t a, uint8_t b)
     pthread_rwlock_wrlock(&s->life);
     s->s = sc;
     pthread_rwlock_unlock(&s->life);
-    s->joining = s->joined = false;
+    atomic_store(&s->joining, false);
+    s->joined = false;
     s->ntasks = 0;
     s->parent = parent;
     s->anc = ref_anc(w, parent);
@@ -367,7 +368,7 @@ static void op_task(struct worker *w, uint8_t a)
     int owner = (w->id + (a >> 6)) % FUZZ_THREADS;
     struct scope_slot *s = sslot(owner, a % FUZZ_SCOPES);
     pthread_rwlock_rdlock(&s->tasks_lk);
-    if (s->s && !s->joining && s->ntasks > 0) {
+    if (s->ntasks > 0 && !s->joining) { /* ntasks first: it guards s->s */
         tether_task *t = s->tasks[(a >> 2) % s->ntasks];
         int result = -1;
         int rc = (a & 0x20) ? tether_task_halt(t, &result) : tether_task_wait(t, &result);
@@ -402,12 +403,32 @@ static bool may_join(struct worker *w, int i)
     return true;
 }
 
+/* The owner's side of the task handles' lifetime: by default no task wait or
+ * halt is in flight when join starts; with FUZZ_WAIT_ACROSS_JOIN they may
+ * still run during the join (see fuzz_ops.h). */
+static void tasks_close(struct scope_slot *s)
+{
+#if FUZZ_WAIT_ACROSS_JOIN
+    atomic_store(&s->joining, true);
+#else
+    pthread_rwlock_wrlock(&s->tasks_lk);
+    atomic_store(&s->joining, true);
+    pthread_rwlock_unlock(&s->tasks_lk);
+#endif
+}
+
+/* After join (or before a free): no task wait or halt is in flight. */
+static void tasks_drain(struct scope_slot *s)
+{
+    pthread_rwlock_wrlock(&s->tasks_lk);
+    s->ntasks = 0;
+    pthread_rwlock_unlock(&s->tasks_lk);
+}
+
 static void scope_join(struct worker *w, int i)
 {
     struct scope_slot *s = sslot(w->id, i);
-    pthread_rwlock_wrlock(&s->tasks_lk);
-    s->joining = true;
-    pthread_rwlock_unlock(&s->tasks_lk);
+    tasks_close(s);
     tether_result r;
     int rc = tether_scope_join(s->s, &r);
     FUZZ_CHECK(rc == 0, "tether_scope_join: %d", rc);
@@ -415,7 +436,7 @@ static void scope_join(struct worker *w, int i)
     FUZZ_CHECK(r.error_task >= -1 && r.error_task < (int)r.spawned, "error_task %d of %u",
                r.error_task, r.spawned);
     s->joined = true;
-    s->ntasks = 0;
+    tasks_drain(s);
 }
 
 static void scope_free(struct worker *w, int i)
@@ -424,19 +445,17 @@ static void scope_free(struct worker *w, int i)
     bool busy = false;
     for (int k = 0; k < FUZZ_TOKENS; k++)
         busy |= tslot(w->id, k)->t && (tslot(w->id, k)->anc & (1u << i));
-    if (!s->joined) {
-        pthread_rwlock_wrlock(&s->tasks_lk);
-        s->joining = true;
-        pthread_rwlock_unlock(&s->tasks_lk);
-    }
+    if (!s->joined)
+        tasks_close(s);
     pthread_rwlock_wrlock(&s->life);
     int rc = tether_scope_free(s->s);
     FUZZ_CHECK(rc == (busy ? EBUSY : 0), "tether_scope_free: %d, expected %d", rc,
                busy ? EBUSY : 0);
     s->joined = true;
-    s->ntasks = 0;
-    if (!rc)
+    if (!rc) {
+        tasks_drain(s); /* a wait across the join may still be leaving */
         s->s = NULL;
+    }
     pthread_rwlock_unlock(&s->life);
 }
 
