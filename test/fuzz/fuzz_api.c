@@ -245,7 +245,7 @@ static void op_token_cancel(struct worker *w, uint8_t a)
         FUZZ_CHECK(rc == 0, "tether_token_cancel: %d", rc);
         rc = tether_token_check(t->t);
         FUZZ_CHECK(rc == ECANCELED || rc == ETIMEDOUT, "check after cancel: %d", rc);
-        FUZZ_CHECK(tether_token_error(t->t) != 0, "cancelled token without error");
+        FUZZ_CHECK(tether_token_error(t->t) != 0, "canceled token without error");
     }
     pthread_rwlock_unlock(&t->life);
 }

@@ -62,7 +62,7 @@ static int sleep_fn(void *arg)
     return err_of(tether_sleep_for(tether_ms(3)));
 }
 
-static int busy_until_cancelled(void)
+static int busy_until_canceled(void)
 {
     tether_time_t stop = tether_deadline_after(tether_ms(20));
     int rc;
@@ -103,7 +103,7 @@ int fuzz_blocking(int behaviour)
     case CHILD_SEM: return err_of(tether_sem_wait(&g_shared.sem));
     case CHILD_PIPE: return err_of((int)tether_read(g_shared.pipe[0], &c, 1));
     case CHILD_NESTED: return nested_scope();
-    case CHILD_BUSY: return busy_until_cancelled();
+    case CHILD_BUSY: return busy_until_canceled();
     case CHILD_WITH_TIMEOUT: return tether_with_timeout(tether_ms(1), sleep_fn, NULL, &fired);
     default: return 0;
     }
@@ -165,7 +165,7 @@ static void op_sigcancel(unsigned char a)
         rc = tether_sigcancel_free(sc);
         FUZZ_CHECK(rc == 0, "tether_sigcancel_free: %d", rc);
         if (a & 1)
-            FUZZ_CHECK(tether_token_error(t) != 0, "fired, freed, and the token is not cancelled");
+            FUZZ_CHECK(tether_token_error(t) != 0, "fired, freed, and the token is not canceled");
     }
     if (own)
         FUZZ_CHECK(tether_token_free(own) == 0, "tether_token_free of a fresh token");
@@ -242,8 +242,8 @@ void fuzz_misc_op(int op, unsigned char a)
         FUZZ_CHECK(rc == 0 || rc == ECANCELED || rc == ETIMEDOUT, "tether_check: %d", rc);
         tether_token *t = tether_current();
         if (t && rc) {
-            FUZZ_CHECK(tether_token_cause(t) != TETHER_CAUSE_NONE, "cancelled without a cause");
-            FUZZ_CHECK(tether_token_error(t) != 0, "cancelled without an error");
+            FUZZ_CHECK(tether_token_cause(t) != TETHER_CAUSE_NONE, "canceled without a cause");
+            FUZZ_CHECK(tether_token_error(t) != 0, "canceled without an error");
         }
         break;
     }

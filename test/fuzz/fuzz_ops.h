@@ -100,7 +100,7 @@ enum child_behaviour {
     CHILD_PIPE,
     CHILD_SPAWN,      /* spawns a sleeping sibling into its own scope */
     CHILD_NESTED,     /* opens, fills and joins a scope of its own */
-    CHILD_BUSY,       /* polls tether_check until cancelled */
+    CHILD_BUSY,       /* polls tether_check until canceled */
     CHILD_WITH_TIMEOUT,
     CHILD_NBEHAVIOURS
 };
