@@ -25,21 +25,12 @@
 #define _GNU_SOURCE
 #include <tether.h>
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sanitizer/common_interface_defs.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "fuzz_ops.h"
-
-#define FUZZ_INPUT_LIMIT_S 5
 
 /* Scope and token slots shared between workers: global index w * N + i. */
 struct scope_slot {
@@ -83,24 +74,6 @@ static struct token_slot g_tokens[FUZZ_THREADS * FUZZ_TOKENS];
 static struct worker g_workers[FUZZ_THREADS];
 static pthread_barrier_t g_step;
 struct shared g_shared;
-
-/* Watchdog: aborts an input that runs longer than FUZZ_INPUT_LIMIT_S. */
-static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wd_cv;
-static tether_time_t wd_started; /* 0 when no input runs */
-
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    FUZZ_CHECK(d != NULL, "opendir %s failed", path);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
 
 static struct scope_slot *sslot(int w, int i) { return &g_scopes[w * FUZZ_SCOPES + i]; }
 static struct token_slot *tslot(int w, int i) { return &g_tokens[w * FUZZ_TOKENS + i]; }
@@ -542,60 +515,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* On a hang, every thread prints its stack (SIGUSR2), one after the other,
- * before the watchdog aborts: the report shows where each one is stuck. */
-static atomic_int dump_turn;
-
-static void dump_stack(int sig)
-{
-    (void)sig;
-    int expected = 0;
-    while (!atomic_compare_exchange_weak(&dump_turn, &expected, 1))
-        expected = 0;
-    fprintf(stderr, "fuzz_api: thread %ld:\n", (long)syscall(SYS_gettid));
-    __sanitizer_print_stack_trace();
-    atomic_store(&dump_turn, 0);
-}
-
-static void dump_all_stacks(void)
-{
-    signal(SIGUSR2, dump_stack);
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    long self = (long)syscall(SYS_gettid);
-    while (d && (e = readdir(d)) != NULL) {
-        long tid = atol(e->d_name);
-        if (tid > 0 && tid != self)
-            syscall(SYS_tgkill, (long)getpid(), tid, SIGUSR2);
-    }
-    if (d)
-        closedir(d);
-    usleep(500000);
-}
-
-static void *watchdog_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&wd_mu);
-    for (;;) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&wd_cv, &wd_mu, &ts);
-        if (wd_started && tether_now() - wd_started > tether_sec(FUZZ_INPUT_LIMIT_S)) {
-            fprintf(stderr, "fuzz_api: an input ran longer than %d s (a hang)\n",
-                    FUZZ_INPUT_LIMIT_S);
-            dump_all_stacks();
-            abort();
-        }
-    }
-    return NULL;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -613,33 +532,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t k = 0; k < sizeof g_tokens / sizeof g_tokens[0]; k++)
         pthread_rwlock_init(&g_tokens[k].life, NULL);
     fuzz_shared_init(&g_shared);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&wd_cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_t wd;
-    FUZZ_CHECK(pthread_create(&wd, NULL, watchdog_main, NULL) == 0, "no watchdog thread");
-    pthread_detach(wd);
+    fuzz_guard_init();
     return 0;
-}
-
-/* Thread and descriptor counts, waiting briefly for exiting threads to leave
- * /proc (pthread_join returns before the kernel drops the task entry). */
-static void check_baseline(int threads, int fds)
-{
-    int now_threads = 0, now_fds = 0;
-    for (int tries = 0; tries < 200; tries++) {
-        tether_trim();
-        now_threads = count_dir("/proc/self/task");
-        now_fds = count_dir("/proc/self/fd");
-        if (now_threads == threads && now_fds == fds)
-            return;
-        usleep(5000);
-    }
-    FUZZ_CHECK(now_threads == threads, "threads: %d before the input, %d after", threads,
-               now_threads);
-    FUZZ_CHECK(now_fds == fds, "descriptors: %d before the input, %d after", fds, now_fds);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -649,12 +543,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         nops = FUZZ_MAX_STEPS;
     if (nops == 0)
         return -1; /* too short to be a program: not worth keeping */
-    tether_trim();
-    int threads = count_dir("/proc/self/task"), fds = count_dir("/proc/self/fd");
-
-    pthread_mutex_lock(&wd_mu);
-    wd_started = tether_now();
-    pthread_mutex_unlock(&wd_mu);
+    struct fuzz_baseline base;
+    fuzz_guard_begin(&base);
 
     pthread_barrier_init(&g_step, NULL, FUZZ_THREADS);
     for (int k = 0; k < FUZZ_THREADS; k++) {
@@ -670,9 +560,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pthread_barrier_destroy(&g_step);
     fuzz_shared_reset(&g_shared);
 
-    pthread_mutex_lock(&wd_mu);
-    wd_started = 0;
-    pthread_mutex_unlock(&wd_mu);
-    check_baseline(threads, fds);
+    fuzz_guard_end(&base);
     return 0;
 }

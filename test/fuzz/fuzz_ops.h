@@ -1,7 +1,8 @@
 /*
  * fuzz_ops.h — shared pieces of the fuzz_api harness (test/fuzz/fuzz_api.c):
  * table sizes, opcodes, the user objects every thread shares, and the
- * blocking behaviours that children and workers run (test/fuzz/fuzz_ops.c).
+ * blocking behaviours that children and workers run (test/fuzz/fuzz_ops.c),
+ * the checks around each input (test/fuzz/fuzz_guard.c).
  */
 #ifndef TETHER_FUZZ_OPS_H
 #define TETHER_FUZZ_OPS_H
@@ -134,5 +135,14 @@ void fuzz_shared_reset(struct shared *sh);
 int fuzz_blocking(int behaviour);
 /* The ops that touch only shared objects and the current token. */
 void fuzz_misc_op(int op, unsigned char a);
+
+/* fuzz_guard.c: the watchdog, and threads and descriptors back to baseline. */
+struct fuzz_baseline {
+    int threads, fds;
+};
+void fuzz_guard_init(void);
+void fuzz_guard_begin(struct fuzz_baseline *b);
+/* Aborts with a message if a thread or descriptor was left behind. */
+void fuzz_guard_end(const struct fuzz_baseline *b);
 
 #endif
