@@ -299,8 +299,8 @@ static void op_scope_open(struct worker *w, uint8_t a, uint8_t b)
     FUZZ_CHECK(rc == 0 || rc == ENOMEM, "tether_scope_open: %d", rc);
     if (rc)
         return;
-    for (int b = 0; b < CHILD_NBEHAVIOURS; b++)
-        g_child_args[w->id * FUZZ_SCOPES + i][b].scope = sc;
+    for (int k = 0; k < CHILD_NBEHAVIOURS; k++)
+        g_child_args[w->id * FUZZ_SCOPES + i][k].scope = sc;
     pthread_rwlock_wrlock(&s->life);
     s->s = sc;
     pthread_rwlock_unlock(&s->life);

@@ -191,10 +191,10 @@ static void op_shield(unsigned char a)
 static int run_body(tether_scope *s, void *arg)
 {
     unsigned char a = *(const unsigned char *)arg;
-    static const int kinds[] = { CHILD_SLEEP, CHILD_FAIL, CHILD_RETURN0, CHILD_BUSY };
+    static int kinds[] = { CHILD_SLEEP, CHILD_FAIL, CHILD_RETURN0, CHILD_BUSY };
     for (int k = 0; k <= (a & 1); k++) {
         tether_spawn_opts o = { .timeout_ns = tether_ms(1 + k) };
-        int rc = tether_spawn(s, blocking_fn, (void *)&kinds[(a >> (1 + 2 * k)) & 3], &o, NULL);
+        int rc = tether_spawn(s, blocking_fn, &kinds[(a >> (1 + 2 * k)) & 3], &o, NULL);
         FUZZ_CHECK(rc == 0 || rc == ECANCELED || rc == ETIMEDOUT || rc == EAGAIN,
                    "tether_spawn in scope_run: %d", rc);
     }
