@@ -1,7 +1,8 @@
 /*
  * The skeleton every drop-in (tether_read, tether_recv, ...) is built on:
- * the entry under the current token, the descriptor questions the retry
- * loops ask, and the iovec helpers. All system calls go through sys.h.
+ * the entry under the current token, the descriptor questions the attempts
+ * ask, the one attempt/wait/retry loop (tether__xfer_run) and the iovec
+ * helpers. All system calls go through sys.h.
  */
 #ifndef TETHER__DROPIN_H
 #define TETHER__DROPIN_H

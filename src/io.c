@@ -4,9 +4,10 @@
  *
  * read and write first try the transfer without blocking (RWF_NOWAIT), so a
  * descriptor that is ready costs exactly the one syscall the raw call costs;
- * only when it would block do they wait in poll with the token's eventfd.
- * Bytes already moved are always returned: cancellation is reported by the
- * next call.
+ * only when it would block do they wait in poll with the token's eventfd
+ * (the skeleton of dropin.h). Bytes already moved are always returned:
+ * cancellation is reported by the next call. poll and ppoll first let the
+ * kernel look at the caller's set with a zero timeout.
  */
 #define _GNU_SOURCE
 #include "dropin.h"
@@ -157,24 +158,27 @@ ssize_t tether_write(int fd, const void *buf, size_t count)
     return vec_transfer(t, fd, &iov, 1, true);
 }
 
-/* The kernel is the first to read iov (EFAULT for a bad array, EINVAL for
- * a bad count), as in readv(2)/writev(2). */
-ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt)
+/* The drop-in entry of readv and writev. The kernel is the first to read
+ * iov (EFAULT for a bad array, EINVAL for a bad count), as in readv(2). */
+static ssize_t vec_entry(int fd, const struct iovec *iov, int iovcnt, bool writing)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
-    if (e <= 0)
-        return e < 0 ? -1 : tether__sys_readv(fd, iov, iovcnt);
-    return vec_transfer(t, fd, iov, iovcnt, false);
+    if (e < 0)
+        return -1;
+    if (e == 0)
+        return writing ? tether__sys_writev(fd, iov, iovcnt) : tether__sys_readv(fd, iov, iovcnt);
+    return vec_transfer(t, fd, iov, iovcnt, writing);
+}
+
+ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    return vec_entry(fd, iov, iovcnt, false);
 }
 
 ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    tether_token *t;
-    int e = tether__dropin_entry(&t);
-    if (e <= 0)
-        return e < 0 ? -1 : tether__sys_writev(fd, iov, iovcnt);
-    return vec_transfer(t, fd, iov, iovcnt, true);
+    return vec_entry(fd, iov, iovcnt, true);
 }
 
 /* One direction of the positional calls. */
