@@ -28,10 +28,18 @@ struct vec {
     struct iovec small[TETHER_IOV_SMALL];
 };
 
-/* Advance v past n bytes moved, copying the caller's entries first (the
- * kernel has just read them, so they are mapped). -1 (ENOMEM) if no copy. */
+/* Advance v past n bytes moved. Whole entries are skipped in place; only an
+ * entry left half done needs the entries copied first (the kernel has just
+ * read them, so they are mapped). -1 (ENOMEM) if no copy could be made. */
 static int vec_advance(struct vec *v, size_t n)
 {
+    while (v->cnt > 0 && n >= v->iov->iov_len) {
+        n -= v->iov->iov_len;
+        v->iov++;
+        v->cnt--;
+    }
+    if (v->cnt == 0 || n == 0)
+        return 0;
     if (!v->owned) {
         v->copy = tether__iov_copy(v->iov, v->cnt, v->small);
         if (!v->copy)
@@ -39,7 +47,8 @@ static int vec_advance(struct vec *v, size_t n)
         v->iov = v->copy;
         v->owned = true;
     }
-    tether__iov_advance(&v->iov, &v->cnt, n);
+    v->iov->iov_base = (char *)v->iov->iov_base + n;
+    v->iov->iov_len -= n;
     return 0;
 }
 
