@@ -162,7 +162,8 @@ TETHER_API ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt);
  * On a regular file a short count means end of file, as with pread(2) (a
  * read that is only partly cached is completed with the plain call). Disk
  * I/O itself cannot be interrupted: only the check before it is a
- * cancellation point.
+ * cancellation point. A count above SSIZE_MAX fails as pread(2) fails on
+ * Linux (EFAULT).
  *
  * Parameters:
  *  fd      the descriptor.
@@ -187,7 +188,8 @@ TETHER_API ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset);
 /*
  * tether_pwrite — pwrite(2) that can be canceled.
  *
- * As tether_pread: disk I/O itself cannot be interrupted.
+ * As tether_pread: disk I/O itself cannot be interrupted, and a count
+ * above SSIZE_MAX fails as pwrite(2) fails on Linux (EFAULT).
  *
  * Parameters:
  *  fd      the descriptor.
