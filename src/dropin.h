@@ -107,7 +107,7 @@ static inline struct tether__xfer tether__xfer_init(int fd, short events, int ti
 static inline bool tether__xfer_nonblocking(struct tether__xfer *x)
 {
     if (x->nonblock < 0)
-        x->nonblock = tether__fd_nonblocking(x->fd);
+        x->nonblock = tether__fd_nonblocking(x->fd) ? 1 : 0;
     return x->nonblock;
 }
 
