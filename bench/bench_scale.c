@@ -7,10 +7,14 @@
  *           (raw, tether, tether, raw, ...) and each figure is the median
  *           of its side's runs.
  *   growth  the same cancel convergence (cancel until join returns) with
- *           10, 100 and 1000 children, in fresh processes, rounds
- *           interleaved over sizes and sides; with the 10,000-child runs
- *           above, the per-child cost at each size and cancel_fanout_growth,
- *           the per-child cost at 10,000 over the one at 100.
+ *           10, 100 and 1000 children, in fresh processes, in the same
+ *           rounds as the 10,000-child runs, interleaved over sizes and
+ *           sides; with the 10,000-child runs, the per-child cost at each
+ *           size (median convergence time / children) and
+ *           cancel_fanout_growth, the per-child cost at 10,000 over the one
+ *           at 100 (target <= 1.20). The raw side (threads in poll on one
+ *           eventfd) gives cancel_fanout_raw_growth, what the kernel and
+ *           glibc alone cost as the count grows.
  */
 #include "bench_common.h"
 
@@ -151,112 +155,147 @@ static void scale_run(bool tether, int n, struct scale_result *out)
         die("scale run (%s, %d threads) failed", tether ? "tether" : "raw", n);
 }
 
-
 /* The sizes of the growth series below the scale section's own count. */
 static const int growth_sizes[] = { 10, 100, 1000 };
 enum { NGROWTH = sizeof growth_sizes / sizeof growth_sizes[0], MAX_SIZES = NGROWTH + 1 };
 
-/* What one round measures: every size, both sides. */
+/* The sizes below 1000 take a few milliseconds a run and vary most: each
+ * round runs them this many times per side. */
+enum { GROWTH_SMALL_REPS = 8 };
+
+enum { RAW = 0, TETHER = 1 };
+
+/* Everything the section measures. Absolute figures are medians over all
+ * runs of a side; ratios are medians over rounds of the ratio within a round
+ * (tether's median over the raw side's in that round), so that a change in
+ * the machine's load between rounds moves both sides of a ratio alike. */
 struct scale_series {
-    int nsizes;
+    int nsizes, at100;
     int sizes[MAX_SIZES];              /* ascending; the last is cfg->scale_children */
     samples cancel[MAX_SIZES][2];      /* [size][side]: cancel until joined, ns */
     samples create[2], rss[2], fds[2]; /* the largest size only */
+    samples cancel_ratio[MAX_SIZES];   /* per round */
+    samples create_ratio;              /* per round, the largest size */
+    samples growth[2];                 /* per round, per side */
 };
 
 static void series_free(struct scale_series *ss)
 {
-    for (int i = 0; i < ss->nsizes; i++)
+    for (int i = 0; i < ss->nsizes; i++) {
         for (int side = 0; side < 2; side++)
             samples_free(&ss->cancel[i][side]);
+        samples_free(&ss->cancel_ratio[i]);
+    }
     for (int side = 0; side < 2; side++) {
         samples_free(&ss->create[side]);
         samples_free(&ss->rss[side]);
         samples_free(&ss->fds[side]);
+        samples_free(&ss->growth[side]);
     }
+    samples_free(&ss->create_ratio);
 }
 
-/* One round: each size once per side, in fresh processes. The first size
- * rotates from round to round, and which side goes first alternates, so a
- * change in the machine's load falls on every figure alike. */
+/* One round: every size on both sides, each run in a fresh process. The
+ * first size rotates from round to round and the side that goes first
+ * alternates, so that no figure always runs just after the same other. */
 static void scale_round(struct scale_series *ss, int round)
 {
+    samples cancel[MAX_SIZES][2] = { { { 0 } } };
+    samples create[2] = { { 0 } };
+    const int top = ss->nsizes - 1;
     for (int k = 0; k < ss->nsizes; k++) {
         int i = (k + round) % ss->nsizes;
-        for (int j = 0; j < 2; j++) {
-            int side = (j + round) % 2;    /* 0 raw, 1 tether */
-            struct scale_result r;
-            scale_run(side == 1, ss->sizes[i], &r);
-            samples_add(&ss->cancel[i][side], r.cancel_ns);
-            if (i == ss->nsizes - 1) {
-                samples_add(&ss->create[side], r.create_ns);
-                samples_add(&ss->rss[side], r.rss_bytes);
-                samples_add(&ss->fds[side], r.fds);
+        int reps = i == top || ss->sizes[i] >= 1000 ? 1 : GROWTH_SMALL_REPS;
+        for (int rep = 0; rep < reps; rep++) {
+            for (int j = 0; j < 2; j++) {
+                int side = (j + round + rep) % 2;
+                struct scale_result r;
+                scale_run(side == TETHER, ss->sizes[i], &r);
+                samples_add(&cancel[i][side], r.cancel_ns);
+                samples_add(&ss->cancel[i][side], r.cancel_ns);
+                if (i == top) {
+                    samples_add(&create[side], r.create_ns);
+                    samples_add(&ss->create[side], r.create_ns);
+                    samples_add(&ss->rss[side], r.rss_bytes);
+                    samples_add(&ss->fds[side], r.fds);
+                }
             }
         }
     }
+    double per_child[MAX_SIZES][2];
+    for (int i = 0; i < ss->nsizes; i++) {
+        for (int side = 0; side < 2; side++)
+            per_child[i][side] = median(&cancel[i][side]) / ss->sizes[i];
+        samples_add(&ss->cancel_ratio[i], ratio(per_child[i][TETHER], per_child[i][RAW]));
+    }
+    samples_add(&ss->create_ratio, ratio(median(&create[TETHER]), median(&create[RAW])));
+    for (int side = 0; side < 2; side++)
+        samples_add(&ss->growth[side], per_child[top][side] / per_child[ss->at100][side]);
+    for (int i = 0; i < ss->nsizes; i++)
+        for (int side = 0; side < 2; side++)
+            samples_free(&cancel[i][side]);
+    for (int side = 0; side < 2; side++)
+        samples_free(&create[side]);
 }
 
 static void report_scale(const struct config *cfg, struct scale_series *ss)
 {
     const int top = ss->nsizes - 1;
     report("scale_threads", cfg->scale_children, "threads", 0);
-    double c_raw = median(&ss->create[0]) / 1e6, c_t = median(&ss->create[1]) / 1e6;
-    report("scale_10k_create_raw_ms", c_raw, "ms", 1);
-    report("scale_10k_create_ms", c_t, "ms", 1);
-    report("scale_10k_create_ratio", ratio(c_t, c_raw), "x", 3);
-    double k_raw = median(&ss->cancel[top][0]) / 1e6, k_t = median(&ss->cancel[top][1]) / 1e6;
-    report("scale_10k_cancel_raw_ms", k_raw, "ms", 1);
-    report("scale_10k_cancel_ms", k_t, "ms", 1);
-    report("scale_10k_cancel_ratio", ratio(k_t, k_raw), "x", 3);
-    double m_raw = median(&ss->rss[0]) / 1024, m_t = median(&ss->rss[1]) / 1024;
+    report("scale_10k_create_raw_ms", median(&ss->create[RAW]) / 1e6, "ms", 1);
+    report("scale_10k_create_ms", median(&ss->create[TETHER]) / 1e6, "ms", 1);
+    report("scale_10k_create_ratio", median(&ss->create_ratio), "x", 3);
+    report("scale_10k_cancel_raw_ms", median(&ss->cancel[top][RAW]) / 1e6, "ms", 1);
+    report("scale_10k_cancel_ms", median(&ss->cancel[top][TETHER]) / 1e6, "ms", 1);
+    report("scale_10k_cancel_ratio", median(&ss->cancel_ratio[top]), "x", 3);
+    double m_raw = median(&ss->rss[RAW]) / 1024, m_t = median(&ss->rss[TETHER]) / 1024;
     report("scale_10k_rss_raw_kib", m_raw, "KiB", 0);
     report("scale_10k_rss_kib", m_t, "KiB", 0);
     report("scale_10k_rss_ratio", ratio(m_t, m_raw), "x", 3);
     report("scale_10k_rss_per_thread_kib", m_t / cfg->scale_children, "KiB", 2);
-    report("scale_10k_raw_fds", percentile(&ss->fds[0], 100), "fds", 0);
-    report("scale_10k_fds", percentile(&ss->fds[1], 100), "fds", 0);
+    report("scale_10k_raw_fds", percentile(&ss->fds[RAW], 100), "fds", 0);
+    report("scale_10k_fds", percentile(&ss->fds[TETHER], 100), "fds", 0);
 }
 
-/* Per-child cost at each size; growth is the largest size's over 100's. */
+/* Convergence and per-child cost at each size, then the growth. */
 static void report_growth(struct scale_series *ss)
 {
-    double per_child[MAX_SIZES][2];
     char name[64];
     for (int i = 0; i < ss->nsizes; i++) {
         int n = ss->sizes[i];
-        double raw = median(&ss->cancel[i][0]), tether = median(&ss->cancel[i][1]);
-        per_child[i][0] = raw / n;
-        per_child[i][1] = tether / n;
+        double raw = median(&ss->cancel[i][RAW]), tether = median(&ss->cancel[i][TETHER]);
         snprintf(name, sizeof name, "cancel_converge_%d_raw_us", n);
         report(name, raw / 1e3, "us", 1);
         snprintf(name, sizeof name, "cancel_converge_%d_us", n);
         report(name, tether / 1e3, "us", 1);
         snprintf(name, sizeof name, "cancel_converge_%d_raw_per_child_ns", n);
-        report(name, per_child[i][0], "ns", 0);
+        report(name, raw / n, "ns", 0);
         snprintf(name, sizeof name, "cancel_converge_%d_per_child_ns", n);
-        report(name, per_child[i][1], "ns", 0);
+        report(name, tether / n, "ns", 0);
         snprintf(name, sizeof name, "cancel_converge_%d_ratio", n);
-        report(name, ratio(tether, raw), "x", 3);
+        report(name, median(&ss->cancel_ratio[i]), "x", 3);
     }
-    int at100 = 1, top = ss->nsizes - 1; /* growth_sizes[1] == 100 */
-    report("cancel_fanout_growth_children", ss->sizes[top], "children", 0);
-    report("cancel_fanout_raw_growth", per_child[top][0] / per_child[at100][0], "x", 3);
-    report("cancel_fanout_growth", per_child[top][1] / per_child[at100][1], "x", 3);
+    report("cancel_fanout_growth_children", ss->sizes[ss->nsizes - 1], "children", 0);
+    report("cancel_fanout_raw_growth", median(&ss->growth[RAW]), "x", 3);
+    report("cancel_fanout_growth", median(&ss->growth[TETHER]), "x", 3);
 }
 
 void bench_scale(const struct config *cfg)
 {
     struct scale_series ss = { 0 };
-    for (int i = 0; i < NGROWTH && growth_sizes[i] < cfg->scale_children; i++)
+    for (int i = 0; i < NGROWTH && growth_sizes[i] < cfg->scale_children; i++) {
+        if (growth_sizes[i] == 100)
+            ss.at100 = ss.nsizes;
         ss.sizes[ss.nsizes++] = growth_sizes[i];
+    }
     ss.sizes[ss.nsizes++] = cfg->scale_children;
     if (ss.nsizes < 3)
         die("scale: %d children is too few for the growth series", cfg->scale_children);
 
     /* A busy machine stops the series early (after MIN_ROUNDS), as
-     * interleave() does; this section's budget is twice a series'. */
-    tether_time_t budget_end = tether_now() + (int64_t)(2 * cfg->budget_s * 1e9);
+     * interleave() does; this section's budget is three times a series'
+     * (a round takes about two seconds on a quiet 2-core machine). */
+    tether_time_t budget_end = tether_now() + (int64_t)(3 * cfg->budget_s * 1e9);
     int round = 0;
     while (round < cfg->scale_runs && (round < MIN_ROUNDS || tether_now() <= budget_end))
         scale_round(&ss, round++);

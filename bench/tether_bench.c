@@ -65,7 +65,7 @@ static const struct config full_config = {
     .read_rounds = 41,
     .read_bytes = { 512u << 10, 16u << 20, 64u << 20 },
     .check_rounds = 21, .check_iters = 10000000,
-    .scale_children = 10000, .scale_runs = 10,
+    .scale_children = 10000, .scale_runs = 21,
     .gio_cancel_rounds = 400, .gio_read_rounds = 21,
     .gio_read_bytes = { 256u << 10, 8u << 20 },
 };
