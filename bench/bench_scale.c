@@ -14,7 +14,8 @@
  *           cancel_fanout_growth, the per-child cost at 10,000 over the one
  *           at 100 (target <= 1.20). The raw side (threads in poll on one
  *           eventfd) gives cancel_fanout_raw_growth, what the kernel and
- *           glibc alone cost as the count grows.
+ *           glibc alone cost as the count grows, and
+ *           cancel_fanout_growth_vs_raw tether's growth over the raw one.
  */
 #include "bench_common.h"
 
@@ -177,6 +178,7 @@ struct scale_series {
     samples cancel_ratio[MAX_SIZES];   /* per round */
     samples create_ratio;              /* per round, the largest size */
     samples growth[2];                 /* per round, per side */
+    samples growth_vs_raw;             /* per round: tether's growth over raw's */
 };
 
 static void series_free(struct scale_series *ss)
@@ -193,6 +195,7 @@ static void series_free(struct scale_series *ss)
         samples_free(&ss->growth[side]);
     }
     samples_free(&ss->create_ratio);
+    samples_free(&ss->growth_vs_raw);
 }
 
 /* One round: every size on both sides, each run in a fresh process. The
@@ -229,8 +232,12 @@ static void scale_round(struct scale_series *ss, int round)
         samples_add(&ss->cancel_ratio[i], ratio(per_child[i][TETHER], per_child[i][RAW]));
     }
     samples_add(&ss->create_ratio, ratio(median(&create[TETHER]), median(&create[RAW])));
-    for (int side = 0; side < 2; side++)
-        samples_add(&ss->growth[side], per_child[top][side] / per_child[ss->at100][side]);
+    double growth[2];
+    for (int side = 0; side < 2; side++) {
+        growth[side] = per_child[top][side] / per_child[ss->at100][side];
+        samples_add(&ss->growth[side], growth[side]);
+    }
+    samples_add(&ss->growth_vs_raw, ratio(growth[TETHER], growth[RAW]));
     for (int i = 0; i < ss->nsizes; i++)
         for (int side = 0; side < 2; side++)
             samples_free(&cancel[i][side]);
@@ -278,6 +285,9 @@ static void report_growth(struct scale_series *ss)
     report("cancel_fanout_growth_children", ss->sizes[ss->nsizes - 1], "children", 0);
     report("cancel_fanout_raw_growth", median(&ss->growth[RAW]), "x", 3);
     report("cancel_fanout_growth", median(&ss->growth[TETHER]), "x", 3);
+    /* How much of the growth is tether's own: the raw side grows too (the
+     * kernel and glibc: waking, exiting and unmapping many threads). */
+    report("cancel_fanout_growth_vs_raw", median(&ss->growth_vs_raw), "x", 3);
 }
 
 void bench_scale(const struct config *cfg)
