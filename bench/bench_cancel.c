@@ -50,7 +50,7 @@ static int child_read_until_canceled(void *arg)
 }
 
 /* ====================================================================== */
-/* Cancelling one blocked reader                                          */
+/* Canceling one blocked reader                                           */
 
 static double round_cancel_raw(void *ctx)
 {
@@ -124,7 +124,7 @@ void bench_cancel(const struct config *cfg)
 }
 
 /* ====================================================================== */
-/* Cancelling 1000 sleepers                                               */
+/* Canceling 1000 sleepers                                                */
 
 struct fanout_ctx {
     int n;

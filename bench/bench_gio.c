@@ -25,7 +25,7 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------------- */
-/* Cancelling one blocked reader                                          */
+/* Canceling one blocked reader                                           */
 
 struct gio_cancel_ctx {
     GInputStream *in;          /* over g_pipe[0], which is never written */
