@@ -8,9 +8,9 @@
  *    canceled or past its deadline, without blocking;
  *  - a thread blocked in one wakes on cancellation (ECANCELED) or at the
  *    effective deadline (ETIMEDOUT);
- *  - a signal handler interrupting the wait makes it fail with EINTR, as the
- *    raw call does for handlers installed without SA_RESTART (tether waits in
- *    poll or futex, which the kernel never restarts).
+ *  - a signal handler interrupting the wait makes it fail with EINTR, with
+ *    or without SA_RESTART, as nanosleep(2) does (tether sleeps in a futex
+ *    wait with a timeout, which the kernel does not restart after a handler).
  * Sleeping threads wait on a futex and hold no file descriptor.
  */
 #ifndef TETHER_SLEEP_H
