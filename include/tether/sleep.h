@@ -71,7 +71,9 @@ TETHER_API int tether_sleep_for(int64_t duration_ns);
  * Returns: 0 after sleeping the whole duration, or -1 with errno set.
  * Errors:
  *  EINVAL     tv_nsec is outside 0..999999999 or tv_sec is negative.
- *  EFAULT     req or rem points outside the address space.
+ *  EFAULT     req points outside the address space, or rem does and the
+ *             sleep was cut short (the kernel reads and writes them, as
+ *             for nanosleep(2): never a crash).
  *  EINTR      a signal handler ran.
  *  ECANCELED  the current token was canceled.
  *  ETIMEDOUT  the current token's deadline came first.
