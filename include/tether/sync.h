@@ -64,6 +64,9 @@ TETHER_API int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
  *  abstime  an absolute CLOCK_REALTIME time, as for pthread_cond_timedwait
  *           on a condvar with default attributes. (For a condvar set to
  *           CLOCK_MONOTONIC, pass that clock to tether_cond_clockwait.)
+ *           Must point to readable memory: glibc's pthread_cond_timedwait
+ *           reads it in user space and crashes on a bad pointer, as this
+ *           does (no EFAULT).
  * Returns: 0, or an error number; the mutex is held again on return.
  * Errors:
  *  ETIMEDOUT  abstime passed, or the token's deadline did.
@@ -87,7 +90,8 @@ TETHER_API int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mute
  *  cond     the condition variable.
  *  mutex    the mutex, locked by the caller.
  *  clock    CLOCK_MONOTONIC or CLOCK_REALTIME.
- *  abstime  an absolute time on clock.
+ *  abstime  an absolute time on clock; readable memory, as for
+ *           tether_cond_timedwait (a bad pointer crashes, as in glibc).
  * Returns: 0, or an error number; the mutex is held again on return.
  * Errors:
  *  ETIMEDOUT  abstime passed, or the token's deadline did.
@@ -133,7 +137,9 @@ TETHER_API int tether_sem_wait(sem_t *sem);
  *
  * Parameters:
  *  sem      the semaphore.
- *  abstime  an absolute CLOCK_REALTIME time, as for sem_timedwait(3).
+ *  abstime  an absolute CLOCK_REALTIME time, as for sem_timedwait(3);
+ *           readable memory (glibc's sem_timedwait reads it in user space
+ *           and crashes on a bad pointer; this does too when it has to wait).
  * Returns: 0 with one unit taken, or -1 with errno set.
  * Errors:
  *  ETIMEDOUT  abstime or the token's deadline passed.
