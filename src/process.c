@@ -208,16 +208,19 @@ int tether_proc_wait(tether_proc *p, int *wstatus)
     } else {
         rc = 0; /* it exited on its own, whatever the token says */
     }
+    /* The kernel stores the status (EFAULT for a bad wstatus, after the
+     * reap, as waitpid(2)). */
     int status = 0;
-    while (tether__sys_waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    int *ws = wstatus ? wstatus : &status;
+    pid_t r;
+    while ((r = tether__sys_waitpid(p->pid, ws, 0)) < 0 && errno == EINTR) {
     }
-    if (rc && !(WIFSIGNALED(status) &&
-                (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL)))
+    if (r < 0 && errno == EFAULT)
+        rc = EFAULT;
+    else if (rc && !(WIFSIGNALED(*ws) && (WTERMSIG(*ws) == SIGTERM || WTERMSIG(*ws) == SIGKILL)))
         rc = 0; /* it exited (or died) by itself before our signal landed */
     tether__sys_close(p->pidfd);
     free(p);
-    if (wstatus)
-        *wstatus = status;
     return rc;
 }
 

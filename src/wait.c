@@ -27,7 +27,6 @@
 #include "clock.h"
 #include "sys.h"
 
-#include <sched.h>
 #include <sys/eventfd.h>
 
 enum { SPARE_EFDS = 4 };

@@ -158,6 +158,7 @@ START_TEST(contract_wait_unmapped_status)
 {
     th_baseline base = th_baseline_take();
     ct_rows r = { .test = __func__ };
+    char name[128];
     void *bad = ct_unmapped();
     for (size_t i = 0; i < 2; i++) {
         const char *sn = ct_state_name(states[i]);
@@ -180,6 +181,18 @@ START_TEST(contract_wait_unmapped_status)
                 tether_waitid(P_PID, (id_t)b, bad, WEXITED | WNOHANG), "tether_waitid/unmapped info, WNOHANG/%s", sn);
         waitpid(a, NULL, WNOHANG);
         waitpid(b, NULL, WNOHANG);
+    }
+    /* tether_proc_wait stores the status through the kernel too. */
+    for (size_t i = 0; i < 2; i++) {
+        tether_proc *p;
+        ck_assert_int_eq(tether_proc_spawn(&p, "/bin/true", true_argv, NULL), 0);
+        tether_token *t = ct_enter(states[i], 0);
+        int rc = tether_proc_wait(p, bad);
+        ct_leave(t);
+        snprintf(name, sizeof name, "tether_proc_wait/unmapped wstatus/%s", ct_state_name(states[i]));
+        CT_RC(&r, name, rc, EFAULT);
+        ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD,
+               "tether_proc_wait/unmapped wstatus, child reaped/%s: expected no zombie left", ct_state_name(states[i]));
     }
     munmap(bad, 4096);
     ct_done(&r);

@@ -170,6 +170,8 @@ TETHER_API pid_t tether_proc_pid(const tether_proc *p);
  *  ECANCELED  the token was canceled and the child died of SIGTERM/SIGKILL.
  *  ETIMEDOUT  the token's deadline passed and the child died of
  *             SIGTERM/SIGKILL.
+ *  EFAULT     wstatus points outside the address space (the kernel says so
+ *             when it stores the status; the child is reaped all the same).
  *  EINVAL     p is NULL.
  * Blocking: Blocks; a cancellation point whose clean-up can take up to the
  * grace period (plus the kill).
@@ -197,6 +199,7 @@ TETHER_API int tether_proc_wait(tether_proc *p, int *wstatus);
  *  ETIMEDOUT  the token's deadline passed: nothing started, or the child was
  *             terminated.
  *  EINVAL     file or argv is NULL.
+ *  EFAULT     wstatus is a bad pointer (as for tether_proc_wait).
  *  ENOMEM     out of memory.
  *  EMFILE     no descriptor for the pidfd.
  *  otherwise  posix_spawn's errors (ENOENT, EACCES, ...).
