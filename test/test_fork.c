@@ -17,12 +17,15 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -384,7 +387,7 @@ END_TEST
 
 /* ---- F2: fork while other threads are inside tether ------------------- */
 
-enum { BUSY_THREADS = 3 };
+enum { BUSY_THREADS = 3, FAN = 512 };
 static atomic_int busy_stop;
 static tether_token *busy_root;
 
@@ -407,7 +410,7 @@ static void *busy_main(void *arg)
             bad("on_cancel failed");
         tether_scope_opts o = { .parent = k };
         tether_scope *s;
-        switch (th_rand(&rng) % 3) {
+        switch (th_rand(&rng) % 8) { /* mostly the tree lock, below */
         case 0:
             if (tether_token_enter(k) != 0)
                 bad("enter failed");
@@ -425,8 +428,16 @@ static void *busy_main(void *arg)
             if (tether_scope_free(s) != 0)
                 bad("scope_free failed");
             break;
-        default:
+        default: {
+            /* A wide subtree, so the cancel walks it under the tree lock. */
+            tether_token *fan[FAN];
+            for (int i = 0; i < FAN; i++)
+                fan[i] = new_token(k, TETHER_NEVER);
+            tether_token_cancel(t, 0);
+            for (int i = 0; i < FAN; i++)
+                tether_token_free(fan[i]);
             break;
+        }
         }
         tether_token_cancel(t, 0);
         tether_token_off_cancel(cb, NULL);
@@ -434,6 +445,22 @@ static void *busy_main(void *arg)
         tether_token_free(t);
     }
     return NULL;
+}
+
+/* The fork child: the tree lock (a child of the inherited root), the pool
+ * lock (a poll), then everything else. */
+static int after_busy_fork(void *arg)
+{
+    (void)arg;
+    tether_token *t;
+    CHILD_CHECK(tether_token_new(&t, busy_root, TETHER_NEVER) == 0);
+    CHILD_CHECK(tether_token_enter(t) == 0);
+    int err;
+    CHILD_CHECK(idle_poll(1, NULL, &err) == 0);
+    CHILD_CHECK(tether_token_cancel(t, 0) == 0);
+    CHILD_CHECK(tether_token_leave(t) == 0);
+    CHILD_CHECK(tether_token_free(t) == 0);
+    return fresh_work(NULL);
 }
 
 START_TEST(fork_while_threads_inside_tether)
@@ -446,10 +473,10 @@ START_TEST(fork_while_threads_inside_tether)
     pthread_t th[BUSY_THREADS];
     for (int i = 0; i < BUSY_THREADS; i++)
         th[i] = thread_start(busy_main, (void *)(uintptr_t)th_seed_for(rng, (uint64_t)i));
-    int rounds = stress(20);
+    int rounds = stress(30);
     for (int round = 0; round < rounds; round++) {
         nap_ms((int)(th_rand(&rng) % 3));
-        pid_t pid = fork_child(fresh_work, NULL);
+        pid_t pid = fork_child(after_busy_fork, NULL);
         char what[64];
         snprintf(what, sizeof what, "round %d of %d", round, rounds);
         reap_ok(pid, 5000, what);
@@ -518,6 +545,51 @@ END_TEST
 static tether_token *sig_tok;
 static tether_sigcancel *inh_sc;
 
+enum { MAX_TASKS = 64 };
+
+/* This process's thread ids: how many (at most MAX_TASKS) into ids. */
+static int task_ids(pid_t ids[MAX_TASKS])
+{
+    DIR *d = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < MAX_TASKS)
+        if (e->d_name[0] != '.')
+            ids[n++] = (pid_t)atoi(e->d_name);
+    closedir(d);
+    return n;
+}
+
+/* A thread id in `after` that is not in `before`, or 0. */
+static pid_t new_task(const pid_t *before, int nb, const pid_t *after, int na)
+{
+    for (int i = 0; i < na; i++) {
+        bool seen = false;
+        for (int j = 0; j < nb; j++)
+            seen = seen || after[i] == before[j];
+        if (!seen)
+            return after[i];
+    }
+    return 0;
+}
+
+/* How many times thread `tid` went to sleep and was woken (voluntary
+ * context switches), from /proc. */
+static long wakeups(pid_t tid)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    long n = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+            break;
+    fclose(f);
+    return n;
+}
+
 /* Wait (bounded) until t is canceled; whether it was. */
 static bool canceled_soon(tether_token *t)
 {
@@ -550,11 +622,20 @@ START_TEST(fork_inherited_sigcancel)
 {
     th_baseline base = th_baseline_take();
     sig_tok = new_token(NULL, TETHER_NEVER);
+    pid_t before[MAX_TASKS], after[MAX_TASKS];
+    int nb = task_ids(before);
     ck_assert_int_eq(tether_sigcancel_new(&inh_sc, sig_tok, 0), 0);
+    int na = task_ids(after);
+    pid_t relay = new_task(before, nb, after, na);
+    ck_assert_int_ne(relay, 0);
+    th_wait_blocked(relay);
+    long woken = wakeups(relay);
     pid_t pid = fork_child(use_inherited_sigcancel, NULL);
     reap_ok(pid, 3000, "child firing and freeing an inherited sigcancel");
     nap_ms(20);
-    ck_assert_int_eq(tether_token_check(sig_tok), 0); /* never reached this relay */
+    /* The child's fire and free never reached this process's relay. */
+    ck_assert_int_eq(tether_token_check(sig_tok), 0);
+    ck_assert_int_eq(wakeups(relay), woken);
     tether_sigcancel_fire(inh_sc);
     ck_assert(canceled_soon(sig_tok));
     ck_assert_int_eq(tether_sigcancel_free(inh_sc), 0);
