@@ -54,10 +54,10 @@ int tether_task_halt(tether_task *task, int *result)
 {
     if (!task)
         return EINVAL;
-    if (tether__scope_inherited(task->scope))
-        return ECHILD;
     if (tether__called_from_inside(task->token))
         return EDEADLK;
+    if (tether__scope_inherited(task->scope))
+        return ECHILD;
     tether__token_cancel_cause(task->token, TETHER_CAUSE_HALTED, 0);
     return tether_task_wait(task, result);
 }
