@@ -629,7 +629,8 @@ TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), voi
  * busies a wait in the other (each process gives an inherited token its own
  * wake-up descriptor on first use). Callbacks registered by threads that
  * stayed in the parent never run in the child; those of the forking thread
- * do.
+ * do. A token that such a thread had entered stays entered in the child, so
+ * tether_token_free fails there with EBUSY.
  *
  * Scopes opened in the parent: their children are the parent's threads and
  * do not exist in the child. There tether_spawn, tether_try_spawn,
