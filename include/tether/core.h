@@ -287,7 +287,9 @@ TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether
  *          (tether_token_enter without the matching leave). Nothing changes.
  * Blocking: Never blocks (a short internal lock); not a cancellation point.
  * Thread safety: Must not race with any other call on the same token (as
- * with pthread_mutex_destroy); calls on other tokens are fine.
+ * with pthread_mutex_destroy); calls on other tokens are fine. A
+ * tether_token_cancel whose effect the caller has seen (directly, or through
+ * a thread it woke) no longer touches t and need not have returned.
  * Ownership: Ends the token; t is invalid once 0 is returned.
  */
 TETHER_API int tether_token_free(tether_token *t);
@@ -312,9 +314,10 @@ TETHER_API int tether_token_free(tether_token *t);
  * runs the callbacks); not a cancellation point. Not async-signal-safe: use
  * tether_sigcancel_fire from a signal handler.
  * Thread safety: Thread-safe: any thread, any number of times, concurrently.
- * A cancel that started before tether_token_free was called completes
- * safely (it touches t last before the wake-up it causes can let another
- * thread free t); one that starts after free has begun uses a freed token.
+ * A cancel may be what lets another thread go on to free t (a waiter it
+ * woke returns, a scope's join returns): it touches t for the last time
+ * before any thread can see its effect, so that free is safe. A cancel that
+ * starts after free has begun uses a freed token, as for any handle.
  * Ownership: t stays the caller's.
  */
 TETHER_API int tether_token_cancel(tether_token *t, int error);
