@@ -339,11 +339,13 @@ static int child_sleeper(void *arg)
     return tether_sleep_for(DAY) == 0 ? 0 : errno;
 }
 
+#ifndef TS_TSAN
 static int short_block(void *arg)
 {
     (void)arg;
     return tether_sleep_for(tether_ms(5)) == 0 ? 0 : errno;
 }
+#endif
 
 /* What a fork child does with tether from scratch (F5). Threads only where
  * the sanitizer allows them after a multithreaded fork. */
