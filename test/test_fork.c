@@ -345,22 +345,18 @@ static int short_block(void *arg)
     return tether_sleep_for(tether_ms(5)) == 0 ? 0 : errno;
 }
 
-/* Whether a fork child may start threads. TSan refuses them after a fork
- * of a multithreaded process; ASan's allocator locks are not fork-safe, so
- * a new thread in the child of a parent whose threads were allocating at
- * the fork can hang in ASan itself (never in tether). */
-static bool child_may_start_threads(bool busy_parent)
-{
+/* Whether a fork child may start threads (after a fork of a process whose
+ * other threads were idle, or busy allocating). TSan refuses them after a
+ * fork of a multithreaded process; ASan's allocator locks are not
+ * fork-safe, so a new thread in the child of a parent whose threads were
+ * allocating at the fork can hang in ASan itself (never in tether). */
 #if defined(TS_TSAN)
-    (void)busy_parent;
-    return false;
+enum { THREADS_AFTER_FORK = 0, THREADS_AFTER_BUSY_FORK = 0 };
 #elif defined(TS_ASAN)
-    return !busy_parent;
+enum { THREADS_AFTER_FORK = 1, THREADS_AFTER_BUSY_FORK = 0 };
 #else
-    (void)busy_parent;
-    return true;
+enum { THREADS_AFTER_FORK = 1, THREADS_AFTER_BUSY_FORK = 1 };
 #endif
-}
 
 /* What a fork child does with tether from scratch (F5); arg is non-NULL
  * when other parent threads were busy at the fork. */
@@ -376,7 +372,7 @@ static int fresh_work(void *arg)
     bool fired = false;
     CHILD_CHECK(tether_with_timeout(tether_ms(10), child_sleeper, NULL, &fired) == ETIMEDOUT);
     CHILD_CHECK(fired);
-    if (!child_may_start_threads(arg != NULL))
+    if (!(arg ? THREADS_AFTER_BUSY_FORK : THREADS_AFTER_FORK))
         return 0;
     tether_scope *s;
     tether_scope_opts o = { .timeout_ns = tether_ms(30) };
@@ -624,13 +620,13 @@ static int use_inherited_sigcancel(void *arg)
     tether_time_t t0 = tether_now();
     CHILD_CHECK(tether_sigcancel_free(inh_sc) == 0);
     CHILD_CHECK(tether_now() - t0 < tether_ms(500));
-#ifndef TS_TSAN
+    if (!THREADS_AFTER_FORK)
+        return 0;
     tether_sigcancel *mine;
     CHILD_CHECK(tether_sigcancel_new(&mine, sig_tok, 0) == 0);
     tether_sigcancel_fire(mine);
     CHILD_CHECK(canceled_soon(sig_tok));
     CHILD_CHECK(tether_sigcancel_free(mine) == 0);
-#endif
     return 0;
 }
 
@@ -669,18 +665,18 @@ static int use_inherited_signals(void *arg)
     raise(SIGUSR1); /* the inherited handler runs and cancels nothing */
     nap_ms(50);
     CHILD_CHECK(tether_token_check(sig_tok) == 0);
-#ifndef TS_TSAN
-    tether_token *mine_tok;
-    CHILD_CHECK(tether_token_new(&mine_tok, NULL, TETHER_NEVER) == 0);
-    tether_signals *mine;
-    tether_signals_opts o = { .signals = usr1, .nsignals = 1 };
-    CHILD_CHECK(tether_signals_install(&mine, mine_tok, &o) == 0);
-    raise(SIGUSR1);
-    CHILD_CHECK(canceled_soon(mine_tok));
-    CHILD_CHECK(tether_token_check(sig_tok) == 0);
-    CHILD_CHECK(tether_signals_restore(mine) == 0);
-    CHILD_CHECK(tether_token_free(mine_tok) == 0);
-#endif
+    if (THREADS_AFTER_FORK) {
+        tether_token *mine_tok;
+        CHILD_CHECK(tether_token_new(&mine_tok, NULL, TETHER_NEVER) == 0);
+        tether_signals *mine;
+        tether_signals_opts o = { .signals = usr1, .nsignals = 1 };
+        CHILD_CHECK(tether_signals_install(&mine, mine_tok, &o) == 0);
+        raise(SIGUSR1);
+        CHILD_CHECK(canceled_soon(mine_tok));
+        CHILD_CHECK(tether_token_check(sig_tok) == 0);
+        CHILD_CHECK(tether_signals_restore(mine) == 0);
+        CHILD_CHECK(tether_token_free(mine_tok) == 0);
+    }
     tether_time_t t0 = tether_now();
     CHILD_CHECK(tether_signals_restore(inh_sig) == 0);
     CHILD_CHECK(tether_now() - t0 < tether_ms(500));
