@@ -10,6 +10,7 @@
 
 #include "clock.h"
 
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -107,11 +108,6 @@ int tether__sys_futex_wait(_Atomic uint32_t *word, uint32_t expected, const stru
 int tether__sys_futex_wake(_Atomic uint32_t *word)
 {
     return (int)SYS(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT32_MAX, 0, 0, 0);
-}
-
-int tether__sys_futex_waitv(struct futex_waitv *w, unsigned n, const struct timespec *abs)
-{
-    return (int)SYS(SYS_futex_waitv, w, n, 0, abs, CLOCK_MONOTONIC, 0);
 }
 
 int tether__sys_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *rel,

@@ -10,7 +10,6 @@
 
 #include "internal.h"
 
-#include <linux/futex.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -32,9 +31,6 @@ TETHER_HIDDEN int tether__sys_futex_wait(_Atomic uint32_t *word, uint32_t expect
                                          const struct timespec *abs);
 /* FUTEX_WAKE (private) of every sleeper on word. */
 TETHER_HIDDEN int tether__sys_futex_wake(_Atomic uint32_t *word);
-/* futex_waitv(2) until `abs` on CLOCK_MONOTONIC (NULL: none). */
-TETHER_HIDDEN int tether__sys_futex_waitv(struct futex_waitv *w, unsigned n,
-                                          const struct timespec *abs);
 /* ppoll(2); `rel` is not modified. */
 TETHER_HIDDEN int tether__sys_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *rel,
                                     const sigset_t *sigmask);

@@ -7,7 +7,7 @@
  * is the one kept), writes the cause and error, then *publishes* by firing
  * the token's wake point (wait.h), so anyone who sees it fired also sees the
  * cause. The waiting layer then wakes the waiters: one call per token,
- * tether__wake_sleepers, and one futex wake per cancellation (see propagate).
+ * tether__wake_sleepers, which issues a futex wake only where someone sleeps.
  * This file calls the waiting layer; the waiting layer knows no token.
  *
  * Propagation to descendants walks the tree under the same process-wide
@@ -229,32 +229,27 @@ static void take_callbacks(tether_token *t, tether_callback **run)
 /*
  * Cancel every descendant of root that nobody else has claimed, iteratively
  * over the first-child/next-sibling links, waking each one's waiters. Tree
- * lock held. tether__wake_sleepers is told how deep each descendant is (a
- * waiter on the word of a point near root would be reached by the wake of
- * root's word after this walk; sleepers wait on their own word, wait.h).
+ * lock held. Each sleeper waits on its own token's word (wait.h), so each
+ * descendant's waiters are woken as it is published.
  */
 static void propagate(tether_token *root, tether_callback **run)
 {
     tether_token *n = root->first_child;
-    unsigned depth = 1;
     while (n) {
         if (claim(n)) {
             tether_token *p = tether__token_parent(n);
             uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause,
                                    p->canceled_at);
-            tether__wake_sleepers(&n->wake, old, depth);
+            tether__wake_sleepers(&n->wake, old);
             take_callbacks(n, run);
             if (n->first_child) {
                 n = n->first_child;
-                depth++;
                 continue;
             }
         }
         /* A subtree claimed by another canceler is that canceler's job. */
-        while (n != root && !n->next_sibling) {
+        while (n != root && !n->next_sibling)
             n = tether__token_parent(n);
-            depth--;
-        }
         n = n == root ? NULL : n->next_sibling;
     }
 }
@@ -305,7 +300,7 @@ int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
      * settled tree. Still under the lock: a woken thread may let its owner
      * free t (a scope's join returns, then free), and freeing unlinks t
      * under this lock, so this is the canceler's last touch of t. */
-    tether__wake_sleepers(&t->wake, old, 0);
+    tether__wake_sleepers(&t->wake, old);
     tree_lock_drop();
     run_callbacks(run);
     return 0;

@@ -7,8 +7,8 @@
  * alone, always with a timeout, so that a signal handler ends the sleep with
  * EINTR as nanosleep(2) does, SA_RESTART or not (futex_waitv on the
  * ancestors' words too would let one wake reach a whole subtree, but the
- * kernel restarts it under SA_RESTART). It sets WAITERS and SOLO on its word,
- * so a firer issues FUTEX_WAKE only when someone may be asleep, and firing a
+ * kernel restarts it under SA_RESTART). It sets WAITERS on its word, so a
+ * firer issues FUTEX_WAKE only when someone may be asleep, and firing a
  * scope's point costs one FUTEX_WAKE per sleeping child.
  *
  * The eventfd is made on first need and written once when the point fires;
@@ -80,15 +80,12 @@ uint32_t tether__wake_fire(struct tether_wake *w, uint32_t owner_bits)
     return atomic_fetch_or(&w->state, TETHER_WAKE_FIRED | owner_bits);
 }
 
-void tether__wake_sleepers(struct tether_wake *w, uint32_t old, unsigned depth)
+void tether__wake_sleepers(struct tether_wake *w, uint32_t old)
 {
     int efd = efd_own(atomic_load(&w->efd));
     if (efd >= 0)
         tether__sys_eventfd_signal(efd); /* fails only near overflow: still readable */
-    uint32_t wake_if = depth == 0                ? TETHER_WAKE_WAITERS
-                       : depth >= TETHER_WAIT_SET ? TETHER_WAKE_WAITERS
-                                                  : TETHER_WAKE_SOLO;
-    if ((old | atomic_load_explicit(&w->state, memory_order_relaxed)) & wake_if)
+    if ((old | atomic_load_explicit(&w->state, memory_order_relaxed)) & TETHER_WAKE_WAITERS)
         tether__sys_futex_wake(&w->state);
 }
 
@@ -215,12 +212,11 @@ static const struct timespec far_future = { .tv_sec = (time_t)1 << 40 };
  * timeout ends with EINTR when a signal handler runs, SA_RESTART or not, as
  * nanosleep(2) does (the kernel resumes it through restart_syscall only when
  * no handler ran), whereas a futex wait without one, and futex_waitv, are
- * restarted under SA_RESTART and would hide the signal. A sleeper marks the
- * word SOLO, so firers wake its word directly.
+ * restarted under SA_RESTART and would hide the signal.
  */
 int tether__wake_sleep(struct tether_wake *w, tether_time_t end)
 {
-    uint32_t s = mark_waiting(w, TETHER_WAKE_WAITERS | TETHER_WAKE_SOLO);
+    uint32_t s = mark_waiting(w, TETHER_WAKE_WAITERS);
     if (s & TETHER_WAKE_FIRED)
         return 0;
     struct timespec ts;

@@ -4,9 +4,8 @@
  * embeds one wake point and fires it when it is canceled.
  *
  * A wake point is a state word (a futex) plus an eventfd made on first need.
- * Sleepers wait on their own word (marked SOLO), so firing a point wakes its
- * sleepers and each descendant's with one FUTEX_WAKE per sleeping word; a
- * wake of a point TETHER_WAIT_SET levels up is not assumed to reach them.
+ * Sleepers wait on their own word, so firing a point and its descendants
+ * costs one FUTEX_WAKE per word that has sleepers.
  * Pollers wait on the eventfd, which a fired point leaves readable for good
  * (level-triggered).
  */
@@ -23,12 +22,8 @@
 enum {
     TETHER_WAKE_FIRED = 1u << 0,   /* sticky: the point has fired */
     TETHER_WAKE_WAITERS = 1u << 1, /* someone may sleep on the word */
-    TETHER_WAKE_SOLO = 1u << 3,    /* someone sleeps on this word alone */
     TETHER_WAKE_OWNER_SHIFT = 8
 };
-
-/* How many words (a point and its nearest ancestors) one sleep covers. */
-enum { TETHER_WAIT_SET = 16 };
 
 struct tether_wake {
     _Atomic uint32_t state;
@@ -71,10 +66,9 @@ static inline bool tether__wake_fired(const struct tether_wake *w)
 /* Fire w (with extra owner bits); returns the previous state. Never blocks.
  * The caller then calls tether__wake_sleepers. */
 TETHER_HIDDEN uint32_t tether__wake_fire(struct tether_wake *w, uint32_t owner_bits);
-/* Wake w's pollers, and its sleepers unless a wake of the point `depth`
- * levels above (0: itself) reaches them; `old` is w's state before firing.
+/* Wake w's pollers and sleepers; `old` is w's state before firing.
  * Never blocks. */
-TETHER_HIDDEN void tether__wake_sleepers(struct tether_wake *w, uint32_t old, unsigned depth);
+TETHER_HIDDEN void tether__wake_sleepers(struct tether_wake *w, uint32_t old);
 /* Sleep until w fires, `end` passes, or a spurious wake: 0 (look again) or
  * EINTR when a signal handler ran (SA_RESTART or not). Blocks; hold no lock. */
 TETHER_HIDDEN int tether__wake_sleep(struct tether_wake *w, tether_time_t end);
