@@ -24,11 +24,93 @@
 /* What the kernel keeps of a thread name: 15 bytes and the NUL. */
 enum { THREAD_NAME_BYTES = 16 };
 
+/* Keep at most TETHER_NAME_MAX - 1 bytes of src and never read past its
+ * first NUL or past those bytes: a name need not be terminated within
+ * them, and may end right before an unmapped page. */
 static void copy_name(char dst[TETHER_NAME_MAX], const char *src)
 {
-    dst[0] = '\0';
-    if (src)
-        snprintf(dst, TETHER_NAME_MAX, "%s", src);
+    size_t n = src ? strnlen(src, TETHER_NAME_MAX - 1) : 0;
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lineage: which thread is whose child                                   */
+
+/* The task the calling thread runs, if tether started it. */
+static _Thread_local tether_task *self_task;
+
+/* Guards every scope's `opener` and opened_prev/next and every task's
+ * `opened` after the scope was published. Taken only by threads tether
+ * started (open, join, free, task_wait/halt, exit) and when freeing a
+ * scope such a thread opened; never with another lock held. */
+static pthread_mutex_t lineage_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void lineage_link(tether_scope *s)
+{
+    tether_task *t = self_task;
+    if (!t)
+        return;
+    s->opened_by_child = true;
+    tether__lock(&lineage_mu);
+    s->opener = t;
+    s->opened_next = t->opened;
+    if (t->opened)
+        t->opened->opened_prev = s;
+    t->opened = s;
+    atomic_fetch_add_explicit(&t->opened_live, 1, memory_order_relaxed);
+    tether__unlock(&lineage_mu);
+}
+
+void tether__scope_forget_opener(tether_scope *s)
+{
+    if (!s->opened_by_child)
+        return;
+    tether__lock(&lineage_mu);
+    tether_task *t = s->opener;
+    if (t) {
+        if (s->opened_prev)
+            s->opened_prev->opened_next = s->opened_next;
+        else
+            t->opened = s->opened_next;
+        if (s->opened_next)
+            s->opened_next->opened_prev = s->opened_prev;
+        atomic_fetch_sub_explicit(&t->opened_live, 1, memory_order_relaxed);
+        s->opener = NULL;
+    }
+    tether__unlock(&lineage_mu);
+}
+
+/* The calling child is exiting: scopes it opened and did not free outlive
+ * it and are no longer any scope's descendants (its own join no longer
+ * waits for them). Only this thread adds to its list, so a zero count is
+ * final. */
+static void lineage_exit(tether_task *t)
+{
+    if (atomic_load_explicit(&t->opened_live, memory_order_relaxed) == 0)
+        return;
+    tether__lock(&lineage_mu);
+    for (tether_scope *s = t->opened; s; s = s->opened_next)
+        s->opener = NULL;
+    t->opened = NULL;
+    atomic_store_explicit(&t->opened_live, 0, memory_order_relaxed);
+    tether__unlock(&lineage_mu);
+}
+
+bool tether__caller_descends(const tether_scope *s, const tether_task *task)
+{
+    tether_task *t = self_task;
+    if (!t)
+        return false;
+    bool found = false;
+    /* Each link is alive: the calling thread's task and its scope while it
+     * runs, an opener while a scope it opened lists it (lineage_exit). */
+    tether__lock(&lineage_mu);
+    for (; t && !found; t = t->scope->opener)
+        found = t == task || t->scope == s;
+    tether__unlock(&lineage_mu);
+    return found;
 }
 
 int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
@@ -66,6 +148,8 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     s->max_children = o->max_children;
     copy_name(s->name, o->name);
     s->first_error_task = s->winner = s->cause_task = -1;
+    s->owner = pthread_self();
+    lineage_link(s);
     *out = s;
     return 0;
 
@@ -147,6 +231,7 @@ static void child_finished(tether_task *task, int rc)
 static void *child_main(void *arg)
 {
     tether_task *task = arg;
+    self_task = task;
     int rc = tether_token_enter(task->token);
     TETHER_ASSERT(rc == 0); /* depth 1 of a fresh thread: no allocation */
     if (task->name[0]) {
@@ -156,7 +241,11 @@ static void *child_main(void *arg)
         pthread_setname_np(pthread_self(), short_name);
     }
     rc = task->fn(task->arg);
-    tether__leave_or_die(task->token, "child", task->name);
+    /* The child may have left the entry made for it (back at no current
+     * token); anything else unbalanced is reported. */
+    if (tether__current)
+        tether__leave_or_die(task->token, "child", task->name);
+    lineage_exit(task);
     child_finished(task, rc);
     return NULL;
 }
@@ -384,6 +473,11 @@ int tether_try_spawn(tether_scope *s, int (*fn)(void *), void *arg,
 tether_token *tether_task_token(tether_task *task)
 {
     return task ? task->token : NULL;
+}
+
+int tether_task_index(const tether_task *task)
+{
+    return task ? task->index : -1;
 }
 
 tether_token *tether_scope_token(tether_scope *s)

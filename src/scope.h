@@ -22,6 +22,11 @@ struct tether_task {
     bool joined;                /* join took its thread (under s->mu) */
     int result;
     char name[TETHER_NAME_MAX];
+    /* Scopes this child's thread opened and has not freed: their `opener`
+     * is this task until it exits. Under the lineage lock; opened_live lets
+     * the exiting child skip the lock when it opened none. */
+    tether_scope *opened;
+    _Atomic unsigned opened_live;
 };
 
 enum scope_phase { PHASE_OPEN, PHASE_JOINING, PHASE_JOINED };
@@ -34,10 +39,19 @@ struct tether_scope {
     tether_policy policy;
     unsigned max_children;
     char name[TETHER_NAME_MAX];
+    pthread_t owner;            /* the thread that opened it */
+    /* The child task whose thread opened the scope, or NULL (a thread
+     * tether did not start, or that child has exited). The calling thread's
+     * lineage runs task -> scope -> opener -> scope ...: under the lineage
+     * lock, with opened_prev/opened_next linking the opener's `opened`. */
+    tether_task *opener;
+    tether_scope *opened_prev, *opened_next;
+    bool opened_by_child;       /* opener was set at open (immutable) */
 
     tether_task *tasks;
     tether_task *zombies;
     unsigned spawned, live_fg, live_bg, spawning;
+    unsigned task_callers;      /* threads inside tether_task_wait/halt */
     int next_index;
     enum scope_phase phase;
     bool closing;               /* foreground done in join: no more spawns */
@@ -72,11 +86,21 @@ static inline unsigned tether__scope_live(const tether_scope *s)
     return s->live_fg + s->live_bg;
 }
 
-/* Whether the calling thread runs under t (waiting for t would deadlock). */
+/* Whether the calling thread runs under t (it has t or a descendant of t
+ * as its current token). */
 static inline bool tether__called_from_inside(const tether_token *t)
 {
     return tether__current && tether__token_descends(tether__current, t);
 }
+
+/* Whether the calling thread is, by identity, `task` or a child of `s`, or
+ * a descendant child of either (a child of a scope opened by such a
+ * thread, recursively): then waiting for `task` or joining `s` could never
+ * return. Either may be NULL. Takes the lineage lock only on a thread that
+ * tether started. */
+TETHER_HIDDEN bool tether__caller_descends(const tether_scope *s, const tether_task *task);
+/* Take s off its opener's `opened` list (s is being freed). */
+TETHER_HIDDEN void tether__scope_forget_opener(tether_scope *s);
 
 /* Free a token the scope made for its children (a child's own, or the
  * background children's parent). Still busy means a child left a token or
