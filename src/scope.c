@@ -41,7 +41,7 @@ static void copy_name(char dst[TETHER_NAME_MAX], const char *src)
 /* The task the calling thread runs, if tether started it. */
 static _Thread_local tether_task *self_task;
 
-/* Guards every scope's `opener` and opened_prev/next and every task's
+/* Guards every scope's `opener` and opened_next and every task's
  * `opened` after the scope was published. Taken only by threads tether
  * started (open, join, free, task_wait/halt, exit) and when freeing a
  * scope such a thread opened; never with another lock held. */
@@ -56,8 +56,6 @@ static void lineage_link(tether_scope *s)
     tether__lock(&lineage_mu);
     s->opener = t;
     s->opened_next = t->opened;
-    if (t->opened)
-        t->opened->opened_prev = s;
     t->opened = s;
     atomic_fetch_add_explicit(&t->opened_live, 1, memory_order_relaxed);
     tether__unlock(&lineage_mu);
@@ -70,12 +68,11 @@ void tether__scope_forget_opener(tether_scope *s)
     tether__lock(&lineage_mu);
     tether_task *t = s->opener;
     if (t) {
-        if (s->opened_prev)
-            s->opened_prev->opened_next = s->opened_next;
-        else
-            t->opened = s->opened_next;
-        if (s->opened_next)
-            s->opened_next->opened_prev = s->opened_prev;
+        /* A child keeps few scopes open at once: a walk is cheap. */
+        tether_scope **pp = &t->opened;
+        while (*pp != s)
+            pp = &(*pp)->opened_next;
+        *pp = s->opened_next;
         atomic_fetch_sub_explicit(&t->opened_live, 1, memory_order_relaxed);
         s->opener = NULL;
     }

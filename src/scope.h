@@ -43,9 +43,9 @@ struct tether_scope {
     /* The child task whose thread opened the scope, or NULL (a thread
      * tether did not start, or that child has exited). The calling thread's
      * lineage runs task -> scope -> opener -> scope ...: under the lineage
-     * lock, with opened_prev/opened_next linking the opener's `opened`. */
+     * lock, with opened_next linking the opener's `opened`. */
     tether_task *opener;
-    tether_scope *opened_prev, *opened_next;
+    tether_scope *opened_next;
     bool opened_by_child;       /* opener was set at open (immutable) */
 
     tether_task *tasks;
