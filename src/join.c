@@ -252,6 +252,11 @@ int tether_scope_free(tether_scope *s)
         if (rc)
             return rc;
     }
+    /* A cancel that started before free may still be inside the scope or
+     * its token: let it leave first. */
+    tether__scope_lock(s);
+    tether__scope_wait_cancels(s);
+    tether__scope_unlock(s);
     /* A token the caller derived from the scope's, or an entry left on the
      * scope's token, keeps the (joined) scope alive: the caller can fix it. */
     if (tether_token_free(s->token) != 0)

@@ -482,16 +482,43 @@ tether_token *tether_scope_token(tether_scope *s)
     return s ? s->token : NULL;
 }
 
+/* A tether_scope_cancel call leaves s. Without a waiting free it touches s
+ * no more after its decrement; with one, it decrements under s->mu so that
+ * free, which waits under s->mu, cannot destroy s before the unlock. */
+static void cancel_done(tether_scope *s)
+{
+    unsigned v = atomic_load_explicit(&s->cancels, memory_order_relaxed);
+    while (!(v & CANCELS_WAITED))
+        if (atomic_compare_exchange_weak_explicit(&s->cancels, &v, v - 1, memory_order_release,
+                                                  memory_order_relaxed))
+            return;
+    tether__scope_lock(s);
+    atomic_fetch_sub_explicit(&s->cancels, 1, memory_order_relaxed);
+    pthread_cond_broadcast(&s->changed);
+    tether__scope_unlock(s);
+}
+
+void tether__scope_wait_cancels(tether_scope *s)
+{
+    atomic_fetch_or_explicit(&s->cancels, CANCELS_WAITED, memory_order_relaxed);
+    while (atomic_load_explicit(&s->cancels, memory_order_acquire) != CANCELS_WAITED)
+        pthread_cond_wait(&s->changed, &s->mu);
+}
+
 int tether_scope_cancel(tether_scope *s)
 {
     if (!s)
         return EINVAL;
     tether__scope_lock(s);
     bool joined = s->phase == PHASE_JOINED;
+    tether_token *tok = s->token;
+    if (!joined)
+        atomic_fetch_add_explicit(&s->cancels, 1, memory_order_relaxed);
     tether__scope_unlock(s);
     if (joined)
         return EINVAL;
-    tether__token_cancel_cause(s->token, TETHER_CAUSE_EXPLICIT, 0);
+    tether__token_cancel_cause(tok, TETHER_CAUSE_EXPLICIT, 0);
+    cancel_done(s);
     return 0;
 }
 

@@ -30,6 +30,7 @@ struct tether_task {
 };
 
 enum scope_phase { PHASE_OPEN, PHASE_JOINING, PHASE_JOINED };
+enum { CANCELS_WAITED = 1u << 31 };
 
 struct tether_scope {
     pthread_mutex_t mu;
@@ -52,6 +53,9 @@ struct tether_scope {
     tether_task *zombies;
     unsigned spawned, live_fg, live_bg, spawning;
     unsigned task_callers;      /* threads inside tether_task_wait/halt */
+    /* tether_scope_cancel calls in flight (counted under mu before the
+     * scope is joined), plus CANCELS_WAITED once free waits for them. */
+    _Atomic unsigned cancels;
     int next_index;
     enum scope_phase phase;
     bool closing;               /* foreground done in join: no more spawns */
@@ -99,6 +103,9 @@ static inline bool tether__called_from_inside(const tether_token *t)
  * return. Either may be NULL. Takes the lineage lock only on a thread that
  * tether started. */
 TETHER_HIDDEN bool tether__caller_descends(const tether_scope *s, const tether_task *task);
+/* Wait until no tether_scope_cancel is inside s (s is joined: none can
+ * start any more). s->mu held. */
+TETHER_HIDDEN void tether__scope_wait_cancels(tether_scope *s);
 /* Take s off its opener's `opened` list (s is being freed). */
 TETHER_HIDDEN void tether__scope_forget_opener(tether_scope *s);
 

@@ -12,6 +12,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -413,6 +414,61 @@ static long long scope_outlives_opener(void *ctx)
     return tether_scope_free(outlived);
 }
 
+/* Item 4, scope side: a watchdog's tether_scope_cancel is still running
+ * (a slow callback) when the owner's join returns and it frees the scope:
+ * free waits for the cancel to leave. Returns 0 if it did. */
+static sem_t wd_in_cb, wd_release;
+static _Atomic int wd_cb_done;
+static void slow_callback(void *arg)
+{
+    (void)arg;
+    sem_post(&wd_in_cb);
+    while (sem_wait(&wd_release) != 0) {
+    }
+    atomic_store(&wd_cb_done, 1);
+}
+
+static void *watchdog_cancel(void *arg)
+{
+    tether_scope_cancel(arg);
+    return NULL;
+}
+
+static void *release_later(void *arg)
+{
+    (void)arg;
+    tether_sleep_for(tether_ms(50));
+    sem_post(&wd_release);
+    return NULL;
+}
+
+static long long free_while_cancel_runs(void *ctx)
+{
+    (void)ctx;
+    alarm(hang_bound_s());
+    sem_init(&wd_in_cb, 0, 0);
+    sem_init(&wd_release, 0, 0);
+    tether_scope *s;
+    tether_scope_open(&s, NULL);
+    tether_callback *cb;
+    /* Registered on the scope's token after the child's, so it runs last. */
+    tether_spawn(s, until_canceled, NULL, NULL, NULL);
+    tether_token_on_cancel(tether_scope_token(s), slow_callback, NULL, &cb);
+    pthread_t wd, rel;
+    pthread_create(&wd, NULL, watchdog_cancel, s);
+    while (sem_wait(&wd_in_cb) != 0) {
+    }
+    tether_result out;
+    tether_scope_join(s, &out);
+    pthread_create(&rel, NULL, release_later, NULL);
+    int rc = tether_scope_free(s);
+    int done = atomic_load(&wd_cb_done);
+    pthread_join(wd, NULL);
+    pthread_join(rel, NULL);
+    tether_token_off_cancel(cb, NULL); /* it ran: the handle outlives its token */
+    return rc ? rc : done ? 0 : 3000;
+}
+
 START_TEST(contract_tether_scope_join)
 {
     th_baseline base = th_baseline_take();
@@ -438,6 +494,7 @@ START_TEST(contract_tether_scope_join)
     run_bounded(&r, "tether_scope_free/unjoined, owner entered the scope's token", owner_entered, &what, EBUSY);
     run_bounded(&r, "tether_scope_join/from a tether_scope_run body", run_body_joins, NULL, 0);
     run_bounded(&r, "tether_scope_free/scope that outlived the child that opened it", scope_outlives_opener, NULL, 0);
+    run_bounded(&r, "tether_scope_free/while another thread's tether_scope_cancel runs a callback", free_while_cancel_runs, NULL, 0);
     ct_done(&r);
     th_baseline_check(base);
 }

@@ -285,7 +285,10 @@ TETHER_API tether_token *tether_scope_token(tether_scope *s);
  *  EINVAL  s is NULL or already joined.
  * Blocking: Never blocks; not a cancellation point.
  * Thread safety: Thread-safe: any thread, any number of times, until the
- * scope is joined.
+ * scope is joined. A call racing the owner's tether_scope_join and
+ * tether_scope_free (a watchdog) is safe if it started before free was
+ * called: free waits for it to return. One that starts after free has begun
+ * uses a freed handle.
  * Ownership: s stays its owner's.
  */
 TETHER_API int tether_scope_cancel(tether_scope *s);
@@ -341,8 +344,10 @@ TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
  *           thread still has the scope's token entered: the scope stays
  *           joined and valid. Either way it can be freed again once that is
  *           undone.
- * Blocking: Blocks if it must join; not a cancellation point.
- * Thread safety: Must not race with other calls on s.
+ * Blocking: Blocks if it must join, and while a tether_scope_cancel on s
+ * is still running (its callbacks); not a cancellation point.
+ * Thread safety: Must not race with other calls on s, except
+ * tether_scope_cancel calls that started before free (it waits for them).
  * Ownership: Ends the scope; s is invalid once 0 is returned.
  */
 TETHER_API int tether_scope_free(tether_scope *s);
