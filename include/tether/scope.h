@@ -243,9 +243,10 @@ TETHER_API tether_token *tether_task_token(tether_task *task);
  * tether_task_index — a child's index in its scope.
  *
  * The 0-based order in which the child was spawned into its scope (every
- * tether_spawn and tether_try_spawn counts, with or without a handle; one
- * that failed to create its thread leaves its number unused): the value
- * tether_result reports in error_task, cause_task and winner.
+ * tether_spawn and tether_try_spawn that got as far as creating a thread
+ * counts, with or without a handle; if creating the thread failed, that
+ * number stays unused): the value tether_result reports in error_task,
+ * cause_task and winner.
  *
  * Parameters:
  *  task  the child's handle from tether_spawn.
