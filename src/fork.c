@@ -3,8 +3,9 @@
  *
  * A child of a multithreaded process has only the thread that forked, so a
  * lock held by any other thread at that instant would stay held for good.
- * The prepare handler takes every process-wide tether lock (the tree lock,
- * then the eventfd pool's: the order in which code nests them) so that no
+ * The prepare handler takes every process-wide tether lock (the scopes'
+ * lineage lock, the tree lock, then the eventfd pool's: the order in which
+ * code nests them) so that no
  * other thread is inside tether's critical sections during fork; the parent
  * and child handlers release them. The child handler also starts a new
  * process generation (wait.h), by which the child tells what it inherited
@@ -23,6 +24,7 @@ static pthread_once_t registered = PTHREAD_ONCE_INIT;
 
 static void prepare(void)
 {
+    tether__lineage_fork_prepare();
     tether__token_fork_prepare();
     tether__wake_fork_prepare();
 }
@@ -31,6 +33,7 @@ static void in_parent(void)
 {
     tether__wake_fork_parent();
     tether__token_fork_parent();
+    tether__lineage_fork_release();
 }
 
 static void in_child(void)
@@ -38,6 +41,7 @@ static void in_child(void)
     tether__wake_fork_child();
     tether__token_fork_child();
     tether__signals_fork_child();
+    tether__lineage_fork_release();
 }
 
 static void register_handlers(void)

@@ -208,11 +208,13 @@ TETHER_API const char *tether_cause_name(tether_cause cause);
 
 /* How a scope ended. */
 typedef enum tether_outcome {
-    TETHER_OUTCOME_OK = 0,            /* every foreground child succeeded (first-success: one won) */
+    TETHER_OUTCOME_OK = 0,            /* every foreground child succeeded or was halted by
+                                       * tether_task_halt (first-success: one won) */
     TETHER_OUTCOME_PARTIAL,           /* supervisor: some succeeded, some failed */
     TETHER_OUTCOME_FAILED,            /* a child failure decided the scope */
-    TETHER_OUTCOME_CANCELED,          /* canceled from outside (explicit, parent, signal) */
-    TETHER_OUTCOME_DEADLINE_EXCEEDED  /* the scope's effective deadline passed */
+    TETHER_OUTCOME_CANCELED,          /* canceled from outside (explicit, parent's cancel, signal) */
+    TETHER_OUTCOME_DEADLINE_EXCEEDED  /* the scope's effective deadline passed: cause deadline
+                                       * (its own) or parent (an ancestor's capped it) */
 } tether_outcome;
 
 /*
