@@ -22,6 +22,10 @@ install(TARGETS ${_tether_installed_libs}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tether_Runtime)
 install(FILES ${TETHER_PUBLIC_HEADERS}
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT tether_Development)
+# include/tether/*.h keep their directory: <tether.h> includes "tether/resolve.h".
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tether
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT tether_Development
+  FILES_MATCHING PATTERN "*.h")
 
 # --- CMake package: find_package(tether) -> tether::tether -------------------
 # The exported targets are tether::tether_shared / tether::tether_static;

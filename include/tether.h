@@ -1343,4 +1343,7 @@ TETHER_API bool tether_retry_transient(int error);
 }
 #endif
 
+/* Name resolution that stops at cancellation (tether_getaddrinfo). */
+#include "tether/resolve.h"
+
 #endif /* TETHER_H */
