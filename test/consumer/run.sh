@@ -69,6 +69,11 @@ installed() {
         || fail "find_package did not pick the moved prefix"
     cmake --build "$scratch/installed-$kind" -j "$jobs"
     "$scratch/installed-$kind/consumer"
+    if [ "$kind" = shared ]; then
+        [ -x "$scratch/installed-$kind/consumer_interpose" ] \
+            || fail "find_package gave no tether::interpose"
+        "$scratch/installed-$kind/consumer_interpose"
+    fi
 
     step "pkg-config ($kind, moved prefix)"
     export PKG_CONFIG_PATH=$moved/lib/pkgconfig
@@ -84,6 +89,13 @@ installed() {
               -Wl,-rpath,"$moved/lib" -o "$out"
         readelf -d "$out" | grep -q 'NEEDED.*libtether\.so\.0' \
             || fail "pkg-config build is not linked to libtether.so.0"
+        [ -f "$moved/include/tether/interpose.h" ] || fail "tether/interpose.h not installed"
+        # shellcheck disable=SC2046
+        "$cc" $(pkg-config --cflags tether-interpose) "$here/interpose_main.c" \
+              $(pkg-config --libs tether-interpose) -Wl,-rpath,"$moved/lib" -o "$out-interpose"
+        readelf -d "$out-interpose" | grep -q 'NEEDED.*libtether_interpose\.so\.0' \
+            || fail "pkg-config build is not linked to libtether_interpose.so.0"
+        "$out-interpose"
     else
         # Only libtether.a is in this prefix, so -ltether can only mean it.
         # shellcheck disable=SC2046
@@ -108,11 +120,12 @@ readelf -d "$so" | grep -q 'SONAME.*\[libtether\.so\.0\]' || fail "SONAME is not
 # header (that admits tether__* helpers a public macro needs, and nothing
 # internal). The linker's own markers may appear and are fine.
 header=$scratch/moved/prefix-shared/include/tether.h
+headers=("$header" "$scratch"/moved/prefix-shared/include/tether/*.h)
 bad=
 for sym in $(nm -D --defined-only "$so" | awk '{print $NF}' \
              | grep -Ev '^(_init|_fini|__bss_start|_edata|_end)$'); do
     case "$sym" in
-        tether_*) grep -qw -- "$sym" "$header" || bad="$bad $sym" ;;
+        tether_*) grep -qw -- "$sym" "${headers[@]}" || bad="$bad $sym" ;;
         *) bad="$bad $sym" ;;
     esac
 done
