@@ -88,7 +88,11 @@ static inline int tether__check_or_fail(tether_token *t)
 }
 
 /* current.c */
-TETHER_HIDDEN extern _Thread_local tether_token *tether__current
+/* Exported, though not public API, for one reader outside libtether:
+ * libtether_interpose.so tests it on every call it forwards, and a load is
+ * what keeps that path free (a call to tether_current costs a few percent of
+ * a poll). Nothing but libtether writes it. */
+TETHER_API extern _Thread_local tether_token *tether__current
     __attribute__((tls_model("initial-exec")));
 
 /* wait.c */

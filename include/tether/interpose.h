@@ -45,7 +45,8 @@ typedef struct tether_interpose_counter {
  * min(max, that number) entries of out, in a fixed order). Calls made with
  * no current token are not counted (that path costs nothing). Each counter
  * is read atomically; the snapshot as a whole is not.
- * Never fails, never blocks. Thread-safe. The names are static strings.
+ * Never fails. Blocks only briefly (a lock shared with threads starting or
+ * exiting). Thread-safe. The names are static strings.
  */
 TETHER_API size_t tether_interpose_counters(tether_interpose_counter *out, size_t max);
 

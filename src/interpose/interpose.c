@@ -5,8 +5,8 @@
  * Every entry point has the same shape:
  *  - no current token, or the thread is already inside the layer: call the
  *    next definition (libc's), found once with dlsym(RTLD_NEXT) and kept in
- *    an atomic pointer. That path is one thread-local load, one call to
- *    tether_current and an indirect call: nothing a system call notices.
+ *    an atomic pointer. That path is a thread-local load, a test and a
+ *    jump through the pointer: nothing a system call notices.
  *  - otherwise: mark the thread as inside the layer (so whatever the tether
  *    call does through interposable names reaches libc, not us), call the
  *    matching tether_* function, count the call, and if it was stopped
@@ -39,6 +39,14 @@
 #include <unistd.h>
 
 #define LAYER_API __attribute__((visibility("default")))
+/* The routed half of a hot wrapper: kept out of line so that the no-token
+ * half is a leaf that saves no registers. */
+#define NOINLINE __attribute__((noinline))
+
+/* The calling thread's current token: libtether's own thread-local,
+ * exported for this one reader (src/internal.h). Read directly, it makes the
+ * no-token path a TLS load and a test instead of a call. */
+extern _Thread_local tether_token *tether__current __attribute__((tls_model("initial-exec")));
 
 /* glibc's fortify failure ("*** buffer overflow detected ***"). */
 extern void __chk_fail(void) __attribute__((noreturn));
@@ -80,9 +88,25 @@ static const char *const entry_name[E_COUNT] = {
 static void *_Atomic next_fn[E_COUNT];
 static pthread_once_t next_once = PTHREAD_ONCE_INIT;
 
-static struct {
-    _Atomic uint64_t seen, stopped;
-} counters[E_COUNT];
+/*
+ * Counters. Each thread that makes a call under a token counts into its own
+ * block (a plain load and store, no locked instruction on the routed path);
+ * the blocks are listed so a reader can sum them, and a thread's counts are
+ * folded into `retired` when it exits. A thread whose block could not be
+ * allocated counts into `shared` with atomic additions instead.
+ */
+typedef struct count_block {
+    _Atomic uint64_t seen[E_COUNT], stopped[E_COUNT];
+    struct count_block *prev, *next;
+} count_block;
+
+static pthread_mutex_t blocks_lock = PTHREAD_MUTEX_INITIALIZER;
+static count_block *blocks;                              /* guarded by blocks_lock */
+static uint64_t retired_seen[E_COUNT], retired_stopped[E_COUNT]; /* likewise */
+static count_block shared;
+static pthread_key_t block_key;
+static pthread_once_t block_key_once = PTHREAD_ONCE_INIT;
+static _Thread_local count_block *my_block __attribute__((tls_model("initial-exec")));
 
 static atomic_bool shutdown_on_cut = true;
 static bool print_at_exit;
@@ -99,7 +123,7 @@ static void resolve_all(void)
 
 /* The next definition of entry e; resolved on first use by any thread (a
  * constructor of another library may call read before ours has run). */
-static void *next_slow(enum entry e)
+static __attribute__((noinline, cold)) void *next_slow(enum entry e)
 {
     pthread_once(&next_once, resolve_all);
     void *p = atomic_load_explicit(&next_fn[e], memory_order_acquire);
@@ -121,16 +145,89 @@ static inline void *next(enum entry e)
     return __builtin_expect(p != NULL, 1) ? p : next_slow(e);
 }
 
+/*
+ * The fast path's test: entry e's next definition when the thread has no
+ * current token and that definition is resolved, else NULL (then the
+ * wrapper's out-of-line routed half decides). Both outcomes end in a tail
+ * call, so the forwarding wrapper saves no registers.
+ */
+static inline void *fast(enum entry e)
+{
+    void *p = atomic_load_explicit(&next_fn[e], memory_order_acquire);
+    return __builtin_expect(tether__current == NULL, 1) ? p : NULL;
+}
+
 /* True when the call is to go to tether: a current token, not re-entered. */
 static inline bool routed(void)
 {
-    return __builtin_expect(!in_layer, 1) && tether_current() != NULL;
+    return __builtin_expect(tether__current != NULL, 0) && !in_layer;
+}
+
+/* At thread exit: fold the thread's counts into the totals. */
+static void block_retire(void *arg)
+{
+    count_block *b = arg;
+    pthread_mutex_lock(&blocks_lock);
+    for (int e = 0; e < E_COUNT; e++) {
+        retired_seen[e] += atomic_load_explicit(&b->seen[e], memory_order_relaxed);
+        retired_stopped[e] += atomic_load_explicit(&b->stopped[e], memory_order_relaxed);
+    }
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        blocks = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    pthread_mutex_unlock(&blocks_lock);
+    my_block = NULL;
+    free(b);
+}
+
+static void block_key_init(void)
+{
+    if (pthread_key_create(&block_key, block_retire) != 0)
+        block_key = (pthread_key_t)-1;
+}
+
+/* The calling thread's block, created on its first counted call; NULL if
+ * that failed (then `shared` counts for it). */
+static count_block *block_get(void)
+{
+    count_block *b = my_block;
+    if (__builtin_expect(b != NULL, 1))
+        return b;
+    pthread_once(&block_key_once, block_key_init);
+    if (block_key == (pthread_key_t)-1 || !(b = calloc(1, sizeof *b)))
+        return NULL;
+    if (pthread_setspecific(block_key, b) != 0) {
+        free(b);
+        return NULL;
+    }
+    pthread_mutex_lock(&blocks_lock);
+    b->next = blocks;
+    if (blocks)
+        blocks->prev = b;
+    blocks = b;
+    pthread_mutex_unlock(&blocks_lock);
+    my_block = b;
+    return b;
+}
+
+/* Add one to a counter only its own thread writes (or to a shared one). */
+static inline void count(_Atomic uint64_t *mine, _Atomic uint64_t *fallback)
+{
+    if (mine)
+        atomic_store_explicit(mine, atomic_load_explicit(mine, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(fallback, 1, memory_order_relaxed);
 }
 
 static inline void enter(enum entry e)
 {
     in_layer++;
-    atomic_fetch_add_explicit(&counters[e].seen, 1, memory_order_relaxed);
+    count_block *b = block_get();
+    count(b ? &b->seen[e] : NULL, &shared.seen[e]);
 }
 
 /*
@@ -153,7 +250,8 @@ static bool leave(enum entry e, bool failed)
     }
     if (err == EINTR)
         err = c;
-    atomic_fetch_add_explicit(&counters[e].stopped, 1, memory_order_relaxed);
+    count_block *b = block_get();
+    count(b ? &b->stopped[e] : NULL, &shared.stopped[e]);
     errno = err;
     return true;
 }
@@ -197,9 +295,9 @@ typedef ssize_t (*recv_fn)(int, void *, size_t, int);
 typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
 
-static ssize_t do_read(enum entry e, int fd, void *buf, size_t count)
+static NOINLINE ssize_t routed_read(enum entry e, int fd, void *buf, size_t count)
 {
-    if (!routed())
+    if (!routed()) /* re-entered, or not resolved yet */
         return ((read_fn)next(E_READ))(fd, buf, count);
     enter(e);
     return io_done(e, tether_read(fd, buf, count), fd);
@@ -207,27 +305,40 @@ static ssize_t do_read(enum entry e, int fd, void *buf, size_t count)
 
 LAYER_API ssize_t read(int fd, void *buf, size_t count)
 {
-    return do_read(E_READ, fd, buf, count);
+    read_fn f = (read_fn)fast(E_READ);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fd, buf, count);
+    return routed_read(E_READ, fd, buf, count);
 }
 
 LAYER_API ssize_t __read_chk(int fd, void *buf, size_t count, size_t buflen)
 {
     if (count > buflen)
         __chk_fail();
-    return do_read(E_READ_CHK, fd, buf, count);
+    read_fn f = (read_fn)fast(E_READ);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fd, buf, count);
+    return routed_read(E_READ_CHK, fd, buf, count);
+}
+
+static NOINLINE ssize_t routed_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    if (!routed()) /* re-entered, or not resolved yet */
+        return ((readv_fn)next(E_READV))(fd, iov, iovcnt);
+    enter(E_READV);
+    return io_done(E_READV, tether_readv(fd, iov, iovcnt), fd);
 }
 
 LAYER_API ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
     if (!routed())
         return ((readv_fn)next(E_READV))(fd, iov, iovcnt);
-    enter(E_READV);
-    return io_done(E_READV, tether_readv(fd, iov, iovcnt), fd);
+    return routed_readv(fd, iov, iovcnt);
 }
 
-static ssize_t do_recv(enum entry e, int fd, void *buf, size_t len, int flags)
+static NOINLINE ssize_t routed_recv(enum entry e, int fd, void *buf, size_t len, int flags)
 {
-    if (!routed())
+    if (!routed()) /* re-entered, or not resolved yet */
         return ((recv_fn)next(E_RECV))(fd, buf, len, flags);
     enter(e);
     return io_done(e, tether_recv(fd, buf, len, flags), fd);
@@ -235,20 +346,26 @@ static ssize_t do_recv(enum entry e, int fd, void *buf, size_t len, int flags)
 
 LAYER_API ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
-    return do_recv(E_RECV, fd, buf, len, flags);
+    recv_fn f = (recv_fn)fast(E_RECV);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fd, buf, len, flags);
+    return routed_recv(E_RECV, fd, buf, len, flags);
 }
 
 LAYER_API ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
 {
     if (len > buflen)
         __chk_fail();
-    return do_recv(E_RECV_CHK, fd, buf, len, flags);
+    recv_fn f = (recv_fn)fast(E_RECV);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fd, buf, len, flags);
+    return routed_recv(E_RECV_CHK, fd, buf, len, flags);
 }
 
-static ssize_t do_recvfrom(enum entry e, int fd, void *buf, size_t len, int flags,
+static NOINLINE ssize_t routed_recvfrom(enum entry e, int fd, void *buf, size_t len, int flags,
                            struct sockaddr *src, socklen_t *srclen)
 {
-    if (!routed())
+    if (!routed()) /* re-entered, or not resolved yet */
         return ((recvfrom_fn)next(E_RECVFROM))(fd, buf, len, flags, src, srclen);
     enter(e);
     return io_done(e, tether_recvfrom(fd, buf, len, flags, src, srclen), fd);
@@ -257,7 +374,10 @@ static ssize_t do_recvfrom(enum entry e, int fd, void *buf, size_t len, int flag
 LAYER_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
                            socklen_t *srclen)
 {
-    return do_recvfrom(E_RECVFROM, fd, buf, len, flags, src, srclen);
+    recvfrom_fn f = (recvfrom_fn)fast(E_RECVFROM);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fd, buf, len, flags, src, srclen);
+    return routed_recvfrom(E_RECVFROM, fd, buf, len, flags, src, srclen);
 }
 
 LAYER_API ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
@@ -265,15 +385,25 @@ LAYER_API ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, i
 {
     if (len > buflen)
         __chk_fail();
-    return do_recvfrom(E_RECVFROM_CHK, fd, buf, len, flags, src, srclen);
+    recvfrom_fn f = (recvfrom_fn)fast(E_RECVFROM);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fd, buf, len, flags, src, srclen);
+    return routed_recvfrom(E_RECVFROM_CHK, fd, buf, len, flags, src, srclen);
+}
+
+static NOINLINE ssize_t routed_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    if (!routed()) /* re-entered, or not resolved yet */
+        return ((recvmsg_fn)next(E_RECVMSG))(fd, msg, flags);
+    enter(E_RECVMSG);
+    return io_done(E_RECVMSG, tether_recvmsg(fd, msg, flags), fd);
 }
 
 LAYER_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     if (!routed())
         return ((recvmsg_fn)next(E_RECVMSG))(fd, msg, flags);
-    enter(E_RECVMSG);
-    return io_done(E_RECVMSG, tether_recvmsg(fd, msg, flags), fd);
+    return routed_recvmsg(fd, msg, flags);
 }
 
 /* ----------------------------------------------------------------------
@@ -286,28 +416,49 @@ typedef ssize_t (*send_fn)(int, const void *, size_t, int);
 typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
 
+static NOINLINE ssize_t routed_write(int fd, const void *buf, size_t count)
+{
+    if (!routed()) /* re-entered, or not resolved yet */
+        return ((write_fn)next(E_WRITE))(fd, buf, count);
+    enter(E_WRITE);
+    return io_done(E_WRITE, tether_write(fd, buf, count), fd);
+}
+
 LAYER_API ssize_t write(int fd, const void *buf, size_t count)
 {
     if (!routed())
         return ((write_fn)next(E_WRITE))(fd, buf, count);
-    enter(E_WRITE);
-    return io_done(E_WRITE, tether_write(fd, buf, count), fd);
+    return routed_write(fd, buf, count);
+}
+
+static NOINLINE ssize_t routed_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    if (!routed()) /* re-entered, or not resolved yet */
+        return ((writev_fn)next(E_WRITEV))(fd, iov, iovcnt);
+    enter(E_WRITEV);
+    return io_done(E_WRITEV, tether_writev(fd, iov, iovcnt), fd);
 }
 
 LAYER_API ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
     if (!routed())
         return ((writev_fn)next(E_WRITEV))(fd, iov, iovcnt);
-    enter(E_WRITEV);
-    return io_done(E_WRITEV, tether_writev(fd, iov, iovcnt), fd);
+    return routed_writev(fd, iov, iovcnt);
+}
+
+static NOINLINE ssize_t routed_send(int fd, const void *buf, size_t len, int flags)
+{
+    if (!routed()) /* re-entered, or not resolved yet */
+        return ((send_fn)next(E_SEND))(fd, buf, len, flags);
+    enter(E_SEND);
+    return io_done(E_SEND, tether_send(fd, buf, len, flags), fd);
 }
 
 LAYER_API ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
     if (!routed())
         return ((send_fn)next(E_SEND))(fd, buf, len, flags);
-    enter(E_SEND);
-    return io_done(E_SEND, tether_send(fd, buf, len, flags), fd);
+    return routed_send(fd, buf, len, flags);
 }
 
 LAYER_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
@@ -319,12 +470,19 @@ LAYER_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
     return io_done(E_SENDTO, tether_sendto(fd, buf, len, flags, dest, destlen), fd);
 }
 
+static NOINLINE ssize_t routed_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    if (!routed()) /* re-entered, or not resolved yet */
+        return ((sendmsg_fn)next(E_SENDMSG))(fd, msg, flags);
+    enter(E_SENDMSG);
+    return io_done(E_SENDMSG, tether_sendmsg(fd, msg, flags), fd);
+}
+
 LAYER_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     if (!routed())
         return ((sendmsg_fn)next(E_SENDMSG))(fd, msg, flags);
-    enter(E_SENDMSG);
-    return io_done(E_SENDMSG, tether_sendmsg(fd, msg, flags), fd);
+    return routed_sendmsg(fd, msg, flags);
 }
 
 /* ----------------------------------------------------------------------
@@ -386,9 +544,9 @@ static int poll_done(enum entry e, int r, const struct pollfd *fds, nfds_t nfds)
     return r;
 }
 
-static int do_poll(enum entry e, struct pollfd *fds, nfds_t nfds, int timeout_ms)
+static NOINLINE int routed_poll(enum entry e, struct pollfd *fds, nfds_t nfds, int timeout_ms)
 {
-    if (!routed())
+    if (!routed()) /* re-entered, or not resolved yet */
         return ((poll_fn)next(E_POLL))(fds, nfds, timeout_ms);
     enter(e);
     return poll_done(e, tether_poll(fds, nfds, timeout_ms), fds, nfds);
@@ -396,20 +554,26 @@ static int do_poll(enum entry e, struct pollfd *fds, nfds_t nfds, int timeout_ms
 
 LAYER_API int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 {
-    return do_poll(E_POLL, fds, nfds, timeout_ms);
+    poll_fn f = (poll_fn)fast(E_POLL);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fds, nfds, timeout_ms);
+    return routed_poll(E_POLL, fds, nfds, timeout_ms);
 }
 
 LAYER_API int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout_ms, size_t fdslen)
 {
     if (fdslen / sizeof *fds < nfds)
         __chk_fail();
-    return do_poll(E_POLL_CHK, fds, nfds, timeout_ms);
+    poll_fn f = (poll_fn)fast(E_POLL);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fds, nfds, timeout_ms);
+    return routed_poll(E_POLL_CHK, fds, nfds, timeout_ms);
 }
 
-static int do_ppoll(enum entry e, struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
+static NOINLINE int routed_ppoll(enum entry e, struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
                     const sigset_t *sigmask)
 {
-    if (!routed())
+    if (!routed()) /* re-entered, or not resolved yet */
         return ((ppoll_fn)next(E_PPOLL))(fds, nfds, tmo, sigmask);
     enter(e);
     return poll_done(e, tether_ppoll(fds, nfds, tmo, sigmask), fds, nfds);
@@ -418,7 +582,10 @@ static int do_ppoll(enum entry e, struct pollfd *fds, nfds_t nfds, const struct 
 LAYER_API int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
                     const sigset_t *sigmask)
 {
-    return do_ppoll(E_PPOLL, fds, nfds, tmo, sigmask);
+    ppoll_fn f = (ppoll_fn)fast(E_PPOLL);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fds, nfds, tmo, sigmask);
+    return routed_ppoll(E_PPOLL, fds, nfds, tmo, sigmask);
 }
 
 LAYER_API int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
@@ -426,7 +593,10 @@ LAYER_API int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec
 {
     if (fdslen / sizeof *fds < nfds)
         __chk_fail();
-    return do_ppoll(E_PPOLL_CHK, fds, nfds, tmo, sigmask);
+    ppoll_fn f = (ppoll_fn)fast(E_PPOLL);
+    if (__builtin_expect(f != NULL, 1))
+        return f(fds, nfds, tmo, sigmask);
+    return routed_ppoll(E_PPOLL_CHK, fds, nfds, tmo, sigmask);
 }
 
 /*
@@ -716,12 +886,34 @@ LAYER_API int getaddrinfo(const char *node, const char *service, const struct ad
  * Controls
  * ---------------------------------------------------------------------- */
 
+/* Sum every thread's counts: live blocks, exited threads', the shared ones. */
+static void counts_sum(uint64_t seen[E_COUNT], uint64_t stopped[E_COUNT])
+{
+    pthread_mutex_lock(&blocks_lock);
+    for (int e = 0; e < E_COUNT; e++) {
+        seen[e] = retired_seen[e] + atomic_load_explicit(&shared.seen[e], memory_order_relaxed);
+        stopped[e] = retired_stopped[e] +
+                     atomic_load_explicit(&shared.stopped[e], memory_order_relaxed);
+    }
+    for (count_block *b = blocks; b; b = b->next) {
+        for (int e = 0; e < E_COUNT; e++) {
+            seen[e] += atomic_load_explicit(&b->seen[e], memory_order_relaxed);
+            stopped[e] += atomic_load_explicit(&b->stopped[e], memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&blocks_lock);
+}
+
 size_t tether_interpose_counters(tether_interpose_counter *out, size_t max)
 {
+    if (max == 0)
+        return E_COUNT;
+    uint64_t seen[E_COUNT], stopped[E_COUNT];
+    counts_sum(seen, stopped);
     for (size_t e = 0; e < E_COUNT && e < max; e++) {
         out[e].name = entry_name[e];
-        out[e].seen = atomic_load_explicit(&counters[e].seen, memory_order_relaxed);
-        out[e].stopped = atomic_load_explicit(&counters[e].stopped, memory_order_relaxed);
+        out[e].seen = seen[e];
+        out[e].stopped = stopped[e];
     }
     return E_COUNT;
 }
@@ -733,12 +925,12 @@ bool tether_interpose_set_shutdown(bool on)
 
 void tether_interpose_print_counters(void)
 {
+    uint64_t seen[E_COUNT], stopped[E_COUNT];
+    counts_sum(seen, stopped);
     for (int e = 0; e < E_COUNT; e++) {
-        uint64_t seen = atomic_load_explicit(&counters[e].seen, memory_order_relaxed);
-        uint64_t stopped = atomic_load_explicit(&counters[e].stopped, memory_order_relaxed);
-        if (seen)
+        if (seen[e])
             fprintf(stderr, "tether-interpose: %s seen %llu stopped %llu\n", entry_name[e],
-                    (unsigned long long)seen, (unsigned long long)stopped);
+                    (unsigned long long)seen[e], (unsigned long long)stopped[e]);
     }
 }
 
