@@ -24,12 +24,10 @@ install(TARGETS ${_tether_installed_libs}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT tether_Runtime
           NAMELINK_COMPONENT tether_Development
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT tether_Runtime)
-install(FILES ${TETHER_PUBLIC_HEADERS}
+install(FILES ${TETHER_PUBLIC_TOP_HEADERS}
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT tether_Development)
-# include/tether/*.h keep their directory: <tether.h> includes "tether/resolve.h".
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tether
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT tether_Development
-  FILES_MATCHING PATTERN "*.h")
+install(FILES ${TETHER_PUBLIC_PART_HEADERS}
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tether COMPONENT tether_Development)
 
 # --- CMake package: find_package(tether) -> tether::tether -------------------
 # The exported targets are tether::tether_shared / tether::tether_static;
@@ -75,4 +73,13 @@ if(TARGET tether_interpose)
   configure_file(cmake/tether-interpose.pc.in ${PROJECT_BINARY_DIR}/tether-interpose.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/tether-interpose.pc
     DESTINATION ${TETHER_INSTALL_PKGCONFIGDIR} COMPONENT tether_Development)
+endif()
+
+# --- man pages: share/man/man3/<function>.3, share/man/man7/tether.7 ---------
+if(TARGET tether_man)
+  install(DIRECTORY ${TETHER_MAN_DIR}/
+    DESTINATION ${CMAKE_INSTALL_MANDIR}/man3 COMPONENT tether_Documentation
+    FILES_MATCHING PATTERN "*.3")
+  install(FILES ${TETHER_MAN_DIR}/tether.7
+    DESTINATION ${CMAKE_INSTALL_MANDIR}/man7 COMPONENT tether_Documentation)
 endif()

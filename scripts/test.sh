@@ -11,7 +11,8 @@
 #   JOBS                      parallel build and test jobs (default nproc)
 #   EXTRA_CMAKE_ARGS          more configure arguments, split on spaces
 #                             (e.g. -DTETHER_FAULT_INJECTION=ON)
-#   CTEST_ARGS                more ctest arguments, split on spaces (e.g. -R ^fault$)
+#   CTEST_ARGS                more ctest arguments, split on spaces (e.g. -L fault
+#                             for the fault-injection suites, -R ^scope_)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,14 +44,20 @@ export CC
 [ -n "${TETHER_TEST_TIME_FACTOR:-}" ] && export TETHER_TEST_TIME_FACTOR
 
 # --- dependencies ------------------------------------------------------------
+# Required: cmake, make, the compiler, pkg-config and Check (every suite is a
+# Check suite). Optional: GLib, for the pool_glib example only; CMake skips
+# that example when glib-2.0 is missing.
 banner "checking dependencies"
+can_install=false
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    can_install=true
+fi
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v make >/dev/null || missing+=(make)
 command -v "${CC%% *}" >/dev/null || missing+=("compiler:$CC")
 if command -v pkg-config >/dev/null; then
     pkg-config --exists check || missing+=(check)
-    pkg-config --exists glib-2.0 || missing+=(glib-2.0)
 else
     missing+=(pkg-config)
 fi
@@ -78,7 +85,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     packages="$packages redis-server postgresql libhiredis-dev libcurl4-openssl-dev libpq-dev"
     case "$CC" in clang*) packages="$packages clang libclang-rt-dev" ;; esac
     echo "missing: ${missing[*]}"
-    if [ "$(id -u)" -ne 0 ]; then
+    if ! $can_install; then
         echo "install them with:"
         echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $packages"
         exit 1
@@ -86,6 +93,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
     # shellcheck disable=SC2086 # a word list
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages </dev/null
+fi
+if ! pkg-config --exists glib-2.0; then
+    if $can_install; then
+        echo "glib-2.0 missing: installing libglib2.0-dev (for the pool_glib example)"
+        if ! { apt-get update &&
+               DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                   libglib2.0-dev </dev/null; }; then
+            echo "could not install libglib2.0-dev"
+        fi
+    fi
+    if ! pkg-config --exists glib-2.0; then
+        echo "glib-2.0 not found: going on without it; only the pool_glib example is skipped"
+    fi
 fi
 
 # --- configure ---------------------------------------------------------------

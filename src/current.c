@@ -8,7 +8,7 @@
  * lives inline for the first 16 levels and on the heap beyond.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "current.h"
 
 #include <string.h>
 
@@ -79,18 +79,29 @@ int tether_check(void)
     tether_token *t = tether__current;
     if (!t)
         return 0;
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    if (__builtin_expect(!(s & (TOKEN_CANCELLED | TOKEN_HAS_DEADLINE)), 1))
+    uint32_t s = atomic_load_explicit(&t->wake.state, memory_order_acquire);
+    if (__builtin_expect(!(s & (TETHER_WAKE_FIRED | TOKEN_HAS_DEADLINE)), 1))
         return 0;
     return tether__token_poll(t);
 }
 
-int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg), void *arg, bool *fired)
+void tether__leave_or_die(tether_token *t, const char *who, const char *name)
 {
-    if (fired)
-        *fired = false;
-    if (!fn)
-        return EINVAL;
+    if (tether_token_leave(t) != 0)
+        tether__misuse(who, name, "returned with a token still entered "
+                                  "(tether_token_enter without tether_token_leave)");
+}
+
+void tether__free_or_die(tether_token *t, const char *who, const char *name)
+{
+    if (tether_token_free(t) != 0)
+        tether__misuse(who, name, "left a token or scope derived from its own token alive "
+                                  "after returning");
+}
+
+int tether__run_under(tether_time_t deadline, int (*fn)(void *arg), void *arg, int *result,
+                      bool *fired, const char *who)
+{
     tether_token *t;
     int rc = tether_token_new(&t, tether__current, deadline);
     if (rc)
@@ -100,14 +111,23 @@ int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg), void *arg
         tether_token_free(t);
         return rc;
     }
-    int result = fn(arg);
-    rc = tether_token_leave(t);
-    TETHER_ASSERT(rc == 0 && "fn left its entries unbalanced");
+    *result = fn(arg);
+    tether__leave_or_die(t, who, NULL);
     if (fired)
         *fired = tether_token_cause(t) == TETHER_CAUSE_DEADLINE;
-    rc = tether_token_free(t);
-    TETHER_ASSERT(rc == 0 && "fn left a child token or scope of the block alive");
-    return result;
+    tether__free_or_die(t, who, NULL);
+    return 0;
+}
+
+int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg), void *arg, bool *fired)
+{
+    if (fired)
+        *fired = false;
+    if (!fn)
+        return EINVAL;
+    int result;
+    int rc = tether__run_under(deadline, fn, arg, &result, fired, "tether_with_deadline block");
+    return rc ? rc : result;
 }
 
 int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), void *arg, bool *fired)

@@ -1,13 +1,10 @@
 /*
- * One funnel for every resource acquisition (memory, threads, eventfds), so
- * that a fault-injection build can fail the Nth one on demand and the tests
- * can sweep every failure path. Without TETHER_FAULT_INJECTION only the
- * eventfd wrapper is compiled, and it is a plain eventfd(2).
+ * The fault-injection funnel (internal.h): every resource acquisition —
+ * memory, threads, descriptors (sys.c) — asks tether__fault_hit first, so
+ * that a TETHER_FAULT_INJECTION build can fail the Nth one on demand and the
+ * tests can sweep every failure path. Empty in a normal build.
  */
-#define _GNU_SOURCE
 #include "internal.h"
-
-#include <sys/eventfd.h>
 
 #ifdef TETHER_FAULT_INJECTION
 static _Atomic long fault_nth; /* 0: disarmed */
@@ -31,13 +28,7 @@ long tether_fault_seen(void)
 {
     return atomic_load(&fault_seen);
 }
+#else
+/* ISO C wants a translation unit to declare something. */
+typedef int tether__fault_unused;
 #endif
-
-int tether__eventfd(int flags)
-{
-    if (tether__fault_hit()) {
-        errno = EMFILE;
-        return -1;
-    }
-    return eventfd(0, flags);
-}

@@ -1,8 +1,6 @@
 /*
- * Cancellable sleep, read, write and poll: drop-in replacements that use the
- * calling thread's current token. Also the vector, positional, ppoll,
- * nanosleep and whole-buffer calls for legacy code, and the descriptor wait
- * those share with net.c, sync.c and process.c (legacy_internal.h).
+ * Descriptor I/O under the calling thread's current token: the read and
+ * write families (plain, vector, positional, whole-buffer) and poll/ppoll.
  *
  * read and write first try the transfer without blocking (RWF_NOWAIT), so a
  * descriptor that is ready costs exactly the one syscall the raw call costs;
@@ -11,69 +9,17 @@
  * next call.
  */
 #define _GNU_SOURCE
-#include "legacy_internal.h"
+#include "dropin.h"
 
-#include <fcntl.h>
+#include "clock.h"
+
 #include <limits.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
-
-int tether_sleep_until(tether_time_t when)
-{
-    tether_token *t = tether__current;
-    if (!t) {
-        struct timespec ts = tether__timespec(when);
-        int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-        if (r) {
-            errno = r;
-            return -1;
-        }
-        return 0;
-    }
-    int r = tether__wait_token(t, when);
-    if (r) {
-        errno = r;
-        return -1;
-    }
-    return 0;
-}
-
-int tether_sleep_for(int64_t duration_ns)
-{
-    if (duration_ns <= 0) {
-        int c = tether_check();
-        if (c) {
-            errno = c;
-            return -1;
-        }
-        return 0;
-    }
-    return tether_sleep_until(tether_deadline_after(duration_ns));
-}
-
-static bool fd_is_nonblocking(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl >= 0 && (fl & O_NONBLOCK);
-}
-
-/* Regular files and block devices are always "ready" to poll, yet RWF_NOWAIT
- * refuses them when the data is not cached: they need the plain call. */
-static bool fd_is_file(int fd)
-{
-    struct stat st;
-    return fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
-}
 
 /* Wait until fd has `events` or the token says stop; 0 or -1 with errno. */
 static int wait_fd(tether_token *t, int fd, short events)
 {
-    struct pollfd p[2] = { { .fd = fd, .events = events } };
-    return tether__wait_fds(t, p, 1, TETHER_NEVER, NULL) < 0 ? -1 : 0;
+    return tether__token_wait_fd(t, fd, events, TETHER_NEVER) < 0 ? -1 : 0;
 }
 
 /*
@@ -90,22 +36,21 @@ static ssize_t read_vec(tether_token *t, int fd, const struct iovec *iov, int cn
 {
     bool waited = false;
     for (;;) {
-        ssize_t n = preadv2(fd, iov, cnt, -1, RWF_NOWAIT);
+        ssize_t n = tether__sys_preadv2(fd, iov, cnt, -1, RWF_NOWAIT);
         if (n >= 0 || (errno != EAGAIN && errno != EOPNOTSUPP))
             return n;
         bool unsupported = errno == EOPNOTSUPP;
-        if (fd_is_nonblocking(fd)) {
-            if (unsupported || fd_is_file(fd))
-                return readv(fd, iov, cnt);
-            errno = EAGAIN;
-            return -1;
+        if (tether__fd_nonblocking(fd)) {
+            if (unsupported || tether__fd_is_file(fd))
+                return tether__sys_readv(fd, iov, cnt);
+            return tether__fail(EAGAIN);
         }
-        if ((waited || unsupported) && fd_is_file(fd))
-            return readv(fd, iov, cnt);
+        if ((waited || unsupported) && tether__fd_is_file(fd))
+            return tether__sys_readv(fd, iov, cnt);
         if (wait_fd(t, fd, POLLIN) < 0)
             return -1;
         if (unsupported)
-            return readv(fd, iov, cnt); /* readable: returns what is there */
+            return tether__sys_readv(fd, iov, cnt); /* readable: returns what is there */
         waited = true;
     }
 }
@@ -121,7 +66,7 @@ static ssize_t writev_at_most(int fd, struct iovec *iov, int cnt, size_t max)
     size_t saved = iov[k].iov_len;
     if (total + saved > max)
         iov[k].iov_len = max - total;
-    ssize_t n = writev(fd, iov, k + 1);
+    ssize_t n = tether__sys_writev(fd, iov, k + 1);
     iov[k].iov_len = saved;
     return n;
 }
@@ -129,7 +74,7 @@ static ssize_t writev_at_most(int fd, struct iovec *iov, int cnt, size_t max)
 /*
  * writev(2) under token t, over a private (mutable) copy of the iovecs.
  * Like a blocking writev(2) it writes everything, waiting cancellably for
- * room; bytes already written are returned if it then stops (cancelled,
+ * room; bytes already written are returned if it then stops (canceled,
  * interrupted, an error), and the next call reports why.
  */
 static ssize_t write_vec(tether_token *t, int fd, struct iovec *iov, int cnt)
@@ -137,17 +82,17 @@ static ssize_t write_vec(tether_token *t, int fd, struct iovec *iov, int cnt)
     size_t done = 0;
     bool waited = false;
     do {
-        ssize_t n = pwritev2(fd, iov, cnt, -1, RWF_NOWAIT);
+        ssize_t n = tether__sys_pwritev2(fd, iov, cnt, -1, RWF_NOWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EOPNOTSUPP)) {
             bool unsupported = errno == EOPNOTSUPP;
-            if (fd_is_nonblocking(fd)) {
-                if (!unsupported && !fd_is_file(fd)) {
+            if (tether__fd_nonblocking(fd)) {
+                if (!unsupported && !tether__fd_is_file(fd)) {
                     errno = EAGAIN;
                     break;
                 }
-                n = writev(fd, iov, cnt);
-            } else if ((waited || unsupported) && fd_is_file(fd)) {
-                n = writev(fd, iov, cnt);
+                n = tether__sys_writev(fd, iov, cnt);
+            } else if ((waited || unsupported) && tether__fd_is_file(fd)) {
+                n = tether__sys_writev(fd, iov, cnt);
             } else {
                 if (wait_fd(t, fd, POLLOUT) < 0)
                     break;
@@ -169,75 +114,182 @@ static ssize_t write_vec(tether_token *t, int fd, struct iovec *iov, int cnt)
 
 ssize_t tether_read(int fd, void *buf, size_t count)
 {
-    tether_token *t = tether__current;
-    if (!t)
-        return read(fd, buf, count);
-    if (tether__check_or_fail(t) < 0)
-        return -1;
+    tether_token *t;
+    int e = tether__dropin_entry(&t);
+    if (e <= 0)
+        return e < 0 ? -1 : tether__sys_read(fd, buf, count);
     struct iovec iov = { .iov_base = buf, .iov_len = count };
     return read_vec(t, fd, &iov, 1);
 }
 
 ssize_t tether_write(int fd, const void *buf, size_t count)
 {
-    tether_token *t = tether__current;
-    if (!t)
-        return write(fd, buf, count);
-    if (tether__check_or_fail(t) < 0)
-        return -1;
+    tether_token *t;
+    int e = tether__dropin_entry(&t);
+    if (e <= 0)
+        return e < 0 ? -1 : tether__sys_write(fd, buf, count);
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = count };
     return write_vec(t, fd, &iov, 1);
 }
 
-int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
+ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    tether_token *t = tether__current;
-    if (!t)
-        return poll(fds, nfds, timeout_ms);
-    if (tether__check_or_fail(t) < 0)
+    tether_token *t;
+    int e = tether__dropin_entry(&t);
+    if (e <= 0)
+        return e < 0 ? -1 : tether__sys_readv(fd, iov, iovcnt);
+    return read_vec(t, fd, iov, iovcnt);
+}
+
+ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    tether_token *t;
+    int e = tether__dropin_entry(&t);
+    if (e <= 0)
+        return e < 0 ? -1 : tether__sys_writev(fd, iov, iovcnt);
+    if (iovcnt <= 0 || iovcnt > IOV_MAX)
+        return tether__sys_writev(fd, iov, iovcnt); /* EINVAL, or the empty write */
+    struct iovec small[TETHER_IOV_SMALL];
+    struct iovec *copy = tether__iov_copy(iov, iovcnt, small);
+    if (!copy)
         return -1;
-    enum { SMALL = 16 };
-    /* poll(2) refuses nfds above RLIMIT_NOFILE before reading the array;
-     * so must we, before copying it. Asked only for larger sets: the fd
-     * limit is never below 17 in practice, and the syscall costs ~1 us. */
-    struct rlimit rl = { .rlim_cur = RLIM_INFINITY };
-    if (nfds > INT_MAX) { /* above any fd limit the kernel allows */
-        errno = EINVAL;
-        return -1;
-    }
-    if (nfds >= SMALL && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        nfds > rl.rlim_cur) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (timeout_ms == 0)
-        return poll(fds, nfds, 0);
-    if (nfds > 0 && !fds) {
-        errno = EFAULT;
-        return -1;
-    }
-    /* The token's eventfd needs a slot. At the fd limit there is no room for
-     * one more, so it takes the place of an entry poll(2) ignores (fd < 0). */
-    nfds_t host = nfds;
-    if (rl.rlim_cur != RLIM_INFINITY && nfds + 1 > rl.rlim_cur)
-        for (nfds_t i = 0; i < nfds && host == nfds; i++)
-            if (fds[i].fd < 0)
-                host = i;
-    tether_time_t until = timeout_ms < 0 ? TETHER_NEVER : tether_deadline_after(tether_ms(timeout_ms));
-    struct pollfd small[SMALL];
-    struct pollfd *all = small;
-    if (nfds + 1 > SMALL) {
-        all = tether__malloc((nfds + 1) * sizeof *all);
-        if (!all) {
-            errno = ENOMEM;
-            return -1;
+    ssize_t n = write_vec(t, fd, copy, iovcnt);
+    tether__iov_release(copy, small);
+    return n;
+}
+
+/* One direction of the positional calls. */
+struct positional {
+    ssize_t (*nowait)(int fd, const struct iovec *iov, int cnt, off_t off, int flags);
+    ssize_t (*plain)(int fd, void *buf, size_t n, off_t off); /* blocking */
+    short events;
+};
+
+static ssize_t plain_pwrite(int fd, void *buf, size_t n, off_t off)
+{
+    return tether__sys_pwrite(fd, buf, n, off);
+}
+
+static const struct positional pread_dir = { tether__sys_preadv2, tether__sys_pread, POLLIN };
+static const struct positional pwrite_dir = { tether__sys_pwritev2, plain_pwrite, POLLOUT };
+
+/* pread(2)/pwrite(2) under t, offset >= 0: without blocking when possible;
+ * a partly cached file range gets the rest from the disk, as the raw call
+ * would; other descriptors wait for readiness cancellably. */
+static ssize_t positional(tether_token *t, int fd, void *buf, size_t count, off_t offset,
+                          const struct positional *d)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = count };
+    for (;;) {
+        ssize_t n = d->nowait(fd, &iov, 1, offset, RWF_NOWAIT);
+        if (n >= 0) {
+            if (n == 0 || (size_t)n == count || !tether__fd_is_file(fd))
+                return n;
+            ssize_t m = d->plain(fd, (char *)buf + n, count - (size_t)n, offset + n);
+            return m > 0 ? n + m : n;
         }
+        if (errno == EOPNOTSUPP) {
+            if (!tether__fd_is_file(fd) && wait_fd(t, fd, d->events) < 0)
+                return -1;
+            return d->plain(fd, buf, count, offset);
+        }
+        if (errno != EAGAIN)
+            return -1;
+        if (tether__fd_is_file(fd))
+            return d->plain(fd, buf, count, offset); /* not cached: disk I/O */
+        if (tether__fd_nonblocking(fd))
+            return -1;
+        if (wait_fd(t, fd, d->events) < 0)
+            return -1;
+    }
+}
+
+/* The drop-in entry of pread/pwrite. */
+static ssize_t positional_call(int fd, void *buf, size_t count, off_t offset,
+                               const struct positional *d)
+{
+    tether_token *t;
+    int e = tether__dropin_entry(&t);
+    if (e < 0)
+        return -1;
+    /* offset < 0: EINVAL from the raw call (preadv2 reads -1 as "current") */
+    if (e == 0 || offset < 0)
+        return d->plain(fd, buf, count, offset);
+    return positional(t, fd, buf, count, offset, d);
+}
+
+ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
+{
+    return positional_call(fd, buf, count, offset, &pread_dir);
+}
+
+ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t offset)
+{
+    return positional_call(fd, (void *)buf, count, offset, &pwrite_dir);
+}
+
+static ssize_t write_some(int fd, void *buf, size_t count)
+{
+    return tether_write(fd, buf, count);
+}
+
+/* Move count bytes with `some` (tether_read or a tether_write), riding out
+ * EINTR and short transfers; stops at end of file or an error. */
+static ssize_t transfer_all(ssize_t (*some)(int, void *, size_t), int fd, char *buf,
+                            size_t count, size_t *moved)
+{
+    if (count > SSIZE_MAX)
+        count = SSIZE_MAX;
+    size_t done = 0;
+    ssize_t result = 0;
+    while (done < count) {
+        ssize_t n = some(fd, buf + done, count - done);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            break; /* end of file; or a write of nothing with no error: the short count */
+        if (errno == EINTR)
+            continue;
+        result = -1;
+        break;
+    }
+    if (moved)
+        *moved = done;
+    return result < 0 ? -1 : (ssize_t)done;
+}
+
+ssize_t tether_read_all(int fd, void *buf, size_t count, size_t *moved)
+{
+    return transfer_all(tether_read, fd, buf, count, moved);
+}
+
+ssize_t tether_write_all(int fd, const void *buf, size_t count, size_t *moved)
+{
+    return transfer_all(write_some, fd, (char *)buf, count, moved);
+}
+
+/* Poll the user's fds under t, except fds[host] (host == nfds: none), with
+ * the token's eventfd in a slot of a private copy; the user's revents are
+ * filled in on success. */
+static int poll_copy(tether_token *t, struct pollfd *fds, nfds_t nfds, nfds_t host,
+                     tether_time_t until, const sigset_t *sigmask)
+{
+    struct pollfd small[TETHER_POLL_SMALL];
+    struct pollfd *all = small;
+    if (nfds + 1 > TETHER_POLL_SMALL) {
+        if (nfds >= SIZE_MAX / sizeof *all - 1)
+            return tether__fail(EINVAL);
+        all = tether__malloc((nfds + 1) * sizeof *all);
+        if (!all)
+            return tether__fail(ENOMEM);
     }
     nfds_t m = 0;
     for (nfds_t i = 0; i < nfds; i++)
         if (i != host)
             all[m++] = (struct pollfd){ .fd = fds[i].fd, .events = fds[i].events };
-    int n = tether__wait_fds(t, all, m, until, NULL);
+    int n = tether__token_wait_fds(t, all, m, until, sigmask);
     int saved = errno;
     if (n >= 0)
         for (nfds_t i = 0, j = 0; i < nfds; i++)
@@ -248,167 +300,35 @@ int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     return n;
 }
 
-/* ----------------------------------------------------------------------
- * Legacy calls
- * ---------------------------------------------------------------------- */
-
-bool tether__fd_nonblocking(int fd)
+int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 {
-    return fd_is_nonblocking(fd);
-}
-
-int tether__legacy_wait_fd(tether_token *t, int fd, short events, tether_time_t until)
-{
-    struct pollfd p[2] = { { .fd = fd, .events = events } };
-    int n = tether__wait_fds(t, p, 1, until, NULL);
-    return n < 0 ? -1 : n > 0;
-}
-
-ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt)
-{
-    tether_token *t = tether__current;
-    if (!t)
-        return readv(fd, iov, iovcnt);
-    if (tether__check_or_fail(t) < 0)
-        return -1;
-    return read_vec(t, fd, iov, iovcnt);
-}
-
-ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt)
-{
-    tether_token *t = tether__current;
-    if (!t)
-        return writev(fd, iov, iovcnt);
-    if (tether__check_or_fail(t) < 0)
-        return -1;
-    if (iovcnt <= 0 || iovcnt > IOV_MAX)
-        return writev(fd, iov, iovcnt); /* EINVAL, or the empty write */
-    struct iovec small[8];
-    struct iovec *copy = tether__iov_copy(iov, iovcnt, small, 8);
-    if (!copy)
-        return -1;
-    ssize_t n = write_vec(t, fd, copy, iovcnt);
-    int saved = errno;
-    tether__iov_release(copy, small);
-    errno = saved;
-    return n;
-}
-
-ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
-{
-    tether_token *t = tether__current;
-    if (!t)
-        return pread(fd, buf, count, offset);
-    if (tether__check_or_fail(t) < 0)
-        return -1;
-    if (offset < 0)
-        return pread(fd, buf, count, offset); /* EINVAL: preadv2 reads -1 as "current" */
-    struct iovec iov = { .iov_base = buf, .iov_len = count };
-    for (;;) {
-        ssize_t n = preadv2(fd, &iov, 1, offset, RWF_NOWAIT);
-        if (n >= 0) {
-            if (n == 0 || (size_t)n == count || !fd_is_file(fd))
-                return n;
-            /* Partly cached: the rest from the disk, as pread(2) would. */
-            ssize_t m = pread(fd, (char *)buf + n, count - (size_t)n, offset + n);
-            return m > 0 ? n + m : n;
-        }
-        if (errno == EOPNOTSUPP) {
-            if (!fd_is_file(fd) && wait_fd(t, fd, POLLIN) < 0)
-                return -1;
-            return pread(fd, buf, count, offset);
-        }
-        if (errno != EAGAIN)
-            return -1;
-        if (fd_is_file(fd))
-            return pread(fd, buf, count, offset); /* not cached: disk I/O */
-        if (fd_is_nonblocking(fd))
-            return -1;
-        if (wait_fd(t, fd, POLLIN) < 0)
-            return -1;
-    }
-}
-
-ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t offset)
-{
-    tether_token *t = tether__current;
-    if (!t)
-        return pwrite(fd, buf, count, offset);
-    if (tether__check_or_fail(t) < 0)
-        return -1;
-    if (offset < 0)
-        return pwrite(fd, buf, count, offset); /* EINVAL */
-    struct iovec iov = { .iov_base = (void *)buf, .iov_len = count };
-    for (;;) {
-        ssize_t n = pwritev2(fd, &iov, 1, offset, RWF_NOWAIT);
-        if (n >= 0) {
-            if ((size_t)n == count || n == 0 || !fd_is_file(fd))
-                return n;
-            ssize_t m = pwrite(fd, (const char *)buf + n, count - (size_t)n, offset + n);
-            return m > 0 ? n + m : n;
-        }
-        if (errno == EOPNOTSUPP) {
-            if (!fd_is_file(fd) && wait_fd(t, fd, POLLOUT) < 0)
-                return -1;
-            return pwrite(fd, buf, count, offset);
-        }
-        if (errno != EAGAIN)
-            return -1;
-        if (fd_is_file(fd))
-            return pwrite(fd, buf, count, offset);
-        if (fd_is_nonblocking(fd))
-            return -1;
-        if (wait_fd(t, fd, POLLOUT) < 0)
-            return -1;
-    }
-}
-
-ssize_t tether_read_all(int fd, void *buf, size_t count, size_t *moved)
-{
-    if (count > SSIZE_MAX)
-        count = SSIZE_MAX;
-    size_t done = 0;
-    ssize_t result = 0;
-    while (done < count) {
-        ssize_t n = tether_read(fd, (char *)buf + done, count - done);
-        if (n > 0) {
-            done += (size_t)n;
-            continue;
-        }
-        if (n == 0)
-            break; /* end of file */
-        if (errno == EINTR)
-            continue;
-        result = -1;
-        break;
-    }
-    if (moved)
-        *moved = done;
-    return result < 0 ? -1 : (ssize_t)done;
-}
-
-ssize_t tether_write_all(int fd, const void *buf, size_t count, size_t *moved)
-{
-    if (count > SSIZE_MAX)
-        count = SSIZE_MAX;
-    size_t done = 0;
-    ssize_t result = 0;
-    while (done < count) {
-        ssize_t n = tether_write(fd, (const char *)buf + done, count - done);
-        if (n > 0) {
-            done += (size_t)n;
-            continue;
-        }
-        if (n == 0)
-            break; /* write(2) wrote nothing and said no error: report the short count */
-        if (errno == EINTR)
-            continue;
-        result = -1;
-        break;
-    }
-    if (moved)
-        *moved = done;
-    return result < 0 ? -1 : (ssize_t)done;
+    tether_token *t;
+    int e = tether__dropin_entry(&t);
+    if (e <= 0)
+        return e < 0 ? -1 : tether__sys_poll(fds, nfds, timeout_ms);
+    /* poll(2) refuses nfds above RLIMIT_NOFILE before reading the array;
+     * so must we, before copying it. Asked only for larger sets: the fd
+     * limit is never below 17 in practice, and the syscall costs ~1 us. */
+    struct rlimit rl = { .rlim_cur = RLIM_INFINITY };
+    if (nfds > INT_MAX) /* above any fd limit the kernel allows */
+        return tether__fail(EINVAL);
+    if (nfds >= TETHER_POLL_SMALL && tether__sys_getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+        rl.rlim_cur != RLIM_INFINITY && nfds > rl.rlim_cur)
+        return tether__fail(EINVAL);
+    if (timeout_ms == 0)
+        return tether__sys_poll(fds, nfds, 0);
+    if (nfds > 0 && !fds)
+        return tether__fail(EFAULT);
+    /* The token's eventfd needs a slot. At the fd limit there is no room for
+     * one more, so it takes the place of an entry poll(2) ignores (fd < 0). */
+    nfds_t host = nfds;
+    if (rl.rlim_cur != RLIM_INFINITY && nfds + 1 > rl.rlim_cur)
+        for (nfds_t i = 0; i < nfds && host == nfds; i++)
+            if (fds[i].fd < 0)
+                host = i;
+    tether_time_t until =
+        timeout_ms < 0 ? TETHER_NEVER : tether_deadline_after(tether_ms(timeout_ms));
+    return poll_copy(t, fds, nfds, host, until, NULL);
 }
 
 int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
@@ -416,58 +336,16 @@ int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
 {
     tether_token *t = tether__current;
     if (!t)
-        return ppoll(fds, nfds, tmo, sigmask);
-    if (tmo && (tmo->tv_sec < 0 || tmo->tv_nsec < 0 || tmo->tv_nsec >= 1000000000))
+        return tether__sys_ppoll(fds, nfds, tmo, sigmask);
+    if (tmo && !tether__timespec_valid(tmo))
         return tether__fail(EINVAL);
-    if (tether__check_or_fail(t) < 0)
-        return -1;
+    int c = tether__token_poll(t);
+    if (c)
+        return tether__fail(c);
     if (tmo && tmo->tv_sec == 0 && tmo->tv_nsec == 0)
-        return ppoll(fds, nfds, tmo, sigmask);
+        return tether__sys_ppoll(fds, nfds, tmo, sigmask);
     if (nfds > 0 && !fds)
         return tether__fail(EFAULT);
     tether_time_t until = tmo ? tether_deadline_after(tether__timespec_ns(tmo)) : TETHER_NEVER;
-    struct pollfd small[16];
-    struct pollfd *all = small;
-    if (nfds + 1 > sizeof small / sizeof small[0]) {
-        if (nfds >= SIZE_MAX / sizeof *all - 1)
-            return tether__fail(EINVAL);
-        all = tether__malloc((nfds + 1) * sizeof *all);
-        if (!all)
-            return tether__fail(ENOMEM);
-    }
-    for (nfds_t i = 0; i < nfds; i++)
-        all[i] = (struct pollfd){ .fd = fds[i].fd, .events = fds[i].events };
-    int n = tether__wait_fds(t, all, nfds, until, sigmask);
-    int saved = errno;
-    if (n >= 0)
-        for (nfds_t i = 0; i < nfds; i++)
-            fds[i].revents = all[i].revents;
-    if (all != small)
-        free(all);
-    errno = saved;
-    return n;
-}
-
-int tether_nanosleep(const struct timespec *req, struct timespec *rem)
-{
-    tether_token *t = tether__current;
-    if (!t)
-        return nanosleep(req, rem);
-    if (!req)
-        return tether__fail(EFAULT);
-    if (req->tv_sec < 0 || req->tv_nsec < 0 || req->tv_nsec >= 1000000000)
-        return tether__fail(EINVAL);
-    tether_time_t until = tether_deadline_after(tether__timespec_ns(req));
-    int r = tether__token_poll(t);
-    if (!r)
-        r = tether__wait_token(t, until);
-    if (!r)
-        return 0;
-    if (rem) {
-        tether_time_t now = tether_now();
-        *rem = tether__timespec(until == TETHER_NEVER ? tether__timespec_ns(req)
-                                    : until > now        ? until - now
-                                                         : 0);
-    }
-    return tether__fail(r);
+    return poll_copy(t, fds, nfds, nfds, until, sigmask);
 }

@@ -12,12 +12,11 @@
  * pidfd (no pid-reuse race), the grace period, SIGKILL, and always the reap.
  */
 #define _GNU_SOURCE
-#include "legacy_internal.h"
+#include "dropin.h"
+
+#include "clock.h"
 
 #include <spawn.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -25,35 +24,20 @@
 
 extern char **environ;
 
-/* pidfd_open(2), through the fault-injection funnel (EMFILE when hit). */
-static int pidfd_open_(pid_t pid)
-{
-    if (tether__fault_hit()) {
-        errno = EMFILE;
-        return -1;
-    }
-    return (int)syscall(SYS_pidfd_open, pid, 0u);
-}
-
-static int pidfd_signal(int pidfd, int sig)
-{
-    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0u);
-}
 
 /* Wait for the next chance of a child event: the pidfd readable (when there
  * is one), or a backoff nap. 0 to look again, -1 with errno. */
 static int wait_child(tether_token *t, int pidfd, int64_t *step)
 {
     if (pidfd >= 0)
-        return tether__legacy_wait_fd(t, pidfd, POLLIN, TETHER_NEVER) < 0 ? -1 : 0;
-    int r = tether__backoff(t, step, 20);
-    return r ? tether__fail(r) : 0;
+        return tether__token_wait_fd(t, pidfd, POLLIN, TETHER_NEVER) < 0 ? -1 : 0;
+    return tether__token_backoff(t, step);
 }
 
 static void close_keep_errno(int fd)
 {
     int saved = errno;
-    close(fd);
+    tether__sys_close(fd);
     errno = saved;
 }
 
@@ -61,18 +45,18 @@ pid_t tether_waitpid(pid_t pid, int *wstatus, int options)
 {
     tether_token *t = tether__current;
     if (!t || (options & WNOHANG))
-        return waitpid(pid, wstatus, options);
+        return tether__sys_waitpid(pid, wstatus, options);
     if (tether__check_or_fail(t) < 0)
         return -1;
     int pidfd = -1;
     int64_t step = 0;
     pid_t r;
     for (;;) {
-        r = waitpid(pid, wstatus, options | WNOHANG);
+        r = tether__sys_waitpid(pid, wstatus, options | WNOHANG);
         if (r != 0)
             break;
         if (pidfd < 0 && pid > 0 && !(options & (WUNTRACED | WCONTINUED)))
-            pidfd = pidfd_open_(pid); /* on failure: the backoff */
+            pidfd = tether__sys_pidfd_open(pid); /* on failure: the backoff */
         if (wait_child(t, pidfd, &step) < 0) {
             r = -1;
             break;
@@ -87,7 +71,7 @@ int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
 {
     tether_token *t = tether__current;
     if (!t || (options & WNOHANG))
-        return waitid(idtype, id, info, options);
+        return tether__sys_waitid(idtype, id, info, options);
     if (tether__check_or_fail(t) < 0)
         return -1;
     bool exits_only = !(options & (WSTOPPED | WCONTINUED));
@@ -100,7 +84,7 @@ int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
     for (;;) {
         siginfo_t si;
         si.si_pid = 0;
-        r = waitid(idtype, id, &si, options | WNOHANG);
+        r = tether__sys_waitid(idtype, id, &si, options | WNOHANG);
         if (r < 0)
             break;
         if (si.si_pid != 0) {
@@ -109,7 +93,7 @@ int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
             break;
         }
         if (pidfd < 0 && exits_only && idtype == P_PID && id > 0) {
-            pidfd = pidfd_open_((pid_t)id);
+            pidfd = tether__sys_pidfd_open((pid_t)id);
             own = pidfd >= 0;
         }
         if (wait_child(t, pidfd, &step) < 0) {
@@ -151,11 +135,11 @@ int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
     }
     /* The child cannot have been reaped yet (that is ours to do), so the pid
      * still names it. */
-    p->pidfd = pidfd_open_(p->pid);
+    p->pidfd = tether__sys_pidfd_open(p->pid);
     if (p->pidfd < 0) {
         rc = errno;
-        kill(p->pid, SIGKILL);
-        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
+        tether__sys_kill(p->pid, SIGKILL);
+        while (tether__sys_waitpid(p->pid, NULL, 0) < 0 && errno == EINTR) {
         }
         free(p);
         return rc;
@@ -175,10 +159,9 @@ static bool exited_within(int pidfd, int64_t ns)
 {
     tether_time_t until = ns < 0 ? TETHER_NEVER : tether_deadline_after(ns);
     for (;;) {
-        tether_time_t now = tether_now();
-        struct timespec ts = tether__timespec(until > now ? until - now : 0);
+        struct timespec ts = tether__timespec(tether__time_left(until, tether_now()));
         struct pollfd p = { .fd = pidfd, .events = POLLIN };
-        int n = ppoll(&p, 1, until == TETHER_NEVER ? NULL : &ts, NULL);
+        int n = tether__sys_ppoll(&p, 1, until == TETHER_NEVER ? NULL : &ts, NULL);
         if (n > 0)
             return true;
         if (n == 0 || (n < 0 && errno != EINTR))
@@ -191,7 +174,7 @@ static int wait_exit(tether_token *t, int pidfd)
 {
     for (;;) {
         struct pollfd p[2] = { { .fd = pidfd, .events = POLLIN } };
-        int n = tether__wait_fds(t, p, 1, TETHER_NEVER, NULL);
+        int n = tether__token_wait_fds(t, p, 1, TETHER_NEVER, NULL);
         if (n > 0)
             return 0;
         if (errno == EINTR)
@@ -216,16 +199,16 @@ int tether_proc_wait(tether_proc *p, int *wstatus)
     tether_token *t = tether__current;
     int rc = t ? wait_exit(t, p->pidfd) : 0;
     if (rc && !exited_within(p->pidfd, 0)) {
-        if (p->grace_ns < 0 || pidfd_signal(p->pidfd, SIGTERM) < 0 ||
+        if (p->grace_ns < 0 || tether__sys_pidfd_send_signal(p->pidfd, SIGTERM) < 0 ||
             !exited_within(p->pidfd, p->grace_ns))
-            pidfd_signal(p->pidfd, SIGKILL);
+            tether__sys_pidfd_send_signal(p->pidfd, SIGKILL);
     } else {
         rc = 0; /* it exited on its own, whatever the token says */
     }
     int status = 0;
-    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    while (tether__sys_waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
     }
-    close(p->pidfd);
+    tether__sys_close(p->pidfd);
     free(p);
     if (wstatus)
         *wstatus = status;

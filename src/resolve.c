@@ -132,8 +132,6 @@ static void helper_unreserve(void)
  * caller's threads, not for a lookup nobody may be waiting for). */
 static int helper_start(gai_request *r)
 {
-    if (tether__fault_hit())
-        return EAGAIN;
     pthread_attr_t attr;
     int rc = pthread_attr_init(&attr);
     if (rc)
@@ -143,7 +141,7 @@ static int helper_start(gai_request *r)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t th;
-    rc = pthread_create(&th, &attr, helper_main, r);
+    rc = tether__thread_create(&th, &attr, helper_main, r);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     return rc;

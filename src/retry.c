@@ -9,8 +9,8 @@
  *
  * Time comes from a replaceable clock (opts->clock). The real one reads
  * tether_now and sleeps on the current token's futex through the same wait
- * tether_sleep_until uses, so a cancelled backoff wakes exactly as fast as
- * a cancelled sleep. A fake clock replaces both, and then this file never
+ * tether_sleep_until uses, so a canceled backoff wakes exactly as fast as
+ * a canceled sleep. A fake clock replaces both, and then this file never
  * sleeps on its own.
  *
  * Randomness comes from a splitmix64 generator owned by the call and
@@ -20,14 +20,15 @@
  * tether_retry running on the thread, innermost first.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "current.h"
+
+#include "clock.h"
 
 #include <math.h>
-#include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_INITIAL_NS ((int64_t)100 * 1000 * 1000)   /* 100 ms */
-#define DEFAULT_MAX_NS ((int64_t)10 * 1000 * 1000 * 1000) /* 10 s */
+#define DEFAULT_INITIAL_NS tether_ms(100)
+#define DEFAULT_MAX_NS tether_sec(10)
 #define DEFAULT_MULTIPLIER 2.0
 enum { DEFAULT_ATTEMPTS = 5 };
 
@@ -198,51 +199,29 @@ static tether_retry_stop stop_for_token_error(int c)
     return c == ETIMEDOUT ? TETHER_RETRY_STOP_DEADLINE : TETHER_RETRY_STOP_CANCELED;
 }
 
-static _Noreturn void unbalanced(void)
-{
-    fprintf(stderr, "tether: tether_retry attempt returned with a token still entered "
-                    "(tether_token_enter without tether_token_leave)\n");
-    abort();
-}
-
 /* Run one attempt, under a child token if it has its own timeout.
  * Returns 0 with the attempt's result in *rc, or ENOMEM if it could not be
  * started. */
 static int run_attempt(struct run *r, struct frame *f, int *rc, bool *timed_out)
 {
+    static const char who[] = "tether_retry attempt";
     *timed_out = false;
     f->hint = 0;
-    if (!r->o.attempt_timeout_ns) {
-        f->in_attempt = true;
-        *rc = r->attempt(r->arg);
-        f->in_attempt = false;
-        if (tether__current != r->token)
-            unbalanced();
-        return 0;
-    }
-    tether_token *t;
-    int e = tether_token_new(&t, r->token, tether_deadline_after(r->o.attempt_timeout_ns));
-    if (e)
-        return e;
-    e = tether_token_enter(t);
-    if (e) {
-        tether_token_free(t);
-        return e;
-    }
     f->in_attempt = true;
-    *rc = r->attempt(r->arg);
-    f->in_attempt = false;
-    if (tether_token_leave(t) != 0)
-        unbalanced();
-    /* DEADLINE on the child itself means its own deadline fired; an
-     * earlier outer deadline would show as PARENT. */
-    *timed_out = tether_token_cause(t) == TETHER_CAUSE_DEADLINE;
-    if (tether_token_free(t) != 0) {
-        fprintf(stderr, "tether: tether_retry attempt returned leaving a token or scope "
-                        "derived from its per-attempt token alive\n");
-        abort();
+    int e = 0;
+    if (r->o.attempt_timeout_ns) {
+        /* DEADLINE on the child itself means its own deadline fired; an
+         * earlier outer deadline would show as PARENT. */
+        e = tether__run_under(tether_deadline_after(r->o.attempt_timeout_ns), r->attempt, r->arg,
+                              rc, timed_out, who);
+    } else {
+        *rc = r->attempt(r->arg);
+        if (tether__current != r->token)
+            tether__misuse(who, NULL, "returned with a token still entered "
+                                      "(tether_token_enter without tether_token_leave)");
     }
-    return 0;
+    f->in_attempt = false;
+    return e;
 }
 
 static int finish(tether_retry_result *res, tether_retry_stop stop, int error)

@@ -1,15 +1,19 @@
 /*
  * Shielded regions: clean-up that must still do blocking I/O after its
- * thread was cancelled.
+ * thread was canceled.
  *
  * Entering a shield creates a root token (no parent, so no cancellation or
  * deadline from outside reaches it) with the shield's own deadline, and
  * enters it: every cancellation point in the region uses it. Leaving leaves
  * and frees it; the tokens entered before are untouched, so a cancellation
  * that arrived meanwhile is seen at the next cancellation point.
+ *
+ * Its own file rather than part of current.c: a shield is an opaque handle
+ * with a lifecycle of its own, built only on the public token calls, so it
+ * needs no internal header beyond internal.h (the funnel).
  */
 #define _GNU_SOURCE
-#include "legacy_internal.h"
+#include "internal.h"
 
 struct tether_shield {
     tether_token *token;

@@ -1,22 +1,112 @@
 /*
- * SIGINT/SIGTERM (or the caller's signals) to a graceful cancellation.
+ * Signals to cancellation: the signal-safe cancel relay (tether_sigcancel)
+ * and SIGINT/SIGTERM (or the caller's signals) to a graceful cancellation
+ * (tether_signals).
  *
- * Installed only when the user asks (tether_signals_install). The handler
- * is async-signal-safe: the first signal fires a tether_sigcancel (one
- * write to an eventfd; its relay thread does the cancellation); with
- * escalation, the second restores the default disposition and re-raises,
- * and as the signal is blocked while its handler runs, it is delivered —
- * with its default action — as soon as the handler returns.
+ * A signal handler may only make async-signal-safe calls, and canceling
+ * walks the token tree under a lock, so the handler writes to an eventfd and
+ * a relay thread does the walk.
+ *
+ * tether_signals is installed only when the user asks. Its handler is
+ * async-signal-safe: the first signal fires a tether_sigcancel (one write to
+ * an eventfd; its relay thread does the cancellation); with escalation, the
+ * second restores the default disposition and re-raises, and as the signal
+ * is blocked while its handler runs, it is delivered — with its default
+ * action — as soon as the handler returns.
  *
  * One installation at a time per process: the handler finds it through one
  * atomic pointer. Restoring waits for handlers already running to finish
  * before freeing what they use.
  */
 #define _GNU_SOURCE
-#include "legacy_internal.h"
+#include "token.h"
+
+#include "sys.h"
 
 #include <sched.h>
 #include <string.h>
+#include <sys/eventfd.h>
+
+/* ---------------------------------------------------------------------- */
+/* The relay                                                              */
+
+struct tether_sigcancel {
+    tether_token *token;
+    int error;
+    int efd;
+    _Atomic int fired, stopping;
+    pthread_t relay;
+};
+
+static void *relay_main(void *arg)
+{
+    tether_sigcancel *sc = arg;
+    for (;;) {
+        struct pollfd p = { .fd = sc->efd, .events = POLLIN };
+        if (tether__sys_poll(&p, 1, -1) < 0)
+            continue; /* EINTR: a signal landed on this thread */
+        tether__sys_eventfd_drain(sc->efd);
+        if (atomic_load(&sc->fired))
+            tether__token_cancel_cause(sc->token, TETHER_CAUSE_SIGNAL, sc->error);
+        if (atomic_load(&sc->stopping))
+            return NULL;
+    }
+}
+
+int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error)
+{
+    if (!out || !t)
+        return EINVAL;
+    *out = NULL;
+    tether_sigcancel *sc = tether__calloc(1, sizeof *sc);
+    if (!sc)
+        return ENOMEM;
+    *sc = (tether_sigcancel){ .token = t, .error = error,
+                              .efd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK) };
+    if (sc->efd < 0) {
+        int e = errno;
+        free(sc);
+        return e;
+    }
+    /* The relay must not take the signals it relays: block them all in it. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = tether__thread_create(&sc->relay, NULL, relay_main, sc);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        tether__sys_close(sc->efd);
+        free(sc);
+        return rc;
+    }
+    *out = sc;
+    return 0;
+}
+
+void tether_sigcancel_fire(tether_sigcancel *sc)
+{
+    if (!sc)
+        return;
+    int saved = errno;
+    atomic_store(&sc->fired, 1);
+    tether__sys_eventfd_signal(sc->efd);
+    errno = saved;
+}
+
+int tether_sigcancel_free(tether_sigcancel *sc)
+{
+    if (!sc)
+        return EINVAL;
+    atomic_store(&sc->stopping, 1);
+    tether__sys_eventfd_signal(sc->efd);
+    pthread_join(sc->relay, NULL);
+    tether__sys_close(sc->efd);
+    free(sc);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* SIGINT/SIGTERM handling                                                */
 
 enum { MAX_SIGNALS = 8 };
 

@@ -19,10 +19,11 @@
  * sem_trywait/sem_clockwait, which is then returned.
  */
 #define _GNU_SOURCE
-#include "legacy_internal.h"
+#include "dropin.h"
+
+#include "clock.h"
 
 #include <semaphore.h>
-#include <time.h>
 
 enum cond_state {
     CW_IDLE,    /* registering: the callback must not touch the mutex */
@@ -43,7 +44,7 @@ static void cond_on_cancel(void *arg)
 {
     struct cond_waiter *w = arg;
     /* Run by the waiter itself (its own check noticed a passed deadline and
-     * cancelled the token): it holds the mutex and is not waiting. */
+     * canceled the token): it holds the mutex and is not waiting. */
     if (pthread_equal(pthread_self(), w->waiter))
         return;
     int expected = CW_WAITING;
@@ -55,7 +56,7 @@ static void cond_on_cancel(void *arg)
     atomic_store(&w->state, CW_DONE);
 }
 
-/* Wait under t until woken, cancelled, or the monotonic instant `until`.
+/* Wait under t until woken, canceled, or the monotonic instant `until`.
  * The mutex is held on entry and on return. */
 static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_t *mutex,
                            tether_time_t until)
@@ -82,7 +83,7 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
         }
         c = tether__token_poll(t);
         if (c)
-            rc = c; /* cancelled, or the token's deadline ended the wait */
+            rc = c; /* canceled, or the token's deadline ended the wait */
         else if (rc == ETIMEDOUT && tether_now() < until)
             rc = 0; /* cannot happen (no early timeouts); be a spurious wakeup */
     }
@@ -112,7 +113,7 @@ int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
  * bad timespec or clock. */
 static int to_monotonic(clockid_t clock, const struct timespec *abstime, tether_time_t *out)
 {
-    if (!abstime || abstime->tv_nsec < 0 || abstime->tv_nsec >= 1000000000)
+    if (!abstime || abstime->tv_nsec < 0 || abstime->tv_nsec >= TETHER_NS_PER_SEC)
         return EINVAL;
     if (clock != CLOCK_MONOTONIC && clock != CLOCK_REALTIME)
         return EINVAL;
@@ -156,7 +157,7 @@ int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
 
 /* How long one sleep of a semaphore wait may last before the token is
  * looked at again: the cancellation latency. */
-#define SEM_SLICE_NS ((int64_t)10000000)
+#define SEM_SLICE_NS tether_ms(10)
 
 static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
 {
@@ -174,7 +175,7 @@ static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
                                              now + SEM_SLICE_NS);
         struct timespec ts = tether__timespec(end);
         if (sem_clockwait(sem, CLOCK_MONOTONIC, &ts) == 0)
-            return 0; /* a unit taken is returned, cancelled or not */
+            return 0; /* a unit taken is returned, canceled or not */
         if (errno != ETIMEDOUT)
             return -1; /* EINTR, EINVAL */
         if (tether__check_or_fail(t) < 0)

@@ -1,44 +1,35 @@
 /*
- * The token tree: creation, freeing, cancellation and its propagation, and
- * cancellation callbacks.
+ * The token tree: creation, freeing, cancellation and its propagation,
+ * cancellation callbacks, and the waits under a token.
  *
- * Cancelling is two steps, both under the tree lock. The first canceller
+ * Canceling is two steps, both under the tree lock. The first canceler
  * *claims* the token (an atomic exchange, so exactly one wins and its cause
- * is the one kept), writes the cause and error, then *publishes* the
- * CANCELLED bit with a release store, so anyone who sees the bit also sees
- * the cause. Publishing wakes the token's eventfd; sleepers are woken with
- * one futex wake per cancellation (see propagate).
+ * is the one kept), writes the cause and error, then *publishes* by firing
+ * the token's wake point (wait.h), so anyone who sees it fired also sees the
+ * cause. The waiting layer then wakes the waiters: one call per token,
+ * tether__wake_sleepers, and one futex wake per cancellation (see propagate).
+ * This file calls the waiting layer; the waiting layer knows no token.
  *
  * Propagation to descendants walks the tree under the same process-wide
  * lock, which also guards linking and unlinking, so the walk needs no
  * recursion (deep trees cannot overflow a small thread stack) and a token
  * cannot be freed while it is being visited. Invariant, whenever the lock is
- * free: a cancelled token's descendants are all cancelled, and a new child
- * of a cancelled token is born cancelled.
+ * free: a canceled token's descendants are all canceled, and a new child
+ * of a canceled token is born canceled.
  * Callbacks are collected during the walk and run after the lock is dropped.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "token.h"
 
-#include <sys/eventfd.h>
-#include <unistd.h>
+#include "clock.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Eventfds of freed tokens, kept for the next token that needs one so that
- * freeing a scope's children costs no close(2) each (tether_trim empties
- * it). Guarded by the tree lock. A freed token's eventfd has no user left:
- * waiters have the token entered, which forbids freeing it, and publishing
- * happens under the tree lock. */
-enum { SPARE_EFDS = 4 };
-static int spare_efd[SPARE_EFDS];
-static int spare_efds;
 /* Signalled (under tree_lock) when a running callback finishes. */
 static pthread_cond_t callback_done = PTHREAD_COND_INITIALIZER;
 
 enum callback_state {
     CB_REGISTERED, /* on its token's list */
-    CB_TAKEN,      /* on a canceller's run list; `runner` has not started it */
+    CB_TAKEN,      /* on a canceler's run list; `runner` has not started it */
     CB_RUNNING,    /* `runner` is running it */
     CB_SKIPPED,    /* unregistered while taken: the runner frees it unrun */
     CB_DONE,
@@ -47,7 +38,7 @@ enum callback_state {
 
 struct tether_callback {
     tether_callback *next, *prev; /* token's list, while registered */
-    tether_callback *run_next;    /* canceller's run list, while running */
+    tether_callback *run_next;    /* canceler's run list, while running */
     tether_token *token;
     void (*fn)(void *arg);
     void *arg;
@@ -56,16 +47,14 @@ struct tether_callback {
     bool free_when_done;          /* it unregistered itself while running */
 };
 
-void tether__tree_lock(void)
+static void tree_lock_take(void)
 {
-    int rc = pthread_mutex_lock(&tree_lock);
-    TETHER_ASSERT(rc == 0);
+    tether__lock(&tree_lock);
 }
 
-void tether__tree_unlock(void)
+static void tree_lock_drop(void)
 {
-    int rc = pthread_mutex_unlock(&tree_lock);
-    TETHER_ASSERT(rc == 0);
+    tether__unlock(&tree_lock);
 }
 
 int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline)
@@ -75,38 +64,33 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     tether_token *t = tether__calloc(1, sizeof *t);
     if (!t)
         return ENOMEM;
-    atomic_init(&t->efd, -1);
     t->deadline = deadline;
     t->deadline_owner = deadline == TETHER_NEVER ? NULL : t;
     if (parent && parent->deadline <= deadline) {
         t->deadline = parent->deadline;
         t->deadline_owner = parent->deadline_owner;
     }
-    atomic_init(&t->state, t->deadline != TETHER_NEVER ? TOKEN_HAS_DEADLINE : 0u);
+    tether__wake_init(&t->wake, parent ? &parent->wake : NULL,
+                      t->deadline != TETHER_NEVER ? TOKEN_HAS_DEADLINE : 0u);
     if (!parent) {
         *out = t;
         return 0;
     }
 
-    tether__tree_lock();
-    t->parent = parent;
+    tree_lock_take();
     t->next_sibling = parent->first_child;
     if (parent->first_child)
         parent->first_child->prev_sibling = t;
     parent->first_child = t;
-    if (tether__token_cancelled(parent)) {
-        /* Born cancelled. Nobody else can see t yet, so no claim race. */
+    if (tether__token_canceled(parent)) {
+        /* Born canceled. Nobody else can see t yet, so no claim race. */
         atomic_store_explicit(&t->claimed, 1, memory_order_relaxed);
         t->error = parent->error;
-        t->cancel_errno = parent->cancel_errno;
         t->root_cause = parent->root_cause;
-        t->cancelled_at = parent->cancelled_at;
-        t->callbacks_fired = true;
-        atomic_fetch_or_explicit(&t->state,
-                                 TOKEN_CANCELLED | (uint32_t)TETHER_CAUSE_PARENT << TOKEN_CAUSE_SHIFT,
-                                 memory_order_release);
+        t->canceled_at = parent->canceled_at;
+        tether__wake_fire(&t->wake, (uint32_t)TETHER_CAUSE_PARENT << TOKEN_CAUSE_SHIFT);
     }
-    tether__tree_unlock();
+    tree_lock_drop();
     *out = t;
     return 0;
 }
@@ -115,16 +99,15 @@ int tether_token_free(tether_token *t)
 {
     if (!t)
         return EINVAL;
-    tether__tree_lock();
+    tree_lock_take();
     if (t->first_child || atomic_load_explicit(&t->entered, memory_order_acquire) > 0) {
-        tether__tree_unlock();
+        tree_lock_drop();
         return EBUSY;
     }
-    if (t->parent) {
-        if (t->prev_sibling)
-            t->prev_sibling->next_sibling = t->next_sibling;
-        else
-            t->parent->first_child = t->next_sibling;
+    tether_token *parent = tether__token_parent(t);
+    if (parent) {
+        *(t->prev_sibling ? &t->prev_sibling->next_sibling : &parent->first_child) =
+            t->next_sibling;
         if (t->next_sibling)
             t->next_sibling->prev_sibling = t->prev_sibling;
     }
@@ -132,36 +115,11 @@ int tether_token_free(tether_token *t)
         cb->state = CB_DETACHED;
         cb->token = NULL;
     }
-    int efd = atomic_load_explicit(&t->efd, memory_order_relaxed);
-    if (efd >= 0 && spare_efds < SPARE_EFDS) {
-        spare_efd[spare_efds++] = efd;
-        efd = -1;
-    }
-    tether__tree_unlock();
-    if (efd >= 0)
-        close(efd);
+    tree_lock_drop();
+    /* Unlinked: no canceler can reach t's wake point any more. */
+    tether__wake_release(&t->wake);
     free(t);
     return 0;
-}
-
-int tether_trim(void)
-{
-    int fds[SPARE_EFDS];
-    tether__tree_lock();
-    int n = spare_efds;
-    for (int i = 0; i < n; i++)
-        fds[i] = spare_efd[i];
-    spare_efds = 0;
-    tether__tree_unlock();
-    for (int i = 0; i < n; i++)
-        close(fds[i]);
-    return n;
-}
-
-/* At exit, so that fd-tracking tools (valgrind --track-fds) see none left. */
-__attribute__((destructor)) static void close_spare_efds(void)
-{
-    tether_trim();
 }
 
 static bool claim(tether_token *t)
@@ -169,35 +127,22 @@ static bool claim(tether_token *t)
     return atomic_exchange_explicit(&t->claimed, 1, memory_order_acq_rel) == 0;
 }
 
-/* Mark t cancelled; returns its previous state. Wakes its I/O waiters
- * (eventfd); its sleepers are woken by the caller (see propagate). */
-static uint32_t publish(tether_token *t, tether_cause cause, int error, int cancel_errno,
-                        tether_cause root_cause, tether_time_t at)
+/* Mark t canceled (firing its wake point: whoever sees it fired sees the
+ * fields written before); returns its previous state. Its waiters are woken
+ * by the caller (see propagate). Tree lock held. */
+static uint32_t publish(tether_token *t, tether_cause cause, int error, tether_cause root_cause,
+                        tether_time_t at)
 {
-    t->cancelled_at = at;
+    t->canceled_at = at;
     t->error = error;
-    t->cancel_errno = cancel_errno;
     t->root_cause = root_cause;
-    /* Release: whoever sees CANCELLED sees the fields above. The eventfd
-     * is created under the tree lock, as this runs, so either it exists now
-     * or its creator will see CANCELLED and write it itself. */
-    uint32_t old = atomic_fetch_or_explicit(&t->state,
-                                            TOKEN_CANCELLED | (uint32_t)cause << TOKEN_CAUSE_SHIFT,
-                                            memory_order_release);
-    int efd = atomic_load_explicit(&t->efd, memory_order_relaxed);
-    if (efd >= 0) {
-        uint64_t one = 1;
-        /* Can only fail if the counter is near overflow: still readable. */
-        ssize_t n = write(efd, &one, sizeof one);
-        (void)n;
-    }
-    return old;
+    return tether__wake_fire(&t->wake, (uint32_t)cause << TOKEN_CAUSE_SHIFT);
 }
 
-/* Move t's registered callbacks to the run list. Tree lock held. */
+/* Move t's registered callbacks to the run list. Tree lock held, t claimed:
+ * a claimed token's callbacks are taken (tether_token_on_cancel looks). */
 static void take_callbacks(tether_token *t, tether_callback **run)
 {
-    t->callbacks_fired = true;
     pthread_t self = pthread_self();
     for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
         cb->state = CB_TAKEN;
@@ -211,26 +156,21 @@ static void take_callbacks(tether_token *t, tether_callback **run)
 
 /*
  * Cancel every descendant of root that nobody else has claimed, iteratively
- * over the first-child/next-sibling links. Tree lock held.
- *
- * Sleepers wait on their token's word and on the words of up to
- * TETHER_WAIT_SET - 1 ancestors (wait.c), so a descendant fewer than
- * TETHER_WAIT_SET levels below root needs no wake of its own: the one wake
- * of root's word, after this walk, reaches it. Deeper descendants, and words
- * with solo sleepers (no futex_waitv), are woken here.
+ * over the first-child/next-sibling links, waking each one's waiters. Tree
+ * lock held. A sleeper fewer than TETHER_WAIT_SET levels below root is
+ * reached by the one wake of root's word after this walk (wait.h), so
+ * tether__wake_sleepers is told how deep each descendant is.
  */
 static void propagate(tether_token *root, tether_callback **run)
 {
     tether_token *n = root->first_child;
-    int depth = 1;
+    unsigned depth = 1;
     while (n) {
         if (claim(n)) {
-            tether_token *p = n->parent;
-            uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->cancel_errno,
-                                   p->root_cause, p->cancelled_at);
-            uint32_t wake_if = depth >= TETHER_WAIT_SET ? TOKEN_WAITERS : TOKEN_SOLO_WAITERS;
-            if (old & wake_if)
-                tether__futex_wake_all(&n->state);
+            tether_token *p = tether__token_parent(n);
+            uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause,
+                                   p->canceled_at);
+            tether__wake_sleepers(&n->wake, old, depth);
             take_callbacks(n, run);
             if (n->first_child) {
                 n = n->first_child;
@@ -238,9 +178,9 @@ static void propagate(tether_token *root, tether_callback **run)
                 continue;
             }
         }
-        /* A subtree claimed by another canceller is that canceller's job. */
+        /* A subtree claimed by another canceler is that canceler's job. */
         while (n != root && !n->next_sibling) {
-            n = n->parent;
+            n = tether__token_parent(n);
             depth--;
         }
         n = n == root ? NULL : n->next_sibling;
@@ -251,22 +191,22 @@ static void run_callbacks(tether_callback *cb)
 {
     while (cb) {
         tether_callback *next = cb->run_next;
-        tether__tree_lock();
+        tree_lock_take();
         if (cb->state == CB_SKIPPED) {
-            tether__tree_unlock();
+            tree_lock_drop();
             free(cb);
             cb = next;
             continue;
         }
         cb->state = CB_RUNNING;
-        tether__tree_unlock();
+        tree_lock_drop();
         cb->fn(cb->arg);
-        tether__tree_lock();
+        tree_lock_take();
         cb->state = CB_DONE;
         if (cb->free_when_done)
             free(cb);
         pthread_cond_broadcast(&callback_done);
-        tether__tree_unlock();
+        tree_lock_drop();
         cb = next;
     }
 }
@@ -274,25 +214,24 @@ static void run_callbacks(tether_callback *cb)
 int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
 {
     /* Claim under the tree lock: then a token found already claimed by the
-     * walk has had its whole subtree published by the canceller that claimed
-     * it, and when this returns every descendant is cancelled. */
-    tether__tree_lock();
+     * walk has had its whole subtree published by the canceler that claimed
+     * it, and when this returns every descendant is canceled. */
+    tree_lock_take();
     if (!claim(t)) {
-        tether__tree_unlock();
+        tree_lock_drop();
         return EALREADY;
     }
     int cancel_errno = cause == TETHER_CAUSE_DEADLINE ? ETIMEDOUT : ECANCELED;
-    publish(t, cause, error ? error : cancel_errno, cancel_errno, cause, tether_now());
+    uint32_t old = publish(t, cause, error ? error : cancel_errno, cause, tether_now());
 
     tether_callback *run = NULL;
     take_callbacks(t, &run);
     propagate(t, &run);
-    tether__tree_unlock();
-    /* One wake for t's sleepers and its near descendants' (see propagate),
-     * once the whole subtree is published, so they wake to a settled tree.
-     * t is the caller's, alive until this returns. */
-    if (atomic_load(&t->state) & TOKEN_WAITERS)
-        tether__futex_wake_all(&t->state);
+    tree_lock_drop();
+    /* One wake for t's waiters and its near descendants' sleepers (see
+     * propagate), once the whole subtree is published, so they wake to a
+     * settled tree. t is the caller's, alive until this returns. */
+    tether__wake_sleepers(&t->wake, old, 0);
     run_callbacks(run);
     return 0;
 }
@@ -310,15 +249,15 @@ int tether__token_expire(tether_token *t)
     TETHER_ASSERT(t->deadline_owner != NULL);
     /* Won or lost, t (below the owner) is published when this returns. */
     tether__token_cancel_cause(t->deadline_owner, TETHER_CAUSE_DEADLINE, ETIMEDOUT);
-    TETHER_ASSERT(tether__token_cancelled(t));
-    return t->cancel_errno;
+    TETHER_ASSERT(tether__token_canceled(t));
+    return tether__token_errno(t);
 }
 
 int tether__token_poll(tether_token *t)
 {
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    if (s & TOKEN_CANCELLED)
-        return t->cancel_errno;
+    uint32_t s = atomic_load_explicit(&t->wake.state, memory_order_acquire);
+    if (s & TETHER_WAKE_FIRED)
+        return tether__token_errno(t);
     if ((s & TOKEN_HAS_DEADLINE) && tether_now() >= t->deadline)
         return tether__token_expire(t);
     return 0;
@@ -335,22 +274,22 @@ tether_cause tether_token_cause(const tether_token *t)
 {
     if (!t)
         return TETHER_CAUSE_NONE;
-    uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
-    if (!(s & TOKEN_CANCELLED))
+    uint32_t s = atomic_load_explicit(&t->wake.state, memory_order_acquire);
+    if (!(s & TETHER_WAKE_FIRED))
         return TETHER_CAUSE_NONE;
-    return (tether_cause)((s >> TOKEN_CAUSE_SHIFT) & 0xff);
+    return (tether_cause)((s >> TOKEN_CAUSE_SHIFT) & TOKEN_CAUSE_MASK);
 }
 
 tether_cause tether_token_root_cause(const tether_token *t)
 {
-    if (!t || !tether__token_cancelled(t))
+    if (!t || !tether__token_canceled(t))
         return TETHER_CAUSE_NONE;
     return t->root_cause;
 }
 
 int tether_token_error(const tether_token *t)
 {
-    if (!t || !tether__token_cancelled(t))
+    if (!t || !tether__token_canceled(t))
         return 0;
     return t->error;
 }
@@ -362,41 +301,10 @@ tether_time_t tether_token_deadline(const tether_token *t)
 
 bool tether__token_descends(const tether_token *t, const tether_token *ancestor)
 {
-    for (; t; t = t->parent)
+    for (; t; t = tether__token_parent(t))
         if (t == ancestor)
             return true;
     return false;
-}
-
-int tether__token_efd(tether_token *t)
-{
-    int fd = atomic_load_explicit(&t->efd, memory_order_acquire);
-    if (fd >= 0)
-        return fd;
-    tether__tree_lock();
-    fd = atomic_load_explicit(&t->efd, memory_order_relaxed);
-    if (fd < 0) {
-        if (spare_efds > 0) {
-            /* A spare one: reset the count its old token's cancel left. */
-            fd = spare_efd[--spare_efds];
-            uint64_t count;
-            ssize_t n = read(fd, &count, sizeof count);
-            (void)n; /* EAGAIN when it was never written */
-        } else if ((fd = tether__eventfd(EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-            int e = errno;
-            tether__tree_unlock();
-            errno = e;
-            return -1;
-        }
-        atomic_store(&t->efd, fd);
-        if (atomic_load(&t->state) & TOKEN_CANCELLED) {
-            uint64_t one = 1;
-            ssize_t n = write(fd, &one, sizeof one);
-            (void)n;
-        }
-    }
-    tether__tree_unlock();
-    return fd;
 }
 
 int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
@@ -411,21 +319,21 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
     cb->arg = arg;
     *out = cb;
 
-    tether__tree_lock();
-    if (!t->callbacks_fired) {
+    tree_lock_take();
+    if (!atomic_load_explicit(&t->claimed, memory_order_relaxed)) {
         cb->state = CB_REGISTERED;
         cb->token = t;
         cb->next = t->callbacks;
         if (t->callbacks)
             t->callbacks->prev = cb;
         t->callbacks = cb;
-        tether__tree_unlock();
+        tree_lock_drop();
         return 0;
     }
-    /* Already cancelled and its callbacks already taken: run it here. */
+    /* Already canceled and its callbacks already taken: run it here. */
     cb->state = CB_TAKEN;
     cb->runner = pthread_self();
-    tether__tree_unlock();
+    tree_lock_drop();
     run_callbacks(cb);
     return 0;
 }
@@ -435,26 +343,21 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
     if (!cb)
         return EINVAL;
     bool did_run = true;
-    tether__tree_lock();
+    tree_lock_take();
     switch (cb->state) {
-    case CB_REGISTERED: {
-        tether_token *t = cb->token;
-        if (cb->prev)
-            cb->prev->next = cb->next;
-        else
-            t->callbacks = cb->next;
+    case CB_REGISTERED:
+        *(cb->prev ? &cb->prev->next : &cb->token->callbacks) = cb->next;
         if (cb->next)
             cb->next->prev = cb->prev;
         did_run = false;
         break;
-    }
     case CB_DETACHED:
         did_run = false;
         break;
     case CB_TAKEN:
         /* Not started yet: it never will; its runner frees it. */
         cb->state = CB_SKIPPED;
-        tether__tree_unlock();
+        tree_lock_drop();
         if (ran)
             *ran = false;
         return 0;
@@ -465,7 +368,7 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
         if (pthread_equal(cb->runner, pthread_self())) {
             /* Unregistering itself: the runner frees it when fn returns. */
             cb->free_when_done = true;
-            tether__tree_unlock();
+            tree_lock_drop();
             if (ran)
                 *ran = true;
             return 0;
@@ -476,9 +379,67 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
     case CB_DONE:
         break;
     }
-    tether__tree_unlock();
+    tree_lock_drop();
     free(cb);
     if (ran)
         *ran = did_run;
     return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Waiting under a token: the waiting layer, with the token looked at      */
+/* (and its deadline enforced) between the waits. A wait that returns      */
+/* before its instant loops, so a deadline never fires early.             */
+
+int tether__token_sleep(tether_token *t, tether_time_t until)
+{
+    for (;;) {
+        int c = tether__token_poll(t);
+        if (c)
+            return c;
+        if (tether_now() >= until)
+            return 0;
+        if (tether__wake_sleep(&t->wake, tether__min_time(until, t->deadline)) == EINTR)
+            return EINTR;
+    }
+}
+
+int tether__token_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until,
+                           const sigset_t *sigmask)
+{
+    for (bool first = true;; first = false) {
+        int c = tether__token_poll(t);
+        if (c)
+            return tether__fail(c);
+        tether_time_t now = tether_now();
+        if (now >= until && !first)
+            return 0;
+        tether_time_t end = tether__min_time(until, t->deadline);
+        struct timespec ts = tether__timespec(tether__time_left(end, now));
+        int n = tether__wake_poll(&t->wake, fds, nfds, end == TETHER_NEVER ? NULL : &ts, sigmask);
+        if (n < 0)
+            return -1;
+        if (fds[nfds].revents)
+            continue; /* canceled: the check above reports it */
+        if (n > 0)
+            return n;
+        if (now >= until)
+            return 0; /* a wait whose time had passed still looks once, as poll(2) */
+    }
+}
+
+int tether__token_wait_fd(tether_token *t, int fd, short events, tether_time_t until)
+{
+    struct pollfd p[2] = { { .fd = fd, .events = events } };
+    int n = tether__token_wait_fds(t, p, 1, until, NULL);
+    return n < 0 ? -1 : n > 0;
+}
+
+int tether__token_backoff(tether_token *t, int64_t *step_ns)
+{
+    *step_ns = *step_ns ? *step_ns * 2 : tether_ms(1);
+    if (*step_ns > TETHER_BACKOFF_CAP_NS)
+        *step_ns = TETHER_BACKOFF_CAP_NS;
+    int r = tether__token_sleep(t, tether_deadline_after(*step_ns));
+    return r ? tether__fail(r) : 0;
 }

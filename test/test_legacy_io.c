@@ -3,13 +3,13 @@
  * readv/writev, pread/pwrite, ppoll, nanosleep, read_all/write_all.
  *
  * Each is checked against the raw call it replaces (return value, errno,
- * partial transfers), then blocked and: cancelled before the call,
- * cancelled while blocked, stopped by a deadline, interrupted by a signal
+ * partial transfers), then blocked and: canceled before the call,
+ * canceled while blocked, stopped by a deadline, interrupted by a signal
  * handler without SA_RESTART (-1/EINTR like the raw call; the whole-buffer
  * helpers retry EINTR instead).
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -531,7 +531,7 @@ static ssize_t t_write_all_big(void *a)
     return tether_write_all(F.p[1], big_src, BIG, &wa_moved);
 }
 
-/* A big write to a slow reader, cancelled part-way: what it reports is
+/* A big write to a slow reader, canceled part-way: what it reports is
  * exactly what the reader gets. */
 static void write_partial(lu_fn fn, bool is_all)
 {
@@ -616,7 +616,7 @@ START_TEST(read_all_whole_eof_and_cancel)
     ck_assert_int_eq(tether_read_all(F.p[0], ra_buf, sizeof ra_buf, &ra_moved), 40);
     ck_assert_uint_eq(ra_moved, 40);
     close(F.p[0]);
-    /* Cancelled after some arrived: -1/ECANCELED, moved says how much. */
+    /* Canceled after some arrived: -1/ECANCELED, moved says how much. */
     mkpipe(F.p);
     ck_assert_int_eq(write(F.p[1], data, 25), 25);
     lu_start_blocked(&th, tok, t_read_all_moved, NULL);

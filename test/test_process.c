@@ -4,7 +4,7 @@
  * SIGKILL after the grace period, always reaped — no zombie, no orphan.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <fcntl.h>
 #include <spawn.h>

@@ -5,14 +5,14 @@
  * cancellation visible at the next cancellation point.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <fcntl.h>
 #include <stdatomic.h>
 
 static int p[2];
 
-/* The clean-up of a cancelled thread still moves its bytes, then sees the
+/* The clean-up of a canceled thread still moves its bytes, then sees the
  * cancellation once out of the shield. */
 START_TEST(shield_pending_cancel_io_then_observed)
 {

@@ -7,7 +7,7 @@
  * itself is what ends the wait, bounded generously.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -64,13 +64,6 @@ static void remove_handler(void)
 
 /* ------------------------------------------------------------ small tools */
 
-static tether_token *new_token(tether_token *parent)
-{
-    tether_token *t = NULL;
-    ck_assert_int_eq(tether_token_new(&t, parent, TETHER_NEVER), 0);
-    return t;
-}
-
 static tether_sigcancel *new_sc(tether_token *t, int error)
 {
     tether_sigcancel *sc = NULL;
@@ -80,7 +73,7 @@ static tether_sigcancel *new_sc(tether_token *t, int error)
 }
 
 /* Block in a cancellable sleep under t until the relay cancels it. */
-static void wait_cancelled_by_relay(tether_token *t)
+static void wait_canceled_by_relay(tether_token *t)
 {
     tether_time_t start = tether_now();
     ck_assert_int_eq(tether_token_enter(t), 0);
@@ -144,7 +137,7 @@ static pthread_t start_sleeper(struct sleeper *s)
 START_TEST(bad_input)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_sigcancel *sc = NULL;
     ck_assert_int_eq(tether_sigcancel_new(NULL, t, 0), EINVAL);
     ck_assert_int_eq(tether_sigcancel_new(&sc, NULL, 0), EINVAL);
@@ -163,8 +156,8 @@ END_TEST
 START_TEST(free_without_fire_does_not_cancel)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
-    tether_token *kid = new_token(t);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    tether_token *kid = new_token(t, TETHER_NEVER);
     for (int i = 0; i < 20; i++) {
         tether_sigcancel *sc = new_sc(i % 2 ? kid : t, 42);
         ck_assert_int_eq(tether_sigcancel_free(sc), 0);
@@ -192,8 +185,8 @@ START_TEST(fire_then_free_has_taken_effect)
     th_baseline b = th_baseline_take();
     const int errors[] = { 4242, 0 };
     for (int i = 0; i < 2; i++) {
-        tether_token *t = new_token(NULL);
-        tether_token *kid = new_token(t);
+        tether_token *t = new_token(NULL, TETHER_NEVER);
+        tether_token *kid = new_token(t, TETHER_NEVER);
         tether_sigcancel *sc = new_sc(t, errors[i]);
         tether_sigcancel_fire(sc);
         ck_assert_int_eq(tether_sigcancel_free(sc), 0);
@@ -218,8 +211,8 @@ END_TEST
 START_TEST(handler_fire_wakes_sleeper)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
-    tether_token *kid = new_token(t);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    tether_token *kid = new_token(t, TETHER_NEVER);
     tether_sigcancel *sc = new_sc(t, 4242);
     install_handler(sc);
 
@@ -264,7 +257,7 @@ END_TEST
 START_TEST(handler_on_sleeping_thread)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_sigcancel *sc = new_sc(t, 0);
     install_handler(sc);
 
@@ -297,7 +290,7 @@ END_TEST
 START_TEST(relay_never_takes_the_signal)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     sigset_t usr1, old;
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
@@ -311,7 +304,7 @@ START_TEST(relay_never_takes_the_signal)
     /* Unblocking delivers the pending signal before sigprocmask returns. */
     ck_assert_int_eq(g_handled, 1);
     ck_assert_int_eq(g_handler_tid, th_gettid());
-    wait_cancelled_by_relay(t);
+    wait_canceled_by_relay(t);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_SIGNAL);
 
     ck_assert_int_eq(tether_sigcancel_free(sc), 0);
@@ -324,14 +317,14 @@ END_TEST
 START_TEST(fire_twice_is_harmless)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_sigcancel *sc = new_sc(t, 31);
     install_handler(sc);
     ck_assert_int_eq(raise(SIGUSR1), 0);
     ck_assert_int_eq(raise(SIGUSR1), 0);
     tether_sigcancel_fire(sc);
     ck_assert_int_eq(g_handled, 2);
-    wait_cancelled_by_relay(t);
+    wait_canceled_by_relay(t);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_SIGNAL);
     ck_assert_int_eq(tether_token_error(t), 31);
     /* And after the cancellation took effect. */
@@ -350,7 +343,7 @@ END_TEST
 START_TEST(fire_after_explicit_cancel_keeps_first_cause)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_sigcancel *sc = new_sc(t, 31);
     ck_assert_int_eq(tether_token_cancel(t, 7), 0);
     tether_sigcancel_fire(sc);
@@ -362,7 +355,7 @@ START_TEST(fire_after_explicit_cancel_keeps_first_cause)
 }
 END_TEST
 
-/* The relay thread is the canceller: callbacks run there, not in the
+/* The relay thread is the canceler: callbacks run there, not in the
  * handler's thread. */
 struct where {
     atomic_int runs;
@@ -379,8 +372,8 @@ static void where_cb(void *p)
 START_TEST(callbacks_run_on_relay)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
-    tether_token *kid = new_token(t);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    tether_token *kid = new_token(t, TETHER_NEVER);
     struct where w = { 0 }, wk = { 0 };
     tether_callback *cb, *cbk;
     ck_assert_int_eq(tether_token_on_cancel(t, where_cb, &w, &cb), 0);
@@ -432,7 +425,7 @@ static int find_new_eventfd(const unsigned char *before, int n)
 START_TEST(fire_preserves_errno)
 {
     th_baseline b = th_baseline_take();
-    tether_token *t = new_token(NULL);
+    tether_token *t = new_token(NULL, TETHER_NEVER);
 
     enum { NFD = 1024 };
     static unsigned char open_before[NFD];
@@ -466,7 +459,7 @@ START_TEST(fire_preserves_errno)
     ck_assert_int_eq(g_handled, 1);
     ck_assert_int_eq(g_errno_clobbered, 0);
 
-    wait_cancelled_by_relay(t);
+    wait_canceled_by_relay(t);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_SIGNAL);
     ck_assert_int_eq(tether_sigcancel_free(sc), 0);
     remove_handler();
@@ -476,18 +469,18 @@ START_TEST(fire_preserves_errno)
 END_TEST
 
 /* Many handles on many tokens, fired in a random order from a handler: each
- * fired token cancelled with its own error, the others untouched. */
+ * fired token canceled with its own error, the others untouched. */
 START_TEST(many_handles_random_fires)
 {
     th_baseline b = th_baseline_take();
     uint64_t rng = th_seed("many_handles_random_fires");
     enum { N = 8 };
-    tether_token *root = new_token(NULL);
+    tether_token *root = new_token(NULL, TETHER_NEVER);
     tether_token *tok[N];
     tether_sigcancel *sc[N];
     bool fire[N];
     for (int i = 0; i < N; i++) {
-        tok[i] = new_token(root);
+        tok[i] = new_token(root, TETHER_NEVER);
         sc[i] = new_sc(tok[i], 100 + i);
         fire[i] = th_rand(&rng) % 2;
     }

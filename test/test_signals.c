@@ -5,7 +5,7 @@
  * disposition would; restoring puts the previous dispositions back.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <sys/wait.h>
 
@@ -14,9 +14,9 @@ static void prior_handler(int sig)
     (void)sig;
 }
 
-/* Waits under tok until it is cancelled (the relay does it a moment after
+/* Waits under tok until it is canceled (the relay does it a moment after
  * the signal): the handshake, no sleep. */
-static void wait_cancelled(tether_token *tok)
+static void wait_canceled(tether_token *tok)
 {
     ck_assert_int_eq(tether_token_enter(tok), 0);
     errno = 0;
@@ -42,7 +42,7 @@ START_TEST(signals_graceful_cancel_and_restore)
     tether_signals *h2;
     ck_assert_int_eq(tether_signals_install(&h2, tok, NULL), EBUSY);
     ck_assert_int_eq(raise(SIGTERM), 0);
-    wait_cancelled(tok);
+    wait_canceled(tok);
     ck_assert_int_eq(tether_token_cause(tok), TETHER_CAUSE_SIGNAL);
     ck_assert_int_eq(tether_token_error(tok), ECANCELED);
     ck_assert_int_eq(raise(SIGINT), 0); /* a second one: ignored, we live */
@@ -69,7 +69,7 @@ START_TEST(signals_custom_list_and_error)
     tether_signals_opts o = { .signals = sigs, .nsignals = 1, .error = ESHUTDOWN };
     ck_assert_int_eq(tether_signals_install(&h, tok, &o), 0);
     ck_assert_int_eq(raise(SIGUSR2), 0);
-    wait_cancelled(tok);
+    wait_canceled(tok);
     ck_assert_int_eq(tether_token_error(tok), ESHUTDOWN);
     ck_assert_int_eq(tether_signals_restore(h), 0);
     lu_free(tok);

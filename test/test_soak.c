@@ -12,7 +12,7 @@
  * (TETHER_TEST_SEED replays the choices).
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -22,15 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SOAK_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SOAK_SANITIZED 1
-#endif
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -46,35 +37,13 @@ enum { KIDS = 8, OWNERS = 2 };
 
 /* ------------------------------------------------------------ small tools */
 
-static pthread_mutex_t bad_mu = PTHREAD_MUTEX_INITIALIZER;
-static char bad_msg[512];
-static atomic_int bad_count;
-
-__attribute__((format(printf, 1, 2))) static void bad(const char *fmt, ...)
-{
-    pthread_mutex_lock(&bad_mu);
-    if (atomic_fetch_add(&bad_count, 1) == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(bad_msg, sizeof bad_msg, fmt, ap);
-        va_end(ap);
-    }
-    pthread_mutex_unlock(&bad_mu);
-}
-
-#define EXPECT(cond, fmt, ...)                                             \
-    do {                                                                   \
-        if (!(cond))                                                       \
-            bad("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__);      \
-    } while (0)
-
 static long soak_scopes(void)
 {
     const char *exact = getenv("TETHER_SOAK_SCOPES");
     if (exact && atol(exact) > 0)
         return atol(exact);
     bool slow = SOAK_ON_VALGRIND();
-#ifdef SOAK_SANITIZED
+#ifdef TS_SANITIZED
     slow = true;
 #endif
     const char *f = getenv("TETHER_STRESS");
@@ -107,8 +76,8 @@ static void spin_ns(int64_t ns)
 enum kind {
     K_QUICK,     /* sleeps a few µs, succeeds */
     K_FAIL,      /* sleeps a few µs, fails with EIO */
-    K_BLOCK,     /* sleeps until cancelled */
-    K_READ,      /* blocks in tether_read until cancelled */
+    K_BLOCK,     /* sleeps until canceled */
+    K_READ,      /* blocks in tether_read until canceled */
     K_OWN_TIMEOUT, /* sleeps past its own deadline: ETIMEDOUT, a failure */
     K_NESTED,    /* opens a scope of two quick children */
     K_KINDS
@@ -241,7 +210,7 @@ static void one_scope(struct owner *o)
     if (res.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED)
         EXPECT(timeout, "deadline exceeded without a timeout");
     if (res.outcome == TETHER_OUTCOME_CANCELED)
-        EXPECT(cancel, "cancelled without a cancel");
+        EXPECT(cancel, "canceled without a cancel");
     EXPECT(tether_scope_free(s) == 0, "free");
     if ((unsigned)res.outcome < 5)
         o->outcomes[res.outcome]++;
@@ -251,7 +220,7 @@ static void one_scope(struct owner *o)
 static void *owner_main(void *arg)
 {
     struct owner *o = arg;
-    for (long i = 0; i < o->scopes && atomic_load(&bad_count) == 0; i++)
+    for (long i = 0; i < o->scopes && bad_seen() == 0; i++)
         one_scope(o);
     return NULL;
 }
@@ -265,7 +234,7 @@ static void run_owners(struct owner *o, int n, long scopes_each)
     }
     for (int k = 0; k < n; k++)
         ck_assert_int_eq(pthread_join(o[k].th, NULL), 0);
-    ck_assert_msg(atomic_load(&bad_count) == 0, "%s", bad_msg);
+    ck_assert_msg(bad_seen() == 0, "%s", bad_first());
 }
 
 START_TEST(soak)
@@ -308,7 +277,7 @@ START_TEST(soak)
             total, spawned, refused, (double)(t1 - t0) / 1e9, outcomes[0], outcomes[1],
             outcomes[2], outcomes[3], outcomes[4], rss0, rss1);
     bool check_rss = !SOAK_ON_VALGRIND();
-#ifdef SOAK_SANITIZED
+#ifdef TS_SANITIZED
     check_rss = false; /* quarantine and shadow memory grow by design */
 #endif
     if (check_rss) {

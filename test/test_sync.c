@@ -8,7 +8,7 @@
  * steals or invents one, whoever else waits.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
+#include "legacy.h"
 
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -119,7 +119,7 @@ START_TEST(cond_cancel_blocked_mutex_held)
     lu_thread th;
     lu_start_blocked(&th, tok, wait_flag, NULL);
     tether_time_t t0 = tether_now();
-    tether_token_cancel(tok, 0); /* the canceller does not hold the mutex */
+    tether_token_cancel(tok, 0); /* the canceler does not hold the mutex */
     lu_join(&th);
     ck_assert_int_eq(th.ret, ECANCELED);
     lu_assert_prompt(t0, th.ended, 500);
@@ -237,7 +237,7 @@ START_TEST(cond_signal_handler_no_eintr)
 }
 END_TEST
 
-/* Cancelling one token wakes its waiters only; the others keep waiting for
+/* Canceling one token wakes its waiters only; the others keep waiting for
  * their predicate (they may see spurious wakeups, as pthreads allows). */
 enum { WAITERS = 6 };
 START_TEST(cond_cancel_one_group)
@@ -288,7 +288,7 @@ START_TEST(cond_cancel_race)
     th_baseline base = th_baseline_take();
     uint64_t rng = th_seed("cond_cancel_race");
     init_sync(CLOCK_MONOTONIC);
-    int ok = 0, cancelled = 0;
+    int ok = 0, canceled = 0;
     for (int i = 0; i < 1000; i++) {
         tether_token *tok = lu_token(TETHER_NEVER);
         flag = false;
@@ -314,10 +314,10 @@ START_TEST(cond_cancel_race)
         }
         lu_join(&th);
         ck_assert(th.ret == 0 || th.ret == ECANCELED);
-        th.ret == 0 ? ok++ : cancelled++;
+        th.ret == 0 ? ok++ : canceled++;
         lu_free(tok);
     }
-    fprintf(stderr, "cond race: %d woken, %d cancelled\n", ok, cancelled);
+    fprintf(stderr, "cond race: %d woken, %d canceled\n", ok, canceled);
     destroy_sync();
     th_baseline_check(base);
 }
@@ -486,7 +486,7 @@ START_TEST(sem_eintr)
 }
 END_TEST
 
-/* Raw and tether waiters on one semaphore; the tether ones are cancelled,
+/* Raw and tether waiters on one semaphore; the tether ones are canceled,
  * then exactly as many units are posted as there are raw waiters: each raw
  * waiter gets one, none is left over, none invented. */
 START_TEST(sem_no_unit_lost_or_stolen)

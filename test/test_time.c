@@ -6,7 +6,7 @@
  * than against constants typed in by hand.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <ctype.h>
 #include <limits.h>

@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #undef _FORTIFY_SOURCE /* we define read, recv, poll...: not their fortified inlines */
 
+#include <tether.h>
 #include <tether/interpose.h>
 
 #include <dlfcn.h>

@@ -16,7 +16,7 @@ int main(void)
                 version ? version : "(null)", TETHER_VERSION_STRING);
         return 1;
     }
-    /* A real call: no current token, so nothing can be cancelled. */
+    /* A real call: no current token, so nothing can be canceled. */
     rc = tether_check();
     if (rc != 0) {
         fprintf(stderr, "consumer: tether_check() = %d without a token\n", rc);

@@ -61,6 +61,9 @@ installed() {
     fi
     [ -f "$moved/include/tether.h" ] || fail "tether.h not installed"
     [ -f "$moved/include/tether_version.h" ] || fail "tether_version.h not installed"
+    for part in "$src"/include/tether/*.h; do
+        [ -f "$moved/include/tether/${part##*/}" ] || fail "tether/${part##*/} not installed"
+    done
 
     step "find_package ($kind, moved prefix)"
     cmake -S "$here/installed" -B "$scratch/installed-$kind" \
@@ -89,7 +92,7 @@ installed() {
               -Wl,-rpath,"$moved/lib" -o "$out"
         readelf -d "$out" | grep -q 'NEEDED.*libtether\.so\.0' \
             || fail "pkg-config build is not linked to libtether.so.0"
-        [ -f "$moved/include/tether/interpose.h" ] || fail "tether/interpose.h not installed"
+        # The interposition layer, linked ahead of libc through its .pc file.
         # shellcheck disable=SC2046
         "$cc" $(pkg-config --cflags tether-interpose) "$here/interpose_main.c" \
               $(pkg-config --libs tether-interpose) -Wl,-rpath,"$moved/lib" -o "$out-interpose"
@@ -117,22 +120,21 @@ step "exported symbols"
 so=$scratch/moved/prefix-shared/lib/libtether.so
 readelf -d "$so" | grep -q 'SONAME.*\[libtether\.so\.0\]' || fail "SONAME is not libtether.so.0"
 # Every exported name starts with tether_ and is declared in the public
-# header (that admits tether__* helpers a public macro needs, and nothing
+# headers (that admits tether__* helpers a public macro needs, and nothing
 # internal). The linker's own markers may appear and are fine.
-header=$scratch/moved/prefix-shared/include/tether.h
-headers=("$header" "$scratch"/moved/prefix-shared/include/tether/*.h)
+headers=("$scratch/moved/prefix-shared/include/tether.h" "$scratch/moved/prefix-shared/include/tether/"*.h)
 bad=
 for sym in $(nm -D --defined-only "$so" | awk '{print $NF}' \
              | grep -Ev '^(_init|_fini|__bss_start|_edata|_end)$'); do
     case "$sym" in
         # The one internal name exported on purpose: the current token's
-        # thread-local, read by libtether_interpose.so (src/internal.h).
+        # thread-local, read by libtether_interpose.so (src/current.h).
         tether__current) ;;
         tether_*) grep -qw -- "$sym" "${headers[@]}" || bad="$bad $sym" ;;
         *) bad="$bad $sym" ;;
     esac
 done
-[ -z "$bad" ] || fail "libtether.so exports names that are not tether.h API:$bad"
+[ -z "$bad" ] || fail "libtether.so exports names that are not declared in the installed headers:$bad"
 # A static archive cannot hide names, but every global must still be ours.
 bad=$(nm -g --defined-only "$scratch/moved/prefix-static/lib/libtether.a" \
       | awk 'NF == 3 {print $3}' | grep -Ev '^tether_' | tr '\n' ' ' || true)

@@ -20,7 +20,7 @@
  * exit 77, which CTest reports as skipped.
  */
 #define _GNU_SOURCE
-#include "../helpers.h"
+#include "support.h"
 
 #include <tether/interpose.h>
 

@@ -12,7 +12,7 @@
  * exercised without a network.
  */
 #define _GNU_SOURCE
-#include "../helpers.h"
+#include "support.h"
 
 #include <tether/interpose.h>
 

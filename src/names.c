@@ -1,23 +1,5 @@
-/* Clocks, names for causes and outcomes, and the always-on assertion. */
-#define _GNU_SOURCE
+/* The names of causes and outcomes. */
 #include "internal.h"
-
-#include <time.h>
-
-tether_time_t tether_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (tether_time_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-tether_time_t tether_deadline_after(int64_t duration_ns)
-{
-    tether_time_t now = tether_now();
-    if (duration_ns > 0 && now > TETHER_NEVER - duration_ns)
-        return TETHER_NEVER;
-    return now + duration_ns;
-}
 
 const char *tether_cause_name(tether_cause cause)
 {
@@ -45,10 +27,4 @@ const char *tether_outcome_name(tether_outcome outcome)
     case TETHER_OUTCOME_DEADLINE_EXCEEDED: return "deadline_exceeded";
     }
     return "unknown";
-}
-
-void tether__assert_fail(const char *what, const char *file, int line)
-{
-    fprintf(stderr, "tether: internal invariant broken: %s (%s:%d)\n", what, file, line);
-    abort();
 }

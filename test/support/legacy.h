@@ -1,14 +1,14 @@
 /*
  * Tools shared by the suites of the cancellable calls for legacy code
- * (test_legacy_io.c, test_net.c, test_sync.c, test_process.c,
- * test_shield.c, test_signals.c): a thread that runs one call under a token
+ * (the legacy I/O, net, sync, process, shield and signals suites): a thread
+ * that runs one call under a token
  * and records what it returned, and a SIGUSR1 handler installed without
  * SA_RESTART for the EINTR tests.
  */
-#ifndef TETHER_TEST_LEGACY_UTIL_H
-#define TETHER_TEST_LEGACY_UTIL_H
+#ifndef TETHER_TEST_LEGACY_H
+#define TETHER_TEST_LEGACY_H
 
-#include "helpers.h"
+#include "support.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +33,7 @@ typedef struct lu_thread {
     pthread_t th;
 } lu_thread;
 
+/* Thread body: enter t->tok, run t->fn, record ret, errno and end time. */
 static void *lu_main(void *p)
 {
     lu_thread *t = p;
@@ -69,12 +70,14 @@ static inline void lu_start_blocked(lu_thread *t, tether_token *tok, lu_fn fn, v
     ck_assert_int_eq(th_wait_blocked(t->tid), 0);
 }
 
+/* Join the call's thread (asserted) and release what lu_start made. */
 static inline void lu_join(lu_thread *t)
 {
     ck_assert_int_eq(pthread_join(t->th, NULL), 0);
     sem_destroy(&t->started);
 }
 
+/* A new root token with `deadline` (asserted). */
 static inline tether_token *lu_token(tether_time_t deadline)
 {
     tether_token *t = NULL;
@@ -82,11 +85,13 @@ static inline tether_token *lu_token(tether_time_t deadline)
     return t;
 }
 
+/* Free a token made by lu_token (asserted). */
 static inline void lu_free(tether_token *t)
 {
     ck_assert_int_eq(tether_token_free(t), 0);
 }
 
+/* The SIGUSR1 handler of lu_eintr_handler: does nothing. */
 static void lu_on_sigusr1(int sig)
 {
     (void)sig;
@@ -112,18 +117,20 @@ static inline void lu_interrupt(lu_thread *t)
 }
 
 /* Elapsed checks: never early, generously bounded late. */
+/* Assert the call ended no earlier than `deadline`. */
 static inline void lu_assert_not_early(tether_time_t ended, tether_time_t deadline)
 {
     ck_assert_int_ge(ended, deadline);
 }
 
+/* Assert `to` is at most bound_ms (scaled) after `from`. */
 static inline void lu_assert_prompt(tether_time_t from, tether_time_t to, int64_t bound_ms)
 {
     ck_assert_int_le(to - from, th_bound_ns(bound_ms));
 }
 
 /* A blocking call under test and the fixture it blocks on, for the
- * table-driven checks below (test_legacy_io.c, test_net.c). */
+ * table-driven checks below (test_legacy_io.c, test_net_io.c, test_net_connect.c). */
 typedef struct lu_blocker {
     const char *name;
     void (*setup)(void);
@@ -132,7 +139,7 @@ typedef struct lu_blocker {
     void (*teardown)(void);
 } lu_blocker;
 
-/* Cancelled before the call: it fails at once with ECANCELED. */
+/* Canceled before the call: it fails at once with ECANCELED. */
 static inline void lu_check_cancel_before(const lu_blocker *b)
 {
     th_baseline base = th_baseline_take();
@@ -150,7 +157,7 @@ static inline void lu_check_cancel_before(const lu_blocker *b)
     th_baseline_check(base);
 }
 
-/* Cancelled while blocked: it wakes promptly with ECANCELED. */
+/* Canceled while blocked: it wakes promptly with ECANCELED. */
 static inline void lu_check_cancel_blocked(const lu_blocker *b)
 {
     th_baseline base = th_baseline_take();

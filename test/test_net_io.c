@@ -1,23 +1,10 @@
 /*
- * Cancellable socket calls: recv/send families, accept/accept4, connect.
- *
- * Every call is checked against the raw call it replaces (return value,
- * errno, partial transfers), then blocked and: cancelled before the call,
- * cancelled while blocked, stopped by a deadline, interrupted by a signal
- * handler without SA_RESTART (-1/EINTR, like the raw call). Blocking
- * connects go to a loopback listener whose accept queue is full, so the
- * SYN is dropped and the connect hangs: no traffic leaves the machine.
+ * Cancellable socket transfers (recv/send families): blocked and canceled,
+ * timed out or interrupted; same results as the raw calls; partial transfers
+ * returned.
  */
 #define _GNU_SOURCE
-#include "legacy_util.h"
-
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <stdlib.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include "net_fixtures.h"
 
 /* ------------------------------------------------------------ fixtures */
 
@@ -30,73 +17,6 @@ static void close_pair(int sv[2])
 {
     close(sv[0]);
     close(sv[1]);
-}
-
-/* Fill sv[0]'s send path until a blocking send would block. */
-static void fill(int fd)
-{
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    static char junk[4096];
-    while (send(fd, junk, sizeof junk, MSG_DONTWAIT) > 0) {
-    }
-    ck_assert_int_eq(errno, EAGAIN);
-    while (send(fd, junk, 1, MSG_DONTWAIT) > 0) {
-    }
-}
-
-static int listener(struct sockaddr_in *addr, int backlog)
-{
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(l, 0);
-    *addr = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    ck_assert_int_eq(bind(l, (struct sockaddr *)addr, sizeof *addr), 0);
-    ck_assert_int_eq(listen(l, backlog), 0);
-    socklen_t len = sizeof *addr;
-    ck_assert_int_eq(getsockname(l, (struct sockaddr *)addr, &len), 0);
-    return l;
-}
-
-/* A loopback address whose SYNs are dropped: a listener with backlog 0 and
- * a full accept queue. The filling connections go in fill[]. */
-struct blackhole {
-    int lfd;
-    struct sockaddr_in addr;
-    int fill[16];
-    int nfill;
-};
-
-static void blackhole_open(struct blackhole *bh)
-{
-    bh->lfd = listener(&bh->addr, 0);
-    bh->nfill = 0;
-    for (;;) {
-        ck_assert_int_lt(bh->nfill, 16);
-        int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        ck_assert_int_ge(s, 0);
-        bh->fill[bh->nfill++] = s;
-        int r = connect(s, (struct sockaddr *)&bh->addr, sizeof bh->addr);
-        if (r == 0)
-            continue;
-        ck_assert_int_eq(errno, EINPROGRESS);
-        struct pollfd p = { .fd = s, .events = POLLOUT };
-        if (poll(&p, 1, 200) == 0)
-            return; /* this SYN was dropped: the queue is full */
-    }
-}
-
-static void blackhole_close(struct blackhole *bh)
-{
-    for (int i = 0; i < bh->nfill; i++)
-        close(bh->fill[i]);
-    close(bh->lfd);
-}
-
-static int tcp_socket(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(s, 0);
-    return s;
 }
 
 /* ------------------------------------------------------------ the blockers */
@@ -118,29 +38,35 @@ static void setup_read(void)
 {
     pair(F.sv, SOCK_STREAM);
 }
+
 static void setup_write(void)
 {
     pair(F.sv, SOCK_STREAM);
     fill(F.sv[0]);
 }
+
 static void teardown_pair(void)
 {
     close_pair(F.sv);
 }
+
 static void setup_accept(void)
 {
     F.lfd = listener(&F.laddr, 16);
 }
+
 static void teardown_accept(void)
 {
     close(F.lfd);
 }
+
 static void setup_connect(void)
 {
     blackhole_open(&F.bh);
     F.cfd = tcp_socket();
     F.flags_before = fcntl(F.cfd, F_GETFL);
 }
+
 static void teardown_connect(void)
 {
     ck_assert_int_eq(fcntl(F.cfd, F_GETFL), F.flags_before); /* flags as they were */
@@ -156,9 +82,13 @@ static struct msghdr one_iov_msg(struct iovec *iov, void *buf, size_t len)
 }
 
 static ssize_t t_recv(void *a) { (void)a; return tether_recv(F.sv[0], F.small, sizeof F.small, 0); }
+
 static ssize_t r_recv(void *a) { (void)a; return recv(F.sv[0], F.small, sizeof F.small, 0); }
+
 static ssize_t t_recvfrom(void *a) { (void)a; return tether_recvfrom(F.sv[0], F.small, sizeof F.small, 0, NULL, NULL); }
+
 static ssize_t r_recvfrom(void *a) { (void)a; return recvfrom(F.sv[0], F.small, sizeof F.small, 0, NULL, NULL); }
+
 static ssize_t t_recvmsg(void *a)
 {
     (void)a;
@@ -166,6 +96,7 @@ static ssize_t t_recvmsg(void *a)
     struct msghdr m = one_iov_msg(&iov, F.small, sizeof F.small);
     return tether_recvmsg(F.sv[0], &m, 0);
 }
+
 static ssize_t r_recvmsg(void *a)
 {
     (void)a;
@@ -173,10 +104,15 @@ static ssize_t r_recvmsg(void *a)
     struct msghdr m = one_iov_msg(&iov, F.small, sizeof F.small);
     return recvmsg(F.sv[0], &m, 0);
 }
+
 static ssize_t t_send(void *a) { (void)a; return tether_send(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL); }
+
 static ssize_t r_send(void *a) { (void)a; return send(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL); }
+
 static ssize_t t_sendto(void *a) { (void)a; return tether_sendto(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL, NULL, 0); }
+
 static ssize_t r_sendto(void *a) { (void)a; return sendto(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL, NULL, 0); }
+
 static ssize_t t_sendmsg(void *a)
 {
     (void)a;
@@ -184,6 +120,7 @@ static ssize_t t_sendmsg(void *a)
     struct msghdr m = one_iov_msg(&iov, F.big, sizeof F.big);
     return tether_sendmsg(F.sv[0], &m, MSG_NOSIGNAL);
 }
+
 static ssize_t r_sendmsg(void *a)
 {
     (void)a;
@@ -191,15 +128,21 @@ static ssize_t r_sendmsg(void *a)
     struct msghdr m = one_iov_msg(&iov, F.big, sizeof F.big);
     return sendmsg(F.sv[0], &m, MSG_NOSIGNAL);
 }
+
 static ssize_t t_accept(void *a) { (void)a; return tether_accept(F.lfd, NULL, NULL); }
+
 static ssize_t r_accept(void *a) { (void)a; return accept(F.lfd, NULL, NULL); }
+
 static ssize_t t_accept4(void *a) { (void)a; return tether_accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC); }
+
 static ssize_t r_accept4(void *a) { (void)a; return accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC); }
+
 static ssize_t t_connect(void *a)
 {
     (void)a;
     return tether_connect(F.cfd, (struct sockaddr *)&F.bh.addr, sizeof F.bh.addr);
 }
+
 static ssize_t r_connect(void *a)
 {
     (void)a;
@@ -217,6 +160,7 @@ static const blocker blockers[] = {
     { "accept4", setup_accept, t_accept4, r_accept4, teardown_accept },
     { "connect", setup_connect, t_connect, r_connect, teardown_connect },
 };
+
 #define NBLOCKERS ((int)(sizeof blockers / sizeof blockers[0]))
 
 START_TEST(blocker_cancel_before)
@@ -298,6 +242,7 @@ static ssize_t do_recv_data(int sv[2], bool t)
     ck_assert_str_eq(buf, "hello");
     return n;
 }
+
 static ssize_t do_recv_peek(int sv[2], bool t)
 {
     ck_assert_int_eq(write(sv[1], "abc", 3), 3);
@@ -306,30 +251,35 @@ static ssize_t do_recv_peek(int sv[2], bool t)
     ck_assert_int_eq(recv(sv[0], buf, sizeof buf, 0), 3);
     return n;
 }
+
 static ssize_t do_recv_eof(int sv[2], bool t)
 {
     shutdown(sv[1], SHUT_WR);
     char buf[8];
     return t ? tether_recv(sv[0], buf, sizeof buf, 0) : recv(sv[0], buf, sizeof buf, 0);
 }
+
 static ssize_t do_recv_dontwait(int sv[2], bool t)
 {
     char buf[8];
     return t ? tether_recv(sv[0], buf, sizeof buf, MSG_DONTWAIT)
              : recv(sv[0], buf, sizeof buf, MSG_DONTWAIT);
 }
+
 static ssize_t do_recv_nonblock(int sv[2], bool t)
 {
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     char buf[8];
     return t ? tether_recv(sv[0], buf, sizeof buf, 0) : recv(sv[0], buf, sizeof buf, 0);
 }
+
 static ssize_t do_recv_badf(int sv[2], bool t)
 {
     (void)sv;
     char buf[8];
     return t ? tether_recv(-1, buf, sizeof buf, 0) : recv(-1, buf, sizeof buf, 0);
 }
+
 static ssize_t do_recv_notsock(int sv[2], bool t)
 {
     (void)sv;
@@ -343,6 +293,7 @@ static ssize_t do_recv_notsock(int sv[2], bool t)
     errno = e;
     return n;
 }
+
 static ssize_t do_recv_timeo(int sv[2], bool t)
 {
     struct timeval tv = { .tv_usec = 50000 };
@@ -355,12 +306,14 @@ static ssize_t do_recv_timeo(int sv[2], bool t)
     errno = e;
     return n;
 }
+
 static ssize_t do_recv_waitall_ready(int sv[2], bool t)
 {
     ck_assert_int_eq(write(sv[1], "abcdef", 6), 6);
     char buf[8];
     return t ? tether_recv(sv[0], buf, 6, MSG_WAITALL) : recv(sv[0], buf, 6, MSG_WAITALL);
 }
+
 static ssize_t do_recv_dgram(int sv[2], bool t)
 {
     ck_assert_int_eq(send(sv[1], "0123456789", 10, 0), 10);
@@ -374,6 +327,7 @@ static ssize_t do_recv_dgram(int sv[2], bool t)
     ck_assert_int_eq(recv(sv[0], next, sizeof next, 0), 2);
     return n;
 }
+
 static ssize_t do_send_data(int sv[2], bool t)
 {
     ssize_t n = t ? tether_send(sv[0], "ping", 4, 0) : send(sv[0], "ping", 4, 0);
@@ -382,27 +336,32 @@ static ssize_t do_send_data(int sv[2], bool t)
     ck_assert_str_eq(buf, "ping");
     return n;
 }
+
 static ssize_t do_send_empty(int sv[2], bool t)
 {
     return t ? tether_send(sv[0], "", 0, 0) : send(sv[0], "", 0, 0);
 }
+
 static ssize_t do_send_epipe(int sv[2], bool t)
 {
     close(sv[1]);
     sv[1] = socket(AF_UNIX, SOCK_STREAM, 0); /* something for close_pair */
     return t ? tether_send(sv[0], "x", 1, MSG_NOSIGNAL) : send(sv[0], "x", 1, MSG_NOSIGNAL);
 }
+
 static ssize_t do_send_full_nonblock(int sv[2], bool t)
 {
     fill(sv[0]);
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     return t ? tether_send(sv[0], "x", 1, 0) : send(sv[0], "x", 1, 0);
 }
+
 static ssize_t do_send_full_dontwait(int sv[2], bool t)
 {
     fill(sv[0]);
     return t ? tether_send(sv[0], "x", 1, MSG_DONTWAIT) : send(sv[0], "x", 1, MSG_DONTWAIT);
 }
+
 static ssize_t do_send_timeo(int sv[2], bool t)
 {
     fill(sv[0]);
@@ -415,6 +374,7 @@ static ssize_t do_send_timeo(int sv[2], bool t)
     errno = e;
     return n;
 }
+
 static ssize_t do_dgram_sendrecv(int sv[2], bool t)
 {
     ssize_t a = t ? tether_sendto(sv[0], "dgram", 5, 0, NULL, 0) : sendto(sv[0], "dgram", 5, 0, NULL, 0);
@@ -427,6 +387,7 @@ static ssize_t do_dgram_sendrecv(int sv[2], bool t)
     ck_assert_str_eq(buf, "dgram");
     return n * 1000 + fl;
 }
+
 static ssize_t do_msg_rights(int sv[2], bool t)
 {
     int passed = dup(sv[0]);
@@ -521,7 +482,9 @@ END_TEST
 /* ------------------------------------------------------------ partial transfers */
 
 static int waitall_fd;
+
 static char waitall_buf[8];
+
 static ssize_t t_recv_waitall(void *a)
 {
     (void)a;
@@ -576,7 +539,9 @@ END_TEST
 
 /* recvmsg with MSG_WAITALL across several iovecs, data in three pieces. */
 static int rm_fd;
+
 static char rm_a[3], rm_b[5];
+
 static ssize_t t_recvmsg_waitall(void *a)
 {
     (void)a;
@@ -608,16 +573,20 @@ START_TEST(recvmsg_waitall_iovecs)
 }
 END_TEST
 
-/* A big send to a slow reader, cancelled part-way: the count returned is
+/* A big send to a slow reader, canceled part-way: the count returned is
  * exactly what the reader gets. */
 static int bs_fd;
+
 static char *bs_buf;
+
 enum { BIG = 1 << 22 };
+
 static ssize_t t_send_big(void *a)
 {
     (void)a;
     return tether_send(bs_fd, bs_buf, BIG, MSG_NOSIGNAL);
 }
+
 static ssize_t t_sendmsg_big(void *a)
 {
     (void)a;
@@ -675,228 +644,12 @@ START_TEST(sendmsg_cancel_reports_partial)
 }
 END_TEST
 
-/* ------------------------------------------------------------ accept */
-
-START_TEST(accept_same_as_raw)
+static Suite *suite(void)
 {
-    th_baseline base = th_baseline_take();
-    struct sockaddr_in la;
-    int l = listener(&la, 16);
-    tether_token *tok = lu_token(TETHER_NEVER);
-    ck_assert_int_eq(tether_token_enter(tok), 0);
-    for (int round = 0; round < 2; round++) {
-        int c = tcp_socket();
-        ck_assert_int_eq(connect(c, (struct sockaddr *)&la, sizeof la), 0);
-        struct sockaddr_in peer, want;
-        socklen_t pl = sizeof peer, wl = sizeof want;
-        ck_assert_int_eq(getsockname(c, (struct sockaddr *)&want, &wl), 0);
-        int a = round ? tether_accept4(l, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC)
-                      : tether_accept(l, (struct sockaddr *)&peer, &pl);
-        ck_assert_int_ge(a, 0);
-        ck_assert_int_eq(pl, sizeof peer);
-        ck_assert_int_eq(peer.sin_port, want.sin_port);
-        ck_assert_int_eq(!!(fcntl(a, F_GETFL) & O_NONBLOCK), round);
-        ck_assert_int_eq(!!(fcntl(a, F_GETFD) & FD_CLOEXEC), round);
-        close(a);
-        close(c);
-    }
-    /* O_NONBLOCK listener: EAGAIN, as accept(2). */
-    fcntl(l, F_SETFL, fcntl(l, F_GETFL) | O_NONBLOCK);
-    errno = 0;
-    ck_assert_int_eq(tether_accept(l, NULL, NULL), -1);
-    ck_assert_int_eq(errno, EAGAIN);
-    errno = 0;
-    ck_assert_int_eq(tether_accept(-1, NULL, NULL), -1);
-    ck_assert_int_eq(errno, EBADF);
-    ck_assert_int_eq(tether_token_leave(tok), 0);
-    ck_assert_int_eq(accept(l, NULL, NULL), -1);
-    ck_assert_int_eq(errno, EAGAIN);
-    close(l);
-    lu_free(tok);
-    th_baseline_check(base);
-}
-END_TEST
+    Suite *s = suite_create("net_io");
+    TCase *tc;
 
-/* Thousands of accepts racing a cancel: every connection is accepted exactly
- * once, by tether_accept or afterwards, and no descriptor is left open. */
-static int race_lfd;
-static ssize_t t_accept_race(void *a)
-{
-    (void)a;
-    return tether_accept(race_lfd, NULL, NULL);
-}
-
-START_TEST(accept_race_never_leaks)
-{
-    th_baseline base = th_baseline_take();
-    uint64_t rng = th_seed("accept_race_never_leaks");
-    struct sockaddr_in la;
-    race_lfd = listener(&la, 64);
-    int iterations = 2000, by_tether = 0, by_drain = 0, cancelled = 0;
-    for (int i = 0; i < iterations; i++) {
-        tether_token *tok = lu_token(TETHER_NEVER);
-        lu_thread th;
-        lu_start(&th, tok, t_accept_race, NULL);
-        uint64_t r = th_rand(&rng);
-        int c = tcp_socket();
-        unsigned spin = (unsigned)(r >> 8) % 100000;
-        if (r & 1) {
-            ck_assert_int_eq(connect(c, (struct sockaddr *)&la, sizeof la), 0);
-            for (volatile unsigned k = 0; k < spin; k++) {
-            }
-            tether_token_cancel(tok, 0);
-        } else {
-            for (volatile unsigned k = 0; k < spin; k++) {
-            }
-            tether_token_cancel(tok, 0);
-            ck_assert_int_eq(connect(c, (struct sockaddr *)&la, sizeof la), 0);
-        }
-        lu_join(&th);
-        if (th.ret >= 0) {
-            by_tether++;
-            close((int)th.ret);
-        } else {
-            ck_assert_int_eq(th.err, ECANCELED);
-            cancelled++;
-            struct pollfd p = { .fd = race_lfd, .events = POLLIN };
-            ck_assert_int_eq(poll(&p, 1, 5000), 1); /* the connection waits in the queue */
-            int a = accept(race_lfd, NULL, NULL);
-            ck_assert_int_ge(a, 0);
-            by_drain++;
-            close(a);
-        }
-        close(c);
-        lu_free(tok);
-    }
-    ck_assert_int_eq(by_tether + by_drain, iterations);
-    struct pollfd p = { .fd = race_lfd, .events = POLLIN };
-    ck_assert_int_eq(poll(&p, 1, 0), 0); /* nothing accepted twice, nothing left */
-    fprintf(stderr, "accept race: %d accepted by tether, %d cancelled\n", by_tether, cancelled);
-    close(race_lfd);
-    th_baseline_check(base);
-}
-END_TEST
-
-/* ------------------------------------------------------------ connect */
-
-START_TEST(connect_same_as_raw)
-{
-    th_baseline base = th_baseline_take();
-    struct sockaddr_in la;
-    int l = listener(&la, 16);
-    tether_token *tok = lu_token(TETHER_NEVER);
-    ck_assert_int_eq(tether_token_enter(tok), 0);
-
-    int c = tcp_socket();
-    int fl = fcntl(c, F_GETFL);
-    ck_assert_int_eq(tether_connect(c, (struct sockaddr *)&la, sizeof la), 0);
-    ck_assert_int_eq(fcntl(c, F_GETFL), fl);
-    errno = 0;
-    ck_assert_int_eq(tether_connect(c, (struct sockaddr *)&la, sizeof la), -1);
-    ck_assert_int_eq(errno, EISCONN);
-    ck_assert_int_eq(tether_send(c, "hi", 2, 0), 2);
-    int a = accept(l, NULL, NULL);
-    char buf[4];
-    ck_assert_int_eq(recv(a, buf, sizeof buf, 0), 2);
-    close(a);
-    close(c);
-
-    /* A closed port: ECONNREFUSED, as the raw call, flags as they were. */
-    struct sockaddr_in dead;
-    int d = listener(&dead, 1);
-    close(d);
-    int errs[2];
-    for (int tethered = 0; tethered < 2; tethered++) {
-        c = tcp_socket();
-        errno = 0;
-        int r = tethered ? tether_connect(c, (struct sockaddr *)&dead, sizeof dead)
-                         : connect(c, (struct sockaddr *)&dead, sizeof dead);
-        ck_assert_int_eq(r, -1);
-        errs[tethered] = errno;
-        ck_assert_int_eq(fcntl(c, F_GETFL), fl);
-        close(c);
-    }
-    ck_assert_int_eq(errs[0], ECONNREFUSED);
-    ck_assert_int_eq(errs[1], errs[0]);
-
-    /* O_NONBLOCK: the raw call (EINPROGRESS or 0). */
-    c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int r = tether_connect(c, (struct sockaddr *)&la, sizeof la);
-    ck_assert(r == 0 || errno == EINPROGRESS);
-    ck_assert(fcntl(c, F_GETFL) & O_NONBLOCK);
-    close(c);
-
-    /* AF_UNIX stream, and a bad descriptor. */
-    struct sockaddr_un ua = { .sun_family = AF_UNIX };
-    snprintf(ua.sun_path, sizeof ua.sun_path, "/tmp/tether-net-%d", (int)getpid());
-    unlink(ua.sun_path);
-    int ul = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_eq(bind(ul, (struct sockaddr *)&ua, sizeof ua), 0);
-    ck_assert_int_eq(listen(ul, 4), 0);
-    int uc = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_eq(tether_connect(uc, (struct sockaddr *)&ua, sizeof ua), 0);
-    close(uc);
-    close(ul);
-    unlink(ua.sun_path);
-    errno = 0;
-    ck_assert_int_eq(tether_connect(-1, (struct sockaddr *)&la, sizeof la), -1);
-    ck_assert_int_eq(errno, EBADF);
-
-    ck_assert_int_eq(tether_token_leave(tok), 0);
-    close(l);
-    lu_free(tok);
-    th_baseline_check(base);
-}
-END_TEST
-
-/* The blackhole really blackholes: a raw non-blocking connect to it is
- * still pending after a while (so the deadline tests test something). */
-START_TEST(connect_blackhole_hangs)
-{
-    th_baseline base = th_baseline_take();
-    struct blackhole bh;
-    blackhole_open(&bh);
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    ck_assert_int_eq(connect(c, (struct sockaddr *)&bh.addr, sizeof bh.addr), -1);
-    ck_assert_int_eq(errno, EINPROGRESS);
-    struct pollfd p = { .fd = c, .events = POLLOUT };
-    ck_assert_int_eq(poll(&p, 1, 300), 0);
-    close(c);
-    blackhole_close(&bh);
-    th_baseline_check(base);
-}
-END_TEST
-
-/* A deadline on a connect inside tether_with_timeout: the drop-in use. */
-static struct blackhole wt_bh;
-static int connect_in_block(void *arg)
-{
-    int *c = arg;
-    return tether_connect(*c, (struct sockaddr *)&wt_bh.addr, sizeof wt_bh.addr) < 0 ? errno : 0;
-}
-
-START_TEST(connect_with_timeout_block)
-{
-    th_baseline base = th_baseline_take();
-    blackhole_open(&wt_bh);
-    int c = tcp_socket();
-    int fl = fcntl(c, F_GETFL);
-    bool fired = false;
-    tether_time_t t0 = tether_now();
-    ck_assert_int_eq(tether_with_timeout(tether_ms(80), connect_in_block, &c, &fired), ETIMEDOUT);
-    ck_assert(fired);
-    ck_assert_int_ge(tether_now() - t0, tether_ms(80));
-    ck_assert_int_eq(fcntl(c, F_GETFL), fl);
-    close(c);
-    blackhole_close(&wt_bh);
-    th_baseline_check(base);
-}
-END_TEST
-
-static Suite *net_suite(void)
-{
-    Suite *s = suite_create("net");
-    TCase *tc = tcase_create("blockers");
+    tc = tcase_create("blockers");
     tcase_set_timeout(tc, th_timeout_s(20));
     tcase_add_loop_test(tc, blocker_cancel_before, 0, NBLOCKERS);
     tcase_add_loop_test(tc, blocker_cancel_blocked, 0, NBLOCKERS);
@@ -919,18 +672,10 @@ static Suite *net_suite(void)
     tcase_add_test(tc, sendmsg_cancel_reports_partial);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("accept_connect");
-    tcase_set_timeout(tc, th_timeout_s(60));
-    tcase_add_test(tc, accept_same_as_raw);
-    tcase_add_test(tc, accept_race_never_leaks);
-    tcase_add_test(tc, connect_same_as_raw);
-    tcase_add_test(tc, connect_blackhole_hangs);
-    tcase_add_test(tc, connect_with_timeout_block);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    return th_run_suite(net_suite());
+    return th_run_suite(suite());
 }

@@ -1,8 +1,11 @@
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "support.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +112,12 @@ uint64_t th_rand(uint64_t *state)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+uint64_t th_seed_for(uint64_t seed, uint64_t k)
+{
+    uint64_t x = seed ^ (k + 1) * 0x9E3779B97F4A7C15ull;
+    return x ? x : 1;
+}
+
 int th_run_suite(Suite *s)
 {
     SRunner *sr = srunner_create(s);
@@ -119,15 +128,7 @@ int th_run_suite(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-#if defined(__SANITIZE_THREAD__)
-#define TH_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TH_TSAN 1
-#endif
-#endif
-
-#ifdef TH_TSAN
+#ifdef TS_TSAN
 static void *th_noop(void *arg)
 {
     return arg;
@@ -136,7 +137,7 @@ static void *th_noop(void *arg)
 
 th_baseline th_baseline_take(void)
 {
-#ifdef TH_TSAN
+#ifdef TS_TSAN
     /* TSan's runtime starts a thread of its own, for good, at a process's
      * first pthread_create (in every forked test, too): make that happen
      * before counting, or each test would see one thread "left behind". */
@@ -159,4 +160,139 @@ void th_baseline_check(th_baseline b)
 {
     ck_assert_int_eq(th_wait_thread_count(b.threads), b.threads);
     ck_assert_int_eq(th_fd_count(), b.fds);
+}
+
+int stress(int base)
+{
+    const char *s = getenv("TETHER_STRESS");
+    long f = s ? strtol(s, NULL, 10) : 1;
+    if (f < 1)
+        f = 1;
+    return (int)(base * f);
+}
+
+tether_token *new_token(tether_token *parent, tether_time_t deadline)
+{
+    tether_token *t = NULL;
+    int rc = tether_token_new(&t, parent, deadline);
+    if (rc != 0 || t == NULL)
+        ck_abort_msg("tether_token_new: %s", strerror(rc));
+    return t;
+}
+
+tether_scope *open_scope(const tether_scope_opts *o)
+{
+    tether_scope *s = NULL;
+    ck_assert_int_eq(tether_scope_open(&s, o), 0);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name,
+              tether_task **task)
+{
+    tether_spawn_opts o = { .name = name };
+    ck_assert_int_eq(tether_spawn(s, fn, arg, &o, task), 0);
+}
+
+tether_result join_and_free(tether_scope *s)
+{
+    tether_result r;
+    memset(&r, 0x5a, sizeof r); /* every field must be written */
+    ck_assert_int_eq(tether_scope_join(s, &r), 0);
+    ck_assert_int_eq(tether_scope_free(s), 0);
+    ck_assert_uint_eq(r.succeeded + r.failed + r.canceled, r.spawned);
+    return r;
+}
+
+int return_zero(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+pthread_t thread_start(void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, fn, arg), 0);
+    return th;
+}
+
+void thread_join(pthread_t th)
+{
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+}
+
+void enter(tether_token *t)
+{
+    ck_assert_int_eq(tether_token_enter(t), 0);
+}
+
+void leave(tether_token *t)
+{
+    ck_assert_int_eq(tether_token_leave(t), 0);
+}
+
+int sleep_forever(void)
+{
+    return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;
+}
+
+void sem_wait_ok(sem_t *s)
+{
+    while (sem_wait(s) != 0)
+        ck_assert_int_eq(errno, EINTR);
+}
+
+void busy_spin(unsigned n)
+{
+    for (volatile unsigned i = 0; i < n; i++)
+        ;
+}
+
+long rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    ck_assert_ptr_nonnull(f);
+    long size = 0, resident = 0;
+    ck_assert_int_eq(fscanf(f, "%ld %ld", &size, &resident), 2);
+    fclose(f);
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+static pthread_mutex_t bad_mu = PTHREAD_MUTEX_INITIALIZER;
+static char bad_msg[512];
+static atomic_int bad_count;
+
+void bad(const char *fmt, ...)
+{
+    pthread_mutex_lock(&bad_mu);
+    if (atomic_fetch_add(&bad_count, 1) == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(bad_msg, sizeof bad_msg, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&bad_mu);
+}
+
+int bad_seen(void)
+{
+    return atomic_load(&bad_count);
+}
+
+const char *bad_first(void)
+{
+    pthread_mutex_lock(&bad_mu);
+    const char *m = bad_msg;
+    pthread_mutex_unlock(&bad_mu);
+    return m;
+}
+
+void bad_reset(void)
+{
+    pthread_mutex_lock(&bad_mu);
+    bad_msg[0] = '\0';
+    atomic_store(&bad_count, 0);
+    pthread_mutex_unlock(&bad_mu);
 }

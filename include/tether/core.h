@@ -1,0 +1,618 @@
+/*
+ * tether/core.h — the core of tether: version, time, cancellation causes and
+ * scope outcomes, tokens, the calling thread's current token, in-thread
+ * deadlines. Every other tether header builds on this one; <tether.h>
+ * includes them all.
+ *
+ * Doc blocks in this and the other tether headers have one fixed layout,
+ * from which the man pages are generated (scripts/tether-man.awk):
+ *
+ *   name — one-line summary.
+ *   description paragraphs
+ *   Parameters:     one item per parameter: "name  text"
+ *   Returns:        the return value
+ *   Errors:         one item per error: "ENAME  text" (or "none.")
+ *   Blocking:       whether it blocks and whether it is a cancellation point
+ *   Thread safety:  which concurrent calls are allowed
+ *   Ownership:      who owns the arguments and the results
+ */
+#ifndef TETHER_CORE_H
+#define TETHER_CORE_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tether_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TETHER_API __attribute__((visibility("default")))
+#else
+#define TETHER_API
+#endif
+
+/* ======================================================================
+ * Version
+ * ====================================================================== */
+
+/*
+ * tether_version — the library's version string, e.g. "0.1.0".
+ *
+ * Compare it with TETHER_VERSION_STRING (the header's version) to detect a
+ * header/library mismatch.
+ *
+ * Parameters: None.
+ * Returns: A static string.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The string is static; do not free it.
+ */
+TETHER_API const char *tether_version(void);
+
+/*
+ * tether_version_number — the library's version as a number.
+ *
+ * The number is major * 10000 + minor * 100 + patch, as
+ * TETHER_VERSION_NUMBER was when the library was built.
+ *
+ * Parameters: None.
+ * Returns: The version number.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
+ */
+TETHER_API int tether_version_number(void);
+
+/* ======================================================================
+ * Time
+ * ====================================================================== */
+
+/* An absolute CLOCK_MONOTONIC instant in nanoseconds. */
+typedef int64_t tether_time_t;
+
+/* The deadline that never comes. */
+#define TETHER_NEVER INT64_MAX
+
+/*
+ * tether_us — microseconds to a duration in nanoseconds.
+ *
+ * The conversion saturates: a value that would overflow gives INT64_MAX (or
+ * INT64_MIN for a negative one). A static inline function.
+ *
+ * Parameters:
+ *  us  the duration in microseconds.
+ * Returns: The duration in nanoseconds.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (a pure function).
+ * Ownership: Nothing is allocated.
+ */
+static inline int64_t tether_us(int64_t us)
+{
+    if (us > INT64_MAX / 1000) return INT64_MAX;
+    if (us < INT64_MIN / 1000) return INT64_MIN;
+    return us * 1000;
+}
+
+/*
+ * tether_ms — milliseconds to a duration in nanoseconds.
+ *
+ * The conversion saturates: a value that would overflow gives INT64_MAX (or
+ * INT64_MIN for a negative one). A static inline function.
+ *
+ * Parameters:
+ *  ms  the duration in milliseconds.
+ * Returns: The duration in nanoseconds.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (a pure function).
+ * Ownership: Nothing is allocated.
+ */
+static inline int64_t tether_ms(int64_t ms)
+{
+    if (ms > INT64_MAX / 1000000) return INT64_MAX;
+    if (ms < INT64_MIN / 1000000) return INT64_MIN;
+    return ms * 1000000;
+}
+
+/*
+ * tether_sec — seconds to a duration in nanoseconds.
+ *
+ * The conversion saturates: a value that would overflow gives INT64_MAX (or
+ * INT64_MIN for a negative one). A static inline function.
+ *
+ * Parameters:
+ *  s  the duration in seconds.
+ * Returns: The duration in nanoseconds.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (a pure function).
+ * Ownership: Nothing is allocated.
+ */
+static inline int64_t tether_sec(int64_t s)
+{
+    if (s > INT64_MAX / 1000000000) return INT64_MAX;
+    if (s < INT64_MIN / 1000000000) return INT64_MIN;
+    return s * 1000000000;
+}
+
+/*
+ * tether_now — the current CLOCK_MONOTONIC time in nanoseconds.
+ *
+ * Read through the vDSO (about 25 ns).
+ *
+ * Parameters: None.
+ * Returns: The current instant.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe and async-signal-safe.
+ * Ownership: Nothing is allocated.
+ */
+TETHER_API tether_time_t tether_now(void);
+
+/*
+ * tether_deadline_after — the instant a duration from now.
+ *
+ * The sum saturates: a duration that would overflow gives TETHER_NEVER, and
+ * a negative one gives an instant in the past.
+ *
+ * Parameters:
+ *  duration_ns  the duration in nanoseconds.
+ * Returns: The absolute instant.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
+ */
+TETHER_API tether_time_t tether_deadline_after(int64_t duration_ns);
+
+/* ======================================================================
+ * Cancellation causes and scope outcomes
+ * ====================================================================== */
+
+/* Why a token was canceled. The first cause is kept; later ones are ignored. */
+typedef enum tether_cause {
+    TETHER_CAUSE_NONE = 0,          /* not canceled */
+    TETHER_CAUSE_EXPLICIT,          /* tether_token_cancel / tether_scope_cancel */
+    TETHER_CAUSE_DEADLINE,          /* this token's own deadline passed */
+    TETHER_CAUSE_PARENT,            /* an ancestor was canceled (see root cause) */
+    TETHER_CAUSE_SIBLING_FAILED,    /* fail-fast: a child of the scope failed */
+    TETHER_CAUSE_SIBLING_SUCCEEDED, /* first-success: another child won */
+    TETHER_CAUSE_SCOPE_FINISHED,    /* background child halted: foreground done */
+    TETHER_CAUSE_HALTED,            /* tether_task_halt on this one child */
+    TETHER_CAUSE_SIGNAL             /* tether_sigcancel_fire (signal handler) */
+} tether_cause;
+
+/*
+ * tether_cause_name — a short name for a cancellation cause.
+ *
+ * The names are "none", "explicit", "deadline", "parent",
+ * "sibling_failed", "sibling_succeeded", "scope_finished", "halted" and
+ * "signal".
+ *
+ * Parameters:
+ *  cause  the cause.
+ * Returns: A static name, or "unknown" for a value outside the enum.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The string is static; do not free it.
+ */
+TETHER_API const char *tether_cause_name(tether_cause cause);
+
+/* How a scope ended. */
+typedef enum tether_outcome {
+    TETHER_OUTCOME_OK = 0,            /* every foreground child succeeded (first-success: one won) */
+    TETHER_OUTCOME_PARTIAL,           /* supervisor: some succeeded, some failed */
+    TETHER_OUTCOME_FAILED,            /* a child failure decided the scope */
+    TETHER_OUTCOME_CANCELED,          /* canceled from outside (explicit, parent, signal) */
+    TETHER_OUTCOME_DEADLINE_EXCEEDED  /* the scope's effective deadline passed */
+} tether_outcome;
+
+/*
+ * tether_outcome_name — a short name for a scope outcome.
+ *
+ * The names are "ok", "partial", "failed", "canceled" and
+ * "deadline_exceeded".
+ *
+ * Parameters:
+ *  outcome  the outcome.
+ * Returns: A static name, or "unknown" for a value outside the enum.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The string is static; do not free it.
+ */
+TETHER_API const char *tether_outcome_name(tether_outcome outcome);
+
+/* ======================================================================
+ * Tokens
+ *
+ * A token carries a canceled state and a deadline down a tree. Canceling a
+ * token cancels every descendant (cause TETHER_CAUSE_PARENT) and never touches
+ * its parent or siblings. A token's effective deadline is the minimum of its
+ * own and every ancestor's, so a deadline never loosens going down the tree.
+ *
+ * A deadline is enforced by every cancellation point: a thread blocked under
+ * the token wakes when the deadline passes, and the first thread that sees it
+ * passed (a cancellation point, tether_token_check, a scope's join) turns it
+ * into a cancellation of the token that owns that deadline, with cause
+ * TETHER_CAUSE_DEADLINE, so that descendants and callbacks see it too.
+ * ====================================================================== */
+
+typedef struct tether_token tether_token;
+
+/*
+ * tether_token_new — create a token.
+ *
+ * A child of a canceled token is born canceled (cause TETHER_CAUSE_PARENT).
+ * The new token's effective deadline is min(deadline, the parent's effective
+ * deadline).
+ *
+ * Parameters:
+ *  out       receives the new token.
+ *  parent    its parent, or NULL for a root token.
+ *  deadline  its own absolute deadline, or TETHER_NEVER.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  out is NULL.
+ *  ENOMEM  out of memory.
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Thread-safe; the parent may be used concurrently by other
+ * threads.
+ * Ownership: The caller owns the token and ends it with tether_token_free;
+ * the parent must outlive it.
+ */
+TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline);
+
+/*
+ * tether_token_free — free a token, unlinking it from its parent.
+ *
+ * Callbacks still registered on it are detached unrun:
+ * tether_token_off_cancel still frees their handles and reports that they
+ * did not run.
+ *
+ * Parameters:
+ *  t  the token.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  t is NULL.
+ *  EBUSY   t still has child tokens, or some thread has it entered
+ *          (tether_token_enter without the matching leave). Nothing changes.
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Must not race with any other call on the same token (as
+ * with pthread_mutex_destroy); calls on other tokens are fine.
+ * Ownership: Ends the token; t is invalid once 0 is returned.
+ */
+TETHER_API int tether_token_free(tether_token *t);
+
+/*
+ * tether_token_cancel — cancel a token and all its descendants.
+ *
+ * The first cancellation wins: its cause and error are kept; later calls are
+ * no-ops that still return 0. Threads blocked under the token or a
+ * descendant wake and fail with ECANCELED. Callbacks registered on the
+ * canceled tokens run synchronously in the calling thread before it
+ * returns, so the caller must not hold a lock that a callback takes.
+ *
+ * Parameters:
+ *  t      the token.
+ *  error  a user error number recorded as the reason (tether_token_error),
+ *         or 0 for plain ECANCELED.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  t is NULL.
+ * Blocking: Never waits for other threads (it takes short internal locks and
+ * runs the callbacks); not a cancellation point. Not async-signal-safe: use
+ * tether_sigcancel_fire from a signal handler.
+ * Thread safety: Thread-safe: any thread, any number of times, concurrently.
+ * Ownership: t stays the caller's.
+ */
+TETHER_API int tether_token_cancel(tether_token *t, int error);
+
+/*
+ * tether_token_check — whether a token is canceled or past its deadline.
+ *
+ * Observing a passed deadline cancels the token that owns it (cause
+ * TETHER_CAUSE_DEADLINE), so that descendants and callbacks see it too.
+ *
+ * Parameters:
+ *  t  the token.
+ * Returns: 0 if t is neither canceled nor past its effective deadline,
+ * ECANCELED if it is canceled, ETIMEDOUT if it was canceled by a deadline
+ * (its own or an ancestor's) or is past its deadline.
+ * Errors:
+ *  EINVAL  t is NULL.
+ * Blocking: Never blocks; not a cancellation point (it is the check one
+ * makes).
+ * Thread safety: Thread-safe.
+ * Ownership: t stays the caller's.
+ */
+TETHER_API int tether_token_check(tether_token *t);
+
+/*
+ * tether_token_cause — why a token was canceled.
+ *
+ * A deadline that passed but was not yet observed is not a cause yet: call
+ * tether_token_check first.
+ *
+ * Parameters:
+ *  t  the token.
+ * Returns: The recorded cause, or TETHER_CAUSE_NONE if t is not canceled or
+ * is NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: t stays the caller's.
+ */
+TETHER_API tether_cause tether_token_cause(const tether_token *t);
+
+/*
+ * tether_token_root_cause — the cause at the token where a cancellation
+ * started.
+ *
+ * For a token canceled through its parent (TETHER_CAUSE_PARENT), the cause
+ * recorded at the ancestor where the cancellation started; otherwise the
+ * same as tether_token_cause.
+ *
+ * Parameters:
+ *  t  the token.
+ * Returns: The root cause, or TETHER_CAUSE_NONE if t is not canceled or is
+ * NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: t stays the caller's.
+ */
+TETHER_API tether_cause tether_token_root_cause(const tether_token *t);
+
+/*
+ * tether_token_error — the error number that canceled a token.
+ *
+ * That is the user's error given to tether_token_cancel (ECANCELED if it
+ * gave 0), ETIMEDOUT for a deadline, the parent's error for
+ * TETHER_CAUSE_PARENT, the failing child's error for
+ * TETHER_CAUSE_SIBLING_FAILED, and ECANCELED for the other causes.
+ *
+ * Parameters:
+ *  t  the token.
+ * Returns: Non-zero exactly when t is canceled: the error number, or 0 if t
+ * is not canceled or is NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: t stays the caller's.
+ */
+TETHER_API int tether_token_error(const tether_token *t);
+
+/*
+ * tether_token_deadline — a token's effective deadline.
+ *
+ * The effective deadline is the minimum over t's own deadline and every
+ * ancestor's.
+ *
+ * Parameters:
+ *  t  the token.
+ * Returns: The effective deadline, or TETHER_NEVER if there is none or t is
+ * NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: t stays the caller's.
+ */
+TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
+
+/*
+ * tether_trim — close the spare eventfds tether keeps for reuse.
+ *
+ * A token gets an eventfd the first time a thread waits for a descriptor
+ * under it. When such a token is freed, its eventfd is kept (at most 4 in
+ * the process, close-on-exec) for the next token that needs one, so freeing
+ * a scope's children costs no close(2) each. Call this before counting the
+ * process's descriptors, e.g. in a leak check; they are also closed at exit.
+ *
+ * Parameters: None.
+ * Returns: How many descriptors it closed.
+ * Errors: None.
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Closes only descriptors tether owns.
+ */
+TETHER_API int tether_trim(void);
+
+/* A registered cancellation callback. */
+typedef struct tether_callback tether_callback;
+
+/*
+ * tether_token_on_cancel — run a function once when a token is canceled.
+ *
+ * If t is already canceled, fn runs at once in the calling thread before
+ * this returns. Otherwise it runs exactly once, in the thread whose
+ * tether_token_cancel canceled t (or an ancestor), even under concurrent
+ * cancels. fn must be short and must not block; it may call any tether
+ * function except tether_token_free / tether_scope_free on its own token,
+ * and it may unregister itself.
+ *
+ * Parameters:
+ *  t    the token.
+ *  fn   the callback.
+ *  arg  passed to fn.
+ *  out  receives a handle that must be given to tether_token_off_cancel.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  t, fn or out is NULL.
+ *  ENOMEM  out of memory.
+ * Blocking: Never blocks (a short internal lock) unless fn runs at once and
+ * blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The caller owns the handle and ends it with
+ * tether_token_off_cancel, exactly once; arg stays the caller's.
+ */
+TETHER_API int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
+                                      tether_callback **out);
+
+/*
+ * tether_token_off_cancel — unregister a callback and free its handle.
+ *
+ * If the callback is running on another thread, waits for it to finish.
+ * From inside the callback itself it returns at once (no deadlock); the
+ * handle is freed when the callback returns.
+ *
+ * Parameters:
+ *  cb   the handle from tether_token_on_cancel.
+ *  ran  if not NULL, receives true if the callback ran (or is running),
+ *       false if it was removed before running (or its token was freed
+ *       first).
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  cb is NULL.
+ * Blocking: Blocks only while the callback runs on another thread: do not
+ * hold a lock the callback takes. Not a cancellation point.
+ * Thread safety: Thread-safe; cb must be unregistered exactly once.
+ * Ownership: Ends the handle.
+ */
+TETHER_API int tether_token_off_cancel(tether_callback *cb, bool *ran);
+
+/* ======================================================================
+ * The current token
+ *
+ * Every thread has a current token (none by default). Cancellable
+ * primitives use it; they take no token argument, so they are drop-in
+ * replacements for the calls they stand for. Any thread — for example a
+ * worker of an existing thread pool — can enter a token for the span of a
+ * job and leave it afterwards; entries nest.
+ * ====================================================================== */
+
+/*
+ * tether_current — the calling thread's current token.
+ *
+ * Parameters: None.
+ * Returns: The innermost token the calling thread has entered, or NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe (thread-local).
+ * Ownership: The token stays its owner's; do not free it while it is
+ * entered.
+ */
+TETHER_API tether_token *tether_current(void);
+
+/*
+ * tether_token_enter — make a token the calling thread's current token.
+ *
+ * It stays current until the matching tether_token_leave. Entries nest
+ * without limit.
+ *
+ * Parameters:
+ *  t  the token.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  t is NULL.
+ *  ENOMEM  nesting beyond 16 levels needs memory and none was available.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Affects only the calling thread; t may be entered by many
+ * threads at once.
+ * Ownership: t stays its owner's; a token that some thread has entered cannot
+ * be freed (EBUSY).
+ */
+TETHER_API int tether_token_enter(tether_token *t);
+
+/*
+ * tether_token_leave — undo the innermost tether_token_enter.
+ *
+ * Parameters:
+ *  t  the token that was entered (checked).
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  t is NULL.
+ *  EPERM   t is not the calling thread's innermost entered token (nothing
+ *          changes).
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Affects only the calling thread: leave on the thread that
+ * entered.
+ * Ownership: t stays its owner's.
+ */
+TETHER_API int tether_token_leave(tether_token *t);
+
+/*
+ * tether_check — the cancellation check on the current token.
+ *
+ * tether_token_check on the calling thread's current token: about one load
+ * when it has no deadline.
+ *
+ * Parameters: None.
+ * Returns: 0 when there is no current token or it is neither canceled nor
+ * past its deadline, else ECANCELED or ETIMEDOUT.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point (it is the check one
+ * makes).
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
+ */
+TETHER_API int tether_check(void);
+
+/*
+ * tether_with_deadline — run a function under a deadline, in the calling
+ * thread.
+ *
+ * fn(arg) runs in the calling thread under a fresh child token of the
+ * current one whose own deadline is `deadline` (like Trio's fail_after or
+ * Kotlin's withTimeout, without spawning a thread). fn must leave its token
+ * entries balanced and free any token or scope it derived from the block's
+ * token, else the process aborts with a message saying so.
+ *
+ * Parameters:
+ *  deadline  the block's own absolute deadline.
+ *  fn        the function to run.
+ *  arg       passed to fn.
+ *  fired     if not NULL, receives true if this block's own deadline fired
+ *            while fn ran (a cancellation point in fn, or a scope fn joined,
+ *            saw it pass and canceled the block's token); false if fn
+ *            finished without seeing it, if an outer deadline or cancel came
+ *            first, or if fn was not called.
+ * Returns: fn's return value, or an error number if fn was not called.
+ * Errors:
+ *  EINVAL  fn is NULL.
+ *  ENOMEM  the token could not be created or entered.
+ * Blocking: Blocks as long as fn does; not itself a cancellation point.
+ * Thread safety: Thread-safe; it affects only the calling thread's current
+ * token.
+ * Ownership: The token lives only for the call; arg stays the caller's.
+ */
+TETHER_API int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg), void *arg,
+                                    bool *fired);
+
+/*
+ * tether_with_timeout — run a function under a timeout, in the calling
+ * thread.
+ *
+ * The same as tether_with_deadline(tether_deadline_after(timeout_ns), fn,
+ * arg, fired).
+ *
+ * Parameters:
+ *  timeout_ns  the block's timeout, from now.
+ *  fn          the function to run.
+ *  arg         passed to fn.
+ *  fired       as for tether_with_deadline.
+ * Returns: fn's return value, or an error number if fn was not called.
+ * Errors:
+ *  EINVAL  fn is NULL.
+ *  ENOMEM  the token could not be created or entered.
+ * Blocking: Blocks as long as fn does; not itself a cancellation point.
+ * Thread safety: Thread-safe; it affects only the calling thread's current
+ * token.
+ * Ownership: The token lives only for the call; arg stays the caller's.
+ */
+TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), void *arg,
+                                   bool *fired);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_CORE_H */

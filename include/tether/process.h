@@ -1,0 +1,205 @@
+/*
+ * tether/process.h — child processes: cancellable waitpid/waitid, and
+ * processes run under the current token that are terminated (SIGTERM, then
+ * SIGKILL) and reaped when it is canceled.
+ */
+#ifndef TETHER_PROCESS_H
+#define TETHER_PROCESS_H
+
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * tether_waitpid — waitpid(2) that can be canceled.
+ *
+ * Cancellation leaves the child alone (it is not signaled and stays
+ * waitable): use tether_proc_wait to terminate it. For pid > 0 without
+ * WUNTRACED/WCONTINUED it polls a pidfd, so it wakes at once; otherwise
+ * (pid <= 0, stop/continue events) it re-checks with WNOHANG in sleeps of at
+ * most 20 ms.
+ *
+ * Parameters:
+ *  pid      which child, as for waitpid(2).
+ *  wstatus  if not NULL, receives the child's status.
+ *  options  as for waitpid(2).
+ * Returns: What waitpid(2) returns: the child's pid, 0 with WNOHANG, or -1
+ * with errno set.
+ * Errors:
+ *  ECANCELED  the current token was canceled.
+ *  ETIMEDOUT  the current token's deadline passed.
+ *  EINTR      a signal handler ran.
+ *  EMFILE     no descriptor for the pidfd.
+ *  otherwise  waitpid(2)'s errors (ECHILD, EINVAL).
+ * Blocking: Blocks unless WNOHANG; a cancellation point.
+ * Thread safety: Thread-safe as waitpid(2); uses the calling thread's
+ * current token.
+ * Ownership: wstatus is the caller's.
+ */
+TETHER_API pid_t tether_waitpid(pid_t pid, int *wstatus, int options);
+
+/*
+ * waitid(2) and its types are POSIX 2008 / X/Open: declared by <sys/wait.h>
+ * only under those feature macros (the default with glibc and musl, but not
+ * under a bare -std=c11). Test the public feature macros, so that the
+ * header stays usable in strict ISO C builds on any C library.
+ */
+#if (defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 200809L) || defined(_XOPEN_SOURCE) || \
+    defined(_GNU_SOURCE) || defined(_DEFAULT_SOURCE) || defined(_BSD_SOURCE)
+/*
+ * tether_waitid — waitid(2) that can be canceled, including P_PIDFD.
+ *
+ * Waits as tether_waitpid (P_PID and P_PIDFD without WSTOPPED / WCONTINUED
+ * poll a pidfd). Declared only where <sys/wait.h> declares waitid(2) itself:
+ * with _POSIX_C_SOURCE >= 200809L, _XOPEN_SOURCE, _GNU_SOURCE,
+ * _DEFAULT_SOURCE or _BSD_SOURCE (the C library's default).
+ *
+ * Parameters:
+ *  idtype   P_PID, P_PGID, P_ALL or P_PIDFD, as for waitid(2).
+ *  id       which child or group.
+ *  info     receives the child's state.
+ *  options  as for waitid(2).
+ * Returns: 0 (child state in *info; with WNOHANG, info->si_pid 0 if none),
+ * or -1 with errno set.
+ * Errors:
+ *  ECANCELED  the current token was canceled.
+ *  ETIMEDOUT  the current token's deadline passed.
+ *  EINTR      a signal handler ran.
+ *  EMFILE     no descriptor for the pidfd.
+ *  otherwise  waitid(2)'s errors (ECHILD, EINVAL).
+ * Blocking: Blocks unless WNOHANG; a cancellation point.
+ * Thread safety: Thread-safe as waitid(2); uses the calling thread's current
+ * token.
+ * Ownership: info is the caller's.
+ */
+TETHER_API int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options);
+#endif
+
+/* A child process run under the current token (tether_proc_spawn). */
+typedef struct tether_proc tether_proc;
+
+/* The default grace period between SIGTERM and SIGKILL: 2 seconds. */
+#define TETHER_PROC_GRACE_DEFAULT ((int64_t)2000000000)
+
+/* Options for tether_proc_spawn / tether_proc_run. Zero-initialise. */
+typedef struct tether_proc_opts {
+    int64_t grace_ns;     /* SIGTERM to SIGKILL; 0 = TETHER_PROC_GRACE_DEFAULT, < 0 = SIGKILL at once */
+    char *const *envp;    /* the child's environment; NULL = the caller's (environ) */
+    const posix_spawn_file_actions_t *file_actions; /* as posix_spawn; may be NULL */
+    const posix_spawnattr_t *attr;                  /* as posix_spawn; may be NULL */
+    bool search_path;     /* posix_spawnp: look `file` up in PATH */
+} tether_proc_opts;
+
+/*
+ * tether_proc_spawn — start a child process to be waited for with
+ * tether_proc_wait.
+ *
+ * The child is started with posix_spawn (posix_spawnp with search_path).
+ * The handle holds a pidfd (close-on-exec). The caller must not reap the
+ * child by other means (waitpid(-1), SIGCHLD set to SIG_IGN).
+ *
+ * Parameters:
+ *  out   receives the handle.
+ *  file  the program.
+ *  argv  its arguments, NULL-terminated.
+ *  opts  NULL for defaults.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  ECANCELED  the current token is already canceled: nothing is started.
+ *  ETIMEDOUT  the current token is already past its deadline: nothing is
+ *             started.
+ *  EINVAL     out, file or argv is NULL.
+ *  ENOMEM     out of memory.
+ *  EMFILE     no descriptor for the pidfd.
+ *  otherwise  posix_spawn's errors (ENOENT, EACCES, ...).
+ * Blocking: Never blocks beyond the spawn itself; checks for cancellation
+ * before starting.
+ * Thread safety: Thread-safe as posix_spawn.
+ * Ownership: The caller ends the handle with tether_proc_wait, exactly
+ * once; file, argv and opts are used only during the call.
+ */
+TETHER_API int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
+                                 const tether_proc_opts *opts);
+
+/*
+ * tether_proc_pid — a child process's id.
+ *
+ * Parameters:
+ *  p  the handle.
+ * Returns: The child's process id (valid until tether_proc_wait returns), or
+ * -1 for NULL.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe until tether_proc_wait returns.
+ * Ownership: p stays the caller's.
+ */
+TETHER_API pid_t tether_proc_pid(const tether_proc *p);
+
+/*
+ * tether_proc_wait — wait for a child process to exit, reap it and free the
+ * handle.
+ *
+ * If the current token is canceled (or its deadline passes) before the child
+ * exits, the child receives SIGTERM; if it has not exited after the grace
+ * period, SIGKILL. Either way it is reaped before this returns: no zombie,
+ * no orphan. Signal handlers do not interrupt it (no EINTR).
+ *
+ * Parameters:
+ *  p        the handle.
+ *  wstatus  if not NULL, receives the status as waitpid(2) reports it, also
+ *           after a cancellation (then usually killed by SIGTERM or SIGKILL).
+ * Returns: 0 if the child exited on its own, or an error number.
+ * Errors:
+ *  ECANCELED  the child was terminated because the token was canceled.
+ *  ETIMEDOUT  the child was terminated because the token's deadline passed.
+ *  EINVAL     p is NULL.
+ * Blocking: Blocks; a cancellation point whose clean-up can take up to the
+ * grace period (plus the kill).
+ * Thread safety: One call per handle; uses the calling thread's current
+ * token.
+ * Ownership: The handle is freed in every case except EINVAL.
+ */
+TETHER_API int tether_proc_wait(tether_proc *p, int *wstatus);
+
+/*
+ * tether_proc_run — run a program to completion under the current token.
+ *
+ * tether_proc_spawn then tether_proc_wait.
+ *
+ * Parameters:
+ *  file     the program.
+ *  argv     its arguments, NULL-terminated.
+ *  opts     NULL for defaults.
+ *  wstatus  if not NULL, receives the status as for tether_proc_wait.
+ * Returns: 0 if the program ran and exited on its own (*wstatus tells how),
+ * or an error number.
+ * Errors:
+ *  ECANCELED  the token was canceled: nothing started, or the child was
+ *             terminated.
+ *  ETIMEDOUT  the token's deadline passed: nothing started, or the child was
+ *             terminated.
+ *  EINVAL     file or argv is NULL.
+ *  ENOMEM     out of memory.
+ *  EMFILE     no descriptor for the pidfd.
+ *  otherwise  posix_spawn's errors (ENOENT, EACCES, ...).
+ * Blocking: Blocks until the child has exited; a cancellation point.
+ * Thread safety: Thread-safe; uses the calling thread's current token.
+ * Ownership: file, argv and opts are used only during the call.
+ */
+TETHER_API int tether_proc_run(const char *file, char *const argv[], const tether_proc_opts *opts,
+                               int *wstatus);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_PROCESS_H */

@@ -1,0 +1,377 @@
+/*
+ * tether/scope.h — scopes: a scope owns the child threads spawned into it —
+ * one thread per child — and tether_scope_join returns only after every one
+ * has exited and been joined. The scope owns a token, a child of its parent
+ * token; every child runs with its own token (a child of the scope's) as its
+ * current token.
+ */
+#ifndef TETHER_SCOPE_H
+#define TETHER_SCOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tether_scope tether_scope;
+typedef struct tether_task tether_task;
+
+/* How a scope reacts to its children's results. */
+typedef enum tether_policy {
+    /* The first child failure cancels all siblings (TETHER_CAUSE_SIBLING_FAILED);
+     * the scope fails with that first error. */
+    TETHER_POLICY_FAIL_FAST = 0,
+    /* Failures are isolated; outcome ok, partial or failed. A deadline or an
+     * external cancel still cancels everyone. */
+    TETHER_POLICY_SUPERVISOR,
+    /* Hedging: the first child to return 0 wins and the rest are canceled
+     * (TETHER_CAUSE_SIBLING_SUCCEEDED); if all fail, failed with the first error. */
+    TETHER_POLICY_FIRST_SUCCESS
+} tether_policy;
+
+/* Options for tether_scope_open. Zero-initialise, then set what you need. */
+typedef struct tether_scope_opts {
+    tether_policy policy;      /* default fail-fast */
+    tether_time_t deadline;    /* absolute; 0 = none of its own */
+    int64_t timeout_ns;        /* relative to open; 0 = none; with deadline, the earlier wins */
+    unsigned max_children;     /* live children at once; 0 = unbounded */
+    const char *name;          /* copied; up to 31 bytes kept */
+    tether_token *parent;      /* NULL = the calling thread's current token */
+    bool detached;             /* true: no parent at all, even if there is a current token */
+} tether_scope_opts;
+
+/* Options for tether_spawn. Zero-initialise, then set what you need. */
+typedef struct tether_spawn_opts {
+    const char *name;          /* copied; up to 31 bytes kept; the thread's name gets 15 */
+    int64_t timeout_ns;        /* the child's own deadline, relative to spawn; 0 = none */
+    size_t stack_size;         /* 0 = the default; otherwise at least PTHREAD_STACK_MIN */
+    bool background;           /* halted automatically once the foreground work is done */
+} tether_spawn_opts;
+
+#define TETHER_NAME_MAX 32
+
+/* What tether_scope_join reports. */
+typedef struct tether_result {
+    tether_outcome outcome;
+    int error;                         /* the winning error, 0 if none */
+    int error_task;                    /* index of the task that produced it, -1 if none */
+    char error_task_name[TETHER_NAME_MAX];
+    tether_cause cause;                /* why the scope (or its background) was canceled */
+    int cause_task;                    /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
+    int winner;                        /* first-success: index of the winner, else -1 */
+    unsigned spawned;                  /* children spawned */
+    unsigned succeeded, failed, canceled;
+    int64_t convergence_ns;            /* first cancel request to last child's exit; 0 if none */
+} tether_result;
+
+/*
+ * tether_scope_open — open a scope.
+ *
+ * The scope's token is a child of opts->parent, or of the calling thread's
+ * current token, or of nothing (opts->detached). Its deadline is the earlier
+ * of opts->deadline and opts->timeout_ns from now.
+ *
+ * Parameters:
+ *  out   receives the scope.
+ *  opts  NULL for defaults (fail-fast, no deadline, unbounded, parent = the
+ *        current token).
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  out is NULL, policy is out of range, or timeout_ns or deadline is
+ *          negative.
+ *  ENOMEM  out of memory.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe; the parent token may be used concurrently.
+ * Ownership: The calling thread becomes the scope's owner: it joins and
+ * frees it (tether_scope_join, tether_scope_free). The parent token must
+ * outlive the scope. opts is used only during the call (the name is copied).
+ */
+TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *opts);
+
+/*
+ * tether_spawn — start a function on a new thread owned by a scope.
+ *
+ * The child runs fn(arg) with its own token (a child of the scope's) as its
+ * current token. With max_children set and the scope full, tether_spawn
+ * waits for a free slot; the wait is a cancellation point of the caller's
+ * current token and ends at the scope's or the caller's deadline.
+ *
+ * Parameters:
+ *  s     the scope; the owner or any of its children may spawn.
+ *  fn    returns 0 for success or an error number.
+ *  arg   passed to fn.
+ *  opts  NULL for defaults.
+ *  task  if not NULL, receives a handle for tether_task_wait/halt, valid
+ *        until the scope is joined. Without one, a finished child's thread
+ *        and memory are reclaimed early, so a long-lived scope can spawn
+ *        without limit.
+ * Returns: 0, or an error number; on any error no thread was created.
+ * Errors:
+ *  EINVAL     s or fn is NULL, stack_size is too small, timeout_ns is
+ *             negative, or the scope was already joined.
+ *  ECANCELED  the scope is canceled, is finishing (background halted in
+ *             join), or the caller was canceled while waiting for a slot.
+ *  ETIMEDOUT  a deadline passed (the scope's, or the caller's while waiting).
+ *  EAGAIN     the system could not create a thread.
+ *  ENOMEM     out of memory.
+ *  otherwise  the scope's token was canceled with an error of its own: that
+ *             error (tether_token_error of the scope's token), e.g. a
+ *             failing child's error under fail-fast, or the error given to
+ *             tether_token_cancel on an ancestor.
+ * Blocking: Blocks only while waiting for a slot (max_children), and that
+ * wait is a cancellation point; otherwise never blocks.
+ * Thread safety: Thread-safe.
+ * Ownership: arg stays the caller's and must outlive the child; the task
+ * handle belongs to the scope and ends when the scope is joined; opts is used
+ * only during the call (the name is copied).
+ */
+TETHER_API int tether_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
+                            const tether_spawn_opts *opts, tether_task **task);
+
+/*
+ * tether_try_spawn — tether_spawn that never waits for a slot.
+ *
+ * When max_children children are live it fails with EAGAIN instead of
+ * waiting. Otherwise as tether_spawn.
+ *
+ * Parameters:
+ *  s     the scope; the owner or any of its children may spawn.
+ *  fn    returns 0 for success or an error number.
+ *  arg   passed to fn.
+ *  opts  NULL for defaults.
+ *  task  as for tether_spawn.
+ * Returns: 0, or an error number; on any error no thread was created.
+ * Errors:
+ *  EINVAL     s or fn is NULL, stack_size is too small, timeout_ns is
+ *             negative, or the scope was already joined.
+ *  ECANCELED  the scope is canceled or is finishing.
+ *  ETIMEDOUT  the scope's deadline passed.
+ *  EAGAIN     max_children children are live, or the system could not
+ *             create a thread.
+ *  ENOMEM     out of memory.
+ *  otherwise  the scope's token was canceled with an error of its own, as
+ *             for tether_spawn.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: As for tether_spawn.
+ */
+TETHER_API int tether_try_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
+                                const tether_spawn_opts *opts, tether_task **task);
+
+/*
+ * tether_task_wait — wait for one child to exit.
+ *
+ * If the scope's deadline passes while waiting, the wait cancels the scope
+ * as tether_scope_join would.
+ *
+ * Parameters:
+ *  task    the child's handle from tether_spawn.
+ *  result  if not NULL, receives the child's return value.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL   task is NULL.
+ *  EDEADLK  called from that child itself.
+ * Blocking: Blocks until the child exits; not a cancellation point (the
+ * child is canceled with its scope, so the wait is bounded by the scope's
+ * fate).
+ * Thread safety: Thread-safe.
+ * Ownership: The handle stays valid until the scope is joined.
+ */
+TETHER_API int tether_task_wait(tether_task *task, int *result);
+
+/*
+ * tether_task_halt — cancel one child alone and wait for it to exit.
+ *
+ * The child is canceled with cause TETHER_CAUSE_HALTED. Its siblings are not
+ * touched, and a child halted this way counts as canceled, never as a
+ * failure.
+ *
+ * Parameters:
+ *  task    the child's handle from tether_spawn.
+ *  result  if not NULL, receives the child's return value.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL   task is NULL.
+ *  EDEADLK  called from that child itself.
+ * Blocking: Blocks until the child exits; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The handle stays valid until the scope is joined.
+ */
+TETHER_API int tether_task_halt(tether_task *task, int *result);
+
+/*
+ * tether_task_token — a child's token.
+ *
+ * That is the child's current token while it runs.
+ *
+ * Parameters:
+ *  task  the child's handle from tether_spawn.
+ * Returns: The token, or NULL for a NULL task.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The token belongs to the scope; valid until the scope is joined.
+ */
+TETHER_API tether_token *tether_task_token(tether_task *task);
+
+/*
+ * tether_scope_token — a scope's token.
+ *
+ * The children's tokens descend from it.
+ *
+ * Parameters:
+ *  s  the scope.
+ * Returns: The token, or NULL for a NULL scope.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The token belongs to the scope; valid until tether_scope_join
+ * returns.
+ */
+TETHER_API tether_token *tether_scope_token(tether_scope *s);
+
+/*
+ * tether_scope_cancel — cancel a scope and all its children.
+ *
+ * The cancellation has cause TETHER_CAUSE_EXPLICIT.
+ *
+ * Parameters:
+ *  s  the scope.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL  s is NULL or already joined.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe: any thread, any number of times, until the
+ * scope is joined.
+ * Ownership: s stays its owner's.
+ */
+TETHER_API int tether_scope_cancel(tether_scope *s);
+
+/*
+ * tether_scope_join — wait for a scope's children and report how it ended.
+ *
+ * Waits for every foreground child; then halts the background children
+ * (cause TETHER_CAUSE_SCOPE_FINISHED) and waits for their cleanup; joins
+ * every thread; releases the children's tokens, task handles and memory.
+ * If the scope's deadline passes while waiting, cancels the scope (cause
+ * TETHER_CAUSE_DEADLINE) and keeps waiting for the children to exit.
+ *
+ * Parameters:
+ *  s       the scope.
+ *  result  if not NULL, receives the outcome (see tether_result).
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL   s is NULL, or the scope was already joined (or is being joined).
+ *  EDEADLK  called from one of the scope's own children (or their
+ *           descendants): it could never return.
+ * Blocking: Blocks until every child has exited; not a cancellation point
+ * (a scope always waits for its children). Do not hold a lock that a child
+ * needs to finish.
+ * Thread safety: One join per scope; other threads may still cancel it.
+ * Ownership: The scope handle stays valid, in the joined state, until
+ * tether_scope_free.
+ */
+TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
+
+/*
+ * tether_scope_free — free a scope handle.
+ *
+ * If the scope was not joined yet, it is canceled (cause
+ * TETHER_CAUSE_EXPLICIT) and joined first, discarding the result.
+ *
+ * Parameters:
+ *  s  the scope.
+ * Returns: 0, or an error number.
+ * Errors:
+ *  EINVAL   s is NULL.
+ *  EDEADLK  as tether_scope_join.
+ *  EBUSY    a token created under tether_scope_token(s) is still alive, or
+ *           some thread still has the scope's token entered: the scope stays
+ *           joined and valid, and can be freed again once that is undone.
+ * Blocking: Blocks if it must join; not a cancellation point.
+ * Thread safety: Must not race with other calls on s.
+ * Ownership: Ends the scope; s is invalid once 0 is returned.
+ */
+TETHER_API int tether_scope_free(tether_scope *s);
+
+/*
+ * tether_scope_run — open a scope, run a body in it, then join and free it.
+ *
+ * body(scope, arg) runs in the calling thread (Effection's run). If body
+ * returns non-zero, the scope is canceled and the outcome is failed with
+ * body's error (error_task -1) unless a child failure decided it first.
+ *
+ * Parameters:
+ *  opts    as for tether_scope_open.
+ *  body    the function run in the calling thread; it may spawn into the
+ *          scope.
+ *  arg     passed to body.
+ *  result  receives the outcome; may be NULL.
+ * Returns: 0, or an error number (body not called).
+ * Errors:
+ *  EINVAL  body is NULL, or as tether_scope_open.
+ *  ENOMEM  out of memory.
+ * Blocking: Blocks until body has returned and every child has exited; not
+ * itself a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The scope lives only for the call; arg stays the caller's.
+ */
+TETHER_API int tether_scope_run(const tether_scope_opts *opts,
+                                int (*body)(tether_scope *s, void *arg), void *arg,
+                                tether_result *result);
+
+#if defined(__GNUC__)
+/*
+ * TETHER_SCOPE_GUARD — a scope that is joined and freed when its block ends.
+ *
+ * Declares `tether_scope *var`, opened with opts, that is joined (if not
+ * already) and freed when the enclosing block is left by any path: end of
+ * block, return, break, goto. Call tether_scope_join inside the block to get
+ * the result. GCC and Clang only (the cleanup attribute).
+ *
+ * Parameters:
+ *  var   the name of the variable to declare.
+ *  opts  as for tether_scope_open; NULL for defaults.
+ * Returns: A declaration, not a value. If opening fails, var is NULL and
+ * tether_spawn on it fails with EINVAL.
+ * Errors: None reported; see Returns.
+ * Blocking: Leaving the block blocks until every child has exited, as
+ * tether_scope_join does.
+ * Thread safety: As tether_scope_open and tether_scope_join.
+ * Ownership: The block owns the scope; do not free var yourself.
+ */
+#define TETHER_SCOPE_GUARD(var, opts) \
+    tether_scope *var __attribute__((cleanup(tether__scope_guard_end))) = \
+        tether__scope_guard_begin(opts)
+#endif
+
+/*
+ * tether__scope_guard_begin, tether__scope_guard_end — the two halves of
+ * TETHER_SCOPE_GUARD; use the macro instead.
+ *
+ * The first opens a scope; the second joins (if not already joined) and
+ * frees the scope *s, doing nothing when *s is NULL.
+ *
+ * Parameters:
+ *  opts  as for tether_scope_open.
+ *  s     the address of the guard's variable.
+ * Returns: tether__scope_guard_begin returns the scope, or NULL if opening
+ * failed; tether__scope_guard_end returns nothing.
+ * Errors: None reported.
+ * Blocking: tether__scope_guard_end blocks until every child has exited.
+ * Thread safety: As tether_scope_open and tether_scope_free.
+ * Ownership: The scope belongs to the guard's block.
+ */
+TETHER_API tether_scope *tether__scope_guard_begin(const tether_scope_opts *opts);
+TETHER_API void tether__scope_guard_end(tether_scope **s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_SCOPE_H */

@@ -1,0 +1,89 @@
+/*
+ * The token structure and what other files may do with a token. The tree
+ * lock is private to token.c; the waiting layer (wait.h) is below it.
+ */
+#ifndef TETHER_TOKEN_H
+#define TETHER_TOKEN_H
+
+#include "internal.h"
+#include "wait.h"
+
+#include <signal.h>
+
+/* Owner bits of the token's state word (above the waiting layer's). */
+enum {
+    TOKEN_HAS_DEADLINE = 1u << 2,
+    TOKEN_CAUSE_SHIFT = TETHER_WAKE_OWNER_SHIFT, /* tether_cause lives in bits 8..15 */
+    TOKEN_CAUSE_MASK = 0xffu
+};
+
+struct tether_token {
+    struct tether_wake wake;    /* state word, eventfd, and the parent's (wake.up) */
+    _Atomic int claimed;        /* the first canceler wins this, then publishes */
+    int error;                  /* tether_token_error; written before publishing */
+    tether_cause root_cause;
+    tether_time_t canceled_at;  /* when the cancellation started (root's time) */
+    tether_time_t deadline;     /* effective: min over ancestors */
+    tether_token *deadline_owner; /* the ancestor-or-self whose deadline it is */
+    /* Tree links and the callback list are guarded by the tree lock. */
+    tether_token *first_child, *next_sibling, *prev_sibling;
+    tether_callback *callbacks;
+    _Atomic int entered;        /* threads that have it entered */
+};
+
+/* t's parent, or NULL: the token whose wake point is above t's. */
+static inline tether_token *tether__token_parent(const tether_token *t)
+{
+    _Static_assert(offsetof(tether_token, wake) == 0, "the wake point opens the token");
+    return (tether_token *)(void *)t->wake.up;
+}
+
+/* Whether t is canceled (acquire: its cause and error are visible). */
+static inline bool tether__token_canceled(const tether_token *t)
+{
+    return tether__wake_fired(&t->wake);
+}
+
+/* What t's blocking calls report once it is canceled: ETIMEDOUT when the
+ * cancellation started at a deadline, else ECANCELED. */
+static inline int tether__token_errno(const tether_token *t)
+{
+    return t->root_cause == TETHER_CAUSE_DEADLINE ? ETIMEDOUT : ECANCELED;
+}
+
+/* Cancel t with an explicit cause; 0 if this call won, EALREADY if not. May
+ * run callbacks; hold no lock a callback could take. */
+TETHER_HIDDEN int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error);
+/* 0, or ECANCELED/ETIMEDOUT if t is canceled or past its deadline (which it
+ * then cancels, so may run callbacks). */
+TETHER_HIDDEN int tether__token_poll(tether_token *t);
+/* t's effective deadline passed: cancel its owner; returns ETIMEDOUT or the
+ * error of an earlier cancellation. */
+TETHER_HIDDEN int tether__token_expire(tether_token *t);
+/* tether__token_poll the POSIX way: -1 with errno set when t is canceled or
+ * past its deadline, else 0. */
+static inline int tether__check_or_fail(tether_token *t)
+{
+    int c = tether__token_poll(t);
+    return c ? tether__fail(c) : 0;
+}
+/* Whether `t` is `ancestor` or below it. */
+TETHER_HIDDEN bool tether__token_descends(const tether_token *t, const tether_token *ancestor);
+/* Sleep under t until `until`: 0 then, ECANCELED/ETIMEDOUT on cancellation
+ * or deadline, EINTR on a signal. Blocks. */
+TETHER_HIDDEN int tether__token_sleep(tether_token *t, tether_time_t until);
+/* Poll fds (with one spare slot at the end for t's eventfd), with `sigmask`
+ * if not NULL, until one is ready, t is canceled or `until` passes; a passed
+ * `until` still gets one look. The number ready (0 at `until`), or -1 with
+ * errno. Blocks. */
+TETHER_HIDDEN int tether__token_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds,
+                                         tether_time_t until, const sigset_t *sigmask);
+/* One descriptor under t: 1 ready, 0 at `until`, -1 with errno. Blocks. */
+TETHER_HIDDEN int tether__token_wait_fd(tether_token *t, int fd, short events,
+                                        tether_time_t until);
+/* A backoff nap under t while a condition cannot be polled for: 1 ms
+ * doubling to TETHER_BACKOFF_CAP_NS; 0 when the nap ended, else -1 with
+ * errno ECANCELED, ETIMEDOUT or EINTR. *step_ns starts at 0. Blocks. */
+TETHER_HIDDEN int tether__token_backoff(tether_token *t, int64_t *step_ns);
+
+#endif /* TETHER_TOKEN_H */

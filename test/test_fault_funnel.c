@@ -1,0 +1,145 @@
+/*
+ * Fault funnel coverage: every allocation tether makes goes through the
+ * injection funnel (a wrapped allocation made without it is named).
+ */
+#define _GNU_SOURCE
+#include "fault_fixtures.h"
+
+/* ------------------------------------------- every allocation injectable */
+
+/* Run fn, counting heap allocations that no funnel check preceded; fails
+ * naming the first call site (addr2line -e test_fault_funnel). */
+static void expect_funnelled(const char *what, void (*fn)(void))
+{
+    tether_fault_arm(LONG_MAX); /* count, never fail */
+    atomic_store(&probe_unfunnelled, 0);
+    atomic_store(&probe_site, NULL);
+    atomic_store(&probing, true);
+    fn();
+    atomic_store(&probing, false);
+    tether_fault_arm(0);
+    ck_assert_msg(bad_seen() == 0, "%s: %s", what, bad_first());
+    void *site = atomic_load(&probe_site);
+    Dl_info di = { 0 };
+    uintptr_t off = dladdr(site, &di) && di.dli_fbase ? (uintptr_t)site - (uintptr_t)di.dli_fbase
+                                                      : (uintptr_t)site;
+    ck_assert_msg(atomic_load(&probe_unfunnelled) == 0,
+                  "%s: %ld allocation(s) bypass the fault-injection funnel; the first returns to "
+                  "%s+%#lx (addr2line -f -e it)",
+                  what, atomic_load(&probe_unfunnelled), di.dli_fname ? di.dli_fname : "?",
+                  (unsigned long)off);
+}
+
+static void probe_poll_many(void)
+{
+    tether_token *t;
+    int p[2];
+    make_pipe(p);
+    EXPECT(tether_token_new(&t, NULL, TETHER_NEVER) == 0, "token");
+    EXPECT(tether_token_enter(t) == 0, "enter");
+    struct pollfd fds[20];
+    for (int i = 0; i < 20; i++)
+        fds[i] = (struct pollfd){ .fd = p[0], .events = POLLIN };
+    int n = tether_poll(fds, 20, 1);
+    EXPECT(n == 0, "tether_poll: %d", n);
+    struct timespec ms = { 0, 1000000 };
+    n = tether_ppoll(fds, 20, &ms, NULL);
+    EXPECT(n == 0, "tether_ppoll: %d", n);
+    EXPECT(tether_token_leave(t) == 0, "leave");
+    EXPECT(tether_token_free(t) == 0, "free");
+    close_pipe(p);
+}
+
+static void probe_shield(void)
+{
+    tether_shield *sh;
+    int rc = tether_shield_enter(&sh, TETHER_NEVER);
+    EXPECT(rc == 0, "tether_shield_enter: %s", strerror(rc));
+    if (!rc)
+        EXPECT(tether_shield_leave(sh) == 0, "leave");
+}
+
+static void probe_signals(void)
+{
+    tether_token *t;
+    EXPECT(tether_token_new(&t, NULL, TETHER_NEVER) == 0, "token");
+    int sig[] = { SIGUSR1 };
+    tether_signals_opts so = { .signals = sig, .nsignals = 1 };
+    tether_signals *h;
+    int rc = tether_signals_install(&h, t, &so);
+    EXPECT(rc == 0, "tether_signals_install: %s", strerror(rc));
+    if (!rc)
+        EXPECT(tether_signals_restore(h) == 0, "restore");
+    EXPECT(tether_token_free(t) == 0, "free");
+}
+
+static void probe_process(void)
+{
+    char *argv[] = { "true", NULL };
+    int rc = tether_proc_run("/bin/true", argv, NULL, NULL);
+    EXPECT(rc == 0, "tether_proc_run: %s", strerror(rc));
+}
+
+START_TEST(funnel_covers_scopes_and_tokens)
+{
+    th_baseline b = th_baseline_take();
+    expect_funnelled("token tree", scenario_token_tree);
+    expect_funnelled("retry", scenario_retry);
+    th_baseline_check(b);
+}
+END_TEST
+
+START_TEST(funnel_covers_poll)
+{
+    th_baseline b = th_baseline_take();
+    expect_funnelled("tether_poll/tether_ppoll with 20 descriptors", probe_poll_many);
+    th_baseline_check(b);
+}
+END_TEST
+
+START_TEST(funnel_covers_shield)
+{
+    th_baseline b = th_baseline_take();
+    expect_funnelled("tether_shield_enter", probe_shield);
+    th_baseline_check(b);
+}
+END_TEST
+
+START_TEST(funnel_covers_signals)
+{
+    th_baseline b = th_baseline_take();
+    expect_funnelled("tether_signals_install", probe_signals);
+    th_baseline_check(b);
+}
+END_TEST
+
+START_TEST(funnel_covers_process)
+{
+    th_baseline b = th_baseline_take();
+    expect_funnelled("tether_proc_run", probe_process);
+    ck_assert(no_zombies());
+    th_baseline_check(b);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("fault_funnel");
+    TCase *tc;
+
+    tc = tcase_create("funnel");
+    tcase_set_timeout(tc, th_timeout_s(20));
+    tcase_add_test(tc, funnel_covers_scopes_and_tokens);
+    tcase_add_test(tc, funnel_covers_poll);
+    tcase_add_test(tc, funnel_covers_shield);
+    tcase_add_test(tc, funnel_covers_signals);
+    tcase_add_test(tc, funnel_covers_process);
+    suite_add_tcase(s, tc);
+
+    return s;
+}
+
+int main(void)
+{
+    return th_run_suite(suite());
+}
