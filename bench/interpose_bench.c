@@ -12,7 +12,7 @@
  *             against libc directly. Ratio = libc's time / the layer's (a
  *             throughput ratio: >= 0.98 is the target).
  *   token     the same read and poll loops under a live token (no deadline,
- *             never cancelled): the layer's read/poll against calling
+ *             never canceled): the layer's read/poll against calling
  *             tether_read/tether_poll directly (target >= 0.98), and the
  *             layer against libc (reported: it is tether's own cost, the
  *             ratio tether-bench reports for tether_read).

@@ -484,7 +484,7 @@ static int cancel_then_signal_body(void *arg)
     pthread_t *self_tid = arg;
     (void)self_tid;
     tether_token_cancel(tether_current(), 0);
-    /* The token is cancelled: a call fails at once, and a signal arriving
+    /* The token is canceled: a call fails at once, and a signal arriving
      * while it runs changes nothing. */
     raise(SIGUSR1);
     ck_assert_int_eq(read(F.p[0], buf, sizeof buf), -1);
@@ -506,7 +506,7 @@ END_TEST
 /* ------------------------------------------------------------ no recursion */
 
 /* tether's own wake-up write, issued from a thread whose own token is
- * cancelled, must reach the kernel and wake the waiter (it must not be
+ * canceled, must reach the kernel and wake the waiter (it must not be
  * routed back into the layer and refused with ECANCELED). */
 static tether_token *waiter_tok;
 static pid_t waiter_tid;
@@ -527,15 +527,15 @@ static void *waiter(void *arg)
 static int canceler_body(void *arg)
 {
     (void)arg;
-    tether_token_cancel(tether_current(), 0); /* this thread's own token: cancelled */
+    tether_token_cancel(tether_current(), 0); /* this thread's own token: canceled */
     struct timespec t = {.tv_sec = 1};
-    ck_assert_int_eq(nanosleep(&t, NULL), -1); /* at once: the token is cancelled */
+    ck_assert_int_eq(nanosleep(&t, NULL), -1); /* at once: the token is canceled */
     ck_assert_int_eq(errno, ECANCELED);
     tether_token_cancel(waiter_tok, 0); /* its wake-up write must go through */
     return 0;
 }
 
-START_TEST(canceler_with_cancelled_token_still_wakes)
+START_TEST(canceler_with_canceled_token_still_wakes)
 {
     ck_assert_int_eq(tether_token_new(&waiter_tok, NULL, TETHER_NEVER), 0);
     pthread_barrier_init(&rec_bar, NULL, 2);
@@ -598,7 +598,7 @@ START_TEST(getaddrinfo_answers_under_token)
 }
 END_TEST
 
-static int gai_cancelled_body(void *arg)
+static int gai_canceled_body(void *arg)
 {
     (void)arg;
     tether_token_cancel(tether_current(), 0);
@@ -609,10 +609,10 @@ static int gai_cancelled_body(void *arg)
     return 0;
 }
 
-/* Already cancelled: fails at once, no helper started. */
-START_TEST(getaddrinfo_cancelled_before)
+/* Already canceled: fails at once, no helper started. */
+START_TEST(getaddrinfo_canceled_before)
 {
-    tether_with_timeout(tether_sec(30), gai_cancelled_body, NULL, NULL);
+    tether_with_timeout(tether_sec(30), gai_canceled_body, NULL, NULL);
     ck_assert_int_eq(gai_rc, EAI_SYSTEM);
     ck_assert_int_eq(gai_err, ECANCELED);
     ck_assert_int_eq(tether_getaddrinfo_running(), 0);
@@ -634,10 +634,10 @@ static Suite *interpose_suite(void)
     tcase_add_test(tc, cut_socket_is_shut_down);
     tcase_add_test(tc, cut_socket_left_alone_when_turned_off);
     tcase_add_test(tc, stopped_call_never_reports_eintr);
-    tcase_add_test(tc, canceler_with_cancelled_token_still_wakes);
+    tcase_add_test(tc, canceler_with_canceled_token_still_wakes);
     tcase_add_test(tc, getaddrinfo_stops_at_deadline);
     tcase_add_test(tc, getaddrinfo_answers_under_token);
-    tcase_add_test(tc, getaddrinfo_cancelled_before);
+    tcase_add_test(tc, getaddrinfo_canceled_before);
     suite_add_tcase(s, tc);
     return s;
 }
