@@ -49,7 +49,10 @@
  * no-token path a TLS load and a test instead of a call. */
 extern _Thread_local tether_token *tether__current __attribute__((tls_model("initial-exec")));
 
-/* glibc's fortify failure ("*** buffer overflow detected ***"). */
+/* glibc's fortify failure ("*** buffer overflow detected ***"). The
+ * reserved __*_chk names in this file are glibc's ABI: the layer must define
+ * (and call) exactly those names, hence the NOLINTs. */
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
 extern void __chk_fail(void) __attribute__((noreturn));
 
 /* ----------------------------------------------------------------------
@@ -312,6 +315,7 @@ LAYER_API ssize_t read(int fd, void *buf, size_t count)
     return routed_read(E_READ, fd, buf, count);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
 LAYER_API ssize_t __read_chk(int fd, void *buf, size_t count, size_t buflen)
 {
     if (count > buflen)
@@ -353,6 +357,7 @@ LAYER_API ssize_t recv(int fd, void *buf, size_t len, int flags)
     return routed_recv(E_RECV, fd, buf, len, flags);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
 LAYER_API ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
 {
     if (len > buflen)
@@ -381,6 +386,7 @@ LAYER_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sock
     return routed_recvfrom(E_RECVFROM, fd, buf, len, flags, src, srclen);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
 LAYER_API ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
                                  struct sockaddr *src, socklen_t *srclen)
 {
@@ -561,6 +567,7 @@ LAYER_API int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     return routed_poll(E_POLL, fds, nfds, timeout_ms);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
 LAYER_API int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout_ms, size_t fdslen)
 {
     if (fdslen / sizeof *fds < nfds)
@@ -589,6 +596,7 @@ LAYER_API int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
     return routed_ppoll(E_PPOLL, fds, nfds, tmo, sigmask);
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
 LAYER_API int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
                           const sigset_t *sigmask, size_t fdslen)
 {
@@ -937,7 +945,8 @@ void tether_interpose_print_counters(void)
 
 static bool env_is(const char *name, const char *value)
 {
-    const char *v = getenv(name);
+    /* Only from the constructor, before the program's threads run. */
+    const char *v = getenv(name); // NOLINT(concurrency-mt-unsafe)
     return v && strcmp(v, value) == 0;
 }
 
