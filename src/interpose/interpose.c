@@ -818,7 +818,9 @@ LAYER_API int clock_nanosleep(clockid_t clock, int flags, const struct timespec 
     if (!routed() ||
         (clock != CLOCK_MONOTONIC && clock != CLOCK_REALTIME && clock != CLOCK_BOOTTIME))
         return ((clock_nanosleep_fn)next(E_CLOCK_NANOSLEEP))(clock, flags, req, rem);
-    if (req->tv_nsec < 0 || req->tv_nsec >= 1000000000 || req->tv_sec < 0)
+    /* A negative relative time is invalid; a negative absolute one is past. */
+    if (req->tv_nsec < 0 || req->tv_nsec >= 1000000000 ||
+        (req->tv_sec < 0 && !(flags & TIMER_ABSTIME)))
         return EINVAL;
     int saved = errno;
     int r;
