@@ -83,3 +83,7 @@ if(TARGET tether_man)
   install(FILES ${TETHER_MAN_DIR}/tether.7
     DESTINATION ${CMAKE_INSTALL_MANDIR}/man7 COMPONENT tether_Documentation)
 endif()
+
+# --- licence and change log: share/doc/tether/ -------------------------------
+install(FILES LICENSE CHANGELOG.md README.md
+  DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT tether_Documentation)

@@ -4,7 +4,8 @@
 
 function(tether_target_warnings target)
   if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
-    target_compile_options(${target} PRIVATE -Wall -Wextra)
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wshadow -Wstrict-prototypes
+      -Wmissing-prototypes -Wundef -Wcast-qual -Wpointer-arith)
     if(TETHER_WERROR)
       target_compile_options(${target} PRIVATE -Werror)
     endif()

@@ -1,6 +1,6 @@
 /* Time arithmetic on CLOCK_MONOTONIC nanoseconds. */
-#ifndef TETHER_CLOCK_H
-#define TETHER_CLOCK_H
+#ifndef TETHER__CLOCK_H
+#define TETHER__CLOCK_H
 
 #include "internal.h"
 
@@ -46,4 +46,4 @@ static inline int64_t tether__time_left(tether_time_t until, tether_time_t now)
     return until > now ? until - now : 0;
 }
 
-#endif /* TETHER_CLOCK_H */
+#endif /* TETHER__CLOCK_H */

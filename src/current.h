@@ -1,6 +1,6 @@
 /* The calling thread's current token, and running code under a token. */
-#ifndef TETHER_CURRENT_H
-#define TETHER_CURRENT_H
+#ifndef TETHER__CURRENT_H
+#define TETHER__CURRENT_H
 
 #include "token.h"
 
@@ -24,4 +24,4 @@ TETHER_HIDDEN void tether__free_or_die(tether_token *t, const char *who, const c
 TETHER_HIDDEN int tether__run_under(tether_time_t deadline, int (*fn)(void *arg), void *arg,
                                     int *result, bool *fired, const char *who);
 
-#endif /* TETHER_CURRENT_H */
+#endif /* TETHER__CURRENT_H */

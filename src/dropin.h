@@ -3,8 +3,8 @@
  * the entry under the current token, the descriptor questions the retry
  * loops ask, and the iovec helpers. All system calls go through sys.h.
  */
-#ifndef TETHER_DROPIN_H
-#define TETHER_DROPIN_H
+#ifndef TETHER__DROPIN_H
+#define TETHER__DROPIN_H
 
 #include "current.h"
 #include "sys.h"
@@ -15,6 +15,14 @@
 
 /* Stack room before a drop-in allocates: iovec and pollfd copies. */
 enum { TETHER_IOV_SMALL = 8, TETHER_POLL_SMALL = 16 };
+
+
+/* A const buffer as the void * that struct iovec and struct msghdr carry on
+ * the output paths, where the kernel only reads through it. */
+static inline void *tether__unconst(const void *p)
+{
+    return (void *)(uintptr_t)p;
+}
 
 /* The entry of a drop-in that checks the token first: 0 when the thread
  * has no current token (make the raw call), 1 to go on under *t, -1 with
@@ -92,4 +100,4 @@ static inline void tether__iov_release(struct iovec *c, struct iovec *small)
     errno = saved;
 }
 
-#endif /* TETHER_DROPIN_H */
+#endif /* TETHER__DROPIN_H */

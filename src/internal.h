@@ -33,8 +33,8 @@
  *   current.h   the current token      dropin.h the drop-in skeleton
  *   scope.h     scope and task structures (scope.c, join.c)
  */
-#ifndef TETHER_INTERNAL_H
-#define TETHER_INTERNAL_H
+#ifndef TETHER__INTERNAL_H
+#define TETHER__INTERNAL_H
 
 #include "tether.h"
 
@@ -110,4 +110,4 @@ static inline int tether__thread_create(pthread_t *thread, const pthread_attr_t 
     return tether__fault_hit() ? EAGAIN : pthread_create(thread, attr, fn, arg);
 }
 
-#endif /* TETHER_INTERNAL_H */
+#endif /* TETHER__INTERNAL_H */

@@ -128,7 +128,7 @@ ssize_t tether_write(int fd, const void *buf, size_t count)
     int e = tether__dropin_entry(&t);
     if (e <= 0)
         return e < 0 ? -1 : tether__sys_write(fd, buf, count);
-    struct iovec iov = { .iov_base = (void *)buf, .iov_len = count };
+    struct iovec iov = { .iov_base = tether__unconst(buf), .iov_len = count };
     return write_vec(t, fd, &iov, 1);
 }
 
@@ -225,7 +225,7 @@ ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
 
 ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t offset)
 {
-    return positional_call(fd, (void *)buf, count, offset, &pwrite_dir);
+    return positional_call(fd, tether__unconst(buf), count, offset, &pwrite_dir);
 }
 
 static ssize_t write_some(int fd, void *buf, size_t count)
@@ -267,7 +267,7 @@ ssize_t tether_read_all(int fd, void *buf, size_t count, size_t *moved)
 
 ssize_t tether_write_all(int fd, const void *buf, size_t count, size_t *moved)
 {
-    return transfer_all(write_some, fd, (char *)buf, count, moved);
+    return transfer_all(write_some, fd, tether__unconst(buf), count, moved);
 }
 
 /* Poll the user's fds under t, except fds[host] (host == nfds: none), with

@@ -279,7 +279,7 @@ ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags)
     if (e <= 0)
         return e < 0 ? -1 : tether__sys_sendmsg(fd, msg, flags);
     /* Not written through: msg_transfer writes the header only to receive. */
-    return msg_transfer(t, fd, (struct msghdr *)msg, flags, true);
+    return msg_transfer(t, fd, tether__unconst(msg), flags, true);
 }
 
 /* The drop-in accept4 (tether_accept and tether_accept4). */

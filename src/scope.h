@@ -2,8 +2,8 @@
  * Scope and task structures, shared by scope.c (open, children, spawn) and
  * join.c (waiting, join, free). Locking rules: see scope.c.
  */
-#ifndef TETHER_SRC_SCOPE_H
-#define TETHER_SRC_SCOPE_H
+#ifndef TETHER__SCOPE_H
+#define TETHER__SCOPE_H
 
 #include "current.h"
 
@@ -87,4 +87,4 @@ static inline void tether__free_child_token(tether_token *tok, const char *whose
     tether__free_or_die(tok, "child", whose);
 }
 
-#endif /* TETHER_SRC_SCOPE_H */
+#endif /* TETHER__SCOPE_H */

@@ -213,7 +213,7 @@ int tether_signals_install(tether_signals **out, tether_token *t, const tether_s
 
 unsigned tether_signals_fired(const tether_signals *h)
 {
-    return h ? atomic_load(&((tether_signals *)h)->fired) : 0;
+    return h ? atomic_load(&h->fired) : 0;
 }
 
 int tether_signals_restore(tether_signals *h)

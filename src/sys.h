@@ -5,8 +5,8 @@
  * never sees them. Each keeps the libc call's convention: -1 and errno.
  * Descriptor acquisitions go through the fault-injection funnel (EMFILE).
  */
-#ifndef TETHER_SYS_H
-#define TETHER_SYS_H
+#ifndef TETHER__SYS_H
+#define TETHER__SYS_H
 
 #include "internal.h"
 
@@ -80,4 +80,4 @@ TETHER_HIDDEN int tether__sys_pidfd_open(pid_t pid);
 TETHER_HIDDEN int tether__sys_pidfd_send_signal(int pidfd, int sig);
 TETHER_HIDDEN int tether__sys_kill(pid_t pid, int sig);
 
-#endif /* TETHER_SYS_H */
+#endif /* TETHER__SYS_H */

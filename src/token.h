@@ -2,8 +2,8 @@
  * The token structure and what other files may do with a token. The tree
  * lock is private to token.c; the waiting layer (wait.h) is below it.
  */
-#ifndef TETHER_TOKEN_H
-#define TETHER_TOKEN_H
+#ifndef TETHER__TOKEN_H
+#define TETHER__TOKEN_H
 
 #include "internal.h"
 #include "wait.h"
@@ -86,4 +86,4 @@ TETHER_HIDDEN int tether__token_wait_fd(tether_token *t, int fd, short events,
  * errno ECANCELED, ETIMEDOUT or EINTR. *step_ns starts at 0. Blocks. */
 TETHER_HIDDEN int tether__token_backoff(tether_token *t, int64_t *step_ns);
 
-#endif /* TETHER_TOKEN_H */
+#endif /* TETHER__TOKEN_H */

@@ -9,8 +9,8 @@
  * TETHER_WAIT_SET - 1 levels below it. Pollers wait on the eventfd, which a
  * fired point leaves readable for good (level-triggered).
  */
-#ifndef TETHER_WAIT_H
-#define TETHER_WAIT_H
+#ifndef TETHER__WAIT_H
+#define TETHER__WAIT_H
 
 #include "internal.h"
 
@@ -63,4 +63,4 @@ TETHER_HIDDEN int tether__wake_poll(struct tether_wake *w, struct pollfd *fds, n
  * for long; no sleeper or poller may remain. */
 TETHER_HIDDEN void tether__wake_release(struct tether_wake *w);
 
-#endif /* TETHER_WAIT_H */
+#endif /* TETHER__WAIT_H */

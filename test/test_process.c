@@ -178,7 +178,7 @@ END_TEST
 
 static char *sh_argv(const char *script)
 {
-    return (char *)script;
+    return th_unconst(script);
 }
 
 static int run_sh(const char *script, const tether_proc_opts *opts, int *status)

@@ -55,6 +55,21 @@ extern _Thread_local tether_token *tether__current __attribute__((tls_model("ini
 // NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
 extern void __chk_fail(void) __attribute__((noreturn));
 
+/* The fortified entry points compilers emit calls to (glibc's prototypes
+ * live in its internal headers). */
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
+ssize_t __read_chk(int fd, void *buf, size_t count, size_t buflen);
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
+ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
+ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+                       struct sockaddr *src, socklen_t *srclen);
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
+int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout_ms, size_t fdslen);
+// NOLINTNEXTLINE(bugprone-reserved-identifier,cert-dcl37-c,cert-dcl51-cpp)
+int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
+                const sigset_t *sigmask, size_t fdslen);
+
 /* ----------------------------------------------------------------------
  * Entry points: names, next definitions, counters
  * ---------------------------------------------------------------------- */

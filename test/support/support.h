@@ -144,4 +144,11 @@ void bad_reset(void);
             bad("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__);      \
     } while (0)
 
+/* A const pointer as the plain pointer a POSIX struct (iovec, argv) wants;
+ * the callee only reads through it. */
+static inline void *th_unconst(const void *p)
+{
+    return (void *)(uintptr_t)p;
+}
+
 #endif

@@ -1,0 +1,410 @@
+/*
+ * Contract matrix: version, time, names, tokens, callbacks, the current
+ * token, with_deadline/timeout, sigcancel, shields, signals and retry.
+ * One Check test per function (or per small family of accessors), one row
+ * per documented error and per edge of the contract. Rows are listed in
+ * docs/contract-matrix.md.
+ */
+#define _GNU_SOURCE
+#include "contract.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+
+static void noop_cb(void *arg)
+{
+    int *n = arg;
+    if (n) (*n)++;
+}
+
+static int ret_arg(void *a)
+{
+    return (int)(intptr_t)a;
+}
+
+START_TEST(contract_version_time_names)
+{
+    ct_rows r = { .test = __func__ };
+    ct_row(&r, tether_version() != NULL && tether_version()[0] != '\0', "tether_version: expected a non-empty string");
+    ct_row(&r, tether_version_number() > 0, "tether_version_number: expected positive");
+    tether_time_t a = tether_now(), b = tether_now();
+    ct_row(&r, a > 0 && b >= a, "tether_now/two reads: expected monotonic, got %lld then %lld", (long long)a, (long long)b);
+    ct_row(&r, tether_deadline_after(INT64_MAX) == TETHER_NEVER, "tether_deadline_after/INT64_MAX: expected NEVER");
+    ct_row(&r, tether_deadline_after(INT64_MAX - 1) == TETHER_NEVER, "tether_deadline_after/overflow: expected NEVER");
+    ct_row(&r, tether_deadline_after(-tether_sec(1)) < tether_now(), "tether_deadline_after/negative: expected past");
+    ct_row(&r, tether_deadline_after(INT64_MIN) < tether_now(), "tether_deadline_after/INT64_MIN: expected past");
+    ct_row(&r, strcmp(tether_cause_name((tether_cause)99), "unknown") == 0, "tether_cause_name/out of range: expected \"unknown\"");
+    ct_row(&r, strcmp(tether_cause_name((tether_cause)-1), "unknown") == 0, "tether_cause_name/negative: expected \"unknown\"");
+    ct_row(&r, strcmp(tether_cause_name(TETHER_CAUSE_DEADLINE), "deadline") == 0, "tether_cause_name/deadline: expected \"deadline\"");
+    ct_row(&r, strcmp(tether_outcome_name((tether_outcome)99), "unknown") == 0, "tether_outcome_name/out of range: expected \"unknown\"");
+    ct_row(&r, strcmp(tether_outcome_name(TETHER_OUTCOME_CANCELED), "canceled") == 0, "tether_outcome_name/canceled: expected \"canceled\"");
+    ct_row(&r, strcmp(tether_retry_stop_name((tether_retry_stop)99), "unknown") == 0,
+           "tether_retry_stop_name/out of range: expected \"unknown\"");
+    ct_row(&r, strcmp(tether_retry_stop_name(TETHER_RETRY_STOP_CANCELED), "canceled") == 0,
+           "tether_retry_stop_name/canceled: expected \"canceled\"");
+    ct_row(&r, tether_trim() >= 0, "tether_trim: expected a count >= 0");
+    ct_done(&r);
+}
+END_TEST
+
+START_TEST(contract_tether_token_new_free)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_token *t, *c;
+    CT_RC(&r, "tether_token_new/out NULL", tether_token_new(NULL, NULL, TETHER_NEVER), EINVAL);
+    CT_RC(&r, "tether_token_free/NULL", tether_token_free(NULL), EINVAL);
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    ck_assert_int_eq(tether_token_new(&c, t, TETHER_NEVER), 0);
+    CT_RC(&r, "tether_token_free/has a child", tether_token_free(t), EBUSY);
+    ck_assert_int_eq(tether_token_enter(c), 0);
+    CT_RC(&r, "tether_token_free/entered", tether_token_free(c), EBUSY);
+    ck_assert_int_eq(tether_token_leave(c), 0);
+    ck_assert_int_eq(tether_token_free(c), 0);
+    /* Born canceled under a canceled parent; deadline capped by the parent. */
+    tether_token_cancel(t, EPIPE);
+    ck_assert_int_eq(tether_token_new(&c, t, TETHER_NEVER), 0);
+    ct_row(&r, tether_token_cause(c) == TETHER_CAUSE_PARENT && tether_token_error(c) == EPIPE,
+           "tether_token_new/under a parent canceled with EPIPE: expected cause parent, error EPIPE, got %s %d", tether_cause_name(tether_token_cause(c)),
+           tether_token_error(c));
+    ct_row(&r, tether_token_root_cause(c) == TETHER_CAUSE_EXPLICIT, "tether_token_root_cause/child of an explicitly canceled parent: expected explicit");
+    ck_assert_int_eq(tether_token_free(c), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    tether_time_t dl = tether_now() + tether_sec(5);
+    ck_assert_int_eq(tether_token_new(&t, NULL, dl), 0);
+    ck_assert_int_eq(tether_token_new(&c, t, TETHER_NEVER), 0);
+    ct_row(&r, tether_token_deadline(c) == dl, "tether_token_deadline/child without own deadline: expected the parent's");
+    ck_assert_int_eq(tether_token_free(c), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_token_cancel_check_accessors)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    CT_RC(&r, "tether_token_cancel/NULL", tether_token_cancel(NULL, 0), EINVAL);
+    CT_RC(&r, "tether_token_check/NULL", tether_token_check(NULL), EINVAL);
+    ct_row(&r, tether_token_cause(NULL) == TETHER_CAUSE_NONE, "tether_token_cause/NULL: expected NONE");
+    ct_row(&r, tether_token_root_cause(NULL) == TETHER_CAUSE_NONE, "tether_token_root_cause/NULL: expected NONE");
+    ct_row(&r, tether_token_error(NULL) == 0, "tether_token_error/NULL: expected 0");
+    ct_row(&r, tether_token_deadline(NULL) == TETHER_NEVER, "tether_token_deadline/NULL: expected NEVER");
+    tether_token *t;
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    CT_RC(&r, "tether_token_check/live", tether_token_check(t), 0);
+    ct_row(&r, tether_token_error(t) == 0, "tether_token_error/live: expected 0");
+    CT_RC(&r, "tether_token_cancel/first", tether_token_cancel(t, EPIPE), 0);
+    CT_RC(&r, "tether_token_cancel/again (no-op)", tether_token_cancel(t, EIO), 0);
+    CT_RC(&r, "tether_token_check/canceled", tether_token_check(t), ECANCELED);
+    ct_row(&r, tether_token_error(t) == EPIPE, "tether_token_error/second cancel: expected the first one's EPIPE, got %d", tether_token_error(t));
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ck_assert_int_eq(tether_token_new(&t, NULL, tether_now() - 1), 0);
+    ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_NONE, "tether_token_cause/past deadline not yet observed: expected NONE");
+    CT_RC(&r, "tether_token_check/expired", tether_token_check(t), ETIMEDOUT);
+    ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_DEADLINE && tether_token_error(t) == ETIMEDOUT,
+           "tether_token_cause/expired, after check: expected deadline, error ETIMEDOUT");
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+static tether_callback *self_cb;
+static int self_off_rc = -1;
+static void off_self(void *arg)
+{
+    (void)arg;
+    bool ran;
+    self_off_rc = tether_token_off_cancel(self_cb, &ran);
+}
+
+START_TEST(contract_tether_token_on_off_cancel)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_token *t;
+    tether_callback *cb;
+    int n = 0;
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    CT_RC(&r, "tether_token_on_cancel/t NULL", tether_token_on_cancel(NULL, noop_cb, &n, &cb), EINVAL);
+    CT_RC(&r, "tether_token_on_cancel/fn NULL", tether_token_on_cancel(t, NULL, &n, &cb), EINVAL);
+    CT_RC(&r, "tether_token_on_cancel/out NULL", tether_token_on_cancel(t, noop_cb, &n, NULL), EINVAL);
+    CT_RC(&r, "tether_token_off_cancel/NULL", tether_token_off_cancel(NULL, NULL), EINVAL);
+    ck_assert_int_eq(tether_token_on_cancel(t, noop_cb, &n, &cb), 0);
+    bool ran = true;
+    CT_RC(&r, "tether_token_off_cancel/before cancel", tether_token_off_cancel(cb, &ran), 0);
+    ct_row(&r, !ran && n == 0, "tether_token_off_cancel/before cancel: expected 0, ran false, got ran %d n %d", ran, n);
+    ck_assert_int_eq(tether_token_on_cancel(t, off_self, NULL, &self_cb), 0);
+    tether_token_cancel(t, 0);
+    CT_RC(&r, "tether_token_off_cancel/from inside the callback", self_off_rc, 0);
+    ck_assert_int_eq(tether_token_on_cancel(t, noop_cb, &n, &cb), 0);
+    ct_row(&r, n == 1, "tether_token_on_cancel/already canceled: expected fn run at once, got n %d", n);
+    ck_assert_int_eq(tether_token_off_cancel(cb, &ran), 0);
+    ct_row(&r, ran, "tether_token_off_cancel/after it ran: expected ran true");
+    /* Token freed first: off_cancel still frees the handle, ran false. */
+    tether_token *u;
+    ck_assert_int_eq(tether_token_new(&u, NULL, TETHER_NEVER), 0);
+    ck_assert_int_eq(tether_token_on_cancel(u, noop_cb, &n, &cb), 0);
+    ck_assert_int_eq(tether_token_free(u), 0);
+    ran = true;
+    CT_RC(&r, "tether_token_off_cancel/token freed first", tether_token_off_cancel(cb, &ran), 0);
+    ct_row(&r, !ran, "tether_token_off_cancel/token freed first: expected ran false");
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+static int nested_fn(void *arg)
+{
+    (void)arg;
+    return tether_check();
+}
+
+START_TEST(contract_current_enter_leave_with)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    ct_row(&r, tether_current() == NULL, "tether_current/default: expected NULL");
+    CT_RC(&r, "tether_check/no token", tether_check(), 0);
+    CT_RC(&r, "tether_token_enter/NULL", tether_token_enter(NULL), EINVAL);
+    CT_RC(&r, "tether_token_leave/NULL", tether_token_leave(NULL), EINVAL);
+    tether_token *a, *b;
+    ck_assert_int_eq(tether_token_new(&a, NULL, TETHER_NEVER), 0);
+    ck_assert_int_eq(tether_token_new(&b, NULL, TETHER_NEVER), 0);
+    CT_RC(&r, "tether_token_leave/nothing entered", tether_token_leave(a), EPERM);
+    /* Nesting past 16 levels. */
+    for (int i = 0; i < 40; i++) ck_assert_int_eq(tether_token_enter(i % 2 ? a : b), 0);
+    ct_row(&r, tether_current() == a, "tether_token_enter/40 levels: expected the innermost current");
+    CT_RC(&r, "tether_token_leave/not innermost", tether_token_leave(b), EPERM);
+    for (int i = 39; i >= 0; i--) ck_assert_int_eq(tether_token_leave(i % 2 ? a : b), 0);
+    ct_row(&r, tether_current() == NULL, "tether_token_leave/all left: expected current NULL");
+    /* with_deadline / with_timeout. */
+    bool fired = true;
+    CT_RC(&r, "tether_with_deadline/fn NULL", tether_with_deadline(TETHER_NEVER, NULL, NULL, &fired), EINVAL);
+    CT_RC(&r, "tether_with_timeout/fn NULL", tether_with_timeout(tether_sec(1), NULL, NULL, &fired), EINVAL);
+    fired = true;
+    int rc = tether_with_deadline(TETHER_NEVER, ret_arg, (void *)(intptr_t)7, &fired);
+    ct_row(&r, rc == 7 && !fired, "tether_with_deadline/never: expected fn's value 7, fired false, got %d fired %d", rc, fired);
+    fired = false;
+    rc = tether_with_deadline(tether_now() - 1, nested_fn, NULL, &fired);
+    ct_row(&r, rc == ETIMEDOUT && fired, "tether_with_deadline/past deadline: expected ETIMEDOUT, fired true, got %d fired %d", rc, fired);
+    rc = tether_with_timeout(-1, nested_fn, NULL, NULL);
+    CT_RC(&r, "tether_with_timeout/negative timeout, fired NULL", rc, ETIMEDOUT);
+    /* Under a canceled current token: the outer cancel, fired false. */
+    tether_token_cancel(a, 0);
+    ck_assert_int_eq(tether_token_enter(a), 0);
+    fired = true;
+    rc = tether_with_timeout(tether_sec(5), nested_fn, NULL, &fired);
+    ct_row(&r, rc == ECANCELED && !fired, "tether_with_timeout/outer token canceled: expected ECANCELED, fired false, got %d fired %d", rc, fired);
+    CT_RC(&r, "tether_check/canceled current", tether_check(), ECANCELED);
+    ck_assert_int_eq(tether_token_leave(a), 0);
+    ck_assert_int_eq(tether_token_free(a), 0);
+    ck_assert_int_eq(tether_token_free(b), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_sigcancel)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_token *t;
+    tether_sigcancel *sc;
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    CT_RC(&r, "tether_sigcancel_new/out NULL", tether_sigcancel_new(NULL, t, 0), EINVAL);
+    CT_RC(&r, "tether_sigcancel_new/t NULL", tether_sigcancel_new(&sc, NULL, 0), EINVAL);
+    CT_RC(&r, "tether_sigcancel_free/NULL", tether_sigcancel_free(NULL), EINVAL);
+    errno = EDOM;
+    tether_sigcancel_fire(NULL); /* a documented no-op (decision 18) */
+    ct_row(&r, errno == EDOM, "tether_sigcancel_fire/NULL: expected a no-op, errno kept, got errno %d", errno);
+    ck_assert_int_eq(tether_sigcancel_new(&sc, t, EPIPE), 0);
+    errno = EDOM;
+    tether_sigcancel_fire(sc);
+    tether_sigcancel_fire(sc);
+    ct_row(&r, errno == EDOM, "tether_sigcancel_fire/twice: expected errno preserved");
+    CT_RC(&r, "tether_sigcancel_free/after fire", tether_sigcancel_free(sc), 0);
+    ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_SIGNAL && tether_token_error(t) == EPIPE,
+           "tether_sigcancel_free/after a fire: expected the cancel done, cause signal, error EPIPE, got %s %d", tether_cause_name(tether_token_cause(t)),
+           tether_token_error(t));
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_shield)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_shield *s, *s2;
+    CT_RC(&r, "tether_shield_enter/out NULL", tether_shield_enter(NULL, TETHER_NEVER), EINVAL);
+    CT_RC(&r, "tether_shield_leave/NULL", tether_shield_leave(NULL), EINVAL);
+    ct_row(&r, tether_shield_token(NULL) == NULL, "tether_shield_token/NULL: expected NULL");
+    tether_token *t = ct_enter(CT_CANCELED, 0);
+    ck_assert_int_eq(tether_shield_enter(&s, tether_deadline_after(tether_sec(5))), 0);
+    CT_RC(&r, "tether_check/inside shield of a canceled token", tether_check(), 0);
+    ck_assert_int_eq(tether_shield_enter(&s2, tether_now() - 1), 0);
+    CT_RC(&r, "tether_check/shield with a past deadline", tether_check(), ETIMEDOUT);
+    CT_RC(&r, "tether_shield_leave/not innermost", tether_shield_leave(s), EPERM);
+    ck_assert_int_eq(tether_shield_leave(s2), 0);
+    tether_token *in;
+    ck_assert_int_eq(tether_token_new(&in, tether_shield_token(s), TETHER_NEVER), 0);
+    CT_RC(&r, "tether_shield_leave/token created inside alive", tether_shield_leave(s), EBUSY);
+    ck_assert_int_eq(tether_token_free(in), 0);
+    CT_RC(&r, "tether_shield_leave/ok", tether_shield_leave(s), 0);
+    CT_RC(&r, "tether_check/after leaving: cancellation is sticky", tether_check(), ECANCELED);
+    ct_leave(t);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_signals)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_token *t;
+    tether_signals *h, *h2;
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    CT_RC(&r, "tether_signals_install/out NULL", tether_signals_install(NULL, t, NULL), EINVAL);
+    CT_RC(&r, "tether_signals_install/t NULL", tether_signals_install(&h, NULL, NULL), EINVAL);
+    int sigs[9] = { SIGUSR1, SIGUSR2, SIGHUP, SIGQUIT, SIGALRM, SIGPIPE, SIGTERM, SIGINT, SIGWINCH };
+    tether_signals_opts o = { .signals = sigs, .nsignals = 0 };
+    CT_RC(&r, "tether_signals_install/nsignals 0", tether_signals_install(&h, t, &o), EINVAL);
+    o.nsignals = 9;
+    CT_RC(&r, "tether_signals_install/nsignals 9", tether_signals_install(&h, t, &o), EINVAL);
+    int kill9 = SIGKILL;
+    o = (tether_signals_opts){ .signals = &kill9, .nsignals = 1 };
+    CT_RC(&r, "tether_signals_install/SIGKILL", tether_signals_install(&h, t, &o), EINVAL);
+    ct_row(&r, tether_signals_fired(NULL) == 0, "tether_signals_fired/NULL: expected 0");
+    CT_RC(&r, "tether_signals_restore/NULL", tether_signals_restore(NULL), EINVAL);
+    int u1 = SIGUSR1;
+    o = (tether_signals_opts){ .signals = &u1, .nsignals = 1, .error = EPIPE };
+    ck_assert_int_eq(tether_signals_install(&h, t, &o), 0);
+    CT_RC(&r, "tether_signals_install/second at once", tether_signals_install(&h2, t, &o), EBUSY);
+    struct sigaction sa;
+    sigaction(SIGUSR1, NULL, &sa);
+    ct_row(&r, (sa.sa_flags & SA_RESTART) != 0, "tether_signals_install/handler flags: expected SA_RESTART");
+    raise(SIGUSR1);
+    ct_row(&r, tether_signals_fired(h) == 1, "tether_signals_fired/one signal: expected 1 got %u", tether_signals_fired(h));
+    CT_RC(&r, "tether_signals_restore/ok", tether_signals_restore(h), 0);
+    ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_SIGNAL && tether_token_error(t) == EPIPE,
+           "tether_signals_restore/after a signal: expected the cancel done, cause signal, error EPIPE, got %s %d", tether_cause_name(tether_token_cause(t)),
+           tether_token_error(t));
+    sigaction(SIGUSR1, NULL, &sa);
+    ct_row(&r, sa.sa_handler == SIG_DFL, "tether_signals_restore/disposition: expected the previous (SIG_DFL)");
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+static tether_time_t fake_now(void *ctx)
+{
+    (void)ctx;
+    return tether_now();
+}
+
+static int fails_eagain(void *arg)
+{
+    int *n = arg;
+    (*n)++;
+    return EAGAIN;
+}
+
+static int neg_after(void *arg)
+{
+    int *rc = arg;
+    rc[0] = tether_retry_after(-1);
+    rc[1] = tether_retry_after(0);
+    return 0;
+}
+
+START_TEST(contract_tether_retry)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_retry_result res;
+    int n = 0;
+    CT_RC(&r, "tether_retry/attempt NULL", tether_retry(NULL, NULL, NULL, &res), EINVAL);
+    struct {
+        const char *what;
+        tether_retry_opts o;
+    } bad[] = {
+        { "negative initial delay", { .initial_delay_ns = -1 } },
+        { "negative max delay", { .max_delay_ns = -1 } },
+        { "negative budget", { .max_elapsed_ns = -1 } },
+        { "negative attempt timeout", { .attempt_timeout_ns = -1 } },
+        { "max_delay below initial", { .initial_delay_ns = 100, .max_delay_ns = 10 } },
+        { "multiplier 0.5", { .multiplier = 0.5 } },
+        { "multiplier NaN", { .multiplier = NAN } },
+        { "multiplier infinite", { .multiplier = INFINITY } },
+        { "jitter out of range", { .jitter = (tether_retry_jitter)9 } },
+        { "only clock.now", { .clock = { .now = fake_now } } },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = 0;
+        char name[96];
+        snprintf(name, sizeof name, "tether_retry/%s", bad[i].what);
+        int rc = tether_retry(fails_eagain, &n, &bad[i].o, &res);
+        CT_RC(&r, name, rc, EINVAL);
+        ct_row(&r, n == 0 && res.stop == TETHER_RETRY_STOP_PERMANENT, "%s: expected no attempt, stop permanent, got %d attempts, stop %s", name, n,
+               tether_retry_stop_name(res.stop));
+    }
+    static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
+    for (size_t i = 0; i < 2; i++) {
+        tether_token *t = ct_enter(dead[i], 0);
+        n = 0;
+        int rc = tether_retry(fails_eagain, &n, NULL, &res);
+        char name[96];
+        snprintf(name, sizeof name, "tether_retry/%s", ct_state_name(dead[i]));
+        CT_RC(&r, name, rc, ct_expected(dead[i]));
+        ct_row(&r, n == 0, "%s: expected no attempt, got %d", name, n);
+        ct_leave(t);
+    }
+    CT_RC(&r, "tether_retry_after/outside an attempt", tether_retry_after(0), EPERM);
+    int ar[2] = { -1, -1 };
+    tether_retry(neg_after, ar, NULL, NULL);
+    CT_RC(&r, "tether_retry_after/negative", ar[0], EINVAL);
+    CT_RC(&r, "tether_retry_after/inside an attempt", ar[1], 0);
+    int transient[] = { EAGAIN, EINTR, EBUSY, ETIMEDOUT, ECONNREFUSED, ECONNRESET, ECONNABORTED, EPIPE,
+                        ENETDOWN, ENETUNREACH, ENETRESET, EHOSTDOWN, EHOSTUNREACH, EADDRNOTAVAIL, ENOBUFS };
+    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+        ct_row(&r, tether_retry_transient(transient[i]), "tether_retry_transient/%s: expected transient",
+               strerrorname_np(transient[i]));
+    int permanent[] = { 0, ECANCELED, EIO, ENOMEM, EINVAL, -1 };
+    for (size_t i = 0; i < sizeof permanent / sizeof permanent[0]; i++)
+        ct_row(&r, !tether_retry_transient(permanent[i]), "tether_retry_transient/%d: expected permanent", permanent[i]);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+static Suite *contract_core_suite(void)
+{
+    Suite *s = suite_create("contract_core");
+    TCase *tc = tcase_create("contract_core");
+    tcase_set_timeout(tc, th_timeout_s(20));
+    tcase_add_test(tc, contract_version_time_names);
+    tcase_add_test(tc, contract_tether_token_new_free);
+    tcase_add_test(tc, contract_tether_token_cancel_check_accessors);
+    tcase_add_test(tc, contract_tether_token_on_off_cancel);
+    tcase_add_test(tc, contract_current_enter_leave_with);
+    tcase_add_test(tc, contract_tether_sigcancel);
+    tcase_add_test(tc, contract_tether_shield);
+    tcase_add_test(tc, contract_tether_signals);
+    tcase_add_test(tc, contract_tether_retry);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return th_run_suite(contract_core_suite());
+}

@@ -1,0 +1,314 @@
+/*
+ * Contract matrix: child processes (tether_waitpid, tether_waitid,
+ * tether_proc_spawn, tether_proc_pid, tether_proc_wait, tether_proc_run).
+ * One Check test per function, one row per documented error and per
+ * difference from the raw call. Rows are listed in docs/contract-matrix.md.
+ */
+#define _GNU_SOURCE
+#include "contract.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+
+static const ct_state states[] = { CT_NONE, CT_LIVE };
+static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
+
+static char *const sleep_argv[] = { "sleep", "10", NULL };
+static char *const true_argv[] = { "true", NULL };
+
+/* A child that sleeps until killed. */
+static pid_t sleeper(void)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        pause();
+        _exit(0);
+    }
+    return pid;
+}
+
+static void reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+START_TEST(contract_tether_waitpid)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    char name[128];
+    /* No children at all / not our child / bad options: as waitpid(2). */
+    for (size_t i = 0; i < 2; i++) {
+        const char *sn = ct_state_name(states[i]);
+        int ws;
+        CT_SIDE(&r, states[i], waitpid(-1, &ws, WNOHANG), tether_waitpid(-1, &ws, WNOHANG),
+                "tether_waitpid/no children, WNOHANG/%s", sn);
+        CT_SIDE(&r, states[i], waitpid(-1, &ws, 0), tether_waitpid(-1, &ws, 0), "tether_waitpid/no children/%s", sn);
+        CT_SIDE(&r, states[i], waitpid(1, &ws, 0), tether_waitpid(1, &ws, 0), "tether_waitpid/pid 1 (not a child)/%s", sn);
+        CT_SIDE(&r, states[i], waitpid(-1, &ws, 0x7000000), tether_waitpid(-1, &ws, 0x7000000),
+                "tether_waitpid/bad options/%s", sn);
+    }
+    /* A running child with WNOHANG: 0 as waitpid(2). */
+    pid_t pid = sleeper();
+    for (size_t i = 0; i < 2; i++) {
+        int ws;
+        CT_SIDE(&r, states[i], waitpid(pid, &ws, WNOHANG), tether_waitpid(pid, &ws, WNOHANG),
+                "tether_waitpid/running child, WNOHANG/%s", ct_state_name(states[i]));
+    }
+    /* Item 13: WNOHANG (and a blocking wait) under a dead token: fails. */
+    for (size_t i = 0; i < 2; i++) {
+        int opts[] = { WNOHANG, 0, WNOHANG | WUNTRACED };
+        static const char *on[] = { "WNOHANG", "blocking", "WNOHANG|WUNTRACED" };
+        for (int k = 0; k < 3; k++) {
+            tether_token *t = ct_enter(dead[i], 0);
+            int ws;
+            errno = 0;
+            pid_t got = tether_waitpid(pid, &ws, opts[k]);
+            snprintf(name, sizeof name, "tether_waitpid/running child, %s/%s", on[k], ct_state_name(dead[i]));
+            CT_ERR(&r, name, got, ct_expected(dead[i]));
+            errno = 0;
+            got = tether_waitpid(-1, &ws, opts[k]);
+            snprintf(name, sizeof name, "tether_waitpid/pid -1, %s/%s", on[k], ct_state_name(dead[i]));
+            CT_ERR(&r, name, got, ct_expected(dead[i]));
+            ct_leave(t);
+        }
+    }
+    /* The child is left alone by a cancellation: still waitable. */
+    kill(pid, SIGKILL);
+    int ws = 0;
+    pid_t got = tether_waitpid(pid, &ws, 0);
+    ct_row(&r, got == pid && WIFSIGNALED(ws), "tether_waitpid/after the refused calls: expected the child still waitable, got %d", got);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_waitid)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    char name[128];
+    for (size_t i = 0; i < 2; i++) {
+        const char *sn = ct_state_name(states[i]);
+        siginfo_t si;
+        CT_SIDE(&r, states[i], waitid(P_ALL, 0, &si, WEXITED | WNOHANG),
+                tether_waitid(P_ALL, 0, &si, WEXITED | WNOHANG), "tether_waitid/no children, WNOHANG/%s", sn);
+        CT_SIDE(&r, states[i], waitid(P_PID, 1, &si, WEXITED), tether_waitid(P_PID, 1, &si, WEXITED),
+                "tether_waitid/P_PID not a child/%s", sn);
+        CT_SIDE(&r, states[i], waitid((idtype_t)77, 0, &si, WEXITED), tether_waitid((idtype_t)77, 0, &si, WEXITED),
+                "tether_waitid/bad idtype/%s", sn);
+        CT_SIDE(&r, states[i], waitid(P_ALL, 0, &si, 0), tether_waitid(P_ALL, 0, &si, 0),
+                "tether_waitid/options 0/%s", sn);
+        CT_SIDE(&r, states[i], waitid(P_PIDFD, 100000, &si, WEXITED), tether_waitid(P_PIDFD, 100000, &si, WEXITED),
+                "tether_waitid/P_PIDFD bad fd/%s", sn);
+    }
+    pid_t pid = sleeper();
+    for (size_t i = 0; i < 2; i++) {
+        siginfo_t si = { 0 };
+        si.si_pid = 12345;
+        tether_token *t = ct_enter(states[i], 0);
+        int rc = tether_waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG);
+        ct_leave(t);
+        ct_row(&r, rc == 0 && si.si_pid == 0, "tether_waitid/running child, WNOHANG/%s: expected 0 and si_pid 0, got %d %d",
+               ct_state_name(states[i]), rc, si.si_pid);
+    }
+    /* Item 13 for waitid. */
+    for (size_t i = 0; i < 2; i++) {
+        int opts[] = { WEXITED | WNOHANG, WEXITED };
+        static const char *on[] = { "WNOHANG", "blocking" };
+        for (int k = 0; k < 2; k++) {
+            tether_token *t = ct_enter(dead[i], 0);
+            siginfo_t si;
+            errno = 0;
+            int rc = tether_waitid(P_PID, (id_t)pid, &si, opts[k]);
+            snprintf(name, sizeof name, "tether_waitid/running child, %s/%s", on[k], ct_state_name(dead[i]));
+            CT_ERR(&r, name, rc, ct_expected(dead[i]));
+            errno = 0;
+            rc = tether_waitid(P_ALL, 0, &si, opts[k]);
+            snprintf(name, sizeof name, "tether_waitid/P_ALL, %s/%s", on[k], ct_state_name(dead[i]));
+            CT_ERR(&r, name, rc, ct_expected(dead[i]));
+            ct_leave(t);
+        }
+    }
+    reap(pid);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_proc_spawn)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_proc *p = NULL;
+    char name[128];
+    CT_RC(&r, "tether_proc_spawn/out NULL", tether_proc_spawn(NULL, "/bin/true", true_argv, NULL), EINVAL);
+    CT_RC(&r, "tether_proc_spawn/file NULL", tether_proc_spawn(&p, NULL, true_argv, NULL), EINVAL);
+    CT_RC(&r, "tether_proc_spawn/argv NULL", tether_proc_spawn(&p, "/bin/true", NULL, NULL), EINVAL);
+    int rc = tether_proc_spawn(&p, "/nonexistent/prog", true_argv, NULL);
+    CT_RC(&r, "tether_proc_spawn/missing program", rc, ENOENT);
+    if (rc == 0) tether_proc_wait(p, NULL);
+    tether_proc_opts po = { .search_path = true };
+    rc = tether_proc_spawn(&p, "no-such-program-tether", true_argv, &po);
+    CT_RC(&r, "tether_proc_spawn/search_path missing", rc, ENOENT);
+    if (rc == 0) tether_proc_wait(p, NULL);
+    for (size_t i = 0; i < 2; i++) {
+        tether_token *t = ct_enter(dead[i], 0);
+        p = NULL;
+        rc = tether_proc_spawn(&p, "/bin/true", true_argv, NULL);
+        snprintf(name, sizeof name, "tether_proc_spawn/%s (nothing started)", ct_state_name(dead[i]));
+        CT_RC(&r, name, rc, ct_expected(dead[i]));
+        ct_leave(t);
+        if (rc == 0) tether_proc_wait(p, NULL);
+    }
+    /* The spawned child is ours alone: waitpid(-1, WNOHANG) finds no zombie
+     * to steal only after tether_proc_wait reaped it. */
+    rc = tether_proc_spawn(&p, "/bin/true", true_argv, NULL);
+    ct_row(&r, rc == 0, "tether_proc_spawn/ok: expected 0, got %d", rc);
+    if (rc == 0) {
+        int ws = -1;
+        rc = tether_proc_wait(p, &ws);
+        ct_row(&r, rc == 0 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
+               "tether_proc_wait/exited on its own: expected 0, exit 0, got %d ws %#x", rc, ws);
+        errno = 0;
+        ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "tether_proc_wait/after return: expected no zombie left");
+    }
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_proc_pid_wait_run)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    ct_row(&r, tether_proc_pid(NULL) == -1, "tether_proc_pid/NULL: expected -1");
+    CT_RC(&r, "tether_proc_wait/NULL", tether_proc_wait(NULL, NULL), EINVAL);
+    int ws = -1;
+    CT_RC(&r, "tether_proc_run/missing program", tether_proc_run("/nonexistent/prog", true_argv, NULL, &ws), ENOENT);
+    CT_RC(&r, "tether_proc_run/file NULL", tether_proc_run(NULL, true_argv, NULL, &ws), EINVAL);
+    int rc = tether_proc_run("/bin/true", true_argv, NULL, &ws);
+    ct_row(&r, rc == 0 && WIFEXITED(ws), "tether_proc_run/true: expected 0 exited, got %d ws %#x", rc, ws);
+    for (size_t i = 0; i < 2; i++) {
+        tether_token *t = ct_enter(dead[i], 0);
+        rc = tether_proc_run("/bin/true", true_argv, NULL, &ws);
+        char name[96];
+        snprintf(name, sizeof name, "tether_proc_run/%s", ct_state_name(dead[i]));
+        CT_RC(&r, name, rc, ct_expected(dead[i]));
+        ct_leave(t);
+    }
+    /* Canceled while waiting: SIGTERM, ECANCELED, reaped. */
+    tether_proc *p;
+    ck_assert_int_eq(tether_proc_spawn(&p, "/bin/sleep", sleep_argv, NULL), 0);
+    pid_t pid = tether_proc_pid(p);
+    ct_row(&r, pid > 0, "tether_proc_pid/live handle: expected the pid, got %d", pid);
+    tether_token *t;
+    ck_assert_int_eq(tether_token_new(&t, NULL, tether_deadline_after(tether_ms(20))), 0);
+    ck_assert_int_eq(tether_token_enter(t), 0);
+    ws = 0;
+    rc = tether_proc_wait(p, &ws);
+    ct_row(&r, rc == ETIMEDOUT && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGTERM,
+           "tether_proc_wait/deadline while waiting: expected ETIMEDOUT killed by SIGTERM, got %d ws %#x", rc, ws);
+    ct_leave(t);
+    errno = 0;
+    ct_row(&r, kill(pid, 0) == -1 && errno == ESRCH, "tether_proc_wait/after a deadline kill: expected the child reaped");
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+/* Item 12, deterministic: the child has already exited on its own (a zombie,
+ * seen with WNOWAIT, which does not reap) when the token is canceled and
+ * tether_proc_wait is called: it exited on its own, so 0 and its status. */
+START_TEST(contract_proc_wait_exited_before_cancel)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    for (size_t i = 0; i < 2; i++) {
+        tether_proc *p;
+        ck_assert_int_eq(tether_proc_spawn(&p, "/bin/true", true_argv, NULL), 0);
+        siginfo_t si = { 0 };
+        ck_assert_int_eq(waitid(P_PID, (id_t)tether_proc_pid(p), &si, WEXITED | WNOWAIT), 0);
+        tether_token *t = ct_enter(dead[i], 0);
+        int ws = -1;
+        int rc = tether_proc_wait(p, &ws);
+        ct_leave(t);
+        ct_row(&r, rc == 0 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
+               "tether_proc_wait/child already exited, token %s: expected 0 with exit 0, got %d ws %#x",
+               ct_state_name(dead[i]), rc, ws);
+    }
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+/* Item 12: a child that exits on its own while a cancel lands at a random
+ * instant around its exit. Whenever wstatus says it exited by itself, the
+ * return must be 0, never ECANCELED. */
+START_TEST(contract_proc_wait_exit_races_cancel)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    uint64_t seed = th_seed("contract_proc_wait_exit_races_cancel");
+    const char *stress = getenv("TETHER_STRESS");
+    int rounds = 400 * (stress && atoi(stress) > 0 ? atoi(stress) : 1);
+    int bad = 0, exited = 0, killed = 0, first_bad = -1, first_rc = 0;
+    for (int i = 0; i < rounds; i++) {
+        tether_token *t;
+        ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+        ck_assert_int_eq(tether_token_enter(t), 0);
+        tether_proc *p;
+        ck_assert_int_eq(tether_proc_spawn(&p, "/bin/true", true_argv, NULL), 0);
+        /* Land the cancel 0..1.5 ms after spawn: /bin/true exits about then. */
+        int64_t until = tether_now() + (int64_t)(th_rand(&seed) % 1500000);
+        while (tether_now() < until) {
+        }
+        tether_token_cancel(t, 0);
+        int ws = 0;
+        int rc = tether_proc_wait(p, &ws);
+        if (WIFEXITED(ws)) exited++;
+        else killed++;
+        if (WIFEXITED(ws) && rc != 0) {
+            if (!bad) {
+                first_bad = i;
+                first_rc = rc;
+            }
+            bad++;
+        }
+        ck_assert_int_eq(tether_token_leave(t), 0);
+        ck_assert_int_eq(tether_token_free(t), 0);
+    }
+    fprintf(stderr, "contract_proc_wait_exit_races_cancel: %d rounds, %d exited, %d killed, %d wrong\n", rounds,
+            exited, killed, bad);
+    ct_row(&r, bad == 0,
+           "tether_proc_wait/exit races a cancel: expected 0 whenever ws says exited, got %d wrong "
+           "(first: round %d, %s)", bad, first_bad, first_rc ? strerrorname_np(first_rc) : "-");
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+static Suite *contract_proc_suite(void)
+{
+    Suite *s = suite_create("contract_proc");
+    TCase *tc = tcase_create("contract_proc");
+    tcase_set_timeout(tc, th_timeout_s(20));
+    tcase_add_test(tc, contract_tether_waitpid);
+    tcase_add_test(tc, contract_tether_waitid);
+    tcase_add_test(tc, contract_tether_proc_spawn);
+    tcase_add_test(tc, contract_tether_proc_pid_wait_run);
+    tcase_add_test(tc, contract_proc_wait_exited_before_cancel);
+    tcase_add_test(tc, contract_proc_wait_exit_races_cancel);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return th_run_suite(contract_proc_suite());
+}
