@@ -1,7 +1,8 @@
 /*
  * The skeleton every drop-in (tether_read, tether_recv, ...) is built on:
- * the entry under the current token, the descriptor questions the retry
- * loops ask, and the iovec helpers. All system calls go through sys.h.
+ * the entry under the current token, the descriptor questions the attempts
+ * ask, the one attempt/wait/retry loop (tether__xfer_run) and the iovec
+ * helpers. All system calls go through sys.h.
  */
 #ifndef TETHER__DROPIN_H
 #define TETHER__DROPIN_H
@@ -10,7 +11,9 @@
 #include "sys.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 
 /* Stack room before a drop-in allocates: iovec and pollfd copies. */
@@ -50,6 +53,111 @@ static inline bool tether__fd_is_file(int fd)
 {
     struct stat st;
     return tether__sys_fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+}
+
+/* The instant a blocking call on fd gives up under SO_RCVTIMEO/SO_SNDTIMEO
+ * (`opt`), or TETHER_NEVER when the option is unset or fd is no socket. */
+static inline tether_time_t tether__sock_timeout_until(int fd, int opt)
+{
+    struct timeval tv;
+    socklen_t len = sizeof tv;
+    if (tether__sys_getsockopt(fd, SOL_SOCKET, opt, &tv, &len) < 0 ||
+        (tv.tv_sec == 0 && tv.tv_usec == 0))
+        return TETHER_NEVER;
+    return tether_deadline_after(tether_sec(tv.tv_sec) + tether_us(tv.tv_usec));
+}
+
+/*
+ * The one skeleton of the drop-ins that may wait (read/write families,
+ * pread/pwrite, recv/send families, accept, connect):
+ *
+ *     attempt without blocking -> if it would block (EAGAIN) and the call
+ *     may wait: wait for readiness under the token, bounded by the socket's
+ *     SO_RCVTIMEO/SO_SNDTIMEO -> attempt again
+ *
+ * An attempt does one family's non-blocking try (and its own fallbacks:
+ * regular files, descriptors without RWF_NOWAIT, short transfers); it
+ * returns the call's result, or -1 with errno EAGAIN to be waited for.
+ * Nothing here runs before the first attempt, so a ready descriptor costs
+ * the attempt's syscalls only.
+ */
+struct tether__xfer {
+    int fd;
+    short events;         /* POLLIN or POLLOUT */
+    bool dontwait;        /* MSG_DONTWAIT: never wait, EAGAIN */
+    signed char backoff_after; /* waits that poll before napping; -1: never nap */
+    bool waited;          /* a wait said ready since the last progress */
+    signed char nonblock; /* O_NONBLOCK: -1 not asked yet, else 0 or 1 */
+    int timeo_opt;        /* SO_RCVTIMEO or SO_SNDTIMEO */
+    int timeout_err;      /* what the socket timeout reports (EAGAIN) */
+    int refused;          /* waits since the last progress */
+    size_t done;          /* bytes moved so far */
+    tether_time_t until;  /* the socket timeout; 0 until read */
+    int64_t step;         /* the backoff nap */
+};
+
+/* A transfer on fd waiting for `events` under the socket option timeo_opt. */
+static inline struct tether__xfer tether__xfer_init(int fd, short events, int timeo_opt)
+{
+    return (struct tether__xfer){ .fd = fd, .events = events, .backoff_after = -1,
+                                  .nonblock = -1, .timeo_opt = timeo_opt, .timeout_err = EAGAIN };
+}
+
+/* Whether x's descriptor is in O_NONBLOCK mode; asked once per call. */
+static inline bool tether__xfer_nonblocking(struct tether__xfer *x)
+{
+    if (x->nonblock < 0)
+        x->nonblock = tether__fd_nonblocking(x->fd) ? 1 : 0;
+    return x->nonblock;
+}
+
+/* Progress was made: the next refusal starts a fresh wait. */
+static inline void tether__xfer_moved(struct tether__xfer *x, size_t n)
+{
+    x->done += n;
+    x->waited = false;
+    x->refused = 0;
+}
+
+/* The wait of the skeleton: 0 to attempt again, or -1 with errno: EAGAIN
+ * when the raw call would not wait (O_NONBLOCK, MSG_DONTWAIT), timeout_err
+ * when the socket timeout passed, ECANCELED/ETIMEDOUT/EINTR from the token. */
+static inline int tether__xfer_wait(tether_token *t, struct tether__xfer *x)
+{
+    if (x->dontwait || tether__xfer_nonblocking(x))
+        return tether__fail(EAGAIN);
+    if (x->until == 0) /* a monotonic instant is never 0 */
+        x->until = tether__sock_timeout_until(x->fd, x->timeo_opt);
+    /* A socket that polls writable yet still refuses (an unconnected
+     * AF_UNIX datagram socket whose receiver is full), or a wait that cannot
+     * be polled for (a full AF_UNIX backlog): nap with backoff. */
+    if (x->backoff_after >= 0 && x->refused++ >= x->backoff_after) {
+        if (tether_now() >= x->until)
+            return tether__fail(x->timeout_err);
+        return tether__token_backoff(t, &x->step);
+    }
+    int w = tether__token_wait_fd(t, x->fd, x->events, x->until);
+    if (w < 0)
+        return -1;
+    if (w == 0)
+        return tether__fail(x->timeout_err);
+    x->waited = true;
+    return 0;
+}
+
+/* The skeleton's loop: attempt, wait, attempt... Bytes already moved are
+ * returned when the wait stops it; the next call reports why. */
+static inline ssize_t tether__xfer_run(tether_token *t, struct tether__xfer *x,
+                                       ssize_t (*attempt)(struct tether__xfer *x, void *ctx),
+                                       void *ctx)
+{
+    for (;;) {
+        ssize_t n = attempt(x, ctx);
+        if (n >= 0 || errno != EAGAIN)
+            return n;
+        if (tether__xfer_wait(t, x) < 0)
+            return x->done ? (ssize_t)x->done : -1;
+    }
 }
 
 /* What a transfer that may have moved bytes before failing returns. */

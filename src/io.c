@@ -4,9 +4,10 @@
  *
  * read and write first try the transfer without blocking (RWF_NOWAIT), so a
  * descriptor that is ready costs exactly the one syscall the raw call costs;
- * only when it would block do they wait in poll with the token's eventfd.
- * Bytes already moved are always returned: cancellation is reported by the
- * next call.
+ * only when it would block do they wait in poll with the token's eventfd
+ * (the skeleton of dropin.h). Bytes already moved are always returned:
+ * cancellation is reported by the next call. poll and ppoll first let the
+ * kernel look at the caller's set with a zero timeout.
  */
 #define _GNU_SOURCE
 #include "dropin.h"
@@ -16,146 +17,177 @@
 #include <limits.h>
 #include <string.h>
 
-/* Wait until fd has `events` or the token says stop; 0 or -1 with errno. */
-static int wait_fd(tether_token *t, int fd, short events)
+/* The entries a vector transfer has left: the caller's array, read only
+ * by the kernel, until a short transfer needs it advanced; then a private
+ * copy (`small` or the heap). */
+struct vec {
+    struct iovec *iov;
+    int cnt;
+    bool owned;
+    struct iovec *copy;
+    struct iovec small[TETHER_IOV_SMALL];
+};
+
+/* Advance v past n bytes moved. Whole entries are skipped in place; only an
+ * entry left half done needs the entries copied first (the kernel has just
+ * read them, so they are mapped). -1 (ENOMEM) if no copy could be made. */
+static int vec_advance(struct vec *v, size_t n)
 {
-    return tether__token_wait_fd(t, fd, events, TETHER_NEVER) < 0 ? -1 : 0;
+    while (v->cnt > 0 && n >= v->iov->iov_len) {
+        n -= v->iov->iov_len;
+        v->iov++;
+        v->cnt--;
+    }
+    if (v->cnt == 0 || n == 0)
+        return 0;
+    if (!v->owned) {
+        v->copy = tether__iov_copy(v->iov, v->cnt, v->small);
+        if (!v->copy)
+            return -1;
+        v->iov = v->copy;
+        v->owned = true;
+    }
+    v->iov->iov_base = (char *)v->iov->iov_base + n;
+    v->iov->iov_len -= n;
+    return 0;
+}
+
+static void vec_release(struct vec *v)
+{
+    if (v->owned)
+        tether__iov_release(v->copy, v->small);
 }
 
 /*
- * readv(2) under token t. The first attempt never blocks (RWF_NOWAIT), so a
- * ready descriptor costs one syscall. Only when that attempt says it would
- * block (EAGAIN), or cannot say (EOPNOTSUPP: FIFOs, ttys, ...), do we look
- * at what the descriptor is:
- *  - O_NONBLOCK: answer as readv(2) would (EAGAIN, or the plain call);
+ * The attempt of readv(2) under a token. It never blocks (RWF_NOWAIT), so a
+ * ready descriptor costs one syscall. When the descriptor would block
+ * (EAGAIN) or cannot say (EOPNOTSUPP: ttys, ...):
+ *  - without RWF_NOWAIT, once readable or O_NONBLOCK: the plain call;
  *  - a regular file whose data is not cached: the plain call (disk I/O is
  *    not a wait tether can cut short; poll would say "ready" forever);
- *  - otherwise wait for POLLIN, cancellably, and try again.
+ *  - otherwise EAGAIN: the skeleton waits for POLLIN (or answers EAGAIN for
+ *    O_NONBLOCK, or after SO_RCVTIMEO).
  */
-static ssize_t read_vec(tether_token *t, int fd, const struct iovec *iov, int cnt)
+static ssize_t read_attempt(struct tether__xfer *x, void *ctx)
 {
-    bool waited = false;
+    struct vec *v = ctx;
+    ssize_t n = tether__sys_preadv2(x->fd, v->iov, v->cnt, -1, RWF_NOWAIT);
+    if (n >= 0 || (errno != EAGAIN && errno != EOPNOTSUPP))
+        return n;
+    bool unsupported = errno == EOPNOTSUPP;
+    if (unsupported && (x->waited || tether__xfer_nonblocking(x)))
+        return tether__sys_readv(x->fd, v->iov, v->cnt);
+    if ((unsupported || x->waited || tether__xfer_nonblocking(x)) && tether__fd_is_file(x->fd))
+        return tether__sys_readv(x->fd, v->iov, v->cnt);
+    return tether__fail(EAGAIN);
+}
+
+/* writev(2) of at most PIPE_BUF bytes of the first non-empty entry: after
+ * POLLOUT on a pipe, FIFO or tty, that much fits without blocking. */
+static ssize_t write_pipe_buf(int fd, const struct vec *v)
+{
+    int k = 0;
+    while (k < v->cnt - 1 && v->iov[k].iov_len == 0)
+        k++;
+    struct iovec one = v->iov[k];
+    if (one.iov_len > PIPE_BUF)
+        one.iov_len = PIPE_BUF;
+    return tether__sys_writev(fd, &one, 1);
+}
+
+/*
+ * The attempt of writev(2) under a token. Like a blocking writev(2) it
+ * writes everything, so it goes on while the descriptor takes bytes; it
+ * returns EAGAIN for the skeleton to wait for room, with the same
+ * fallbacks as read_attempt (plain call for files and, once writable or
+ * O_NONBLOCK, for descriptors without RWF_NOWAIT).
+ */
+static ssize_t write_attempt(struct tether__xfer *x, void *ctx)
+{
+    struct vec *v = ctx;
     for (;;) {
-        ssize_t n = tether__sys_preadv2(fd, iov, cnt, -1, RWF_NOWAIT);
-        if (n >= 0 || (errno != EAGAIN && errno != EOPNOTSUPP))
-            return n;
-        bool unsupported = errno == EOPNOTSUPP;
-        if (tether__fd_nonblocking(fd)) {
-            if (unsupported || tether__fd_is_file(fd))
-                return tether__sys_readv(fd, iov, cnt);
-            return tether__fail(EAGAIN);
+        ssize_t n = tether__sys_pwritev2(x->fd, v->iov, v->cnt, -1, RWF_NOWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EOPNOTSUPP)) {
+            bool unsupported = errno == EOPNOTSUPP;
+            if ((unsupported || x->waited || tether__xfer_nonblocking(x)) &&
+                tether__fd_is_file(x->fd))
+                n = tether__sys_writev(x->fd, v->iov, v->cnt);
+            else if (unsupported && tether__xfer_nonblocking(x))
+                n = tether__sys_writev(x->fd, v->iov, v->cnt);
+            else if (unsupported && x->waited)
+                n = write_pipe_buf(x->fd, v);
+            else
+                return tether__fail(EAGAIN);
         }
-        if ((waited || unsupported) && tether__fd_is_file(fd))
-            return tether__sys_readv(fd, iov, cnt);
-        if (wait_fd(t, fd, POLLIN) < 0)
-            return -1;
-        if (unsupported)
-            return tether__sys_readv(fd, iov, cnt); /* readable: returns what is there */
-        waited = true;
+        if (n < 0)
+            return tether__moved_or_fail(x->done); /* errno says why */
+        if (n == 0)
+            return (ssize_t)x->done; /* nothing (more) to write, as writev(2) */
+        tether__xfer_moved(x, (size_t)n);
+        if (vec_advance(v, (size_t)n) < 0 || v->cnt == 0)
+            return (ssize_t)x->done; /* done, or no memory to go on: what moved */
     }
 }
 
-/* writev(2) of at most `max` bytes of iov: after POLLOUT on a pipe, FIFO or
- * tty, PIPE_BUF bytes fit without blocking. iov is the caller's private copy. */
-static ssize_t writev_at_most(int fd, struct iovec *iov, int cnt, size_t max)
+/* readv/writev under t: the skeleton over the caller's entries. */
+static ssize_t vec_transfer(tether_token *t, int fd, const struct iovec *iov, int cnt,
+                            bool writing)
 {
-    int k = 0;
-    size_t total = 0;
-    while (k < cnt - 1 && total + iov[k].iov_len < max)
-        total += iov[k++].iov_len;
-    size_t saved = iov[k].iov_len;
-    if (total + saved > max)
-        iov[k].iov_len = max - total;
-    ssize_t n = tether__sys_writev(fd, iov, k + 1);
-    iov[k].iov_len = saved;
+    struct tether__xfer x = tether__xfer_init(fd, writing ? POLLOUT : POLLIN,
+                                              writing ? SO_SNDTIMEO : SO_RCVTIMEO);
+    struct vec v; /* not zeroed: `small` is scratch, written only on need */
+    v.iov = tether__unconst(iov);
+    v.cnt = cnt;
+    v.owned = false;
+    ssize_t n = writing ? tether__xfer_run(t, &x, write_attempt, &v)
+                        : tether__xfer_run(t, &x, read_attempt, &v);
+    vec_release(&v);
     return n;
 }
 
-/*
- * writev(2) under token t, over a private (mutable) copy of the iovecs.
- * Like a blocking writev(2) it writes everything, waiting cancellably for
- * room; bytes already written are returned if it then stops (canceled,
- * interrupted, an error), and the next call reports why.
- */
-static ssize_t write_vec(tether_token *t, int fd, struct iovec *iov, int cnt)
-{
-    size_t done = 0;
-    bool waited = false;
-    do {
-        ssize_t n = tether__sys_pwritev2(fd, iov, cnt, -1, RWF_NOWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EOPNOTSUPP)) {
-            bool unsupported = errno == EOPNOTSUPP;
-            if (tether__fd_nonblocking(fd)) {
-                if (!unsupported && !tether__fd_is_file(fd)) {
-                    errno = EAGAIN;
-                    break;
-                }
-                n = tether__sys_writev(fd, iov, cnt);
-            } else if ((waited || unsupported) && tether__fd_is_file(fd)) {
-                n = tether__sys_writev(fd, iov, cnt);
-            } else {
-                if (wait_fd(t, fd, POLLOUT) < 0)
-                    break;
-                waited = true;
-                if (!unsupported)
-                    continue;
-                n = writev_at_most(fd, iov, cnt, PIPE_BUF);
-            }
-        }
-        if (n < 0)
-            break; /* errno says why */
-        if (n == 0)
-            return (ssize_t)done; /* nothing (more) to write, as writev(2) */
-        done += (size_t)n;
-        tether__iov_advance(&iov, &cnt, (size_t)n);
-    } while (cnt > 0);
-    return done > 0 || cnt == 0 ? (ssize_t)done : -1;
-}
-
+/* count > SSIZE_MAX goes to the raw call, which refuses it at once (EFAULT:
+ * no buffer that large can be mapped); RWF_NOWAIT would say EINVAL. */
 ssize_t tether_read(int fd, void *buf, size_t count)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
-    if (e <= 0)
+    if (e <= 0 || count > SSIZE_MAX)
         return e < 0 ? -1 : tether__sys_read(fd, buf, count);
     struct iovec iov = { .iov_base = buf, .iov_len = count };
-    return read_vec(t, fd, &iov, 1);
+    return vec_transfer(t, fd, &iov, 1, false);
 }
 
 ssize_t tether_write(int fd, const void *buf, size_t count)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
-    if (e <= 0)
+    if (e <= 0 || count > SSIZE_MAX)
         return e < 0 ? -1 : tether__sys_write(fd, buf, count);
     struct iovec iov = { .iov_base = tether__unconst(buf), .iov_len = count };
-    return write_vec(t, fd, &iov, 1);
+    return vec_transfer(t, fd, &iov, 1, true);
+}
+
+/* The drop-in entry of readv and writev. The kernel is the first to read
+ * iov (EFAULT for a bad array, EINVAL for a bad count), as in readv(2). */
+static ssize_t vec_entry(int fd, const struct iovec *iov, int iovcnt, bool writing)
+{
+    tether_token *t;
+    int e = tether__dropin_entry(&t);
+    if (e < 0)
+        return -1;
+    if (e == 0)
+        return writing ? tether__sys_writev(fd, iov, iovcnt) : tether__sys_readv(fd, iov, iovcnt);
+    return vec_transfer(t, fd, iov, iovcnt, writing);
 }
 
 ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    tether_token *t;
-    int e = tether__dropin_entry(&t);
-    if (e <= 0)
-        return e < 0 ? -1 : tether__sys_readv(fd, iov, iovcnt);
-    return read_vec(t, fd, iov, iovcnt);
+    return vec_entry(fd, iov, iovcnt, false);
 }
 
 ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt)
 {
-    tether_token *t;
-    int e = tether__dropin_entry(&t);
-    if (e <= 0)
-        return e < 0 ? -1 : tether__sys_writev(fd, iov, iovcnt);
-    if (iovcnt <= 0 || iovcnt > IOV_MAX)
-        return tether__sys_writev(fd, iov, iovcnt); /* EINVAL, or the empty write */
-    struct iovec small[TETHER_IOV_SMALL];
-    struct iovec *copy = tether__iov_copy(iov, iovcnt, small);
-    if (!copy)
-        return -1;
-    ssize_t n = write_vec(t, fd, copy, iovcnt);
-    tether__iov_release(copy, small);
-    return n;
+    return vec_entry(fd, iov, iovcnt, true);
 }
 
 /* One direction of the positional calls. */
@@ -163,6 +195,7 @@ struct positional {
     ssize_t (*nowait)(int fd, const struct iovec *iov, int cnt, off_t off, int flags);
     ssize_t (*plain)(int fd, void *buf, size_t n, off_t off); /* blocking */
     short events;
+    int timeo_opt;
 };
 
 static ssize_t plain_pwrite(int fd, void *buf, size_t n, off_t off)
@@ -170,38 +203,43 @@ static ssize_t plain_pwrite(int fd, void *buf, size_t n, off_t off)
     return tether__sys_pwrite(fd, buf, n, off);
 }
 
-static const struct positional pread_dir = { tether__sys_preadv2, tether__sys_pread, POLLIN };
-static const struct positional pwrite_dir = { tether__sys_pwritev2, plain_pwrite, POLLOUT };
+static const struct positional pread_dir = { tether__sys_preadv2, tether__sys_pread, POLLIN,
+                                             SO_RCVTIMEO };
+static const struct positional pwrite_dir = { tether__sys_pwritev2, plain_pwrite, POLLOUT,
+                                              SO_SNDTIMEO };
 
-/* pread(2)/pwrite(2) under t, offset >= 0: without blocking when possible;
- * a partly cached file range gets the rest from the disk, as the raw call
- * would; other descriptors wait for readiness cancellably. */
-static ssize_t positional(tether_token *t, int fd, void *buf, size_t count, off_t offset,
-                          const struct positional *d)
+/* A positional call's arguments, for its attempt. */
+struct pos {
+    void *buf;
+    size_t count;
+    off_t offset;
+    const struct positional *d;
+};
+
+/* The attempt of pread(2)/pwrite(2), offset >= 0: without blocking when
+ * possible; a partly cached file range gets the rest from the disk, as the
+ * raw call would; a file that is not cached, or a descriptor without
+ * RWF_NOWAIT once ready (or O_NONBLOCK), gets the plain call; others wait
+ * in the skeleton. */
+static ssize_t pos_attempt(struct tether__xfer *x, void *ctx)
 {
-    struct iovec iov = { .iov_base = buf, .iov_len = count };
-    for (;;) {
-        ssize_t n = d->nowait(fd, &iov, 1, offset, RWF_NOWAIT);
-        if (n >= 0) {
-            if (n == 0 || (size_t)n == count || !tether__fd_is_file(fd))
-                return n;
-            ssize_t m = d->plain(fd, (char *)buf + n, count - (size_t)n, offset + n);
-            return m > 0 ? n + m : n;
-        }
-        if (errno == EOPNOTSUPP) {
-            if (!tether__fd_is_file(fd) && wait_fd(t, fd, d->events) < 0)
-                return -1;
-            return d->plain(fd, buf, count, offset);
-        }
-        if (errno != EAGAIN)
-            return -1;
-        if (tether__fd_is_file(fd))
-            return d->plain(fd, buf, count, offset); /* not cached: disk I/O */
-        if (tether__fd_nonblocking(fd))
-            return -1;
-        if (wait_fd(t, fd, d->events) < 0)
-            return -1;
+    const struct pos *p = ctx;
+    struct iovec iov = { .iov_base = p->buf, .iov_len = p->count };
+    ssize_t n = p->d->nowait(x->fd, &iov, 1, p->offset, RWF_NOWAIT);
+    if (n >= 0) {
+        if (n == 0 || (size_t)n == p->count || !tether__fd_is_file(x->fd))
+            return n;
+        ssize_t m = p->d->plain(x->fd, (char *)p->buf + n, p->count - (size_t)n, p->offset + n);
+        return m > 0 ? n + m : n;
     }
+    if (errno == EOPNOTSUPP) {
+        if (x->waited || tether__xfer_nonblocking(x) || tether__fd_is_file(x->fd))
+            return p->d->plain(x->fd, p->buf, p->count, p->offset);
+        return tether__fail(EAGAIN);
+    }
+    if (errno == EAGAIN && tether__fd_is_file(x->fd))
+        return p->d->plain(x->fd, p->buf, p->count, p->offset); /* not cached: disk I/O */
+    return -1; /* EAGAIN: the skeleton waits (or says EAGAIN for O_NONBLOCK) */
 }
 
 /* The drop-in entry of pread/pwrite. */
@@ -212,10 +250,13 @@ static ssize_t positional_call(int fd, void *buf, size_t count, off_t offset,
     int e = tether__dropin_entry(&t);
     if (e < 0)
         return -1;
-    /* offset < 0: EINVAL from the raw call (preadv2 reads -1 as "current") */
-    if (e == 0 || offset < 0)
+    /* offset < 0: EINVAL from the raw call (preadv2 reads -1 as "current");
+     * count > SSIZE_MAX: the raw call's EFAULT (RWF_NOWAIT would say EINVAL) */
+    if (e == 0 || offset < 0 || count > SSIZE_MAX)
         return d->plain(fd, buf, count, offset);
-    return positional(t, fd, buf, count, offset, d);
+    struct tether__xfer x = tether__xfer_init(fd, d->events, d->timeo_opt);
+    struct pos p = { .buf = buf, .count = count, .offset = offset, .d = d };
+    return tether__xfer_run(t, &x, pos_attempt, &p);
 }
 
 ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset)
@@ -234,12 +275,16 @@ static ssize_t write_some(int fd, void *buf, size_t count)
 }
 
 /* Move count bytes with `some` (tether_read or a tether_write), riding out
- * EINTR and short transfers; stops at end of file or an error. */
+ * EINTR and short transfers; stops at end of file or an error. A count the
+ * result cannot express (> SSIZE_MAX) is EINVAL before anything moves. */
 static ssize_t transfer_all(ssize_t (*some)(int, void *, size_t), int fd, char *buf,
                             size_t count, size_t *moved)
 {
-    if (count > SSIZE_MAX)
-        count = SSIZE_MAX;
+    if (count > SSIZE_MAX) {
+        if (moved)
+            *moved = 0;
+        return tether__fail(EINVAL);
+    }
     size_t done = 0;
     ssize_t result = 0;
     while (done < count) {
@@ -270,33 +315,73 @@ ssize_t tether_write_all(int fd, const void *buf, size_t count, size_t *moved)
     return transfer_all(write_some, fd, tether__unconst(buf), count, moved);
 }
 
-/* Poll the user's fds under t, except fds[host] (host == nfds: none), with
- * the token's eventfd in a slot of a private copy; the user's revents are
- * filled in on success. */
-static int poll_copy(tether_token *t, struct pollfd *fds, nfds_t nfds, nfds_t host,
-                     tether_time_t until, const sigset_t *sigmask)
+/* How long one look lasts when the token's eventfd cannot join the set. */
+enum { POLL_SLICE_MS = 10 };
+
+/* Poll the user's fds under t with the token's eventfd in the spare slot of
+ * a private copy; the user's revents are filled in on success. -1 with
+ * errno EINVAL when the set plus that slot is over RLIMIT_NOFILE. */
+static int poll_copy(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until,
+                     const sigset_t *sigmask)
 {
     struct pollfd small[TETHER_POLL_SMALL];
     struct pollfd *all = small;
     if (nfds + 1 > TETHER_POLL_SMALL) {
-        if (nfds >= SIZE_MAX / sizeof *all - 1)
-            return tether__fail(EINVAL);
         all = tether__malloc((nfds + 1) * sizeof *all);
         if (!all)
             return tether__fail(ENOMEM);
     }
-    nfds_t m = 0;
     for (nfds_t i = 0; i < nfds; i++)
-        if (i != host)
-            all[m++] = (struct pollfd){ .fd = fds[i].fd, .events = fds[i].events };
-    int n = tether__token_wait_fds(t, all, m, until, sigmask);
+        all[i] = (struct pollfd){ .fd = fds[i].fd, .events = fds[i].events };
+    int n = tether__token_wait_fds(t, all, nfds, until, sigmask);
     int saved = errno;
     if (n >= 0)
-        for (nfds_t i = 0, j = 0; i < nfds; i++)
-            fds[i].revents = (short)(i == host ? 0 : all[j++].revents);
+        for (nfds_t i = 0; i < nfds; i++)
+            fds[i].revents = all[i].revents;
     if (all != small)
         free(all);
     errno = saved;
+    return n;
+}
+
+/* The set is exactly RLIMIT_NOFILE long, so the eventfd has no slot: poll
+ * the caller's array itself in slices of POLL_SLICE_MS, checking the token
+ * between them (cancellation is noticed within one slice). */
+static int poll_slices(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until,
+                       const sigset_t *sigmask)
+{
+    for (;;) {
+        int c = tether__token_poll(t);
+        if (c)
+            return tether__fail(c);
+        tether_time_t now = tether_now();
+        if (now >= until)
+            return 0;
+        tether_time_t end = tether__min_time(until, now + tether_ms(POLL_SLICE_MS));
+        struct timespec ts = tether__timespec(tether__time_left(end, now));
+        int n = tether__sys_ppoll(fds, nfds, &ts, sigmask);
+        if (n != 0)
+            return n;
+    }
+}
+
+/*
+ * poll/ppoll under t with a timeout that is not zero. The first look is the
+ * raw call with a zero timeout on the caller's own array, so the kernel
+ * judges nfds (EINVAL above RLIMIT_NOFILE, before reading anything) and the
+ * pointer (EFAULT) as poll(2) does, and a ready set costs that one call.
+ * Only if nothing is ready does the wait copy the set and add the eventfd.
+ */
+static int poll_under(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until,
+                      const sigset_t *sigmask)
+{
+    static const struct timespec zero = { 0, 0 };
+    int n = tether__sys_ppoll(fds, nfds, &zero, sigmask);
+    if (n != 0)
+        return n;
+    n = poll_copy(t, fds, nfds, until, sigmask);
+    if (n < 0 && errno == EINVAL) /* nfds == RLIMIT_NOFILE: no room for the eventfd */
+        return poll_slices(t, fds, nfds, until, sigmask);
     return n;
 }
 
@@ -304,31 +389,11 @@ int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 {
     tether_token *t;
     int e = tether__dropin_entry(&t);
-    if (e <= 0)
+    if (e <= 0 || timeout_ms == 0)
         return e < 0 ? -1 : tether__sys_poll(fds, nfds, timeout_ms);
-    /* poll(2) refuses nfds above RLIMIT_NOFILE before reading the array;
-     * so must we, before copying it. Asked only for larger sets: the fd
-     * limit is never below 17 in practice, and the syscall costs ~1 us. */
-    struct rlimit rl = { .rlim_cur = RLIM_INFINITY };
-    if (nfds > INT_MAX) /* above any fd limit the kernel allows */
-        return tether__fail(EINVAL);
-    if (nfds >= TETHER_POLL_SMALL && tether__sys_getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
-        rl.rlim_cur != RLIM_INFINITY && nfds > rl.rlim_cur)
-        return tether__fail(EINVAL);
-    if (timeout_ms == 0)
-        return tether__sys_poll(fds, nfds, 0);
-    if (nfds > 0 && !fds)
-        return tether__fail(EFAULT);
-    /* The token's eventfd needs a slot. At the fd limit there is no room for
-     * one more, so it takes the place of an entry poll(2) ignores (fd < 0). */
-    nfds_t host = nfds;
-    if (rl.rlim_cur != RLIM_INFINITY && nfds + 1 > rl.rlim_cur)
-        for (nfds_t i = 0; i < nfds && host == nfds; i++)
-            if (fds[i].fd < 0)
-                host = i;
     tether_time_t until =
         timeout_ms < 0 ? TETHER_NEVER : tether_deadline_after(tether_ms(timeout_ms));
-    return poll_copy(t, fds, nfds, host, until, NULL);
+    return poll_under(t, fds, nfds, until, NULL);
 }
 
 int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
@@ -344,8 +409,6 @@ int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
         return tether__fail(c);
     if (tmo && tmo->tv_sec == 0 && tmo->tv_nsec == 0)
         return tether__sys_ppoll(fds, nfds, tmo, sigmask);
-    if (nfds > 0 && !fds)
-        return tether__fail(EFAULT);
     tether_time_t until = tmo ? tether_deadline_after(tether__timespec_ns(tmo)) : TETHER_NEVER;
-    return poll_copy(t, fds, nfds, nfds, until, sigmask);
+    return poll_under(t, fds, nfds, until, sigmask);
 }

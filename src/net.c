@@ -14,17 +14,6 @@
 
 #include <limits.h>
 
-/* The instant a blocking call on fd gives up under SO_RCVTIMEO/SO_SNDTIMEO
- * (`opt`), or TETHER_NEVER when the option is unset. */
-static tether_time_t sock_timeout_until(int fd, int opt)
-{
-    struct timeval tv;
-    socklen_t len = sizeof tv;
-    if (tether__sys_getsockopt(fd, SOL_SOCKET, opt, &tv, &len) < 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
-        return TETHER_NEVER;
-    return tether_deadline_after(tether_sec(tv.tv_sec) + tether_us(tv.tv_usec));
-}
-
 static bool sock_is_stream(int fd)
 {
     int type = 0;
@@ -32,48 +21,34 @@ static bool sock_is_stream(int fd)
     return tether__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
 }
 
-/* The common wait of a call that found fd not ready: 1 to try again, or -1
- * with errno (EAGAIN for the raw call's own behaviour: O_NONBLOCK,
- * MSG_DONTWAIT, SO_*TIMEO elapsed). *until is UNTIL_UNREAD until the
- * option has been read (a monotonic instant is never 0). */
-enum { UNTIL_UNREAD = 0 };
-static int sock_wait(tether_token *t, int fd, int flags, short events, int timeo_opt,
-                     tether_time_t *until)
-{
-    if ((flags & MSG_DONTWAIT) || tether__fd_nonblocking(fd))
-        return tether__fail(EAGAIN);
-    if (*until == UNTIL_UNREAD)
-        *until = sock_timeout_until(fd, timeo_opt);
-    int w = tether__token_wait_fd(t, fd, events, *until);
-    if (w < 0)
-        return -1;
-    if (w == 0)
-        return tether__fail(EAGAIN); /* SO_*TIMEO elapsed, as the raw call reports it */
-    return 1;
-}
+/* A recv or recvfrom's arguments, for its attempt. */
+struct recv_args {
+    void *buf;
+    size_t len;
+    int flags;
+    struct sockaddr *src;
+    socklen_t *srclen;
+};
 
-static ssize_t recv_common(tether_token *t, int fd, void *buf, size_t len, int flags,
-                           struct sockaddr *src, socklen_t *srclen)
+/* The attempt of recv/recvfrom: MSG_DONTWAIT, going on under MSG_WAITALL
+ * on a stream as the blocking call does; EAGAIN for the skeleton to wait. */
+static ssize_t recv_attempt(struct tether__xfer *x, void *ctx)
 {
-    size_t done = 0;
-    tether_time_t until = UNTIL_UNREAD;
+    const struct recv_args *r = ctx;
     for (;;) {
-        ssize_t n = tether__sys_recvfrom(fd, (char *)buf + done, len - done, flags | MSG_DONTWAIT, src, srclen);
+        ssize_t n = tether__sys_recvfrom(x->fd, (char *)r->buf + x->done, r->len - x->done,
+                                         r->flags | MSG_DONTWAIT, r->src, r->srclen);
         if (n > 0) {
-            done += (size_t)n;
-            /* MSG_WAITALL on a stream: keep going, as the blocking call does. */
-            if (!(flags & MSG_WAITALL) || (flags & MSG_PEEK) || done == len)
-                return (ssize_t)done;
-            if (done == (size_t)n && !sock_is_stream(fd))
-                return (ssize_t)done;
+            tether__xfer_moved(x, (size_t)n);
+            if (!(r->flags & MSG_WAITALL) || (r->flags & MSG_PEEK) || x->done == r->len)
+                return (ssize_t)x->done;
+            if (x->done == (size_t)n && !sock_is_stream(x->fd))
+                return (ssize_t)x->done;
             continue;
         }
         if (n == 0)
-            return (ssize_t)done; /* end of stream, or an empty datagram */
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return tether__moved_or_fail(done);
-        if (sock_wait(t, fd, flags, POLLIN, SO_RCVTIMEO, &until) < 0)
-            return tether__moved_or_fail(done);
+            return (ssize_t)x->done; /* end of stream, or an empty datagram */
+        return errno == EAGAIN ? -1 : tether__moved_or_fail(x->done);
     }
 }
 
@@ -85,7 +60,10 @@ static ssize_t recv_entry(int fd, void *buf, size_t len, int flags, struct socka
     int e = tether__dropin_entry(&t);
     if (e <= 0)
         return e < 0 ? -1 : tether__sys_recvfrom(fd, buf, len, flags, src, srclen);
-    return recv_common(t, fd, buf, len, flags, src, srclen);
+    struct tether__xfer x = tether__xfer_init(fd, POLLIN, SO_RCVTIMEO);
+    x.dontwait = flags & MSG_DONTWAIT;
+    struct recv_args r = { .buf = buf, .len = len, .flags = flags, .src = src, .srclen = srclen };
+    return tether__xfer_run(t, &x, recv_attempt, &r);
 }
 
 ssize_t tether_recv(int fd, void *buf, size_t len, int flags)
@@ -145,49 +123,39 @@ static void msg_rest_free(struct msg_rest *r)
         tether__iov_release(r->iov, r->small); /* keeps errno */
 }
 
-/* The wait of a call that would block. A socket that polls writable yet
- * still refuses a send (an unconnected AF_UNIX datagram socket whose
- * receiver is full) is retried with a backoff instead of spinning. 0 to try
- * again, or -1 with errno. */
-struct xfer_wait {
-    tether_time_t until;
-    int refused;
-    int64_t step;
+/* A send or sendto's arguments, for its attempt. */
+struct send_args {
+    const void *buf;
+    size_t len;
+    int flags;
+    const struct sockaddr *dest;
+    socklen_t destlen;
 };
 
-static int xfer_wait(tether_token *t, int fd, int flags, bool sending, struct xfer_wait *w)
+/* The attempt of send/sendto: MSG_DONTWAIT, going on until everything is
+ * sent, as the blocking calls do (a datagram is never split). */
+static ssize_t send_attempt(struct tether__xfer *x, void *ctx)
 {
-    if (!sending)
-        return sock_wait(t, fd, flags, POLLIN, SO_RCVTIMEO, &w->until) < 0 ? -1 : 0;
-    if (w->refused++ < 2)
-        return sock_wait(t, fd, flags, POLLOUT, SO_SNDTIMEO, &w->until) < 0 ? -1 : 0;
-    if (w->until == UNTIL_UNREAD)
-        w->until = sock_timeout_until(fd, SO_SNDTIMEO);
-    if (tether_now() >= w->until)
-        return tether__fail(EAGAIN);
-    return tether__token_backoff(t, &w->step);
+    const struct send_args *a = ctx;
+    for (;;) {
+        ssize_t n = tether__sys_sendto(x->fd, (const char *)a->buf + x->done, a->len - x->done,
+                                       a->flags | MSG_DONTWAIT, a->dest, a->destlen);
+        if (n < 0)
+            return errno == EAGAIN ? -1 : tether__moved_or_fail(x->done);
+        tether__xfer_moved(x, (size_t)n);
+        if (x->done >= a->len || n == 0)
+            return (ssize_t)x->done;
+    }
 }
 
-/* send and sendto: keep sending until everything is sent, as the blocking
- * calls do (a datagram is never split). */
-static ssize_t send_common(tether_token *t, int fd, const void *buf, size_t len, int flags,
-                           const struct sockaddr *dest, socklen_t destlen)
+/* A sending transfer: waits for POLLOUT, and a socket that polls writable
+ * yet refuses twice gets backoff naps (see tether__xfer_wait). */
+static struct tether__xfer send_xfer(int fd, int flags)
 {
-    size_t done = 0;
-    struct xfer_wait w = { .until = UNTIL_UNREAD };
-    for (;;) {
-        ssize_t n = tether__sys_sendto(fd, (const char *)buf + done, len - done,
-                                       flags | MSG_DONTWAIT, dest, destlen);
-        if (n >= 0) {
-            done += (size_t)n;
-            if (done >= len || n == 0)
-                return (ssize_t)done;
-            w.refused = 0;
-            continue;
-        }
-        if ((errno != EAGAIN && errno != EWOULDBLOCK) || xfer_wait(t, fd, flags, true, &w) < 0)
-            return tether__moved_or_fail(done);
-    }
+    struct tether__xfer x = tether__xfer_init(fd, POLLOUT, SO_SNDTIMEO);
+    x.dontwait = flags & MSG_DONTWAIT;
+    x.backoff_after = 2;
+    return x;
 }
 
 /* The drop-in entry of send and sendto. */
@@ -198,7 +166,10 @@ static ssize_t send_entry(int fd, const void *buf, size_t len, int flags,
     int e = tether__dropin_entry(&t);
     if (e <= 0)
         return e < 0 ? -1 : tether__sys_sendto(fd, buf, len, flags, dest, destlen);
-    return send_common(t, fd, buf, len, flags, dest, destlen);
+    struct tether__xfer x = send_xfer(fd, flags);
+    struct send_args a = { .buf = buf, .len = len, .flags = flags, .dest = dest,
+                           .destlen = destlen };
+    return tether__xfer_run(t, &x, send_attempt, &a);
 }
 
 ssize_t tether_send(int fd, const void *buf, size_t len, int flags)
@@ -213,54 +184,62 @@ ssize_t tether_sendto(int fd, const void *buf, size_t len, int flags, const stru
 }
 
 /*
- * recvmsg/sendmsg under t: the first call with the user's header; when
- * MSG_WAITALL (receiving) or a short send (sending) asks for more, the rest
- * goes through a private header over the remaining iovecs (msg_rest). The
- * user's header is written only when receiving (msg_flags).
+ * The attempt of recvmsg/sendmsg: the first call with the user's header;
+ * when MSG_WAITALL (receiving) or a short send (sending) asks for more, the
+ * rest goes through a private header over the remaining iovecs (msg_rest).
+ * The user's header is written only when receiving (msg_flags).
  */
+struct msg_args {
+    struct msghdr *msg;
+    struct msghdr *cur;
+    size_t total;
+    int flags;
+    bool sending;
+    struct msg_rest rest;
+};
+
+static ssize_t msg_attempt(struct tether__xfer *x, void *ctx)
+{
+    struct msg_args *m = ctx;
+    for (;;) {
+        ssize_t n = m->sending ? tether__sys_sendmsg(x->fd, m->cur, m->flags | MSG_DONTWAIT)
+                               : tether__sys_recvmsg(x->fd, m->cur, m->flags | MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN ? -1 : tether__moved_or_fail(x->done);
+        if (n == 0 && !m->sending)
+            return (ssize_t)x->done; /* end of stream, or an empty datagram */
+        tether__xfer_moved(x, (size_t)n);
+        if (!m->sending && m->cur != m->msg)
+            m->msg->msg_flags |= m->cur->msg_flags;
+        if (!m->sending && (!(m->flags & MSG_WAITALL) || (m->flags & MSG_PEEK)))
+            return (ssize_t)x->done;
+        if (m->cur == m->msg) {
+            m->total = iov_total(m->msg->msg_iov, m->msg->msg_iovlen);
+            /* A datagram is never split, nor received in parts. */
+            if (x->done >= m->total || n == 0 || (!m->sending && !sock_is_stream(x->fd)))
+                return (ssize_t)x->done;
+            if (msg_rest_init(&m->rest, m->msg, x->done) < 0)
+                return (ssize_t)x->done; /* no memory to go on: what moved */
+            m->cur = &m->rest.hdr;
+        } else {
+            msg_rest_advance(&m->rest, (size_t)n);
+        }
+        if (x->done >= m->total || n == 0)
+            return (ssize_t)x->done;
+    }
+}
+
+/* recvmsg/sendmsg under t: the skeleton over msg_attempt. */
 static ssize_t msg_transfer(tether_token *t, int fd, struct msghdr *msg, int flags, bool sending)
 {
-    size_t done = 0, total = 0;
-    struct xfer_wait w = { .until = UNTIL_UNREAD };
-    struct msg_rest rest = { .iov = NULL };
-    struct msghdr *cur = msg;
-    ssize_t result;
-    for (;;) {
-        ssize_t n = sending ? tether__sys_sendmsg(fd, cur, flags | MSG_DONTWAIT)
-                            : tether__sys_recvmsg(fd, cur, flags | MSG_DONTWAIT);
-        if (n > 0 || (n == 0 && sending)) {
-            done += (size_t)n;
-            if (!sending && cur != msg)
-                msg->msg_flags |= cur->msg_flags;
-            if (!sending && (!(flags & MSG_WAITALL) || (flags & MSG_PEEK)))
-                break;
-            if (cur == msg) {
-                total = iov_total(msg->msg_iov, msg->msg_iovlen);
-                /* A datagram is never split, nor received in parts. */
-                if (done >= total || n == 0 || (!sending && !sock_is_stream(fd)))
-                    break;
-                if (msg_rest_init(&rest, msg, done) < 0)
-                    break; /* no memory to go on: what moved */
-                cur = &rest.hdr;
-            } else {
-                msg_rest_advance(&rest, (size_t)n);
-            }
-            if (done >= total || n == 0)
-                break;
-            w.refused = 0;
-            continue;
-        }
-        if (n == 0)
-            break; /* end of stream, or an empty datagram */
-        if ((errno != EAGAIN && errno != EWOULDBLOCK) || xfer_wait(t, fd, flags, sending, &w) < 0) {
-            result = tether__moved_or_fail(done);
-            goto out;
-        }
-    }
-    result = (ssize_t)done;
-out:
-    msg_rest_free(&rest);
-    return result;
+    struct tether__xfer x = sending ? send_xfer(fd, flags)
+                                    : tether__xfer_init(fd, POLLIN, SO_RCVTIMEO);
+    x.dontwait = flags & MSG_DONTWAIT;
+    struct msg_args m = { .msg = msg, .cur = msg, .flags = flags, .sending = sending,
+                          .rest = { .iov = NULL } };
+    ssize_t n = tether__xfer_run(t, &x, msg_attempt, &m);
+    msg_rest_free(&m.rest);
+    return n;
 }
 
 ssize_t tether_recvmsg(int fd, struct msghdr *msg, int flags)
@@ -282,6 +261,44 @@ ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags)
     return msg_transfer(t, fd, tether__unconst(msg), flags, true);
 }
 
+/* Whether fd is a listening socket (false for anything else). */
+static bool sock_is_listener(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    return tether__sys_getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+}
+
+/* An accept4's arguments, for its attempt. */
+struct accept_args {
+    struct sockaddr *addr;
+    socklen_t *addrlen;
+    int flags;
+};
+
+/*
+ * The attempt of accept4: a blocking listener cannot be asked without
+ * blocking, so one look (poll, zero timeout), then the raw call when a
+ * connection is pending. The raw call also answers at once when it would
+ * not wait: an O_NONBLOCK listener (EAGAIN, or one that just came), a
+ * descriptor that is no listener (ENOTSOCK, EOPNOTSUPP, EINVAL), flags it
+ * refuses (EINVAL). Otherwise EAGAIN: the skeleton waits for POLLIN, up to
+ * SO_RCVTIMEO as accept(2) honours it. A connection accepted here is
+ * returned whatever the token says by now.
+ */
+static ssize_t accept_attempt(struct tether__xfer *x, void *ctx)
+{
+    const struct accept_args *a = ctx;
+    struct pollfd p = { .fd = x->fd, .events = POLLIN };
+    int n = tether__sys_poll(&p, 1, 0);
+    if (n < 0)
+        return -1;
+    if (n > 0 || tether__xfer_nonblocking(x) || !sock_is_listener(x->fd) ||
+        (a->flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)))
+        return tether__sys_accept4(x->fd, a->addr, a->addrlen, a->flags);
+    return tether__fail(EAGAIN);
+}
+
 /* The drop-in accept4 (tether_accept and tether_accept4). */
 static int accept_entry(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
@@ -291,21 +308,9 @@ static int accept_entry(int fd, struct sockaddr *addr, socklen_t *addrlen, int f
         return -1;
     if (e == 0 || fd < 0) /* fd < 0: EBADF, which poll would ignore */
         return tether__sys_accept4(fd, addr, addrlen, flags);
-    /* A pending connection: one look, then the raw call. */
-    int w = tether__token_wait_fd(t, fd, POLLIN, 0);
-    if (w < 0)
-        return -1;
-    if (w == 0) {
-        if (tether__fd_nonblocking(fd)) /* EAGAIN, or one that just came */
-            return tether__sys_accept4(fd, addr, addrlen, flags);
-        w = tether__token_wait_fd(t, fd, POLLIN, sock_timeout_until(fd, SO_RCVTIMEO));
-        if (w < 0)
-            return -1;
-        if (w == 0)
-            return tether__fail(EAGAIN); /* SO_RCVTIMEO, as accept(2) honours it */
-    }
-    /* Whatever the token says now, a connection accepted here is returned. */
-    return tether__sys_accept4(fd, addr, addrlen, flags);
+    struct tether__xfer x = tether__xfer_init(fd, POLLIN, SO_RCVTIMEO);
+    struct accept_args a = { .addr = addr, .addrlen = addrlen, .flags = flags };
+    return (int)tether__xfer_run(t, &x, accept_attempt, &a);
 }
 
 int tether_accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
@@ -327,6 +332,32 @@ static int restore_flags(int fd, int fl, int r)
     return r;
 }
 
+/* A connect's arguments, for its attempt. */
+struct connect_args {
+    const struct sockaddr *addr;
+    socklen_t len;
+};
+
+/* The attempt of connect on a socket tether made O_NONBLOCK: 0, an error,
+ * or EAGAIN for the skeleton to wait. In progress (EINPROGRESS, then
+ * EALREADY): wait until writable, then ask connect(2) itself for the
+ * outcome, which also moves the socket to the connected state (so a later
+ * connect says EISCONN, as after a blocking one); SO_SNDTIMEO ends that
+ * wait with EINPROGRESS, as connect(2) reports it. A full AF_UNIX backlog
+ * (EAGAIN): the blocking call waits for room, which cannot be polled for,
+ * so the skeleton naps with backoff. */
+static ssize_t connect_attempt(struct tether__xfer *x, void *ctx)
+{
+    const struct connect_args *c = ctx;
+    int r = tether__sys_connect(x->fd, c->addr, c->len);
+    if (r == 0 || (errno != EAGAIN && errno != EINPROGRESS && errno != EALREADY))
+        return r;
+    bool backlog = errno == EAGAIN;
+    x->backoff_after = backlog ? 0 : -1;
+    x->timeout_err = backlog ? EAGAIN : EINPROGRESS;
+    return tether__fail(EAGAIN);
+}
+
 int tether_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
     tether_token *t;
@@ -340,29 +371,8 @@ int tether_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         return tether__sys_connect(fd, addr, addrlen);
     if (tether__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -1;
-    int64_t step = 0;
-    int r;
-    while ((r = tether__sys_connect(fd, addr, addrlen)) < 0 && errno == EAGAIN) {
-        /* A full AF_UNIX backlog: the blocking call waits for room, which
-         * cannot be polled for. */
-        if (tether__token_backoff(t, &step) < 0)
-            return restore_flags(fd, fl, -1);
-    }
-    if (r == 0 || errno != EINPROGRESS)
-        return restore_flags(fd, fl, r);
-    /* In progress: wait until writable, then ask connect(2) itself for the
-     * outcome, which also moves the socket to the connected state (so a
-     * later connect says EISCONN, as after a blocking one). */
-    tether_time_t until = sock_timeout_until(fd, SO_SNDTIMEO);
-    for (;;) {
-        int w = tether__token_wait_fd(t, fd, POLLOUT, until);
-        if (w < 0)
-            return restore_flags(fd, fl, -1);
-        if (w == 0) /* SO_SNDTIMEO, as connect(2) reports it */
-            return restore_flags(fd, fl, tether__fail(EINPROGRESS));
-        r = tether__sys_connect(fd, addr, addrlen);
-        if (r < 0 && (errno == EALREADY || errno == EINPROGRESS))
-            continue;
-        return restore_flags(fd, fl, r);
-    }
+    struct tether__xfer x = tether__xfer_init(fd, POLLOUT, SO_SNDTIMEO);
+    x.nonblock = 0; /* the caller's mode: a blocking connect waits */
+    struct connect_args c = { .addr = addr, .len = addrlen };
+    return restore_flags(fd, fl, (int)tether__xfer_run(t, &x, connect_attempt, &c));
 }

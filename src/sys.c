@@ -138,6 +138,22 @@ int tether__sys_clock_nanosleep(clockid_t clock, int flags, const struct timespe
     return (int)SYS(SYS_clock_nanosleep, clock, flags, req, rem, 0, 0);
 }
 
+int tether__sys_timespec_check(const struct timespec *ts)
+{
+    /* FUTEX_WAIT copies and validates its timeout (EFAULT, EINVAL as for
+     * nanosleep) before it compares the word, which differs: EAGAIN. */
+    uint32_t word = 0;
+    if (SYS(SYS_futex, &word, FUTEX_WAIT | FUTEX_PRIVATE_FLAG, 1, ts, 0, 0) < 0 && errno != EAGAIN)
+        return -1;
+    return 0;
+}
+
+int tether__sys_timespec_probe(struct timespec *ts)
+{
+    /* The syscall, not the vDSO: the kernel's copy reports a bad pointer. */
+    return (int)SYS(SYS_clock_gettime, CLOCK_MONOTONIC, ts, 0, 0, 0, 0);
+}
+
 ssize_t tether__sys_read(int fd, void *buf, size_t n)
 {
     return SYS(SYS_read, fd, buf, n, 0, 0, 0);

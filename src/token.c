@@ -157,9 +157,9 @@ static void take_callbacks(tether_token *t, tether_callback **run)
 /*
  * Cancel every descendant of root that nobody else has claimed, iteratively
  * over the first-child/next-sibling links, waking each one's waiters. Tree
- * lock held. A sleeper fewer than TETHER_WAIT_SET levels below root is
- * reached by the one wake of root's word after this walk (wait.h), so
- * tether__wake_sleepers is told how deep each descendant is.
+ * lock held. tether__wake_sleepers is told how deep each descendant is (a
+ * waiter on the word of a point near root would be reached by the wake of
+ * root's word after this walk; sleepers wait on their own word, wait.h).
  */
 static void propagate(tether_token *root, tether_callback **run)
 {

@@ -3,14 +3,13 @@
  * pollers wait on, the pool of spare eventfds, and the wake-ups.
  *
  * Sleeping waits on the point's state word as a futex: no file descriptor,
- * so ten thousand sleepers cost no fds. With futex_waitv (Linux 5.16) it
- * waits on its ancestors' words too (TETHER_WAIT_SET in all), so firing a
- * scope's point wakes all its sleeping children with one FUTEX_WAKE on the
- * scope's word, instead of one wake per child. A sleeper sets WAITERS on
- * every word it waits on, so a firer issues FUTEX_WAKE only when someone may
- * be asleep; where futex_waitv is missing (older kernels, valgrind) it waits
- * on its own word alone and says so with SOLO, and firers wake that word
- * directly.
+ * so ten thousand sleepers cost no fds. A sleeper waits on its own word
+ * alone, always with a timeout, so that a signal handler ends the sleep with
+ * EINTR as nanosleep(2) does, SA_RESTART or not (futex_waitv on the
+ * ancestors' words too would let one wake reach a whole subtree, but the
+ * kernel restarts it under SA_RESTART). It sets WAITERS and SOLO on its word,
+ * so a firer issues FUTEX_WAKE only when someone may be asleep, and firing a
+ * scope's point costs one FUTEX_WAKE per sleeping child.
  *
  * The eventfd is made on first need and written once when the point fires;
  * it is never read while the point lives. Its creator and the firer close
@@ -28,16 +27,12 @@
 #include "clock.h"
 #include "sys.h"
 
-#include <sched.h>
 #include <sys/eventfd.h>
 
 enum { SPARE_EFDS = 4 };
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static int spare_efd[SPARE_EFDS]; /* guarded by pool_lock */
 static int spare_efds;
-
-/* futex_waitv: 1 works, -1 missing (ENOSYS), 0 not tried yet. */
-static _Atomic int waitv_support;
 
 void tether__wake_init(struct tether_wake *w, struct tether_wake *up, uint32_t owner_bits)
 {
@@ -141,51 +136,27 @@ static const struct timespec *abs_timeout(struct timespec *ts, tether_time_t end
     return ts;
 }
 
-/* Sleep on w's word alone. 0 to re-evaluate, or EINTR. */
-static int sleep_solo(struct tether_wake *w, tether_time_t end)
+/* A timeout past any deadline, for a sleep that has none: the futex wait
+ * must always have one (see tether__wake_sleep). */
+static const struct timespec far_future = { .tv_sec = (time_t)1 << 40 };
+
+/*
+ * Sleep on w's word alone. The wait always has a timeout: FUTEX_WAIT with a
+ * timeout ends with EINTR when a signal handler runs, SA_RESTART or not, as
+ * nanosleep(2) does (the kernel resumes it through restart_syscall only when
+ * no handler ran), whereas a futex wait without one, and futex_waitv, are
+ * restarted under SA_RESTART and would hide the signal. A sleeper marks the
+ * word SOLO, so firers wake its word directly.
+ */
+int tether__wake_sleep(struct tether_wake *w, tether_time_t end)
 {
     uint32_t s = mark_waiting(w, TETHER_WAKE_WAITERS | TETHER_WAKE_SOLO);
     if (s & TETHER_WAKE_FIRED)
         return 0;
     struct timespec ts;
-    int r = tether__sys_futex_wait(&w->state, s, abs_timeout(&ts, end));
-    return r < 0 && errno == EINTR ? EINTR : 0;
-}
-
-/* Sleep on w's word and its nearest ancestors'. 0 to re-evaluate, EINTR, or
- * ENOSYS when the kernel has no futex_waitv. */
-static int sleep_set(struct tether_wake *w, tether_time_t end)
-{
-    struct futex_waitv set[TETHER_WAIT_SET];
-    unsigned n = 0;
-    for (struct tether_wake *a = w; a && n < TETHER_WAIT_SET; a = a->up) {
-        uint32_t s = mark_waiting(a, TETHER_WAKE_WAITERS);
-        if (s & TETHER_WAKE_FIRED) {
-            /* An ancestor fired, so w is about to: its firer is walking the
-             * tree right now. Let it run. */
-            sched_yield();
-            return 0;
-        }
-        set[n++] = (struct futex_waitv){ .val = s, .uaddr = (uintptr_t)&a->state,
-                                         .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG };
-    }
-    struct timespec ts;
-    if (tether__sys_futex_waitv(set, n, abs_timeout(&ts, end)) >= 0)
-        return 0;
-    if (errno == ENOSYS || errno == EPERM)
-        return ENOSYS;
-    return errno == EINTR ? EINTR : 0; /* EAGAIN: a word changed; ETIMEDOUT */
-}
-
-int tether__wake_sleep(struct tether_wake *w, tether_time_t end)
-{
-    int r = ENOSYS;
-    if (atomic_load_explicit(&waitv_support, memory_order_relaxed) >= 0) {
-        r = sleep_set(w, end);
-        if (r == ENOSYS)
-            atomic_store_explicit(&waitv_support, -1, memory_order_relaxed);
-    }
-    return r == ENOSYS ? sleep_solo(w, end) : r;
+    const struct timespec *abs = abs_timeout(&ts, end);
+    int r = tether__sys_futex_wait(&w->state, s, abs ? abs : &far_future);
+    return r < 0 && errno == EINTR ? EINTR : 0; /* EAGAIN: the word changed; ETIMEDOUT */
 }
 
 int tether__wake_poll(struct tether_wake *w, struct pollfd *fds, nfds_t nfds,

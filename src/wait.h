@@ -4,10 +4,11 @@
  * embeds one wake point and fires it when it is canceled.
  *
  * A wake point is a state word (a futex) plus an eventfd made on first need.
- * Sleepers wait on the word and those of the nearest points above it
- * (futex_waitv), so firing a point needs one FUTEX_WAKE for itself and the
- * TETHER_WAIT_SET - 1 levels below it. Pollers wait on the eventfd, which a
- * fired point leaves readable for good (level-triggered).
+ * Sleepers wait on their own word (marked SOLO), so firing a point wakes its
+ * sleepers and each descendant's with one FUTEX_WAKE per sleeping word; a
+ * wake of a point TETHER_WAIT_SET levels up is not assumed to reach them.
+ * Pollers wait on the eventfd, which a fired point leaves readable for good
+ * (level-triggered).
  */
 #ifndef TETHER__WAIT_H
 #define TETHER__WAIT_H
@@ -50,8 +51,8 @@ TETHER_HIDDEN uint32_t tether__wake_fire(struct tether_wake *w, uint32_t owner_b
  * levels above (0: itself) reaches them; `old` is w's state before firing.
  * Never blocks. */
 TETHER_HIDDEN void tether__wake_sleepers(struct tether_wake *w, uint32_t old, unsigned depth);
-/* Sleep until w (or one of its nearest ancestors) fires, `end` passes, or a
- * spurious wake: 0 (look again) or EINTR. Blocks; hold no lock. */
+/* Sleep until w fires, `end` passes, or a spurious wake: 0 (look again) or
+ * EINTR when a signal handler ran (SA_RESTART or not). Blocks; hold no lock. */
 TETHER_HIDDEN int tether__wake_sleep(struct tether_wake *w, tether_time_t end);
 /* One ppoll of fds[0..nfds) plus w's eventfd in the spare slot fds[nfds],
  * with `sigmask` if not NULL, for at most `timeout` (NULL: no limit).

@@ -144,6 +144,52 @@ START_TEST(test_poll_nfds_at_rlimit)
 }
 END_TEST
 
+/* With nfds == RLIMIT_NOFILE and nothing ready, the token's eventfd has no
+ * slot (decision 17): the wait polls in slices, yet the token's deadline
+ * still ends it, soon after it passes and never before; a poll timeout
+ * still gives 0. Both tether_poll and tether_ppoll. */
+START_TEST(test_poll_at_rlimit_deadline)
+{
+    th_baseline b = th_baseline_take();
+    enum { LIMIT = 64 };
+    ck_assert_int_lt(th_fd_count(), LIMIT - 8);
+    set_nofile(LIMIT);
+    int p[2];
+    xpipe(p);
+    struct pollfd set[LIMIT];
+    for (int i = 0; i < LIMIT; i++)
+        set[i] = (struct pollfd){ .fd = -1, .events = POLLIN };
+    set[LIMIT - 1] = (struct pollfd){ .fd = p[0], .events = POLLIN };
+    for (int pp = 0; pp < 2; pp++) {
+        tether_time_t deadline = tether_deadline_after(tether_ms(60));
+        tether_token *t = new_token(NULL, deadline);
+        enter(t);
+        errno = 0;
+        int r = pp ? tether_ppoll(set, LIMIT, NULL, NULL) : tether_poll(set, LIMIT, -1);
+        int e = errno;
+        tether_time_t end = tether_now();
+        leave(t);
+        token_free(t);
+        ck_assert_msg(r == -1 && e == ETIMEDOUT, "%s: %d/%d", pp ? "ppoll" : "poll", r, e);
+        ck_assert_int_ge(end, deadline);
+        ck_assert_int_le(end - deadline, th_bound_ns(500));
+        /* A timeout shorter than the (absent) deadline: 0, not early. */
+        t = new_token(NULL, TETHER_NEVER);
+        enter(t);
+        struct timespec tmo = { 0, 30000000 };
+        tether_time_t start = tether_now();
+        r = pp ? tether_ppoll(set, LIMIT, &tmo, NULL) : tether_poll(set, LIMIT, 30);
+        end = tether_now();
+        leave(t);
+        token_free(t);
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_ge(end - start, tether_ms(30));
+    }
+    close_pair(p);
+    th_baseline_check(b);
+}
+END_TEST
+
 /* ======================================================================
  * Descriptor kinds where RWF_NOWAIT is not supported (FIFOs, ttys, ...)
  * ====================================================================== */
@@ -502,6 +548,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_poll_nfds_above_rlimit);
     tcase_add_test(tc, test_poll_nfds_max);
     tcase_add_test(tc, test_poll_nfds_at_rlimit);
+    tcase_add_test(tc, test_poll_at_rlimit_deadline);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("fd_kinds");

@@ -42,7 +42,9 @@ extern "C" {
  *
  * On a descriptor with data ready it costs one syscall (a non-blocking
  * attempt with RWF_NOWAIT). A descriptor in O_NONBLOCK mode fails with
- * EAGAIN as read(2) would.
+ * EAGAIN as read(2) would; on a socket, SO_RCVTIMEO is honoured (EAGAIN
+ * when it elapses, unless the token's deadline comes first). A count above
+ * SSIZE_MAX fails as read(2) fails on Linux (EFAULT).
  *
  * Parameters:
  *  fd     the descriptor.
@@ -55,7 +57,8 @@ extern "C" {
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
- *  otherwise     read(2)'s errors (EAGAIN, EBADF, EFAULT, EIO, ...).
+ *  EAGAIN        O_NONBLOCK and no data, or SO_RCVTIMEO elapsed.
+ *  otherwise     read(2)'s errors (EBADF, EFAULT, EIO, ...).
  * Blocking: Blocks; a cancellation point.
  * Thread safety: Thread-safe as read(2); uses the calling thread's current
  * token.
@@ -69,7 +72,9 @@ TETHER_API ssize_t tether_read(int fd, void *buf, size_t count);
  * Like a blocking write(2), it keeps writing until all `count` bytes are
  * written; if canceled (or interrupted) after writing some, it returns the
  * number written, and the next call reports the cancellation. A descriptor
- * in O_NONBLOCK mode behaves as write(2) would.
+ * in O_NONBLOCK mode behaves as write(2) would; on a socket, SO_SNDTIMEO is
+ * honoured (what was written, or EAGAIN, when it elapses). A count above
+ * SSIZE_MAX fails as write(2) fails on Linux (EFAULT).
  *
  * Parameters:
  *  fd     the descriptor.
@@ -82,7 +87,8 @@ TETHER_API ssize_t tether_read(int fd, void *buf, size_t count);
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
- *  otherwise     write(2)'s errors (EAGAIN, EBADF, EPIPE, ...).
+ *  EAGAIN        O_NONBLOCK and no room, or SO_SNDTIMEO elapsed.
+ *  otherwise     write(2)'s errors (EBADF, EFAULT, EPIPE, ...).
  * Blocking: Blocks; a cancellation point.
  * Thread safety: Thread-safe as write(2); uses the calling thread's current
  * token.
@@ -94,7 +100,9 @@ TETHER_API ssize_t tether_write(int fd, const void *buf, size_t count);
  * tether_readv — readv(2) that can be canceled.
  *
  * Like tether_read: a descriptor with data ready costs one syscall (preadv2
- * with RWF_NOWAIT); an O_NONBLOCK descriptor fails with EAGAIN.
+ * with RWF_NOWAIT); an O_NONBLOCK descriptor fails with EAGAIN; SO_RCVTIMEO
+ * is honoured. The kernel is the first to read iov, so a NULL or unmapped
+ * array fails with EFAULT as in readv(2).
  *
  * Parameters:
  *  fd      the descriptor.
@@ -106,6 +114,8 @@ TETHER_API ssize_t tether_write(int fd, const void *buf, size_t count);
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
+ *  EAGAIN        O_NONBLOCK and no data, or SO_RCVTIMEO elapsed.
+ *  EFAULT        iov (or a buffer) is not mapped.
  *  otherwise     readv(2)'s errors.
  * Blocking: Blocks; a cancellation point.
  * Thread safety: Thread-safe as readv(2); uses the calling thread's current
@@ -121,7 +131,9 @@ TETHER_API ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt);
  * Like a blocking writev(2) it writes every byte of every buffer; if
  * canceled (or interrupted) after writing some, it returns the number
  * written and the next call reports the cancellation. An O_NONBLOCK
- * descriptor behaves as writev(2) would. The iov array is not modified.
+ * descriptor behaves as writev(2) would; SO_SNDTIMEO is honoured. The iov
+ * array is not modified; the kernel is the first to read it, so a NULL or
+ * unmapped array fails with EFAULT as in writev(2).
  *
  * Parameters:
  *  fd      the descriptor.
@@ -133,6 +145,8 @@ TETHER_API ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt);
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
+ *  EAGAIN        O_NONBLOCK and no room, or SO_SNDTIMEO elapsed.
+ *  EFAULT        iov (or a buffer) is not mapped.
  *  otherwise     writev(2)'s errors.
  * Blocking: Blocks; a cancellation point.
  * Thread safety: Thread-safe as writev(2); uses the calling thread's current
@@ -148,7 +162,8 @@ TETHER_API ssize_t tether_writev(int fd, const struct iovec *iov, int iovcnt);
  * On a regular file a short count means end of file, as with pread(2) (a
  * read that is only partly cached is completed with the plain call). Disk
  * I/O itself cannot be interrupted: only the check before it is a
- * cancellation point.
+ * cancellation point. A count above SSIZE_MAX fails as pread(2) fails on
+ * Linux (EFAULT).
  *
  * Parameters:
  *  fd      the descriptor.
@@ -173,7 +188,8 @@ TETHER_API ssize_t tether_pread(int fd, void *buf, size_t count, off_t offset);
 /*
  * tether_pwrite — pwrite(2) that can be canceled.
  *
- * As tether_pread: disk I/O itself cannot be interrupted.
+ * As tether_pread: disk I/O itself cannot be interrupted, and a count
+ * above SSIZE_MAX fails as pwrite(2) fails on Linux (EFAULT).
  *
  * Parameters:
  *  fd      the descriptor.
@@ -199,7 +215,8 @@ TETHER_API ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t of
  * tether_read_all — read until a count of bytes has arrived or end of file.
  *
  * EINTR is retried, not returned (cancel instead). An O_NONBLOCK descriptor
- * with no data fails with EAGAIN.
+ * with no data fails with EAGAIN, and so does a socket whose SO_RCVTIMEO
+ * elapses (moved says how much arrived before).
  *
  * Parameters:
  *  fd     the descriptor.
@@ -213,6 +230,8 @@ TETHER_API ssize_t tether_pwrite(int fd, const void *buf, size_t count, off_t of
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
+ *  EINVAL        count is above SSIZE_MAX (nothing is read).
+ *  EAGAIN        O_NONBLOCK and no data, or SO_RCVTIMEO elapsed.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     read(2)'s errors.
  * Blocking: Blocks; a cancellation point.
@@ -225,7 +244,8 @@ TETHER_API ssize_t tether_read_all(int fd, void *buf, size_t count, size_t *move
 /*
  * tether_write_all — write all of a buffer.
  *
- * EINTR is retried, not returned (cancel instead).
+ * EINTR is retried, not returned (cancel instead). A socket whose
+ * SO_SNDTIMEO elapses fails with EAGAIN (moved says how much was written).
  *
  * Parameters:
  *  fd     the descriptor.
@@ -236,6 +256,8 @@ TETHER_API ssize_t tether_read_all(int fd, void *buf, size_t count, size_t *move
  * Errors:
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
+ *  EINVAL        count is above SSIZE_MAX (nothing is written).
+ *  EAGAIN        O_NONBLOCK and no room, or SO_SNDTIMEO elapsed.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     write(2)'s errors.
  * Blocking: Blocks; a cancellation point.
@@ -248,6 +270,12 @@ TETHER_API ssize_t tether_write_all(int fd, const void *buf, size_t count, size_
 /*
  * tether_poll — poll(2) that can be canceled.
  *
+ * The kernel sees fds and nfds first (a look with a zero timeout), so a bad
+ * array or count fails as in poll(2), before tether reads the array. With
+ * nfds equal to RLIMIT_NOFILE there is no room for the token's eventfd in
+ * the set: the wait then polls in slices and notices a cancellation within
+ * 10 ms.
+ *
  * Parameters:
  *  fds         the descriptors and events, as for poll(2).
  *  nfds        how many.
@@ -259,6 +287,8 @@ TETHER_API ssize_t tether_write_all(int fd, const void *buf, size_t count, size_
  *  ECANCELED      the current token was canceled.
  *  ETIMEDOUT      the token's deadline came before timeout_ms.
  *  EINTR          a signal handler ran.
+ *  EINVAL         nfds is above RLIMIT_NOFILE (the array is not read).
+ *  EFAULT         fds is not mapped.
  *  ENOMEM         out of memory.
  *  EMFILE/ENFILE  the token's eventfd could not be created on first use.
  *  otherwise      poll(2)'s errors.
@@ -273,7 +303,8 @@ TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
  * tether_ppoll — ppoll(2) that can be canceled.
  *
  * The timeout is combined with the token's deadline: whichever comes first
- * ends the wait.
+ * ends the wait. As tether_poll: the kernel sees fds and nfds first, and
+ * with nfds equal to RLIMIT_NOFILE a cancellation is noticed within 10 ms.
  *
  * Parameters:
  *  fds      the descriptors and events, as for poll(2).
@@ -287,6 +318,9 @@ TETHER_API int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the token's deadline came first.
  *  EINTR         a signal handler ran.
+ *  EINVAL        nfds is above RLIMIT_NOFILE (the array is not read), or
+ *                tmo is not a valid timespec.
+ *  EFAULT        fds is not mapped.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     ppoll(2)'s errors.
  * Blocking: Blocks; a cancellation point.

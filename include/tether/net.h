@@ -214,7 +214,10 @@ TETHER_API ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags);
  * by the raw call: when several threads accept on one blocking listener, the
  * one that loses the race for a connection blocks in the raw call until the
  * next connection, and that wait cannot be canceled — make such a listener
- * O_NONBLOCK (see docs/limits.md).
+ * O_NONBLOCK (see docs/limits.md). A descriptor that is not a listening
+ * socket (a pipe, a UDP socket, a connected stream) fails at once with the
+ * raw call's error, as do flags the raw call refuses; SO_RCVTIMEO is
+ * honoured (EAGAIN when it elapses).
  *
  * Parameters:
  *  fd       the listening socket.
@@ -225,6 +228,10 @@ TETHER_API ssize_t tether_sendmsg(int fd, const struct msghdr *msg, int flags);
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
+ *  EAGAIN        O_NONBLOCK and nothing pending, or SO_RCVTIMEO elapsed.
+ *  ENOTSOCK      fd is not a socket (at once, never waits).
+ *  EOPNOTSUPP    fd is a socket type that does not listen, such as UDP.
+ *  EINVAL        fd is a stream socket that is not listening.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     accept(2)'s errors.
  * Blocking: Blocks; a cancellation point (except the race described above).
@@ -244,7 +251,10 @@ TETHER_API int tether_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
  * by the raw call: when several threads accept on one blocking listener, the
  * one that loses the race for a connection blocks in the raw call until the
  * next connection, and that wait cannot be canceled — make such a listener
- * O_NONBLOCK (see docs/limits.md).
+ * O_NONBLOCK (see docs/limits.md). A descriptor that is not a listening
+ * socket (a pipe, a UDP socket, a connected stream) fails at once with the
+ * raw call's error, as do flags the raw call refuses; SO_RCVTIMEO is
+ * honoured (EAGAIN when it elapses).
  *
  * Parameters:
  *  fd       the listening socket.
@@ -256,6 +266,11 @@ TETHER_API int tether_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
  *  ECANCELED     the current token was canceled.
  *  ETIMEDOUT     the current token's deadline passed.
  *  EINTR         a signal handler ran.
+ *  EAGAIN        O_NONBLOCK and nothing pending, or SO_RCVTIMEO elapsed.
+ *  ENOTSOCK      fd is not a socket (at once, never waits).
+ *  EOPNOTSUPP    fd is a socket type that does not listen, such as UDP.
+ *  EINVAL        fd is a stream socket that is not listening, or flags has
+ *                a bit other than SOCK_NONBLOCK and SOCK_CLOEXEC.
  *  ENOMEM/EMFILE the token's eventfd could not be created on first use.
  *  otherwise     accept4(2)'s errors.
  * Blocking: Blocks; a cancellation point (except the race described above).
