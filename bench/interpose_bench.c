@@ -24,7 +24,8 @@
  *             come from TETHER_CLIENTS_ENV (as in the tests) or are started
  *             here with test/interpose/servers.sh and stopped at the end.
  *
- * Output: `name value unit` lines, then `target <name> <met|missed> (...)`.
+ * Output: `name value unit` lines (the machine's load at start and end
+ * among them), then `target <name> <met|missed> (...)`.
  *   tether-interpose-bench           full run (about half a minute)
  *   tether-interpose-bench --quick   few rounds and runs (the ctest smoke test)
  * Targets are reported, never enforced; exit 1 only if a figure could not
@@ -106,6 +107,34 @@ static double max_of(const double *v, int n)
         if (v[i] > m)
             m = v[i];
     return m;
+}
+
+/* The machine's load now, as `<prefix>_loadavg_1m` and `<prefix>_procs_running`
+ * (as tether-bench reports it): figures taken while other work competes for
+ * the two CPUs are noisier, and these say how much competed. */
+static void report_load(const char *prefix)
+{
+    char buf[16384], name[64];
+    double load1 = NAN, running = NAN;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fgets(buf, sizeof buf, f))
+            load1 = strtod(buf, NULL);
+        fclose(f);
+    }
+    f = fopen("/proc/stat", "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        const char *p = strstr(buf, "\nprocs_running ");
+        if (p)
+            running = strtod(p + strlen("\nprocs_running "), NULL);
+    }
+    snprintf(name, sizeof name, "%s_loadavg_1m", prefix);
+    report(name, load1, "load");
+    snprintf(name, sizeof name, "%s_procs_running", prefix);
+    report(name, running, "tasks");
 }
 
 /* ====================================================================== */
@@ -585,12 +614,14 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     find_libc();
+    report_load("start");
     overhead_sections();
 #ifdef TETHER_BENCH_CLIENTS
     client_section();
 #else
     printf("# built without hiredis/libcurl/libpq/glib: no client lateness figures\n");
 #endif
+    report_load("end");
     print_targets();
     return failures ? 1 : 0;
 }
