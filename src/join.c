@@ -36,6 +36,8 @@ int tether_task_wait(tether_task *task, int *result)
 {
     if (!task)
         return EINVAL;
+    if (tether__scope_inherited(task->scope))
+        return ECHILD;
     if (tether__called_from_inside(task->token))
         return EDEADLK;
     tether_scope *s = task->scope;
@@ -54,6 +56,8 @@ int tether_task_halt(tether_task *task, int *result)
         return EINVAL;
     if (tether__called_from_inside(task->token))
         return EDEADLK;
+    if (tether__scope_inherited(task->scope))
+        return ECHILD;
     tether__token_cancel_cause(task->token, TETHER_CAUSE_HALTED, 0);
     return tether_task_wait(task, result);
 }
@@ -151,6 +155,8 @@ int tether_scope_join(tether_scope *s, tether_result *result)
 {
     if (!s)
         return EINVAL;
+    if (tether__scope_inherited(s))
+        return ECHILD;
     if (tether__called_from_inside(s->token))
         return EDEADLK;
     tether__scope_lock(s);
@@ -212,6 +218,8 @@ int tether_scope_free(tether_scope *s)
 {
     if (!s)
         return EINVAL;
+    if (tether__scope_inherited(s))
+        return tether__scope_free_inherited(s);
     tether__scope_lock(s);
     enum scope_phase phase = s->phase;
     tether__scope_unlock(s);
@@ -223,6 +231,10 @@ int tether_scope_free(tether_scope *s)
         if (rc)
             return rc;
     }
+    tether__scope_lock(s);
+    while (s->cancels > 0)
+        pthread_cond_wait(&s->changed, &s->mu); /* a tether_scope_cancel is leaving */
+    tether__scope_unlock(s);
     /* A token the caller derived from the scope's, or an entry left on the
      * scope's token, keeps the (joined) scope alive: the caller can fix it. */
     if (tether_token_free(s->token) != 0)

@@ -40,8 +40,27 @@ static pthread_cond_t helpers_idle;
 static pthread_once_t helpers_once = PTHREAD_ONCE_INIT;
 static int helpers_running;
 
+/* fork: the lock is taken around it so the child never inherits it held;
+ * the child has none of the parent's helper threads, so it counts none. */
+static void helpers_prefork(void)
+{
+    pthread_mutex_lock(&helpers_lock);
+}
+
+static void helpers_postfork_parent(void)
+{
+    pthread_mutex_unlock(&helpers_lock);
+}
+
+static void helpers_postfork_child(void)
+{
+    helpers_running = 0;
+    pthread_mutex_unlock(&helpers_lock);
+}
+
 static void helpers_init(void)
 {
+    pthread_atfork(helpers_prefork, helpers_postfork_parent, helpers_postfork_child);
     pthread_condattr_t a;
     pthread_condattr_init(&a);
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);

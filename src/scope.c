@@ -66,6 +66,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     s->max_children = o->max_children;
     copy_name(s->name, o->name);
     s->first_error_task = s->winner = s->cause_task = -1;
+    s->gen = tether__fork_generation();
     *out = s;
     return 0;
 
@@ -284,6 +285,8 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
         *out = NULL;
     if (!s || !fn)
         return EINVAL;
+    if (tether__scope_inherited(s))
+        return ECHILD;
     const tether_spawn_opts *o = opts ? opts : &defaults;
     if (o->timeout_ns < 0 || (o->stack_size && o->stack_size < (size_t)PTHREAD_STACK_MIN))
         return EINVAL;
@@ -395,12 +398,26 @@ int tether_scope_cancel(tether_scope *s)
 {
     if (!s)
         return EINVAL;
+    if (tether__scope_inherited(s)) {
+        /* A fork child's copy: no thread of it uses s->mu (another thread of
+         * the parent may have held it at the fork). */
+        if (s->phase == PHASE_JOINED)
+            return EINVAL;
+        tether__token_cancel_cause(s->token, TETHER_CAUSE_EXPLICIT, 0);
+        return 0;
+    }
     tether__scope_lock(s);
     bool joined = s->phase == PHASE_JOINED;
+    if (!joined)
+        s->cancels++; /* tether_scope_free waits for this call to leave */
     tether__scope_unlock(s);
     if (joined)
         return EINVAL;
     tether__token_cancel_cause(s->token, TETHER_CAUSE_EXPLICIT, 0);
+    tether__scope_lock(s);
+    if (--s->cancels == 0)
+        pthread_cond_broadcast(&s->changed);
+    tether__scope_unlock(s);
     return 0;
 }
 

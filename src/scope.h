@@ -52,7 +52,21 @@ struct tether_scope {
     int body_error;             /* tether_scope_run: the body failed ... */
     bool body_decided;          /* ... and its cancel was the first */
     tether_time_t last_exit_at;
+    unsigned cancels;           /* tether_scope_cancel calls in flight (s->mu) */
+    unsigned gen;               /* the process generation that opened it */
 };
+
+/* Whether s was opened before a fork (its children are the parent's
+ * threads): then only cancel and free work on it, without s->mu. */
+static inline bool tether__scope_inherited(const tether_scope *s)
+{
+    return s->gen != tether__fork_generation();
+}
+
+/* tether_scope_free of an inherited scope (fork.c): free its tasks and
+ * their tokens without waiting for threads the child does not have, then
+ * the scope's token (EBUSY as for tether_scope_free) and the handle. */
+TETHER_HIDDEN int tether__scope_free_inherited(tether_scope *s);
 
 /* Take s->mu. */
 static inline void tether__scope_lock(tether_scope *s)

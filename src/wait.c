@@ -20,6 +20,13 @@
  * Eventfds of released points are kept (up to SPARE_EFDS) for the next
  * point that needs one, so freeing a scope's children costs no close(2)
  * each; tether_trim empties the pool.
+ *
+ * fork: an eventfd is one kernel object shared by parent and child, so a
+ * cancel in one process would leave the other's pollers readable for good
+ * (spinning). Each eventfd is tagged with the process generation that made
+ * it; the child's fork handler drops the pool, and a point whose eventfd is
+ * from an earlier generation gets a fresh one on its first use in the child
+ * (the old one is closed there, never written).
  */
 #define _GNU_SOURCE
 #include "wait.h"
@@ -34,10 +41,37 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static int spare_efd[SPARE_EFDS]; /* guarded by pool_lock */
 static int spare_efds;
 
+_Atomic unsigned tether__fork_gen;
+
+enum { EFD_NONE = -1 };
+
+/* A wake point's efd word: the fd and the generation that made it. */
+static uint64_t efd_word(int fd, unsigned gen)
+{
+    return (uint64_t)gen << 32 | (uint32_t)fd;
+}
+
+static int efd_fd(uint64_t word)
+{
+    return (int)(int32_t)(uint32_t)word;
+}
+
+/* The fd in `word` if this process made it, else -1. */
+static int efd_own(uint64_t word)
+{
+    return (unsigned)(word >> 32) == tether__fork_generation() ? efd_fd(word) : EFD_NONE;
+}
+
+static void pool_lock_take(void)
+{
+    tether__fork_once();
+    tether__lock(&pool_lock);
+}
+
 void tether__wake_init(struct tether_wake *w, struct tether_wake *up, uint32_t owner_bits)
 {
     atomic_init(&w->state, owner_bits);
-    atomic_init(&w->efd, -1);
+    atomic_init(&w->efd, efd_word(EFD_NONE, 0));
     w->up = up;
 }
 
@@ -48,7 +82,7 @@ uint32_t tether__wake_fire(struct tether_wake *w, uint32_t owner_bits)
 
 void tether__wake_sleepers(struct tether_wake *w, uint32_t old, unsigned depth)
 {
-    int efd = atomic_load(&w->efd);
+    int efd = efd_own(atomic_load(&w->efd));
     if (efd >= 0)
         tether__sys_eventfd_signal(efd); /* fails only near overflow: still readable */
     uint32_t wake_if = depth == 0                ? TETHER_WAKE_WAITERS
@@ -58,26 +92,39 @@ void tether__wake_sleepers(struct tether_wake *w, uint32_t old, unsigned depth)
         tether__sys_futex_wake(&w->state);
 }
 
-/* The point's eventfd, made (or taken from the pool) on first use. */
+/* Close an eventfd made in an earlier generation (the parent's too): this
+ * process's copy of the descriptor only. */
+static void close_inherited(uint64_t word)
+{
+    if (efd_fd(word) >= 0)
+        tether__sys_close(efd_fd(word));
+}
+
+/* The point's eventfd, made (or taken from the pool) on first use, and
+ * again on first use after a fork. */
 static int wake_efd(struct tether_wake *w)
 {
-    int fd = atomic_load_explicit(&w->efd, memory_order_acquire);
+    uint64_t word = atomic_load_explicit(&w->efd, memory_order_acquire);
+    int fd = efd_own(word);
     if (fd >= 0)
         return fd;
-    tether__lock(&pool_lock);
+    pool_lock_take();
     fd = spare_efds > 0 ? spare_efd[--spare_efds] : -1;
     tether__unlock(&pool_lock);
     if (fd >= 0)
         tether__sys_eventfd_drain(fd); /* EAGAIN when its old point never fired */
     else if ((fd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
         return -1;
-    int none = -1;
-    if (!atomic_compare_exchange_strong(&w->efd, &none, fd)) {
-        /* Another poller of w made one first: keep theirs. */
-        struct tether_wake spare = { .efd = fd };
-        tether__wake_release(&spare);
-        return none;
+    unsigned gen = tether__fork_generation();
+    while (!atomic_compare_exchange_strong(&w->efd, &word, efd_word(fd, gen))) {
+        if (efd_own(word) >= 0) {
+            /* Another poller of w made one first: keep theirs. */
+            struct tether_wake spare = { .efd = efd_word(fd, gen) };
+            tether__wake_release(&spare);
+            return efd_own(word);
+        }
     }
+    close_inherited(word);
     if (atomic_load(&w->state) & TETHER_WAKE_FIRED)
         tether__sys_eventfd_signal(fd); /* the firer may have missed it */
     return fd;
@@ -85,10 +132,13 @@ static int wake_efd(struct tether_wake *w)
 
 void tether__wake_release(struct tether_wake *w)
 {
-    int fd = atomic_load_explicit(&w->efd, memory_order_relaxed);
-    if (fd < 0)
+    uint64_t word = atomic_load_explicit(&w->efd, memory_order_relaxed);
+    int fd = efd_own(word);
+    if (fd < 0) {
+        close_inherited(word);
         return;
-    tether__lock(&pool_lock);
+    }
+    pool_lock_take();
     if (spare_efds < SPARE_EFDS) {
         spare_efd[spare_efds++] = fd;
         fd = -1;
@@ -101,7 +151,7 @@ void tether__wake_release(struct tether_wake *w)
 int tether_trim(void)
 {
     int fds[SPARE_EFDS];
-    tether__lock(&pool_lock);
+    pool_lock_take();
     int n = spare_efds;
     for (int i = 0; i < n; i++)
         fds[i] = spare_efd[i];
@@ -110,6 +160,26 @@ int tether_trim(void)
     for (int i = 0; i < n; i++)
         tether__sys_close(fds[i]);
     return n;
+}
+
+void tether__wake_fork_prepare(void)
+{
+    tether__lock(&pool_lock);
+}
+
+void tether__wake_fork_parent(void)
+{
+    tether__unlock(&pool_lock);
+}
+
+void tether__wake_fork_child(void)
+{
+    /* Only this thread runs: the spares are the parent's eventfds too. */
+    atomic_fetch_add_explicit(&tether__fork_gen, 1, memory_order_relaxed);
+    for (int i = 0; i < spare_efds; i++)
+        tether__sys_close(spare_efd[i]);
+    spare_efds = 0;
+    tether__unlock(&pool_lock);
 }
 
 /* At exit, so that fd-tracking tools (valgrind --track-fds) see none left. */

@@ -32,9 +32,33 @@ enum { TETHER_WAIT_SET = 16 };
 
 struct tether_wake {
     _Atomic uint32_t state;
-    _Atomic int efd;              /* -1 until first needed */
+    /* The eventfd (low 32 bits, -1 until first needed) and the process
+     * generation that made it (high 32 bits): one made before a fork is the
+     * parent's too, so the child never writes or polls it. */
+    _Atomic uint64_t efd;
     struct tether_wake *up;       /* the next point up, or NULL */
 };
+
+/* The process generation: 0 in the process that loaded tether, one more in
+ * each fork child (the atfork child handler counts it). What was made in an
+ * earlier generation (an eventfd, a scope's threads, a relay) belongs to an
+ * ancestor process. */
+TETHER_HIDDEN extern _Atomic unsigned tether__fork_gen;
+/* This process's generation: one relaxed load. */
+static inline unsigned tether__fork_generation(void)
+{
+    return atomic_load_explicit(&tether__fork_gen, memory_order_relaxed);
+}
+/* Register tether's fork handlers (fork.c) on first use of a process-wide
+ * lock: prepare takes every such lock, parent and child release them, and
+ * the child starts a new generation. Cheap after the first call. */
+TETHER_HIDDEN void tether__fork_once(void);
+/* The waiting layer's part of the fork handlers: take the eventfd pool's
+ * lock (prepare), release it (parent), or release it, count the new
+ * generation and close the spare eventfds, the parent's too (child). */
+TETHER_HIDDEN void tether__wake_fork_prepare(void);
+TETHER_HIDDEN void tether__wake_fork_parent(void);
+TETHER_HIDDEN void tether__wake_fork_child(void);
 
 /* Initialise a point below `up` (or NULL), not fired, with owner bits. */
 TETHER_HIDDEN void tether__wake_init(struct tether_wake *w, struct tether_wake *up,

@@ -119,6 +119,8 @@ TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *op
  *  ETIMEDOUT  a deadline passed (the scope's, or the caller's while waiting).
  *  EAGAIN     the system could not create a thread.
  *  ENOMEM     out of memory.
+ *  ECHILD     in a fork child, the scope was opened before the fork (see
+ *             Fork in tether/core.h).
  *  otherwise  the scope's token was canceled with an error of its own: that
  *             error (tether_token_error of the scope's token), e.g. a
  *             failing child's error under fail-fast, or the error given to
@@ -154,6 +156,7 @@ TETHER_API int tether_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
  *  EAGAIN     max_children children are live, or the system could not
  *             create a thread.
  *  ENOMEM     out of memory.
+ *  ECHILD     in a fork child, the scope was opened before the fork.
  *  otherwise  the scope's token was canceled with an error of its own, as
  *             for tether_spawn.
  * Blocking: Never blocks; not a cancellation point.
@@ -176,6 +179,7 @@ TETHER_API int tether_try_spawn(tether_scope *s, int (*fn)(void *arg), void *arg
  * Errors:
  *  EINVAL   task is NULL.
  *  EDEADLK  called from that child itself.
+ *  ECHILD   in a fork child, the scope was opened before the fork.
  * Blocking: Blocks until the child exits; not a cancellation point (the
  * child is canceled with its scope, so the wait is bounded by the scope's
  * fate).
@@ -198,6 +202,7 @@ TETHER_API int tether_task_wait(tether_task *task, int *result);
  * Errors:
  *  EINVAL   task is NULL.
  *  EDEADLK  called from that child itself.
+ *  ECHILD   in a fork child, the scope was opened before the fork.
  * Blocking: Blocks until the child exits; not a cancellation point.
  * Thread safety: Thread-safe.
  * Ownership: The handle stays valid until the scope is joined.
@@ -247,7 +252,9 @@ TETHER_API tether_token *tether_scope_token(tether_scope *s);
  *  EINVAL  s is NULL or already joined.
  * Blocking: Never blocks; not a cancellation point.
  * Thread safety: Thread-safe: any thread, any number of times, until the
- * scope is joined.
+ * scope is joined. A cancel that started before tether_scope_free was
+ * called completes safely (free waits for it); one that starts after free
+ * has begun uses a freed scope.
  * Ownership: s stays its owner's.
  */
 TETHER_API int tether_scope_cancel(tether_scope *s);
@@ -269,6 +276,8 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  *  EINVAL   s is NULL, or the scope was already joined (or is being joined).
  *  EDEADLK  called from one of the scope's own children (or their
  *           descendants): it could never return.
+ *  ECHILD   in a fork child, the scope was opened before the fork: its
+ *           children stayed in the parent (tether_scope_free releases it).
  * Blocking: Blocks until every child has exited; not a cancellation point
  * (a scope always waits for its children). Do not hold a lock that a child
  * needs to finish.
@@ -282,7 +291,9 @@ TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
  * tether_scope_free — free a scope handle.
  *
  * If the scope was not joined yet, it is canceled (cause
- * TETHER_CAUSE_EXPLICIT) and joined first, discarding the result.
+ * TETHER_CAUSE_EXPLICIT) and joined first, discarding the result. In a fork
+ * child, a scope opened before the fork is released without waiting for its
+ * children, which stayed in the parent.
  *
  * Parameters:
  *  s  the scope.
@@ -293,8 +304,10 @@ TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
  *  EBUSY    a token created under tether_scope_token(s) is still alive, or
  *           some thread still has the scope's token entered: the scope stays
  *           joined and valid, and can be freed again once that is undone.
- * Blocking: Blocks if it must join; not a cancellation point.
- * Thread safety: Must not race with other calls on s.
+ * Blocking: Blocks if it must join, and while a tether_scope_cancel of s
+ * is finishing; not a cancellation point.
+ * Thread safety: Must not race with other calls on s, except
+ * tether_scope_cancel.
  * Ownership: Ends the scope; s is invalid once 0 is returned.
  */
 TETHER_API int tether_scope_free(tether_scope *s);

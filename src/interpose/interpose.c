@@ -967,8 +967,21 @@ static bool env_is(const char *name, const char *value)
     return v && strcmp(v, value) == 0;
 }
 
+/* fork: the counters' lock is taken around it so the child never inherits
+ * it held (the child keeps the counts so far). */
+static void blocks_prefork(void)
+{
+    pthread_mutex_lock(&blocks_lock);
+}
+
+static void blocks_postfork(void)
+{
+    pthread_mutex_unlock(&blocks_lock);
+}
+
 __attribute__((constructor)) static void layer_init(void)
 {
+    pthread_atfork(blocks_prefork, blocks_postfork, blocks_postfork);
     pthread_once(&next_once, resolve_all);
     if (env_is("TETHER_INTERPOSE_SHUTDOWN", "0"))
         atomic_store(&shutdown_on_cut, false);
