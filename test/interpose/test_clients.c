@@ -169,8 +169,41 @@ static void setup(void)
     base_children = child_processes();
 }
 
+/* Name the threads still there (a failure then says whose they are). */
+static void print_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[64] = "?", wchan[64] = "?";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (!fgets(comm, sizeof comm, f))
+                comm[0] = '\0';
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "/proc/self/task/%s/wchan", e->d_name);
+        f = fopen(path, "r");
+        if (f) {
+            if (!fgets(wchan, sizeof wchan, f))
+                wchan[0] = '\0';
+            fclose(f);
+        }
+        comm[strcspn(comm, "\n")] = '\0';
+        printf("thread %s: %s, in %s\n", e->d_name, comm, wchan);
+    }
+    closedir(d);
+}
+
 static void teardown(void)
 {
+    if (th_wait_thread_count(base.threads) != base.threads)
+        print_threads();
     th_baseline_check(base);
     ck_assert_int_eq(child_processes(), base_children);
 }
