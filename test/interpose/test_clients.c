@@ -481,6 +481,11 @@ static struct {
 
 static void glib_setup_jobs(void)
 {
+    /* A pool thread that finishes after its pool is freed parks as a GLib
+     * "unused thread" for reuse (up to its idle time) unless none may be
+     * kept; g_thread_pool_stop_unused_threads only stops those already
+     * parked. Keep none, so every pool thread exits with its pool. */
+    g_thread_pool_set_max_unused_threads(0);
     for (int i = 0; i < POOL_JOBS; i++) {
         G.jobs[i] = (job){.fd = -1};
         G.pipes[i][0] = G.pipes[i][1] = -1;
@@ -540,9 +545,7 @@ START_TEST(glib_pool_jobs_stop_at_deadline)
     }
     ck_assert_int_eq(stopped, POOL_JOBS);
     glib_close_pipes();
-    /* GLib keeps idle pool threads for reuse: let them go before the
-     * thread count is compared. */
-    g_thread_pool_stop_unused_threads();
+    g_thread_pool_stop_unused_threads(); /* none should be parked: see glib_setup_jobs */
 }
 END_TEST
 
