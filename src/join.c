@@ -58,6 +58,17 @@ int tether_task_halt(tether_task *task, int *result)
     return tether_task_wait(task, result);
 }
 
+bool tether_task_late(const tether_task *task)
+{
+    if (!task)
+        return false;
+    tether_scope *s = task->scope;
+    tether__scope_lock(s);
+    bool late = task->done && task->late;
+    tether__scope_unlock(s);
+    return late;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Join                                                                   */
 
@@ -68,6 +79,7 @@ static void fill_result(tether_scope *s, tether_result *r)
     r->succeeded = s->succeeded;
     r->failed = s->failed;
     r->canceled = s->canceled;
+    r->late_succeeded = s->late_succeeded;
     r->winner = s->winner;
     r->cause_task = s->cause_task;
     r->error_task = -1;

@@ -65,9 +65,30 @@ typedef struct tether_result {
     int cause_task;                    /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
     int winner;                        /* first-success: index of the winner, else -1 */
     unsigned spawned;                  /* children spawned */
-    unsigned succeeded, failed, canceled;
+    unsigned succeeded, failed, canceled; /* succeeded + failed + canceled == spawned */
     int64_t convergence_ns;            /* first cancel request to last child's exit; 0 if none */
+    unsigned late_succeeded;           /* of the succeeded: late successes (below) */
 } tether_result;
+
+/*
+ * A late success: a foreground child that returned 0 although its token had
+ * already been canceled from above when it returned: by the scope's deadline
+ * or cancel (explicit, an ancestor's, a signal), by a sibling's failure
+ * (fail-fast), by another child's win (first-success), by tether_scope_run's
+ * failing body, or by tether_task_halt. Its effect happened (the value was
+ * popped, the row committed) after the scope gave up on it, so the caller
+ * may have to use or undo it: late_succeeded counts such children and
+ * tether_task_late names them. A late success counts as succeeded, never
+ * wins a first-success scope and never changes the outcome (a scope whose
+ * deadline passed still ends deadline_exceeded).
+ *
+ * Not late: a child canceled by its own spawn timeout (nothing above gave up
+ * on it: its 0 is an ordinary success); a background child, whose halt at
+ * the scope's end (or with the scope) is its normal end, so returning 0 then
+ * is how it stops; a child that returned before the cancel. A child that
+ * stops because it was canceled should return ECANCELED or ETIMEDOUT (it
+ * then counts as canceled); returning 0 says "my work is done".
+ */
 
 /*
  * tether_scope_open — open a scope.
@@ -203,6 +224,25 @@ TETHER_API int tether_task_wait(tether_task *task, int *result);
  * Ownership: The handle stays valid until the scope is joined.
  */
 TETHER_API int tether_task_halt(tether_task *task, int *result);
+
+/*
+ * tether_task_late — whether a child's success was late.
+ *
+ * True once the child has returned 0 after its token was canceled from
+ * above (see "A late success" at tether_result). To compensate per child,
+ * wait for the child (tether_task_wait) and ask before the scope is joined:
+ * join ends the handle.
+ *
+ * Parameters:
+ *  task  the child's handle from tether_spawn.
+ * Returns: true if the child has finished with a late success; false while
+ * it runs, if it finished otherwise, or if task is NULL.
+ * Errors: None.
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The handle stays valid until the scope is joined.
+ */
+TETHER_API bool tether_task_late(const tether_task *task);
 
 /*
  * tether_task_token — a child's token.
