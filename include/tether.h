@@ -36,6 +36,7 @@
  *   tether/process.h  waitpid, waitid and child processes
  *   tether/signals.h  canceling from signal handlers, graceful shutdown
  *   tether/retry.h    retry with backoff
+ *   tether/job.h      jobs of an existing thread pool under their own token
  *
  * Every function is documented above its declaration in one fixed layout
  * (see tether/core.h), from which the man pages are generated.
@@ -53,5 +54,6 @@
 #include "tether/process.h"
 #include "tether/signals.h"
 #include "tether/retry.h"
+#include "tether/job.h"
 
 #endif /* TETHER_H */
