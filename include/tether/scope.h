@@ -228,10 +228,16 @@ TETHER_API int tether_task_halt(tether_task *task, int *result);
 /*
  * tether_task_late — whether a child's success was late.
  *
- * True once the child has returned 0 after its token was canceled from
- * above (see "A late success" at tether_result). To compensate per child,
- * wait for the child (tether_task_wait) and ask before the scope is joined:
- * join ends the handle.
+ * True once the child has returned 0 although its token had been canceled
+ * from above when it returned: by the scope's deadline or cancel, an
+ * ancestor's cancel, a sibling's failure (fail-fast), another child's win
+ * (first-success), a failing tether_scope_run body, or tether_task_halt.
+ * Its effect happened after the scope gave up on it; it counts as
+ * succeeded and in tether_result.late_succeeded, never wins and never
+ * changes the outcome. Never late: a child stopped by its own spawn timeout,
+ * a background child, a child that returned before the cancel. To
+ * compensate per child, wait for the child (tether_task_wait) and ask before
+ * the scope is joined: join ends the handle.
  *
  * Parameters:
  *  task  the child's handle from tether_spawn.
@@ -300,6 +306,8 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  * every thread; releases the children's tokens, task handles and memory.
  * If the scope's deadline passes while waiting, cancels the scope (cause
  * TETHER_CAUSE_DEADLINE) and keeps waiting for the children to exit.
+ * Children that returned 0 after the scope gave up on them are counted in
+ * result->late_succeeded (see tether_task_late).
  *
  * Parameters:
  *  s       the scope.
