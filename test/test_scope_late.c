@@ -122,6 +122,7 @@ START_TEST(test_late_after_parent_cancel)
 
     ck_assert_int_eq(r.outcome, TETHER_OUTCOME_CANCELED);
     ck_assert_int_eq(r.cause, TETHER_CAUSE_PARENT);
+    ck_assert_int_eq(r.error, EPIPE); /* the ancestor's cancel error */
     ck_assert_uint_eq(r.succeeded, 1);
     ck_assert_uint_eq(r.late_succeeded, 1);
     th_baseline_check(base);
