@@ -36,7 +36,11 @@
  *   tether/process.h  waitpid, waitid and child processes
  *   tether/signals.h  canceling from signal handlers, graceful shutdown
  *   tether/retry.h    retry with backoff
+ *   tether/resolve.h  name resolution that stops at cancellation
  *   tether/job.h      jobs of an existing thread pool under their own token
+ *
+ * Not included here: tether/interpose.h, the controls of the interposition
+ * layer (libtether_interpose.so, a library of its own).
  *
  * Every function is documented above its declaration in one fixed layout
  * (see tether/core.h), from which the man pages are generated.
@@ -54,6 +58,7 @@
 #include "tether/process.h"
 #include "tether/signals.h"
 #include "tether/retry.h"
+#include "tether/resolve.h"
 #include "tether/job.h"
 
 #endif /* TETHER_H */
