@@ -20,6 +20,8 @@
  *   read    bench_read.c    read throughput on a full pipe (with the
  *                           preadv2(RWF_NOWAIT) floor) and a full socket
  *   check   bench_check.c   tether_check, against a thread-local flag
+ *   job     bench_job.c     tether_job_run per job, against the same wiring
+ *                           by hand and a direct call
  *   gio     bench_gio.c     GCancellable side by side (when built with GIO)
  *   scale   bench_scale.c   10,000 small-stack sleepers, and cancel
  *                           convergence at 10, 100, 1000 and 10,000 children,
@@ -66,6 +68,7 @@ static const struct config full_config = {
     .read_rounds = 41,
     .read_bytes = { 512u << 10, 16u << 20, 64u << 20 },
     .check_rounds = 21, .check_iters = 10000000,
+    .job_rounds = 21, .job_iters = 200000,
     .scale_children = 10000, .scale_runs = 21,
     .gio_cancel_rounds = 400, .gio_read_rounds = 21,
     .gio_read_bytes = { 256u << 10, 8u << 20 },
@@ -80,6 +83,7 @@ static const struct config quick_config = {
     .read_rounds = 5,
     .read_bytes = { 128u << 10, 4u << 20, 16u << 20 },
     .check_rounds = 5, .check_iters = 1000000,
+    .job_rounds = 5, .job_iters = 20000,
     .scale_children = 1000, .scale_runs = 1,
     .gio_cancel_rounds = 20, .gio_read_rounds = 3,
     .gio_read_bytes = { 32u << 10, 1u << 20 },
@@ -105,6 +109,8 @@ static const struct target {
     { "read_sock_4096_ratio", false, 1.00 },
     { "read_sock_65536_ratio", false, 1.00 },
     { "check_ns", true, 1.5 },
+    { "job_run_vs_by_hand_ratio", true, 1.10 },
+    { "job_deadline_run_vs_by_hand_ratio", true, 1.10 },
     { "gio_cancel_ratio", true, 0.72 },
     { "gio_read_64_ratio", false, 7.4 },
     { "gio_read_4096_ratio", false, 2.6 },
@@ -125,6 +131,8 @@ static const char *const required[] = {
     "read_64_ratio", "read_4096_ratio", "read_65536_ratio", "read_64_floor_ratio",
     "read_sock_64_ratio", "read_sock_4096_ratio", "read_sock_65536_ratio",
     "check_ns",
+    "job_run_ns", "job_by_hand_ns", "job_run_vs_by_hand_ratio",
+    "job_deadline_run_ns", "job_deadline_by_hand_ns", "job_deadline_run_vs_by_hand_ratio",
     "scale_10k_create_ratio", "scale_10k_cancel_ratio", "scale_10k_rss_ratio", "scale_10k_fds",
     "cancel_converge_10_per_child_ns", "cancel_converge_100_per_child_ns",
     "cancel_fanout_growth",
@@ -209,6 +217,7 @@ static const struct section {
     { "fanout", bench_fanout },
     { "read", bench_read },
     { "check", bench_check },
+    { "job", bench_job },
     { "gio", bench_gio },
     { "scale", bench_scale },  /* forks: must run while no other thread lives */
 };
@@ -219,7 +228,7 @@ static void usage(FILE *to)
     fprintf(to, "usage: tether-bench [--quick] [--only=SECTION[,SECTION...]]\n"
                 "  --quick  few rounds and 1000 threads in the scale figure (smoke test)\n"
                 "  --only   run only these sections (for profiling):\n"
-                "           spawn, cancel, fanout, read, check, gio, scale\n");
+                "           spawn, cancel, fanout, read, check, job, gio, scale\n");
 }
 
 /* Mark the sections named in a comma-separated list; false if one is unknown. */

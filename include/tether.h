@@ -37,6 +37,7 @@
  *   tether/signals.h  canceling from signal handlers, graceful shutdown
  *   tether/retry.h    retry with backoff
  *   tether/resolve.h  name resolution that stops at cancellation
+ *   tether/job.h      jobs of an existing thread pool under their own token
  *
  * Not included here: tether/interpose.h, the controls of the interposition
  * layer (libtether_interpose.so, a library of its own).
@@ -58,5 +59,6 @@
 #include "tether/signals.h"
 #include "tether/retry.h"
 #include "tether/resolve.h"
+#include "tether/job.h"
 
 #endif /* TETHER_H */

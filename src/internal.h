@@ -14,6 +14,7 @@
  *               and the waits under a token
  *   current.c   the calling thread's current token, tether_check,
  *               tether_with_deadline
+ *   job.c       tether_job_run: one pool job under its own token
  *   shield.c    shielded regions
  *   sleep.c     cancellable sleeps (tether_sleep_*, tether_nanosleep)
  *   io.c        descriptor I/O: read/write families, poll/ppoll

@@ -79,6 +79,19 @@ int tether_task_halt(tether_task *task, int *result)
     return task_call(task, result, true);
 }
 
+bool tether_task_late(const tether_task *task)
+{
+    /* An inherited scope's lock may have been held by a thread that stayed
+     * in the parent: do not take it. */
+    if (!task || tether__scope_inherited(task->scope))
+        return false;
+    tether_scope *s = task->scope;
+    tether__scope_lock(s);
+    bool late = task->done && task->late;
+    tether__scope_unlock(s);
+    return late;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Join                                                                   */
 
@@ -89,6 +102,7 @@ static void fill_result(tether_scope *s, tether_result *r)
     r->succeeded = s->succeeded;
     r->failed = s->failed;
     r->canceled = s->canceled;
+    r->late_succeeded = s->late_succeeded;
     r->winner = s->winner;
     r->cause_task = s->cause_task;
     r->error_task = -1;

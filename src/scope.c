@@ -186,16 +186,26 @@ static void child_finished(tether_task *task, int rc)
      * than by its own per-child deadline: then ECANCELED/ETIMEDOUT is not a
      * failure of the child. */
     tether_cause tc = tether_token_cause(task->token);
-    bool canceled = is_cancel_error(rc) && tc != TETHER_CAUSE_NONE && tc != TETHER_CAUSE_DEADLINE;
+    bool from_above = tc != TETHER_CAUSE_NONE && tc != TETHER_CAUSE_DEADLINE;
+    bool canceled = is_cancel_error(rc) && from_above;
+    /* Late: a foreground child that returned 0 although it had been told to
+     * stop from above. Its effect happened after the scope (or the halter)
+     * gave up on it, so it is reported (and never wins). A background child
+     * is halted as its normal end: its 0 then is not late. */
+    bool late = rc == 0 && from_above && !task->background;
     tether_cause fire = TETHER_CAUSE_NONE;
 
     tether__scope_lock(s);
     task->result = rc;
+    task->late = late;
     if (canceled) {
         s->canceled++;
     } else if (rc == 0) {
         s->succeeded++;
-        if (s->policy == TETHER_POLICY_FIRST_SUCCESS && !task->background && s->winner < 0) {
+        if (late) {
+            s->late_succeeded++;
+        } else if (s->policy == TETHER_POLICY_FIRST_SUCCESS && !task->background &&
+                   s->winner < 0) {
             s->winner = task->index;
             fire = TETHER_CAUSE_SIBLING_SUCCEEDED;
         }

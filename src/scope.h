@@ -20,6 +20,7 @@ struct tether_task {
     bool background, has_handle;
     bool done;                  /* under s->mu */
     bool joined;                /* join took its thread (under s->mu) */
+    bool late;                  /* returned 0 after being canceled (under s->mu) */
     int result;
     char name[TETHER_NAME_MAX];
     /* Scopes this child's thread opened and has not freed: their `opener`
@@ -63,6 +64,7 @@ struct tether_scope {
 
     /* Outcome bookkeeping. */
     unsigned succeeded, failed, canceled;
+    unsigned late_succeeded;    /* of the succeeded: canceled before they returned */
     int first_error, first_error_task;
     char first_error_name[TETHER_NAME_MAX];
     bool failure_decided;       /* fail-fast: a failure canceled the scope */

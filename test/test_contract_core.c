@@ -1,6 +1,7 @@
 /*
  * Contract matrix: version, time, names, tokens, callbacks, the current
- * token, with_deadline/timeout, sigcancel, shields, signals and retry.
+ * token, with_deadline/timeout, sigcancel, shields, signals, retry and
+ * tether_job_run.
  * One Check test per function (or per small family of accessors), one row
  * per documented error and per edge of the contract. Rows are listed in
  * docs/contract-matrix.md.
@@ -386,6 +387,70 @@ START_TEST(contract_tether_retry)
 }
 END_TEST
 
+/* A job that leaves the token it entered behind (misuse: the process aborts). */
+static int job_leaves_entered(void *arg)
+{
+    tether_token_enter(arg);
+    return 0;
+}
+
+static long long job_unbalanced_in_child(void *ctx)
+{
+    (void)ctx;
+    alarm((unsigned)th_timeout_s(1));
+    tether_token *t;
+    if (tether_token_new(&t, NULL, TETHER_NEVER) != 0) return -1;
+    return tether_job_run(NULL, TETHER_NEVER, job_leaves_entered, t, NULL);
+}
+
+static int job_counts(void *arg)
+{
+    (*(int *)arg)++;
+    return tether_check();
+}
+
+START_TEST(contract_tether_job_run)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    int calls = 0;
+    tether_job_result out = { .result = 77 };
+    CT_RC(&r, "tether_job_run/fn NULL", tether_job_run(NULL, TETHER_NEVER, NULL, NULL, &out), EINVAL);
+    CT_RC(&r, "tether_job_run/deadline 0", tether_job_run(NULL, 0, job_counts, &calls, &out), EINVAL);
+    CT_RC(&r, "tether_job_run/negative deadline", tether_job_run(NULL, -1, job_counts, &calls, &out), EINVAL);
+    ct_row(&r, calls == 0 && out.result == 77, "tether_job_run/refused: expected fn not called, out untouched, got %d calls", calls);
+    /* A canceled parent / an expired parent / its own deadline passed: skipped. */
+    static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
+    for (size_t i = 0; i < 2; i++) {
+        tether_token *p = ct_enter(dead[i], 0);
+        ck_assert_int_eq(tether_token_leave(p), 0);
+        int rc = tether_job_run(p, TETHER_NEVER, job_counts, &calls, &out);
+        tether_outcome want = dead[i] == CT_CANCELED ? TETHER_OUTCOME_CANCELED : TETHER_OUTCOME_DEADLINE_EXCEEDED;
+        ct_row(&r, rc == 0 && !out.ran && calls == 0 && out.outcome == want && out.cause == TETHER_CAUSE_PARENT &&
+                       out.error == ct_expected(dead[i]),
+               "tether_job_run/%s parent: expected 0, skipped, outcome %s, cause parent, got %d ran %d outcome %s cause %s",
+               ct_state_name(dead[i]), tether_outcome_name(want), rc, out.ran, tether_outcome_name(out.outcome),
+               tether_cause_name(out.cause));
+        ck_assert_int_eq(tether_token_free(p), 0);
+    }
+    int rc = tether_job_run(NULL, tether_now() - 1, job_counts, &calls, &out);
+    ct_row(&r, rc == 0 && !out.ran && calls == 0 && out.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED &&
+                   out.cause == TETHER_CAUSE_DEADLINE && out.error == ETIMEDOUT,
+           "tether_job_run/expired deadline: expected 0, skipped, deadline_exceeded, cause deadline, got %d ran %d outcome %s",
+           rc, out.ran, tether_outcome_name(out.outcome));
+    rc = tether_job_run(NULL, TETHER_NEVER, job_counts, &calls, &out);
+    ct_row(&r, rc == 0 && out.ran && calls == 1 && out.outcome == TETHER_OUTCOME_OK && out.result == 0 && !out.late,
+           "tether_job_run/live: expected 0, ran, ok, got %d ran %d outcome %s", rc, out.ran,
+           tether_outcome_name(out.outcome));
+    CT_RC(&r, "tether_job_run/out NULL", tether_job_run(NULL, TETHER_NEVER, job_counts, &calls, NULL), 0);
+    int err, sig;
+    ct_in_child(job_unbalanced_in_child, NULL, &err, &sig);
+    ct_row(&r, sig == SIGABRT, "tether_job_run/fn leaves a token entered: expected the misuse abort (SIGABRT), got signal %d", sig);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *contract_core_suite(void)
 {
     Suite *s = suite_create("contract_core");
@@ -400,6 +465,7 @@ static Suite *contract_core_suite(void)
     tcase_add_test(tc, contract_tether_shield);
     tcase_add_test(tc, contract_tether_signals);
     tcase_add_test(tc, contract_tether_retry);
+    tcase_add_test(tc, contract_tether_job_run);
     suite_add_tcase(s, tc);
     return s;
 }

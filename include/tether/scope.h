@@ -60,8 +60,8 @@ typedef struct tether_spawn_opts {
 /*
  * What tether_scope_join reports. Task indexes are the 0-based spawn order
  * within the scope (tether_task_index). Outcome ok: every foreground child
- * succeeded or was halted by tether_task_halt (a halted child counts in
- * `canceled`). A scope canceled from outside reports error = the cancel's
+ * succeeded or was halted by tether_task_halt (a halted child that stopped
+ * counts in `canceled`; one that returned 0 anyway is a late success). A scope canceled from outside reports error = the cancel's
  * error (tether_token_error of the scope's token: the user's error given to
  * tether_token_cancel on it or an ancestor, else ECANCELED). A scope ended
  * by a deadline is deadline_exceeded: cause deadline for its own, cause
@@ -76,9 +76,30 @@ typedef struct tether_result {
     int cause_task;                    /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
     int winner;                        /* first-success: index of the winner, else -1 */
     unsigned spawned;                  /* children spawned */
-    unsigned succeeded, failed, canceled;
+    unsigned succeeded, failed, canceled; /* succeeded + failed + canceled == spawned */
     int64_t convergence_ns;            /* first cancel request to last child's exit; 0 if none */
+    unsigned late_succeeded;           /* of the succeeded: late successes (below) */
 } tether_result;
+
+/*
+ * A late success: a foreground child that returned 0 although its token had
+ * already been canceled from above when it returned: by the scope's deadline
+ * or cancel (explicit, an ancestor's, a signal), by a sibling's failure
+ * (fail-fast), by another child's win (first-success), by tether_scope_run's
+ * failing body, or by tether_task_halt. Its effect happened (the value was
+ * popped, the row committed) after the scope gave up on it, so the caller
+ * may have to use or undo it: late_succeeded counts such children and
+ * tether_task_late names them. A late success counts as succeeded, never
+ * wins a first-success scope and never changes the outcome (a scope whose
+ * deadline passed still ends deadline_exceeded).
+ *
+ * Not late: a child canceled by its own spawn timeout (nothing above gave up
+ * on it: its 0 is an ordinary success); a background child, whose halt at
+ * the scope's end (or with the scope) is its normal end, so returning 0 then
+ * is how it stops; a child that returned before the cancel. A child that
+ * stops because it was canceled should return ECANCELED or ETIMEDOUT (it
+ * then counts as canceled); returning 0 says "my work is done".
+ */
 
 /*
  * tether_scope_open — open a scope.
@@ -230,6 +251,32 @@ TETHER_API int tether_task_wait(tether_task *task, int *result);
 TETHER_API int tether_task_halt(tether_task *task, int *result);
 
 /*
+ * tether_task_late — whether a child's success was late.
+ *
+ * True once the child has returned 0 although its token had been canceled
+ * from above when it returned: by the scope's deadline or cancel, an
+ * ancestor's cancel, a sibling's failure (fail-fast), another child's win
+ * (first-success), a failing tether_scope_run body, or tether_task_halt.
+ * Its effect happened after the scope gave up on it; it counts as
+ * succeeded and in tether_result.late_succeeded, never wins and never
+ * changes the outcome. Never late: a child stopped by its own spawn timeout,
+ * a background child, a child that returned before the cancel. To
+ * compensate per child, wait for the child (tether_task_wait) and ask before
+ * the scope is joined: join ends the handle.
+ *
+ * Parameters:
+ *  task  the child's handle from tether_spawn.
+ * Returns: true if the child has finished with a late success; false while
+ * it runs, if it finished otherwise, if task is NULL, or in a fork child for
+ * a scope opened before the fork (its children stayed in the parent).
+ * Errors: None.
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The handle stays valid until the scope is joined.
+ */
+TETHER_API bool tether_task_late(const tether_task *task);
+
+/*
  * tether_task_token — a child's token.
  *
  * That is the child's current token while it runs.
@@ -308,6 +355,8 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  * If the scope's deadline passes while waiting, cancels the scope (cause
  * TETHER_CAUSE_DEADLINE, or TETHER_CAUSE_PARENT when an ancestor's deadline
  * capped the scope's) and keeps waiting for the children to exit.
+ * Children that returned 0 after the scope gave up on them are counted in
+ * result->late_succeeded (see tether_task_late).
  *
  * Parameters:
  *  s       the scope.
