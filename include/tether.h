@@ -53,5 +53,6 @@
 #include "tether/process.h"
 #include "tether/signals.h"
 #include "tether/retry.h"
+#include "tether/dump.h"
 
 #endif /* TETHER_H */

@@ -24,6 +24,9 @@
 #include "clock.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Every root token (no parent), linked through its sibling links, which a
+ * root does not otherwise use: the dump starts here (tether__token_visit). */
+static tether_token *roots;
 /* Signalled (under tree_lock) when a running callback finishes. */
 static pthread_cond_t callback_done = PTHREAD_COND_INITIALIZER;
 
@@ -72,17 +75,14 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     }
     tether__wake_init(&t->wake, parent ? &parent->wake : NULL,
                       t->deadline != TETHER_NEVER ? TOKEN_HAS_DEADLINE : 0u);
-    if (!parent) {
-        *out = t;
-        return 0;
-    }
 
     tree_lock_take();
-    t->next_sibling = parent->first_child;
-    if (parent->first_child)
-        parent->first_child->prev_sibling = t;
-    parent->first_child = t;
-    if (tether__token_canceled(parent)) {
+    tether_token **head = parent ? &parent->first_child : &roots;
+    t->next_sibling = *head;
+    if (*head)
+        (*head)->prev_sibling = t;
+    *head = t;
+    if (parent && tether__token_canceled(parent)) {
         /* Born canceled. Nobody else can see t yet, so no claim race. */
         atomic_store_explicit(&t->claimed, 1, memory_order_relaxed);
         t->error = parent->error;
@@ -105,12 +105,10 @@ int tether_token_free(tether_token *t)
         return EBUSY;
     }
     tether_token *parent = tether__token_parent(t);
-    if (parent) {
-        *(t->prev_sibling ? &t->prev_sibling->next_sibling : &parent->first_child) =
-            t->next_sibling;
-        if (t->next_sibling)
-            t->next_sibling->prev_sibling = t->prev_sibling;
-    }
+    *(t->prev_sibling ? &t->prev_sibling->next_sibling : parent ? &parent->first_child : &roots) =
+        t->next_sibling;
+    if (t->next_sibling)
+        t->next_sibling->prev_sibling = t->prev_sibling;
     for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
         cb->state = CB_DETACHED;
         cb->token = NULL;
@@ -185,6 +183,31 @@ static void propagate(tether_token *root, tether_callback **run)
         }
         n = n == root ? NULL : n->next_sibling;
     }
+}
+
+int tether__token_visit(int (*fn)(void *ctx, const tether_token *t, unsigned depth), void *ctx)
+{
+    int rc = 0;
+    tree_lock_take();
+    for (tether_token *root = roots; root && !rc; root = root->next_sibling) {
+        /* Pre-order over root's subtree, as propagate walks it. */
+        tether_token *n = root;
+        unsigned depth = 0;
+        while (n && !(rc = fn(ctx, n, depth))) {
+            if (n->first_child) {
+                n = n->first_child;
+                depth++;
+                continue;
+            }
+            while (n != root && !n->next_sibling) {
+                n = tether__token_parent(n);
+                depth--;
+            }
+            n = n == root ? NULL : n->next_sibling;
+        }
+    }
+    tree_lock_drop();
+    return rc;
 }
 
 static void run_callbacks(tether_callback *cb)
