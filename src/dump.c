@@ -157,6 +157,26 @@ static double ms(int64_t ns)
 /* ---------------------------------------------------------------------- */
 /* Formats                                                                */
 
+/* nd's state (cause and time since the cancel) and deadline (time left),
+ * as either format spells them. */
+static void put_state(struct out *o, const struct node *nd, tether_time_t now, bool json)
+{
+    if (nd->canceled)
+        put(o,
+            json ? ",\"state\":\"canceled\",\"cause\":\"%s\",\"since_cancel_ms\":%.3f"
+                 : ", canceled (%s, %.1f ms ago)",
+            tether_cause_name(nd->cause), ms(now - nd->canceled_at));
+    else
+        put(o, "%s", json ? ",\"state\":\"live\",\"cause\":null,\"since_cancel_ms\":null"
+                          : ", live");
+    if (nd->deadline == TETHER_NEVER)
+        put(o, "%s", json ? ",\"deadline_ns\":null,\"time_left_ms\":null" : ", no deadline");
+    else
+        put(o, json ? ",\"deadline_ns\":%lld,\"time_left_ms\":%.3f"
+                    : ", deadline %lld ns (%.1f ms left)",
+            (long long)nd->deadline, ms(nd->deadline - now));
+}
+
 static void text_node(struct out *o, const struct node *nd, tether_time_t now)
 {
     put(o, "%*s%s", (int)(2 * nd->depth), "", kind_name(nd->kind));
@@ -173,16 +193,8 @@ static void text_node(struct out *o, const struct node *nd, tether_time_t now)
     }
     if (nd->kind == OWNER_NONE)
         put(o, " entered %d", nd->entered);
-    if (nd->canceled)
-        put(o, ", canceled (%s, %.1f ms ago)", tether_cause_name(nd->cause),
-            ms(now - nd->canceled_at));
-    else
-        put(o, ", live");
-    if (nd->deadline == TETHER_NEVER)
-        put(o, ", no deadline\n");
-    else
-        put(o, ", deadline %lld ns (%.1f ms left)\n", (long long)nd->deadline,
-            ms(nd->deadline - now));
+    put_state(o, nd, now, false);
+    put(o, "\n");
 }
 
 static void json_node(struct out *o, const struct node *nd, tether_time_t now)
@@ -199,17 +211,8 @@ static void json_node(struct out *o, const struct node *nd, tether_time_t now)
         else
             put_json_string(o, nd->blocked);
     }
-    put(o, ",\"entered\":%d,\"state\":\"%s\"", nd->entered, nd->canceled ? "canceled" : "live");
-    if (nd->canceled)
-        put(o, ",\"cause\":\"%s\",\"since_cancel_ms\":%.3f", tether_cause_name(nd->cause),
-            ms(now - nd->canceled_at));
-    else
-        put(o, ",\"cause\":null,\"since_cancel_ms\":null");
-    if (nd->deadline == TETHER_NEVER)
-        put(o, ",\"deadline_ns\":null,\"time_left_ms\":null");
-    else
-        put(o, ",\"deadline_ns\":%lld,\"time_left_ms\":%.3f", (long long)nd->deadline,
-            ms(nd->deadline - now));
+    put(o, ",\"entered\":%d", nd->entered);
+    put_state(o, nd, now, true);
     put(o, ",\"children\":[");
 }
 
@@ -344,15 +347,15 @@ int tether_dump_on_signal(tether_dump_signal **out, int sig, int fd, tether_dump
     if (!out)
         return EINVAL;
     *out = NULL;
-    if (sig <= 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP ||
-        (unsigned)format_ > TETHER_DUMP_JSON)
+    bool catchable = sig > 0 && sig < NSIG && sig != SIGKILL && sig != SIGSTOP;
+    if (!catchable || (unsigned)format_ > TETHER_DUMP_JSON)
         return EINVAL;
     int rc = writable(fd);
     if (rc)
         return rc;
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&dump_installed, &expected, 1))
-        return EBUSY;
+    int unclaimed = 0;
+    if (!atomic_compare_exchange_strong(&dump_installed, &unclaimed, 1))
+        return EBUSY; /* one installation at a time: the handler finds it by one pointer */
     tether_dump_signal *h = tether__calloc(1, sizeof *h);
     if (!h) {
         rc = ENOMEM;
@@ -374,11 +377,8 @@ int tether_dump_on_signal(tether_dump_signal **out, int sig, int fd, tether_dump
     if (rc)
         goto fail_efd;
     atomic_store(&dump_active, h);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_dump_signal;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
+    struct sigaction sa = { .sa_handler = on_dump_signal, .sa_flags = SA_RESTART };
+    sigemptyset(&sa.sa_mask); /* an empty mask: the handler only writes an eventfd */
     if (sigaction(sig, &sa, &h->old) < 0) {
         rc = errno;
         atomic_store(&dump_active, NULL);

@@ -159,29 +159,38 @@ static void take_callbacks(tether_token *t, tether_callback **run)
  * reached by the one wake of root's word after this walk (wait.h), so
  * tether__wake_sleepers is told how deep each descendant is.
  */
+/* The token after n in a pre-order walk of root's subtree over the
+ * first-child/next-sibling links (NULL after the last), skipping n's
+ * descendants unless `descend`; *depth follows it. Tree lock held. */
+static tether_token *walk_next(const tether_token *root, tether_token *n, unsigned *depth,
+                               bool descend)
+{
+    if (descend && n->first_child) {
+        (*depth)++;
+        return n->first_child;
+    }
+    while (n != root && !n->next_sibling) {
+        n = tether__token_parent(n);
+        (*depth)--;
+    }
+    return n == root ? NULL : n->next_sibling;
+}
+
 static void propagate(tether_token *root, tether_callback **run)
 {
     tether_token *n = root->first_child;
     unsigned depth = 1;
     while (n) {
-        if (claim(n)) {
+        bool claimed = claim(n);
+        if (claimed) {
             tether_token *p = tether__token_parent(n);
             uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause,
                                    p->canceled_at);
             tether__wake_sleepers(&n->wake, old, depth);
             take_callbacks(n, run);
-            if (n->first_child) {
-                n = n->first_child;
-                depth++;
-                continue;
-            }
         }
         /* A subtree claimed by another canceler is that canceler's job. */
-        while (n != root && !n->next_sibling) {
-            n = tether__token_parent(n);
-            depth--;
-        }
-        n = n == root ? NULL : n->next_sibling;
+        n = walk_next(root, n, &depth, claimed);
     }
 }
 
@@ -190,21 +199,10 @@ int tether__token_visit(int (*fn)(void *ctx, const tether_token *t, unsigned dep
     int rc = 0;
     tree_lock_take();
     for (tether_token *root = roots; root && !rc; root = root->next_sibling) {
-        /* Pre-order over root's subtree, as propagate walks it. */
         tether_token *n = root;
         unsigned depth = 0;
-        while (n && !(rc = fn(ctx, n, depth))) {
-            if (n->first_child) {
-                n = n->first_child;
-                depth++;
-                continue;
-            }
-            while (n != root && !n->next_sibling) {
-                n = tether__token_parent(n);
-                depth--;
-            }
-            n = n == root ? NULL : n->next_sibling;
-        }
+        while (n && !(rc = fn(ctx, n, depth)))
+            n = walk_next(root, n, &depth, true);
     }
     tree_lock_drop();
     return rc;
