@@ -25,6 +25,7 @@
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
  *   hostage.c   the hostage watchdog kept by join; what a thread is blocked in
  *   dump.c      tether_dump: the token tree as text or JSON; its signal relay
+ *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
  *
  * Internal headers (each includes only headers above it in this list):
