@@ -11,6 +11,12 @@
  * slow descriptor never holds up a cancel. An owner's fields read during the
  * walk are immutable once its token is published, or atomic (a child's tid,
  * whether it exited), and an owner outlives its token's place in the tree.
+ *
+ * fork: the children of a scope the child process inherited are the
+ * parent's threads; the dump says so instead of looking them up. An
+ * installation of tether_dump_on_signal is inert in a fork child (its relay
+ * thread is the parent's and its eventfd is shared with the parent: the
+ * handler must never wake the parent's relay), as tether_sigcancel is.
  */
 #define _GNU_SOURCE
 #include "scope.h"
@@ -35,6 +41,7 @@ struct node {
     tether_policy policy;
     int index, tid, entered;
     bool exited, canceled;
+    bool inherited;             /* a child of a scope opened before a fork */
     tether_cause cause;
     tether_time_t deadline, canceled_at;
     char blocked[BLOCKED_MAX];
@@ -80,6 +87,7 @@ static int copy_node(void *ctx, const tether_token *t, unsigned depth)
         nd->index = task->index;
         nd->tid = atomic_load_explicit(&task->tid, memory_order_relaxed);
         nd->exited = atomic_load_explicit(&task->exited, memory_order_relaxed);
+        nd->inherited = tether__scope_inherited(task->scope);
     }
     return 0;
 }
@@ -186,7 +194,9 @@ static void text_node(struct out *o, const struct node *nd, tether_time_t now)
         put(o, " %s", policy_name(nd->policy));
     if (nd->kind == OWNER_TASK) {
         put(o, " #%d tid %d", nd->index, nd->tid);
-        if (nd->exited)
+        if (nd->inherited)
+            put(o, " in the parent process (inherited across fork)");
+        else if (nd->exited)
             put(o, " exited");
         else
             put(o, " running, blocked in %s", nd->blocked);
@@ -204,9 +214,10 @@ static void json_node(struct out *o, const struct node *nd, tether_time_t now)
     if (nd->kind == OWNER_SCOPE)
         put(o, ",\"policy\":\"%s\"", policy_name(nd->policy));
     if (nd->kind == OWNER_TASK) {
-        put(o, ",\"index\":%d,\"tid\":%d,\"running\":%s,\"blocked_in\":", nd->index, nd->tid,
-            nd->exited ? "false" : "true");
-        if (nd->exited)
+        put(o, ",\"index\":%d,\"tid\":%d,\"inherited\":%s,\"running\":%s,\"blocked_in\":",
+            nd->index, nd->tid, nd->inherited ? "true" : "false",
+            nd->exited || nd->inherited ? "false" : "true");
+        if (nd->exited || nd->inherited)
             put(o, "null");
         else
             put_json_string(o, nd->blocked);
@@ -223,7 +234,7 @@ static void format(struct out *o, const struct snapshot *sn, tether_dump_format 
     for (size_t i = 0; i < sn->n; i++) {
         scopes += sn->v[i].kind == OWNER_SCOPE;
         children += sn->v[i].kind == OWNER_TASK;
-        running += sn->v[i].kind == OWNER_TASK && !sn->v[i].exited;
+        running += sn->v[i].kind == OWNER_TASK && !sn->v[i].exited && !sn->v[i].inherited;
     }
     int pid = (int)tether__sys_getpid();
     if (f == TETHER_DUMP_TEXT) {
@@ -290,7 +301,7 @@ int tether_dump(int fd, tether_dump_format format_)
     rc = tether__token_visit(copy_node, &sn);
     if (!rc) {
         for (size_t i = 0; i < sn.n; i++)
-            if (sn.v[i].kind == OWNER_TASK && !sn.v[i].exited)
+            if (sn.v[i].kind == OWNER_TASK && !sn.v[i].exited && !sn.v[i].inherited)
                 tether__blocked_in(sn.v[i].tid, sn.v[i].blocked, BLOCKED_MAX);
         struct out o = { 0 };
         format(&o, &sn, format_);
@@ -307,6 +318,7 @@ int tether_dump(int fd, tether_dump_format format_)
 struct tether_dump_signal {
     int sig, fd, efd;
     tether_dump_format format;
+    unsigned gen;               /* the process generation whose relay this is */
     _Atomic int stopping;
     pthread_t relay;
     struct sigaction old;
@@ -322,7 +334,7 @@ static void on_dump_signal(int sig)
     int saved = errno;
     atomic_fetch_add(&dump_in_handler, 1);
     tether_dump_signal *h = atomic_load(&dump_active);
-    if (h)
+    if (h && h->gen == tether__fork_generation()) /* never the parent's relay */
         tether__sys_eventfd_signal(h->efd);
     atomic_fetch_sub(&dump_in_handler, 1);
     errno = saved;
@@ -364,6 +376,7 @@ int tether_dump_on_signal(tether_dump_signal **out, int sig, int fd, tether_dump
     h->sig = sig;
     h->fd = fd;
     h->format = format_;
+    h->gen = tether__fork_generation();
     h->efd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
     if (h->efd < 0) {
         rc = errno;
@@ -404,10 +417,20 @@ int tether_dump_signal_free(tether_dump_signal *h)
 {
     if (!h)
         return EINVAL;
-    sigaction(h->sig, &h->old, NULL);
-    atomic_store(&dump_active, NULL);
+    /* Inherited across fork: it gave up the slot, its relay is the
+     * parent's; while the child has an installation of its own, the
+     * disposition is that one's. */
+    bool mine = h->gen == tether__fork_generation();
+    tether_dump_signal *expected = h;
+    if (atomic_compare_exchange_strong(&dump_active, &expected, NULL) || mine || !expected)
+        sigaction(h->sig, &h->old, NULL);
     while (atomic_load(&dump_in_handler))
         sched_yield(); /* a handler that started before the store is finishing */
+    if (!mine) {
+        tether__sys_close(h->efd); /* the child's copy; the relay is the parent's */
+        free(h);
+        return 0;
+    }
     atomic_store(&h->stopping, 1);
     tether__sys_eventfd_signal(h->efd);
     pthread_join(h->relay, NULL);
@@ -415,4 +438,9 @@ int tether_dump_signal_free(tether_dump_signal *h)
     free(h);
     atomic_store(&dump_installed, 0);
     return 0;
+}
+
+void tether__dump_fork_child(void)
+{
+    atomic_store(&dump_installed, 0);
 }

@@ -150,6 +150,10 @@ TETHER_HIDDEN void tether__lineage_fork_release(void);
 /* Take s off its opener's `opened` list (s is being freed). */
 TETHER_HIDDEN void tether__scope_forget_opener(tether_scope *s);
 
+/* The dump's part of the fork child handler (fork.c): an installation of
+ * tether_dump_on_signal made in the parent no longer holds the single slot. */
+TETHER_HIDDEN void tether__dump_fork_child(void);
+
 /* Free a token the scope made for its children (a child's own, or the
  * background children's parent). Still busy means a child left a token or
  * scope derived from it alive after returning: a broken structure that no

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 enum { DUMP_MAX = 64 * 1024 };
@@ -149,7 +150,7 @@ START_TEST(test_dump_three_level_tree_text_and_json)
     ck_assert_msg(json_check(json, jn, &at, &depth), "invalid JSON at byte %zu:\n%s", at, json);
     ck_assert_int_eq(depth, 10);
     snprintf(want, sizeof want, "{\"kind\":\"child\",\"name\":\"leaf\",\"index\":0,\"tid\":%d,"
-             "\"running\":true,\"blocked_in\":\"read\"", atomic_load(&t.leaf_tid));
+             "\"inherited\":false,\"running\":true,\"blocked_in\":\"read\"", atomic_load(&t.leaf_tid));
     ck_assert_msg(strstr(json, want), "no [%s] in:\n%s", want, json);
     snprintf(want, sizeof want, "\"deadline_ns\":%lld,", (long long)t.inner_deadline);
     ck_assert_msg(strstr(json, want), "no [%s] in:\n%s", want, json);
@@ -246,6 +247,66 @@ START_TEST(test_dump_on_signal)
 }
 END_TEST
 
+/* Across fork: the parent's installation is inert in the child (the
+ * child's signal never wakes the parent's relay), freeing it there returns
+ * at once, and the child may install its own. The child reports by its
+ * exit status. */
+static int fork_child_side(tether_dump_signal *inherited)
+{
+    if (kill(getpid(), SIGUSR2) != 0) /* the inherited handler: must do nothing */
+        return 2;
+    if (tether_dump_signal_free(inherited) != 0)
+        return 3;
+    int p[2];
+    if (pipe(p) != 0)
+        return 4;
+    tether_dump_signal *own;
+    if (tether_dump_on_signal(&own, SIGUSR2, p[1], TETHER_DUMP_JSON) != 0)
+        return 5;
+    if (kill(getpid(), SIGUSR2) != 0)
+        return 6;
+    static char buf[DUMP_MAX];
+    char want[64];
+    snprintf(want, sizeof want, "{\"pid\":%d,", (int)getpid());
+    read_until(p[0], buf, sizeof buf, "\n");
+    if (!strstr(buf, want))
+        return 7;
+    if (tether_dump_signal_free(own) != 0)
+        return 8;
+    return 0;
+}
+
+START_TEST(test_dump_on_signal_across_fork)
+{
+    th_baseline base = th_baseline_take();
+    int out[2];
+    ck_assert_int_eq(pipe(out), 0);
+    tether_dump_signal *h;
+    ck_assert_int_eq(tether_dump_on_signal(&h, SIGUSR2, out[1], TETHER_DUMP_TEXT), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(fork_child_side(h));
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+    /* Nothing reached the parent's relay: no dump within a bound. */
+    struct pollfd p = { .fd = out[0], .events = POLLIN };
+    ck_assert_int_eq(poll(&p, 1, (int)(th_bound_ns(200) / 1000000)), 0);
+    /* The parent's own installation still works. */
+    static char buf[DUMP_MAX];
+    char want[64];
+    snprintf(want, sizeof want, "tether dump: pid %d,", (int)getpid());
+    ck_assert_int_eq(kill(getpid(), SIGUSR2), 0);
+    read_until(out[0], buf, sizeof buf, want);
+    ck_assert_msg(strstr(buf, want), "got: %s", buf);
+    ck_assert_int_eq(tether_dump_signal_free(h), 0);
+    close(out[0]);
+    close(out[1]);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("dump");
@@ -255,6 +316,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_dump_json_escapes_names);
     tcase_add_test(tc, test_dump_nothing_alive);
     tcase_add_test(tc, test_dump_on_signal);
+    tcase_add_test(tc, test_dump_on_signal_across_fork);
     suite_add_tcase(s, tc);
     return s;
 }

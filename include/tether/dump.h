@@ -41,6 +41,10 @@ typedef struct tether_dump_signal tether_dump_signal;
  * The tree is copied under tether's tree lock (cancels wait for that copy,
  * not for the write), then formatted and written with the lock released.
  *
+ * In a fork child the dump lists what the child has: the tokens and scopes
+ * it inherited (their children are the parent's threads, marked "in the
+ * parent process", JSON "inherited": true) and its own.
+ *
  * Parameters:
  *  fd      an open descriptor, open for writing; it is not closed.
  *  format  TETHER_DUMP_TEXT or TETHER_DUMP_JSON.
