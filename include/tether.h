@@ -36,6 +36,11 @@
  *   tether/process.h  waitpid, waitid and child processes
  *   tether/signals.h  canceling from signal handlers, graceful shutdown
  *   tether/retry.h    retry with backoff
+ *   tether/dump.h     the dump of every live scope, child and token
+ *   tether/resolve.h  name resolution that stops at cancellation
+ *
+ * Not included here: tether/interpose.h, the controls of the interposition
+ * layer (libtether_interpose.so, a library of its own).
  *
  * Every function is documented above its declaration in one fixed layout
  * (see tether/core.h), from which the man pages are generated.
@@ -54,5 +59,6 @@
 #include "tether/signals.h"
 #include "tether/retry.h"
 #include "tether/dump.h"
+#include "tether/resolve.h"
 
 #endif /* TETHER_H */

@@ -27,6 +27,7 @@
  *   dump.c      tether_dump: the token tree as text or JSON; its signal relay
  *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
+ *   resolve.c   tether_getaddrinfo: the lookup on a helper thread
  *
  * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel
