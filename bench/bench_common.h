@@ -166,5 +166,6 @@ void bench_check(const struct config *cfg);   /* bench_check.c */
 void bench_job(const struct config *cfg);     /* bench_job.c */
 void bench_scale(const struct config *cfg);   /* bench_scale.c */
 void bench_gio(const struct config *cfg);     /* bench_gio.c, or a note without GIO */
+void bench_hostage(const struct config *cfg); /* bench_hostage.c */
 
 #endif /* TETHER_BENCH_COMMON_H */

@@ -23,6 +23,9 @@
  *   job     bench_job.c     tether_job_run per job, against the same wiring
  *                           by hand and a direct call
  *   gio     bench_gio.c     GCancellable side by side (when built with GIO)
+ *   hostage bench_hostage.c the hostage watchdog's report lateness and
+ *                           escalation, and the dump of 100 children (no
+ *                           baseline: absolute targets)
  *   scale   bench_scale.c   10,000 small-stack sleepers, and cancel
  *                           convergence at 10, 100, 1000 and 10,000 children,
  *                           each run in a fresh process
@@ -119,6 +122,9 @@ static const struct target {
     { "scale_10k_rss_ratio", true, 1.25 },
     { "scale_10k_fds", true, 4 },
     { "cancel_fanout_growth", true, 1.20 },
+    { "hostage_report_late_us", true, 1000 },
+    { "hostage_escalate_stop_us", true, 2000 },
+    { "dump_100_children_us", true, 10000 },
 };
 
 /* Every line the issues ask for; the run fails if one is missing. The gio
@@ -136,6 +142,8 @@ static const char *const required[] = {
     "scale_10k_create_ratio", "scale_10k_cancel_ratio", "scale_10k_rss_ratio", "scale_10k_fds",
     "cancel_converge_10_per_child_ns", "cancel_converge_100_per_child_ns",
     "cancel_fanout_growth",
+    "hostage_report_late_us", "hostage_escalate_stop_us", "dump_100_children_us",
+    "dump_100_children_json_us",
 };
 
 static const char *const required_gio[] = {
@@ -219,6 +227,7 @@ static const struct section {
     { "check", bench_check },
     { "job", bench_job },
     { "gio", bench_gio },
+    { "hostage", bench_hostage },
     { "scale", bench_scale },  /* forks: must run while no other thread lives */
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };
@@ -228,7 +237,7 @@ static void usage(FILE *to)
     fprintf(to, "usage: tether-bench [--quick] [--only=SECTION[,SECTION...]]\n"
                 "  --quick  few rounds and 1000 threads in the scale figure (smoke test)\n"
                 "  --only   run only these sections (for profiling):\n"
-                "           spawn, cancel, fanout, read, check, job, gio, scale\n");
+                "           spawn, cancel, fanout, read, check, job, gio, hostage, scale\n");
 }
 
 /* Mark the sections named in a comma-separated list; false if one is unknown. */

@@ -41,6 +41,7 @@ static void in_child(void)
     tether__wake_fork_child();
     tether__token_fork_child();
     tether__signals_fork_child();
+    tether__dump_fork_child();
     tether__lineage_fork_release();
 }
 

@@ -24,6 +24,8 @@
  *   signals.c   the signal-safe cancel relay and SIGINT/SIGTERM handling
  *   scope.c     scopes: open, children, spawn
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
+ *   hostage.c   the hostage watchdog kept by join; what a thread is blocked in
+ *   dump.c      tether_dump: the token tree as text or JSON; its signal relay
  *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
  *   resolve.c   tether_getaddrinfo: the lookup on a helper thread
@@ -33,7 +35,8 @@
  *   clock.h     time arithmetic        sys.h    raw system calls
  *   wait.h      the waiting layer      token.h  the token structure
  *   current.h   the current token      dropin.h the drop-in skeleton
- *   scope.h     scope and task structures (scope.c, join.c)
+ *   scope.h     scope and task structures (scope.c, join.c, hostage.c,
+ *               dump.c)
  */
 #ifndef TETHER__INTERNAL_H
 #define TETHER__INTERNAL_H

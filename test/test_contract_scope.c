@@ -56,6 +56,12 @@ static void run_bounded(ct_rows *r, const char *name, long long (*fn)(void *), v
                got > 0 ? strerrorname_np((int)got) : "0", got);
 }
 
+/* A handler of someone else's. */
+static void ct_foreign_handler(int sig)
+{
+    (void)sig;
+}
+
 START_TEST(contract_tether_scope_open)
 {
     th_baseline base = th_baseline_take();
@@ -68,6 +74,31 @@ START_TEST(contract_tether_scope_open)
     CT_RC(&r, "tether_scope_open/negative timeout", tether_scope_open(&s, &o), EINVAL);
     o = (tether_scope_opts){ .deadline = -5 };
     CT_RC(&r, "tether_scope_open/negative deadline", tether_scope_open(&s, &o), EINVAL);
+    o = (tether_scope_opts){ .hostage_grace_ns = -1 };
+    CT_RC(&r, "tether_scope_open/negative hostage_grace_ns", tether_scope_open(&s, &o), EINVAL);
+    o = (tether_scope_opts){ .hostage_escalate = true };
+    CT_RC(&r, "tether_scope_open/hostage_escalate without grace", tether_scope_open(&s, &o),
+          EINVAL);
+    o = (tether_scope_opts){ .hostage_grace_ns = 1, .hostage_escalate = true,
+                             .hostage_signal = SIGUSR1 };
+    CT_RC(&r, "tether_scope_open/hostage_signal not realtime", tether_scope_open(&s, &o), EINVAL);
+    o.hostage_signal = SIGRTMAX + 1;
+    CT_RC(&r, "tether_scope_open/hostage_signal above SIGRTMAX", tether_scope_open(&s, &o),
+          EINVAL);
+    /* A realtime signal with someone else's handler is not taken over. */
+    struct sigaction theirs = { .sa_handler = ct_foreign_handler }, old;
+    ck_assert_int_eq(sigaction(SIGRTMIN + 6, &theirs, &old), 0);
+    o.hostage_signal = SIGRTMIN + 6;
+    CT_RC(&r, "tether_scope_open/hostage_signal with a foreign handler", tether_scope_open(&s, &o),
+          EBUSY);
+    ck_assert_int_eq(sigaction(SIGRTMIN + 6, &old, NULL), 0);
+    o.hostage_signal = 0;
+    int hrc = tether_scope_open(&s, &o);
+    CT_RC(&r, "tether_scope_open/hostage escalation, default signal", hrc, 0);
+    if (hrc == 0) {
+        tether_scope_join(s, NULL);
+        tether_scope_free(s);
+    }
     /* Under an already-canceled / expired current token: opens; spawn refuses. */
     static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
     for (size_t i = 0; i < 2; i++) {
