@@ -21,6 +21,8 @@
  *   sync.c      condition variables and semaphores
  *   process.c   waitpid/waitid and child processes
  *   signals.c   the signal-safe cancel relay and SIGINT/SIGTERM handling
+ *   reuse.c     parked threads that run scope children (thread reuse);
+ *               tether_trim
  *   scope.c     scopes: open, children, spawn
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
  *   fork.c      the atfork handlers; freeing a scope a fork child inherited
@@ -32,6 +34,7 @@
  *   clock.h     time arithmetic        sys.h    raw system calls
  *   wait.h      the waiting layer      token.h  the token structure
  *   current.h   the current token      dropin.h the drop-in skeleton
+ *   reuse.h     thread reuse (the pool)
  *   scope.h     scope and task structures (scope.c, join.c)
  */
 #ifndef TETHER__INTERNAL_H

@@ -153,6 +153,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
         goto fail_mutex;
     s->policy = o->policy;
     s->max_children = o->max_children;
+    s->reuse_threads = o->reuse_threads;
     copy_name(s->name, o->name);
     s->first_error_task = s->winner = s->cause_task = -1;
     s->gen = tether__fork_generation();
@@ -242,7 +243,7 @@ static void *child_main(void *arg)
     self_task = task;
     int rc = tether_token_enter(task->token);
     TETHER_ASSERT(rc == 0); /* depth 1 of a fresh thread: no allocation */
-    if (task->name[0]) {
+    if (task->name[0] && !task->pooled) { /* reuse.c names its threads */
         char short_name[THREAD_NAME_BYTES];
         memcpy(short_name, task->name, sizeof short_name - 1);
         short_name[sizeof short_name - 1] = '\0';
@@ -254,6 +255,7 @@ static void *child_main(void *arg)
     if (tether__current)
         tether__leave_or_die(task->token, "child", task->name);
     lineage_exit(task);
+    self_task = NULL; /* the thread may run another scope's child next */
     child_finished(task, rc);
     return NULL;
 }
@@ -273,7 +275,7 @@ static void reap(tether_task *list)
 {
     while (list) {
         tether_task *next = list->zombie_next;
-        pthread_join(list->thread, NULL);
+        tether__task_release_thread(list);
         tether__free_child_token(list->token, list->name);
         free(list);
         list = next;
@@ -432,7 +434,12 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     rc = tether_token_new(&task->token, parent,
                           o->timeout_ns ? tether_deadline_after(o->timeout_ns) : TETHER_NEVER);
     pthread_t thread;
-    if (!rc) {
+    if (!rc && s->reuse_threads) {
+        task->pooled = true;
+        rc = tether__reuse_run(&thread, o->stack_size, task->name, child_main, task);
+        if (rc)
+            tether_token_free(task->token);
+    } else if (!rc) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         if (o->stack_size)

@@ -43,6 +43,15 @@ typedef struct tether_scope_opts {
     const char *name;          /* copied: up to 31 bytes, never read past its first NUL */
     tether_token *parent;      /* NULL = the calling thread's current token */
     bool detached;             /* true: no parent at all, even if there is a current token */
+    /* true: run children on threads kept from exited children (of any scope
+     * that set this) when one with the same stack_size request is idle; at
+     * most 16 idle threads are kept, each for at most 1 s, and tether_trim
+     * releases them. A reused thread starts with no current token and no
+     * entries, the child's name (or the spawner's when it has none) and the
+     * spawner's signal mask, as a new thread would; it keeps the
+     * thread-locals of user code (pthread keys, _Thread_local) from its
+     * earlier children, whose destructors run when the thread exits. */
+    bool reuse_threads;
 } tether_scope_opts;
 
 /* Options for tether_spawn. Zero-initialise, then set what you need. */
