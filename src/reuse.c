@@ -5,7 +5,12 @@
  *
  * A worker runs one job (a child's whole life: child_main in scope.c, which
  * ends by reporting the child finished), then parks on its own condition
- * variable under the pool lock. The hand-off takes it off the idle list,
+ * variable under the pool lock. It joins the idle list already just before
+ * the job reports the child finished (tether__reuse_park_early): a join
+ * returning at that report and a spawn right after it (a loop of short
+ * scopes) find the thread in the pool instead of creating another; the
+ * job it is handed then waits until the worker is back, which costs no
+ * sleep. The hand-off takes it off the idle list,
  * stores the next job under that lock and signals it, so every write the
  * spawner made before the hand-off is visible to the job (and to TSan).
  * Before a handed-off job the worker takes the child's thread name (or the
@@ -37,13 +42,14 @@ enum { NAME_BYTES = 16 };
 
 struct worker {
     struct worker *prev, *next; /* the idle list, under pool_mu */
+    bool listed;                /* on it (under pool_mu) */
     pthread_t thread;           /* set by the worker itself, under pool_mu */
     pthread_cond_t wake;        /* a job or a release arrived */
     size_t stack_size;          /* the request it was made with; 0 = default */
     unsigned gen;               /* the process generation that made it */
     bool release;               /* trim took it: exit, trim joins */
-    /* The job: the first is set before the thread exists, the next ones by
-     * the hand-off under pool_mu while the worker is parked. */
+    /* The next job: the first is set before the thread exists, the others
+     * by the hand-off under pool_mu; the worker takes it under pool_mu. */
     void *(*fn)(void *);
     void *arg;
     char name[NAME_BYTES];      /* "" = keep the name (first job only) */
@@ -53,15 +59,19 @@ struct worker {
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct worker *idle;     /* most recently parked first */
 static unsigned idle_count;
+/* The worker the calling thread is, or NULL. */
+static _Thread_local struct worker *self_worker;
 
 static void idle_push(struct worker *w)
 {
+    w->thread = pthread_self();
     w->prev = NULL;
     w->next = idle;
     if (idle)
         idle->prev = w;
     idle = w;
     idle_count++;
+    w->listed = true;
 }
 
 static void idle_unlink(struct worker *w)
@@ -73,6 +83,7 @@ static void idle_unlink(struct worker *w)
     if (w->next)
         w->next->prev = w->prev;
     idle_count--;
+    w->listed = false;
 }
 
 static void worker_free(struct worker *w)
@@ -81,37 +92,56 @@ static void worker_free(struct worker *w)
     free(w);
 }
 
-/* Park w after a job until the next one; false: the thread must end (and
- * w is freed or belongs to trim). */
-static bool park(struct worker *w)
+void tether__reuse_park_early(void)
 {
-    /* A fork child's only thread, or an orphan of the parent's pool. */
+    struct worker *w = self_worker;
+    if (!w || w->gen != tether__fork_generation())
+        return;
+    tether__lock(&pool_mu);
+    if (!w->listed && idle_count < TETHER__REUSE_MAX_IDLE)
+        idle_push(w);
+    tether__unlock(&pool_mu);
+}
+
+/* End the calling worker on its own: nobody holds w any more. pool_mu held. */
+static bool leave_pool(struct worker *w)
+{
+    tether__unlock(&pool_mu);
+    pthread_detach(pthread_self());
+    worker_free(w);
+    return false;
+}
+
+/* Wait for the next job, parking w if the job did not park it early.
+ * False: the thread must end (w is freed, or trim holds it). */
+static bool next_job(struct worker *w, void *(**fn)(void *), void **arg)
+{
+    /* A fork child's only thread: end as a new thread would. */
     if (w->gen != tether__fork_generation())
         return false;
     tether__lock(&pool_mu);
-    if (idle_count >= TETHER__REUSE_MAX_IDLE) {
-        tether__unlock(&pool_mu);
-        pthread_detach(pthread_self());
-        worker_free(w);
-        return false;
+    if (!w->listed && !w->fn && !w->release) {
+        if (idle_count >= TETHER__REUSE_MAX_IDLE)
+            return leave_pool(w);
+        idle_push(w);
     }
-    w->thread = pthread_self();
-    w->fn = NULL;
-    idle_push(w);
     struct timespec until = tether__timespec(tether_deadline_after(TETHER__REUSE_IDLE_NS));
     while (!w->fn && !w->release) {
         if (pthread_cond_timedwait(&w->wake, &pool_mu, &until) == ETIMEDOUT && !w->fn &&
             !w->release) {
             idle_unlink(w);
-            tether__unlock(&pool_mu);
-            pthread_detach(pthread_self());
-            worker_free(w);
-            return false;
+            return leave_pool(w);
         }
     }
-    bool run = !w->release;
+    if (w->release) {
+        tether__unlock(&pool_mu);
+        return false;
+    }
+    *fn = w->fn;
+    *arg = w->arg;
+    w->fn = NULL;
     tether__unlock(&pool_mu);
-    return run;
+    return true;
 }
 
 /* Take the hand-off's name and signal mask. w is this thread's alone now. */
@@ -124,12 +154,16 @@ static void take_identity(struct worker *w)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    self_worker = w;
+    void *(*fn)(void *) = w->fn;
+    void *job_arg = w->arg;
+    w->fn = NULL; /* nobody else sees w before it is listed */
     if (w->name[0])
         pthread_setname_np(pthread_self(), w->name);
     for (;;) {
-        w->fn(w->arg);
+        fn(job_arg);
         TETHER_ASSERT(tether__current == NULL);
-        if (!park(w))
+        if (!next_job(w, &fn, &job_arg))
             return NULL;
         take_identity(w);
     }

@@ -20,6 +20,11 @@ enum { TETHER__REUSE_MAX_IDLE = 16 };
  * error of pthread_create or of its attributes (nothing ran). */
 TETHER_HIDDEN int tether__reuse_run(pthread_t *thread, size_t stack_size, const char *name,
                                     void *(*fn)(void *), void *arg);
+/* Called by a job on a worker thread right before it reports its
+ * completion, with no user code after it: list the worker as idle now, so
+ * a spawn that the completion lets through finds it. No-op on a thread
+ * that is not a worker. */
+TETHER_HIDDEN void tether__reuse_park_early(void);
 /* Release every parked thread and wait until each has exited; how many. */
 TETHER_HIDDEN int tether__reuse_trim(void);
 /* The pool's part of the fork handlers (fork.c); its lock is a leaf, taken

@@ -223,6 +223,8 @@ static void child_finished(tether_task *task, int rc)
         else if (fire == TETHER_CAUSE_SIBLING_FAILED)
             s->failure_decided = false; /* someone else canceled first */
     }
+    if (task->pooled)
+        tether__reuse_park_early(); /* no user code runs after this */
     task->done = true;
     if (task->background)
         s->live_bg--;
