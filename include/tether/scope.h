@@ -117,7 +117,9 @@ TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *op
  * tether_spawn — start a function on a new thread owned by a scope.
  *
  * The child runs fn(arg) with its own token (a child of the scope's) as its
- * current token. With max_children set and the scope full, tether_spawn
+ * current token, on a new thread, or, in a scope opened with reuse_threads,
+ * on a parked thread of an exited child made with the same stack_size
+ * request (then no thread is created). With max_children set and the scope full, tether_spawn
  * waits for a free slot; the wait is a cancellation point of the caller's
  * current token and ends at the scope's or the caller's deadline.
  *
