@@ -95,6 +95,18 @@ static inline bool tether__fault_hit(void)
 }
 #endif
 
+/* pthread_cond_init(3) for a condition variable whose timed waits use
+ * CLOCK_MONOTONIC (tether's one clock). */
+static inline int tether__cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
 /* calloc(3) through the funnel: NULL when injected. */
 static inline void *tether__calloc(size_t n, size_t size)
 {

@@ -41,7 +41,7 @@
 enum { NAME_BYTES = 16 };
 
 struct worker {
-    struct worker *prev, *next; /* the idle list, under pool_mu */
+    struct worker *next;        /* the idle list, under pool_mu */
     bool listed;                /* on it (under pool_mu) */
     pthread_t thread;           /* set by the worker itself, under pool_mu */
     pthread_cond_t wake;        /* a job or a release arrived */
@@ -65,23 +65,19 @@ static _Thread_local struct worker *self_worker;
 static void idle_push(struct worker *w)
 {
     w->thread = pthread_self();
-    w->prev = NULL;
     w->next = idle;
-    if (idle)
-        idle->prev = w;
     idle = w;
     idle_count++;
     w->listed = true;
 }
 
+/* Take w off the idle list (at most TETHER__REUSE_MAX_IDLE long). */
 static void idle_unlink(struct worker *w)
 {
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        idle = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    struct worker **pp = &idle;
+    while (*pp != w)
+        pp = &(*pp)->next;
+    *pp = w->next;
     idle_count--;
     w->listed = false;
 }
@@ -169,11 +165,12 @@ static void *worker_main(void *arg)
     }
 }
 
+/* Keep at most NAME_BYTES - 1 bytes of name, never reading past them. */
 static void copy_name(char dst[NAME_BYTES], const char *name)
 {
-    size_t n = name ? strnlen(name, NAME_BYTES - 1) : 0;
-    memcpy(dst, name ? name : "", n);
-    dst[n] = '\0';
+    dst[0] = '\0';
+    if (name)
+        strncat(dst, name, NAME_BYTES - 1);
 }
 
 static int start_worker(pthread_t *thread, size_t stack_size, const char *name,
@@ -182,11 +179,7 @@ static int start_worker(pthread_t *thread, size_t stack_size, const char *name,
     struct worker *w = tether__calloc(1, sizeof *w);
     if (!w)
         return ENOMEM;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&w->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    int rc = tether__cond_init_monotonic(&w->wake);
     if (rc) {
         free(w);
         return rc;
@@ -250,6 +243,7 @@ int tether__reuse_trim(void)
     idle = NULL;
     idle_count = 0;
     for (struct worker *w = list; w; w = w->next) {
+        w->listed = false;
         w->release = true;
         pthread_cond_signal(&w->wake);
     }

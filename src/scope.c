@@ -138,11 +138,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     tether_scope *s = tether__calloc(1, sizeof *s);
     if (!s)
         return ENOMEM;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&s->changed, &ca);
-    pthread_condattr_destroy(&ca);
+    int rc = tether__cond_init_monotonic(&s->changed);
     if (rc)
         goto fail_free;
     rc = pthread_mutex_init(&s->mu, NULL);

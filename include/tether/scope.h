@@ -1,7 +1,8 @@
 /*
  * tether/scope.h — scopes: a scope owns the child threads spawned into it —
- * one thread per child — and tether_scope_join returns only after every one
- * has exited and been joined. The scope owns a token, a child of its parent
+ * one thread per child, new or (reuse_threads) parked by an exited child —
+ * and tether_scope_join returns only after every child's function has
+ * returned and its cleanup ran. The scope owns a token, a child of its parent
  * token; every child runs with its own token (a child of the scope's) as its
  * current token.
  */
