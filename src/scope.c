@@ -253,8 +253,10 @@ static void *child_main(void *arg)
     if (tether__current)
         tether__leave_or_die(task->token, "child", task->name);
     lineage_exit(task);
-    self_task = NULL; /* the thread may run another scope's child next */
     child_finished(task, rc);
+    /* A reused thread runs another scope's child next. The cancel callbacks
+     * child_finished may run still saw this child as the caller. */
+    self_task = NULL;
     return NULL;
 }
 
