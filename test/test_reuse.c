@@ -318,6 +318,14 @@ START_TEST(test_many_scopes_at_once)
 }
 END_TEST
 
+/* TSan refuses new threads in the fork child of a multithreaded process:
+ * there the child checks only that trim finds no parent thread to wait for. */
+#if defined(TS_TSAN)
+enum { THREADS_AFTER_FORK = 0 };
+#else
+enum { THREADS_AFTER_FORK = 1 };
+#endif
+
 START_TEST(test_fork_child_has_no_parked_threads)
 {
     th_baseline base = th_baseline_take();
@@ -327,20 +335,22 @@ START_TEST(test_fork_child_has_no_parked_threads)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        /* A hand-off to the parent's parked thread would never run: the
-         * child must get a thread of its own, and trim must not wait for
-         * the parent's. */
-        struct seen b = { 0 };
-        tether_scope *s;
-        if (tether_scope_open(&s, &reuse_opts) != 0)
-            _exit(2);
+        /* A hand-off to the parent's parked thread would never run, and
+         * trim would wait for it for good: the child must have an empty
+         * pool, and a thread of its own for a child. */
         alarm(10);
-        if (tether_spawn(s, observe, &b, NULL, NULL) != 0)
-            _exit(3);
-        tether_scope_join(s, NULL);
-        tether_scope_free(s);
-        if (b.tid == a.tid || b.check_rc != 0)
-            _exit(4);
+        if (THREADS_AFTER_FORK) {
+            struct seen b = { 0 };
+            tether_scope *s;
+            if (tether_scope_open(&s, &reuse_opts) != 0)
+                _exit(2);
+            if (tether_spawn(s, observe, &b, NULL, NULL) != 0)
+                _exit(3);
+            tether_scope_join(s, NULL);
+            tether_scope_free(s);
+            if (b.tid == a.tid || b.check_rc != 0)
+                _exit(4);
+        }
         tether_trim();
         _exit(0);
     }
