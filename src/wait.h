@@ -54,6 +54,8 @@ TETHER_HIDDEN void tether__fork_once(void);
 TETHER_HIDDEN void tether__wake_fork_prepare(void);
 TETHER_HIDDEN void tether__wake_fork_parent(void);
 TETHER_HIDDEN void tether__wake_fork_child(void);
+/* Close the spare eventfds (tether_trim's part here); how many. */
+TETHER_HIDDEN int tether__wake_trim(void);
 
 /* Initialise a point below `up` (or NULL), not fired, with owner bits. */
 TETHER_HIDDEN void tether__wake_init(struct tether_wake *w, struct tether_wake *up,

@@ -417,20 +417,24 @@ TETHER_API int tether_token_error(const tether_token *t);
 TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
 
 /*
- * tether_trim — close the spare eventfds tether keeps for reuse.
+ * tether_trim — close the spare eventfds and release the idle threads
+ * tether keeps for reuse.
  *
  * A token gets an eventfd the first time a thread waits for a descriptor
  * under it. When such a token is freed, its eventfd is kept (at most 4 in
  * the process, close-on-exec) for the next token that needs one, so freeing
- * a scope's children costs no close(2) each. Call this before counting the
- * process's descriptors, e.g. in a leak check; they are also closed at exit.
+ * a scope's children costs no close(2) each. Threads of exited children of
+ * scopes opened with reuse_threads park for the next child (at most 16, for
+ * at most 1 s each). Call this before counting the process's descriptors or
+ * threads, e.g. in a leak check; the eventfds are also closed at exit.
  *
  * Parameters: None.
  * Returns: How many descriptors it closed.
  * Errors: None.
- * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Blocking: Blocks until every released idle thread has exited (they are
+ * parked, so this is short); not a cancellation point.
  * Thread safety: Thread-safe.
- * Ownership: Closes only descriptors tether owns.
+ * Ownership: Closes only descriptors and ends only threads tether owns.
  */
 TETHER_API int tether_trim(void);
 
