@@ -16,10 +16,10 @@
 _Thread_local tether_token *tether__current __attribute__((tls_model("initial-exec")));
 _Thread_local const unsigned int *tether__check_word __attribute__((tls_model("initial-exec")));
 
-/* The inline tether_check reads the state word as a plain unsigned int. */
-_Static_assert(sizeof(_Atomic uint32_t) == sizeof(unsigned int) &&
-                   _Alignof(_Atomic uint32_t) == _Alignof(unsigned int),
-               "the check word is a plain 32-bit word");
+/* The inline tether_check reads the state word (an _Atomic uint32_t) as a
+ * plain unsigned int: that needs the two to be one lock-free 32-bit word. */
+_Static_assert(sizeof(unsigned int) == 4 && ATOMIC_INT_LOCK_FREE == 2,
+               "the check word is a plain lock-free 32-bit word");
 
 /* Make t (or NULL) the calling thread's current token. The check word is
  * t's state word: zero unless t has fired or has a deadline (or a waiter;
