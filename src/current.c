@@ -21,13 +21,22 @@ _Thread_local const unsigned int *tether__check_word __attribute__((tls_model("i
 _Static_assert(sizeof(unsigned int) == 4 && ATOMIC_INT_LOCK_FREE == 2,
                "the check word is a plain lock-free 32-bit word");
 
-/* Make t (or NULL) the calling thread's current token. The check word is
- * t's state word: zero unless t has fired or has a deadline (or a waiter;
- * then the inline check merely calls tether_check). */
+/* The check word for t (or NULL): t's state word, zero unless t has fired
+ * or has a deadline (or a waiter; then the inline check merely calls
+ * tether_check). */
+static const unsigned int *check_word_of(tether_token *t)
+{
+    return t ? (const unsigned int *)(uintptr_t)&t->wake.state : NULL;
+}
+
+/* Make t (or NULL) the calling thread's current token. Every write of
+ * tether__current goes through here: callers compiled with the inline
+ * tether_check read tether__check_word instead, and a stale one would point
+ * into a token that may be freed. enter/leave assert the two agree. */
 static void set_current(tether_token *t)
 {
     tether__current = t;
-    tether__check_word = t ? (const unsigned int *)(uintptr_t)&t->wake.state : NULL;
+    tether__check_word = check_word_of(t);
 }
 
 enum { INLINE_DEPTH = 16 };
@@ -65,6 +74,7 @@ int tether_token_enter(tether_token *t)
         entries.saved = entries.inline_saved;
         entries.cap = INLINE_DEPTH;
     }
+    TETHER_ASSERT(tether__check_word == check_word_of(tether__current));
     if (entries.depth == entries.cap && grow_entries() != 0)
         return ENOMEM;
     entries.saved[entries.depth++] = tether__current;
@@ -79,6 +89,7 @@ int tether_token_leave(tether_token *t)
         return EINVAL;
     if (entries.depth == 0 || tether__current != t)
         return EPERM;
+    TETHER_ASSERT(tether__check_word == check_word_of(t));
     set_current(entries.saved[--entries.depth]);
     atomic_fetch_sub_explicit(&t->entered, 1, memory_order_release);
     if (entries.depth == 0 && entries.saved != entries.inline_saved) {
