@@ -554,8 +554,18 @@ TETHER_API int tether_token_leave(tether_token *t);
 /*
  * tether_check — the cancellation check on the current token.
  *
- * tether_token_check on the calling thread's current token: about one load
- * when it has no deadline.
+ * tether_token_check on the calling thread's current token. With GCC or
+ * Clang, tether_check() is inline code in the caller: one thread-local load
+ * (tether__check_word, initial-exec) and one load of the word it points to;
+ * only when that word is not zero (the token is canceled or has a deadline)
+ * does it call the library's tether_check. The exported function remains
+ * (taking its address, or writing (tether_check)(), calls it directly).
+ * ABI: compiled callers depend on the exported thread-local
+ * tether__check_word being NULL without a current token and otherwise
+ * pointing to a 32-bit word that is never zero while the check could fail;
+ * nothing else of the token's layout is visible. Like any initial-exec
+ * variable it needs libtether loaded at start-up or with static TLS room
+ * (libtether's own current-token variable already does).
  *
  * Parameters: None.
  * Returns: 0 when there is no current token or it is neither canceled nor
@@ -567,6 +577,35 @@ TETHER_API int tether_token_leave(tether_token *t);
  * Ownership: Nothing is allocated.
  */
 TETHER_API int tether_check(void);
+
+#if defined(__GNUC__)
+extern TETHER_API __thread const unsigned int *tether__check_word
+    __attribute__((tls_model("initial-exec")));
+
+/*
+ * tether__check_inline — the inline half of tether_check; write
+ * tether_check() instead.
+ *
+ * Reads tether__check_word (not API; only libtether writes it) and the word
+ * it points to, and calls the exported tether_check only when that word is
+ * not zero.
+ *
+ * Parameters: None.
+ * Returns: As tether_check.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
+ */
+static inline int tether__check_inline(void)
+{
+    const unsigned int *w = tether__check_word;
+    if (__builtin_expect(w != 0 && __atomic_load_n(w, __ATOMIC_ACQUIRE) != 0, 0))
+        return (tether_check)();
+    return 0;
+}
+#define tether_check() tether__check_inline()
+#endif
 
 /*
  * tether_with_deadline — run a function under a deadline, in the calling
