@@ -318,9 +318,10 @@ START_TEST(test_many_scopes_at_once)
 }
 END_TEST
 
-/* TSan refuses new threads in the fork child of a multithreaded process:
- * there the child checks only that trim finds no parent thread to wait for. */
-#if defined(TS_TSAN)
+/* TSan refuses new threads in the fork child of a multithreaded process,
+ * and ASan's allocator is not fork-safe (test_fork.c): there the child
+ * checks only that trim finds no parent thread to wait for. */
+#if defined(TS_TSAN) || defined(TS_ASAN)
 enum { THREADS_AFTER_FORK = 0 };
 #else
 enum { THREADS_AFTER_FORK = 1 };
