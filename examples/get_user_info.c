@@ -340,8 +340,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", strerror(rc ? rc : app.error));
         return unexpected("the program itself failed");
     }
-    /* A joined thread can stay listed for a moment while the kernel finishes
-     * removing it: give the count a few milliseconds to settle. */
+    /* tether's timer thread (it fired the deadlines above) stays until
+     * tether_trim stops it. A joined thread can stay listed for a moment
+     * while the kernel finishes removing it: give the count a few
+     * milliseconds to settle. */
+    tether_trim();
     int threads = live_threads();
     for (int i = 0; i < 100 && threads != EXPECTED_THREADS; i++, threads = live_threads())
         tether_sleep_for(tether_ms(1));

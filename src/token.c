@@ -22,6 +22,7 @@
 #include "token.h"
 
 #include "clock.h"
+#include "timer.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Signalled (under tree_lock) when a running callback finishes. */
@@ -57,10 +58,22 @@ static void tree_lock_drop(void)
     tether__unlock(&tree_lock);
 }
 
+/* Take t out of its parent's child list. Tree lock held. */
+static void unlink_token(tether_token *t)
+{
+    tether_token *parent = tether__token_parent(t);
+    if (!parent)
+        return;
+    *(t->prev_sibling ? &t->prev_sibling->next_sibling : &parent->first_child) = t->next_sibling;
+    if (t->next_sibling)
+        t->next_sibling->prev_sibling = t->prev_sibling;
+}
+
 int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline)
 {
     if (!out)
         return EINVAL;
+    tether__timer_kick(); /* a fork child's inherited deadlines (timer.h) */
     tether_token *t = tether__calloc(1, sizeof *t);
     if (!t)
         return ENOMEM;
@@ -72,25 +85,35 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     }
     tether__wake_init(&t->wake, parent ? &parent->wake : NULL,
                       t->deadline != TETHER_NEVER ? TOKEN_HAS_DEADLINE : 0u);
-    if (!parent) {
+    bool arm = t->deadline_owner == t;
+    if (!parent && !arm) {
         *out = t;
         return 0;
     }
 
     tree_lock_take();
-    t->next_sibling = parent->first_child;
-    if (parent->first_child)
-        parent->first_child->prev_sibling = t;
-    parent->first_child = t;
-    if (tether__token_canceled(parent)) {
+    if (parent) {
+        t->next_sibling = parent->first_child;
+        if (parent->first_child)
+            parent->first_child->prev_sibling = t;
+        parent->first_child = t;
+    }
+    if (parent && tether__token_canceled(parent)) {
         /* Born canceled. Nobody else can see t yet, so no claim race. */
         atomic_store_explicit(&t->claimed, 1, memory_order_relaxed);
         t->error = parent->error;
         t->root_cause = parent->root_cause;
         t->canceled_at = parent->canceled_at;
         tether__wake_fire(&t->wake, (uint32_t)TETHER_CAUSE_PARENT << TOKEN_CAUSE_SHIFT);
+    } else if (arm && tether__timer_arm(t) != 0) {
+        unlink_token(t);
+        tree_lock_drop();
+        tether__wake_release(&t->wake);
+        free(t);
+        return ENOMEM;
     }
     tree_lock_drop();
+    tether__timer_kick();
     *out = t;
     return 0;
 }
@@ -104,13 +127,9 @@ int tether_token_free(tether_token *t)
         tree_lock_drop();
         return EBUSY;
     }
-    tether_token *parent = tether__token_parent(t);
-    if (parent) {
-        *(t->prev_sibling ? &t->prev_sibling->next_sibling : &parent->first_child) =
-            t->next_sibling;
-        if (t->next_sibling)
-            t->next_sibling->prev_sibling = t->prev_sibling;
-    }
+    unlink_token(t);
+    if (t->deadline_owner == t)
+        tether__timer_disarm(t); /* under the tree lock: see timer.h */
     for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
         cb->state = CB_DETACHED;
         cb->token = NULL;
@@ -211,12 +230,12 @@ static void run_callbacks(tether_callback *cb)
     }
 }
 
-int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
+/* Cancel t, claimed under the tree lock, which is held and dropped here. */
+static int cancel_locked(tether_token *t, tether_cause cause, int error)
 {
     /* Claim under the tree lock: then a token found already claimed by the
      * walk has had its whole subtree published by the canceler that claimed
      * it, and when this returns every descendant is canceled. */
-    tree_lock_take();
     if (!claim(t)) {
         tree_lock_drop();
         return EALREADY;
@@ -227,13 +246,33 @@ int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
     tether_callback *run = NULL;
     take_callbacks(t, &run);
     propagate(t, &run);
-    tree_lock_drop();
     /* One wake for t's waiters and its near descendants' sleepers (see
      * propagate), once the whole subtree is published, so they wake to a
-     * settled tree. t is the caller's, alive until this returns. */
+     * settled tree. Still under the lock: a woken thread may let its owner
+     * free t (a scope's join returns, then free), and freeing unlinks t
+     * under this lock, so this is the canceler's last touch of t (the timer
+     * thread's cancel relies on it too). */
     tether__wake_sleepers(&t->wake, old, 0);
+    tree_lock_drop();
     run_callbacks(run);
     return 0;
+}
+
+int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
+{
+    tree_lock_take();
+    return cancel_locked(t, cause, error);
+}
+
+void tether__token_expire_timer(tether_token *t)
+{
+    tree_lock_take();
+    /* Still armed means not freed: freeing disarms under this lock. */
+    if (!tether__timer_claim(t)) {
+        tree_lock_drop();
+        return;
+    }
+    (void)cancel_locked(t, TETHER_CAUSE_DEADLINE, ETIMEDOUT);
 }
 
 int tether_token_cancel(tether_token *t, int error)
@@ -312,6 +351,7 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
 {
     if (!t || !fn || !out)
         return EINVAL;
+    tether__timer_kick(); /* a fork child's inherited deadlines (timer.h) */
     tether_callback *cb = tether__calloc(1, sizeof *cb);
     if (!cb)
         return ENOMEM;

@@ -29,6 +29,8 @@ struct tether_token {
     tether_token *first_child, *next_sibling, *prev_sibling;
     tether_callback *callbacks;
     _Atomic int entered;        /* threads that have it entered */
+    size_t timer_pos;           /* 1 + its slot in the timer's heap; 0: not armed
+                                 * (timer.c, under the timer lock) */
 };
 
 /* t's parent, or NULL: the token whose wake point is above t's. */

@@ -103,7 +103,7 @@ void tether__wake_release(struct tether_wake *w)
         tether__sys_close(fd);
 }
 
-int tether_trim(void)
+int tether__wake_trim(void)
 {
     int fds[SPARE_EFDS];
     tether__lock(&pool_lock);
@@ -120,7 +120,7 @@ int tether_trim(void)
 /* At exit, so that fd-tracking tools (valgrind --track-fds) see none left. */
 __attribute__((destructor)) static void close_spare_efds(void)
 {
-    tether_trim();
+    tether__wake_trim();
 }
 
 /* Set `bits` on w's word if missing; the word's value with them. */

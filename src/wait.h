@@ -63,4 +63,7 @@ TETHER_HIDDEN int tether__wake_poll(struct tether_wake *w, struct pollfd *fds, n
  * for long; no sleeper or poller may remain. */
 TETHER_HIDDEN void tether__wake_release(struct tether_wake *w);
 
+/* Close the spare eventfds; how many (tether_trim's eventfd part). */
+TETHER_HIDDEN int tether__wake_trim(void);
+
 #endif /* TETHER__WAIT_H */

@@ -60,7 +60,8 @@ int th_wait_thread_count(int n)
 {
     tether_time_t end = tether_now() + th_bound_ns(2000);
     int c;
-    while ((c = th_thread_count()) != n && tether_now() < end)
+    /* tether_trim stops tether's timer thread once no deadline is armed. */
+    while ((void)tether_trim(), (c = th_thread_count()) != n && tether_now() < end)
         usleep(1000);
     return c;
 }

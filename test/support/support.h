@@ -32,7 +32,9 @@ int th_thread_count(void);
 int th_fd_count(void);
 
 /* Wait (up to a bound) until the thread count drops to `n`; returns the
- * last count seen. Exited threads can linger for a moment after join. */
+ * last count seen. Exited threads can linger for a moment after join. It
+ * calls tether_trim, which stops tether's timer thread when no deadline is
+ * armed (so does th_fd_count). */
 int th_wait_thread_count(int n);
 
 /* Wait (up to a bound) until `tid` is blocked in the kernel (state S). */
