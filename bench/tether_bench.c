@@ -21,6 +21,9 @@
  *                           preadv2(RWF_NOWAIT) floor) and a full socket
  *   check   bench_check.c   tether_check, against a thread-local flag
  *   gio     bench_gio.c     GCancellable side by side (when built with GIO)
+ *   timer   bench_timer.c   a deadline's callback with nobody waiting: its
+ *                           lateness against clock_nanosleep's; token
+ *                           new + free with a deadline against without
  *   scale   bench_scale.c   10,000 small-stack sleepers, and cancel
  *                           convergence at 10, 100, 1000 and 10,000 children,
  *                           each run in a fresh process
@@ -69,6 +72,8 @@ static const struct config full_config = {
     .scale_children = 10000, .scale_runs = 21,
     .gio_cancel_rounds = 400, .gio_read_rounds = 21,
     .gio_read_bytes = { 256u << 10, 8u << 20 },
+    .timer_rounds = 400, .timer_warmup = 10,
+    .token_rounds = 21, .token_iters = 100000,
 };
 
 static const struct config quick_config = {
@@ -83,6 +88,8 @@ static const struct config quick_config = {
     .scale_children = 1000, .scale_runs = 1,
     .gio_cancel_rounds = 20, .gio_read_rounds = 3,
     .gio_read_bytes = { 32u << 10, 1u << 20 },
+    .timer_rounds = 30, .timer_warmup = 2,
+    .token_rounds = 5, .token_iters = 10000,
 };
 
 /* ====================================================================== */
@@ -113,6 +120,7 @@ static const struct target {
     { "scale_10k_rss_ratio", true, 1.25 },
     { "scale_10k_fds", true, 4 },
     { "cancel_fanout_growth", true, 1.20 },
+    { "timer_lateness_us", true, 200 },
 };
 
 /* Every line the issues ask for; the run fails if one is missing. The gio
@@ -128,6 +136,9 @@ static const char *const required[] = {
     "scale_10k_create_ratio", "scale_10k_cancel_ratio", "scale_10k_rss_ratio", "scale_10k_fds",
     "cancel_converge_10_per_child_ns", "cancel_converge_100_per_child_ns",
     "cancel_fanout_growth",
+    "timer_lateness_ns", "timer_lateness_p99_ns", "timer_lateness_raw_ns",
+    "timer_lateness_us", "timer_lateness_p99_us",
+    "token_new_free_ns", "token_new_free_deadline_ns", "token_new_free_deadline_added_ns",
 };
 
 static const char *const required_gio[] = {
@@ -210,6 +221,7 @@ static const struct section {
     { "read", bench_read },
     { "check", bench_check },
     { "gio", bench_gio },
+    { "timer", bench_timer },
     { "scale", bench_scale },  /* forks: must run while no other thread lives */
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };
@@ -219,7 +231,7 @@ static void usage(FILE *to)
     fprintf(to, "usage: tether-bench [--quick] [--only=SECTION[,SECTION...]]\n"
                 "  --quick  few rounds and 1000 threads in the scale figure (smoke test)\n"
                 "  --only   run only these sections (for profiling):\n"
-                "           spawn, cancel, fanout, read, check, gio, scale\n");
+                "           spawn, cancel, fanout, read, check, gio, timer, scale\n");
 }
 
 /* Mark the sections named in a comma-separated list; false if one is unknown. */
