@@ -351,13 +351,13 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
 {
     if (!t || !fn || !out)
         return EINVAL;
-    tether__timer_kick(); /* a fork child's inherited deadlines (timer.h) */
     tether_callback *cb = tether__calloc(1, sizeof *cb);
     if (!cb)
         return ENOMEM;
     cb->fn = fn;
     cb->arg = arg;
     *out = cb;
+    tether__timer_kick(); /* a fork child's inherited deadlines (timer.h) */
 
     tree_lock_take();
     if (!atomic_load_explicit(&t->claimed, memory_order_relaxed)) {
