@@ -24,6 +24,7 @@
  *   signals.c   the signal-safe cancel relay and SIGINT/SIGTERM handling
  *   scope.c     scopes: open, children, spawn
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
+ *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
  *
  * Internal headers (each includes only headers above it in this list):

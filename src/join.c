@@ -32,30 +32,51 @@ static void wait_for_change(tether_scope *s)
     pthread_cond_timedwait(&s->changed, &s->mu, &ts);
 }
 
-int tether_task_wait(tether_task *task, int *result)
+/*
+ * Wait for a task (halting it first if asked). A thread inside this call is
+ * counted in task_callers: join waits for the count to drain before it
+ * frees the tasks, so a wait that started before join returned is safe.
+ */
+static int task_call(tether_task *task, int *result, bool halt)
 {
     if (!task)
         return EINVAL;
-    if (tether__called_from_inside(task->token))
+    if (tether__scope_inherited(task->scope))
+        return ECHILD;
+    if (tether__caller_descends(NULL, task))
         return EDEADLK;
     tether_scope *s = task->scope;
     tether__scope_lock(s);
+    /* The owner's wait on a background task before join: only join halts
+     * the background, so this wait could never end (a halt ends it). */
+    if (!halt && task->background && !s->closing && pthread_equal(s->owner, pthread_self())) {
+        tether__scope_unlock(s);
+        return EDEADLK;
+    }
+    s->task_callers++;
+    if (halt) {
+        tether__scope_unlock(s);
+        tether__token_cancel_cause(task->token, TETHER_CAUSE_HALTED, 0);
+        tether__scope_lock(s);
+    }
     while (!task->done)
         wait_for_change(s);
     if (result)
         *result = task->result;
+    if (--s->task_callers == 0)
+        pthread_cond_broadcast(&s->changed);
     tether__scope_unlock(s);
     return 0;
 }
 
+int tether_task_wait(tether_task *task, int *result)
+{
+    return task_call(task, result, false);
+}
+
 int tether_task_halt(tether_task *task, int *result)
 {
-    if (!task)
-        return EINVAL;
-    if (tether__called_from_inside(task->token))
-        return EDEADLK;
-    tether__token_cancel_cause(task->token, TETHER_CAUSE_HALTED, 0);
-    return tether_task_wait(task, result);
+    return task_call(task, result, true);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -105,7 +126,9 @@ static void fill_result(tether_scope *s, tether_result *r)
     } else if (externally) {
         outcome = tether__token_errno(s->token) == ETIMEDOUT ? TETHER_OUTCOME_DEADLINE_EXCEEDED
                                                       : TETHER_OUTCOME_CANCELED;
-        r->error = tether__token_errno(s->token);
+        /* The cancel's own error: a user's (tether_token_cancel on the
+         * scope's token or an ancestor), ETIMEDOUT, or ECANCELED. */
+        r->error = tether_token_error(s->token);
         have_failure = false;
     } else if (s->failed == 0) {
         outcome = TETHER_OUTCOME_OK;
@@ -151,7 +174,9 @@ int tether_scope_join(tether_scope *s, tether_result *result)
 {
     if (!s)
         return EINVAL;
-    if (tether__called_from_inside(s->token))
+    if (tether__scope_inherited(s))
+        return ECHILD;
+    if (tether__caller_descends(s, NULL))
         return EDEADLK;
     tether__scope_lock(s);
     if (s->phase != PHASE_OPEN) {
@@ -182,6 +207,10 @@ int tether_scope_join(tether_scope *s, tether_result *result)
             break;
         wait_for_change(s);
     }
+    /* Threads still inside tether_task_wait/halt read their task: let them
+     * leave before the tasks are freed (they return at once, all done). */
+    while (s->task_callers)
+        pthread_cond_wait(&s->changed, &s->mu);
     tether_task *tasks = s->tasks;
     s->tasks = NULL;
     s->zombies = NULL;
@@ -212,21 +241,33 @@ int tether_scope_free(tether_scope *s)
 {
     if (!s)
         return EINVAL;
+    if (tether__scope_inherited(s))
+        return tether__scope_free_inherited(s);
     tether__scope_lock(s);
     enum scope_phase phase = s->phase;
     tether__scope_unlock(s);
     if (phase != PHASE_JOINED) {
-        if (tether__called_from_inside(s->token))
+        if (tether__caller_descends(s, NULL))
             return EDEADLK;
+        /* The caller runs under the scope's token: it could not be freed
+         * after the join, so nothing is done (decision: EBUSY). */
+        if (tether__called_from_inside(s->token))
+            return EBUSY;
         tether_scope_cancel(s);
         int rc = tether_scope_join(s, NULL);
         if (rc)
             return rc;
     }
+    /* A cancel that started before free may still be inside the scope or
+     * its token: let it leave first. */
+    tether__scope_lock(s);
+    tether__scope_wait_cancels(s);
+    tether__scope_unlock(s);
     /* A token the caller derived from the scope's, or an entry left on the
      * scope's token, keeps the (joined) scope alive: the caller can fix it. */
     if (tether_token_free(s->token) != 0)
         return EBUSY;
+    tether__scope_forget_opener(s);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->changed);
     free(s);

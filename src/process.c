@@ -44,10 +44,12 @@ static void close_keep_errno(int fd)
 pid_t tether_waitpid(pid_t pid, int *wstatus, int options)
 {
     tether_token *t = tether__current;
-    if (!t || (options & WNOHANG))
+    if (!t)
         return tether__sys_waitpid(pid, wstatus, options);
-    if (tether__check_or_fail(t) < 0)
+    if (tether__check_or_fail(t) < 0) /* WNOHANG too, as every non-blocking form */
         return -1;
+    if (options & WNOHANG)
+        return tether__sys_waitpid(pid, wstatus, options);
     int pidfd = -1;
     int64_t step = 0;
     pid_t r;
@@ -70,10 +72,12 @@ pid_t tether_waitpid(pid_t pid, int *wstatus, int options)
 int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
 {
     tether_token *t = tether__current;
-    if (!t || (options & WNOHANG))
+    if (!t)
         return tether__sys_waitid(idtype, id, info, options);
-    if (tether__check_or_fail(t) < 0)
+    if (tether__check_or_fail(t) < 0) /* WNOHANG too, as every non-blocking form */
         return -1;
+    if (options & WNOHANG)
+        return tether__sys_waitid(idtype, id, info, options);
     bool exits_only = !(options & (WSTOPPED | WCONTINUED));
     int pidfd = -1;
     bool own = false;
@@ -81,17 +85,16 @@ int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
         pidfd = (int)id;
     int64_t step = 0;
     int r;
+    /* The kernel fills *info (si_pid 0 when nothing is ready) and reports a
+     * bad pointer as EFAULT; ours stands in only for a NULL one. */
+    siginfo_t own_si;
+    siginfo_t *si = info ? info : &own_si;
     for (;;) {
-        siginfo_t si;
-        si.si_pid = 0;
-        r = tether__sys_waitid(idtype, id, &si, options | WNOHANG);
+        r = tether__sys_waitid(idtype, id, si, options | WNOHANG);
         if (r < 0)
             break;
-        if (si.si_pid != 0) {
-            if (info)
-                *info = si;
+        if (si->si_pid != 0)
             break;
-        }
         if (pidfd < 0 && exits_only && idtype == P_PID && id > 0) {
             pidfd = tether__sys_pidfd_open((pid_t)id);
             own = pidfd >= 0;
@@ -205,13 +208,19 @@ int tether_proc_wait(tether_proc *p, int *wstatus)
     } else {
         rc = 0; /* it exited on its own, whatever the token says */
     }
+    /* The kernel stores the status (EFAULT for a bad wstatus, after the
+     * reap, as waitpid(2)). */
     int status = 0;
-    while (tether__sys_waitpid(p->pid, &status, 0) < 0 && errno == EINTR) {
+    int *ws = wstatus ? wstatus : &status;
+    pid_t r;
+    while ((r = tether__sys_waitpid(p->pid, ws, 0)) < 0 && errno == EINTR) {
     }
+    if (r < 0 && errno == EFAULT)
+        rc = EFAULT;
+    else if (rc && !(WIFSIGNALED(*ws) && (WTERMSIG(*ws) == SIGTERM || WTERMSIG(*ws) == SIGKILL)))
+        rc = 0; /* it exited (or died) by itself before our signal landed */
     tether__sys_close(p->pidfd);
     free(p);
-    if (wstatus)
-        *wstatus = status;
     return rc;
 }
 

@@ -24,11 +24,100 @@
 /* What the kernel keeps of a thread name: 15 bytes and the NUL. */
 enum { THREAD_NAME_BYTES = 16 };
 
+/* Keep at most TETHER_NAME_MAX - 1 bytes of src and never read past its
+ * first NUL or past those bytes: a name need not be terminated within
+ * them, and may end right before an unmapped page. */
 static void copy_name(char dst[TETHER_NAME_MAX], const char *src)
 {
-    dst[0] = '\0';
-    if (src)
-        snprintf(dst, TETHER_NAME_MAX, "%s", src);
+    size_t n = src ? strnlen(src, TETHER_NAME_MAX - 1) : 0;
+    if (n)
+        memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lineage: which thread is whose child                                   */
+
+/* The task the calling thread runs, if tether started it. */
+static _Thread_local tether_task *self_task;
+
+/* Guards every scope's `opener` and opened_next and every task's
+ * `opened` after the scope was published. Taken only by threads tether
+ * started (open, join, free, task_wait/halt, exit) and when freeing a
+ * scope such a thread opened; never with another lock held. */
+static pthread_mutex_t lineage_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void lineage_link(tether_scope *s)
+{
+    tether_task *t = self_task;
+    if (!t)
+        return;
+    s->opened_by_child = true;
+    tether__lock(&lineage_mu);
+    s->opener = t;
+    s->opened_next = t->opened;
+    t->opened = s;
+    atomic_fetch_add_explicit(&t->opened_live, 1, memory_order_relaxed);
+    tether__unlock(&lineage_mu);
+}
+
+void tether__scope_forget_opener(tether_scope *s)
+{
+    if (!s->opened_by_child)
+        return;
+    tether__lock(&lineage_mu);
+    tether_task *t = s->opener;
+    if (t) {
+        /* A child keeps few scopes open at once: a walk is cheap. */
+        tether_scope **pp = &t->opened;
+        while (*pp != s)
+            pp = &(*pp)->opened_next;
+        *pp = s->opened_next;
+        atomic_fetch_sub_explicit(&t->opened_live, 1, memory_order_relaxed);
+        s->opener = NULL;
+    }
+    tether__unlock(&lineage_mu);
+}
+
+/* The calling child is exiting: scopes it opened and did not free outlive
+ * it and are no longer any scope's descendants (its own join no longer
+ * waits for them). Only this thread adds to its list, so a zero count is
+ * final. */
+static void lineage_exit(tether_task *t)
+{
+    if (atomic_load_explicit(&t->opened_live, memory_order_relaxed) == 0)
+        return;
+    tether__lock(&lineage_mu);
+    for (tether_scope *s = t->opened; s; s = s->opened_next)
+        s->opener = NULL;
+    t->opened = NULL;
+    atomic_store_explicit(&t->opened_live, 0, memory_order_relaxed);
+    tether__unlock(&lineage_mu);
+}
+
+void tether__lineage_fork_prepare(void)
+{
+    tether__lock(&lineage_mu);
+}
+
+void tether__lineage_fork_release(void)
+{
+    tether__unlock(&lineage_mu);
+}
+
+bool tether__caller_descends(const tether_scope *s, const tether_task *task)
+{
+    tether_task *t = self_task;
+    if (!t)
+        return false;
+    bool found = false;
+    /* Each link is alive: the calling thread's task and its scope while it
+     * runs, an opener while a scope it opened lists it (lineage_exit). */
+    tether__lock(&lineage_mu);
+    for (; t && !found; t = t->scope->opener)
+        found = t == task || t->scope == s;
+    tether__unlock(&lineage_mu);
+    return found;
 }
 
 int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
@@ -66,6 +155,9 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     s->max_children = o->max_children;
     copy_name(s->name, o->name);
     s->first_error_task = s->winner = s->cause_task = -1;
+    s->gen = tether__fork_generation();
+    s->owner = pthread_self();
+    lineage_link(s);
     *out = s;
     return 0;
 
@@ -147,6 +239,7 @@ static void child_finished(tether_task *task, int rc)
 static void *child_main(void *arg)
 {
     tether_task *task = arg;
+    self_task = task;
     int rc = tether_token_enter(task->token);
     TETHER_ASSERT(rc == 0); /* depth 1 of a fresh thread: no allocation */
     if (task->name[0]) {
@@ -156,7 +249,11 @@ static void *child_main(void *arg)
         pthread_setname_np(pthread_self(), short_name);
     }
     rc = task->fn(task->arg);
-    tether__leave_or_die(task->token, "child", task->name);
+    /* The child may have left the entry made for it (back at no current
+     * token); anything else unbalanced is reported. */
+    if (tether__current)
+        tether__leave_or_die(task->token, "child", task->name);
+    lineage_exit(task);
     child_finished(task, rc);
     return NULL;
 }
@@ -284,6 +381,8 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
         *out = NULL;
     if (!s || !fn)
         return EINVAL;
+    if (tether__scope_inherited(s))
+        return ECHILD;
     const tether_spawn_opts *o = opts ? opts : &defaults;
     if (o->timeout_ns < 0 || (o->stack_size && o->stack_size < (size_t)PTHREAD_STACK_MIN))
         return EINVAL;
@@ -386,21 +485,61 @@ tether_token *tether_task_token(tether_task *task)
     return task ? task->token : NULL;
 }
 
+int tether_task_index(const tether_task *task)
+{
+    return task ? task->index : -1;
+}
+
 tether_token *tether_scope_token(tether_scope *s)
 {
     return s ? s->token : NULL;
+}
+
+/* A tether_scope_cancel call leaves s. Without a waiting free it touches s
+ * no more after its decrement; with one, it decrements under s->mu so that
+ * free, which waits under s->mu, cannot destroy s before the unlock. */
+static void cancel_done(tether_scope *s)
+{
+    unsigned v = atomic_load_explicit(&s->cancels, memory_order_relaxed);
+    while (!(v & CANCELS_WAITED))
+        if (atomic_compare_exchange_weak_explicit(&s->cancels, &v, v - 1, memory_order_release,
+                                                  memory_order_relaxed))
+            return;
+    tether__scope_lock(s);
+    atomic_fetch_sub_explicit(&s->cancels, 1, memory_order_relaxed);
+    pthread_cond_broadcast(&s->changed);
+    tether__scope_unlock(s);
+}
+
+void tether__scope_wait_cancels(tether_scope *s)
+{
+    atomic_fetch_or_explicit(&s->cancels, CANCELS_WAITED, memory_order_relaxed);
+    while (atomic_load_explicit(&s->cancels, memory_order_acquire) != CANCELS_WAITED)
+        pthread_cond_wait(&s->changed, &s->mu);
 }
 
 int tether_scope_cancel(tether_scope *s)
 {
     if (!s)
         return EINVAL;
+    if (tether__scope_inherited(s)) {
+        /* A fork child's copy: no thread of it uses s->mu (another thread of
+         * the parent may have held it at the fork). */
+        if (s->phase == PHASE_JOINED)
+            return EINVAL;
+        tether__token_cancel_cause(s->token, TETHER_CAUSE_EXPLICIT, 0);
+        return 0;
+    }
     tether__scope_lock(s);
     bool joined = s->phase == PHASE_JOINED;
+    tether_token *tok = s->token;
+    if (!joined)
+        atomic_fetch_add_explicit(&s->cancels, 1, memory_order_relaxed);
     tether__scope_unlock(s);
     if (joined)
         return EINVAL;
-    tether__token_cancel_cause(s->token, TETHER_CAUSE_EXPLICIT, 0);
+    tether__token_cancel_cause(tok, TETHER_CAUSE_EXPLICIT, 0);
+    cancel_done(s);
     return 0;
 }
 

@@ -22,9 +22,15 @@ struct tether_task {
     bool joined;                /* join took its thread (under s->mu) */
     int result;
     char name[TETHER_NAME_MAX];
+    /* Scopes this child's thread opened and has not freed: their `opener`
+     * is this task until it exits. Under the lineage lock; opened_live lets
+     * the exiting child skip the lock when it opened none. */
+    tether_scope *opened;
+    _Atomic unsigned opened_live;
 };
 
 enum scope_phase { PHASE_OPEN, PHASE_JOINING, PHASE_JOINED };
+enum { CANCELS_WAITED = 1u << 31 };
 
 struct tether_scope {
     pthread_mutex_t mu;
@@ -34,10 +40,22 @@ struct tether_scope {
     tether_policy policy;
     unsigned max_children;
     char name[TETHER_NAME_MAX];
+    pthread_t owner;            /* the thread that opened it */
+    /* The child task whose thread opened the scope, or NULL (a thread
+     * tether did not start, or that child has exited). The calling thread's
+     * lineage runs task -> scope -> opener -> scope ...: under the lineage
+     * lock, with opened_next linking the opener's `opened`. */
+    tether_task *opener;
+    tether_scope *opened_next;
+    bool opened_by_child;       /* opener was set at open (immutable) */
 
     tether_task *tasks;
     tether_task *zombies;
     unsigned spawned, live_fg, live_bg, spawning;
+    unsigned task_callers;      /* threads inside tether_task_wait/halt */
+    /* tether_scope_cancel calls in flight (counted under mu before the
+     * scope is joined), plus CANCELS_WAITED once free waits for them. */
+    _Atomic unsigned cancels;
     int next_index;
     enum scope_phase phase;
     bool closing;               /* foreground done in join: no more spawns */
@@ -52,7 +70,20 @@ struct tether_scope {
     int body_error;             /* tether_scope_run: the body failed ... */
     bool body_decided;          /* ... and its cancel was the first */
     tether_time_t last_exit_at;
+    unsigned gen;               /* the process generation that opened it */
 };
+
+/* Whether s was opened before a fork (its children are the parent's
+ * threads): then only cancel and free work on it, without s->mu. */
+static inline bool tether__scope_inherited(const tether_scope *s)
+{
+    return s->gen != tether__fork_generation();
+}
+
+/* tether_scope_free of an inherited scope (fork.c): free its tasks and
+ * their tokens without waiting for threads the child does not have, then
+ * the scope's token (EBUSY as for tether_scope_free) and the handle. */
+TETHER_HIDDEN int tether__scope_free_inherited(tether_scope *s);
 
 /* Take s->mu. */
 static inline void tether__scope_lock(tether_scope *s)
@@ -72,11 +103,28 @@ static inline unsigned tether__scope_live(const tether_scope *s)
     return s->live_fg + s->live_bg;
 }
 
-/* Whether the calling thread runs under t (waiting for t would deadlock). */
+/* Whether the calling thread runs under t (it has t or a descendant of t
+ * as its current token). */
 static inline bool tether__called_from_inside(const tether_token *t)
 {
     return tether__current && tether__token_descends(tether__current, t);
 }
+
+/* Whether the calling thread is, by identity, `task` or a child of `s`, or
+ * a descendant child of either (a child of a scope opened by such a
+ * thread, recursively): then waiting for `task` or joining `s` could never
+ * return. Either may be NULL. Takes the lineage lock only on a thread that
+ * tether started. */
+TETHER_HIDDEN bool tether__caller_descends(const tether_scope *s, const tether_task *task);
+/* Wait until no tether_scope_cancel is inside s (s is joined: none can
+ * start any more). s->mu held. */
+TETHER_HIDDEN void tether__scope_wait_cancels(tether_scope *s);
+/* The lineage lock's part of the fork handlers (fork.c): take it before
+ * every other tether lock; release it in the parent and the child. */
+TETHER_HIDDEN void tether__lineage_fork_prepare(void);
+TETHER_HIDDEN void tether__lineage_fork_release(void);
+/* Take s off its opener's `opened` list (s is being freed). */
+TETHER_HIDDEN void tether__scope_forget_opener(tether_scope *s);
 
 /* Free a token the scope made for its children (a child's own, or the
  * background children's parent). Still busy means a child left a token or

@@ -17,6 +17,13 @@
  * One installation at a time per process: the handler finds it through one
  * atomic pointer. Restoring waits for handlers already running to finish
  * before freeing what they use.
+ *
+ * fork: a relay's thread does not exist in the child and its eventfd is the
+ * parent's too, so a relay made in an earlier process generation is inert
+ * there: firing it does nothing (it must never reach the parent's relay) and
+ * freeing it only closes the child's copy of the descriptor. An inherited
+ * installation keeps its handler (dispositions survive fork) but no longer
+ * holds the single slot, so the child may install its own.
  */
 #define _GNU_SOURCE
 #include "token.h"
@@ -36,7 +43,14 @@ struct tether_sigcancel {
     int efd;
     _Atomic int fired, stopping;
     pthread_t relay;
+    unsigned gen;       /* the process generation whose relay this is */
 };
+
+/* Whether sc was made before a fork: its relay is the parent's. */
+static bool inherited(const tether_sigcancel *sc)
+{
+    return sc->gen != tether__fork_generation();
+}
 
 static void *relay_main(void *arg)
 {
@@ -62,7 +76,8 @@ int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error)
     if (!sc)
         return ENOMEM;
     *sc = (tether_sigcancel){ .token = t, .error = error,
-                              .efd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK) };
+                              .efd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK),
+                              .gen = tether__fork_generation() };
     if (sc->efd < 0) {
         int e = errno;
         free(sc);
@@ -85,7 +100,7 @@ int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error)
 
 void tether_sigcancel_fire(tether_sigcancel *sc)
 {
-    if (!sc)
+    if (!sc || inherited(sc))
         return;
     int saved = errno;
     atomic_store(&sc->fired, 1);
@@ -97,9 +112,11 @@ int tether_sigcancel_free(tether_sigcancel *sc)
 {
     if (!sc)
         return EINVAL;
-    atomic_store(&sc->stopping, 1);
-    tether__sys_eventfd_signal(sc->efd);
-    pthread_join(sc->relay, NULL);
+    if (!inherited(sc)) {
+        atomic_store(&sc->stopping, 1);
+        tether__sys_eventfd_signal(sc->efd);
+        pthread_join(sc->relay, NULL);
+    }
     tether__sys_close(sc->efd);
     free(sc);
     return 0;
@@ -220,13 +237,26 @@ int tether_signals_restore(tether_signals *h)
 {
     if (!h)
         return EINVAL;
-    for (size_t i = h->n; i-- > 0;)
-        sigaction(h->sigs[i], &h->old[i], NULL);
-    atomic_store(&active, NULL);
+    /* Inherited across fork: it gave up the slot; while the child has an
+     * installation of its own, the dispositions and the handler are that
+     * one's. */
+    bool mine = !inherited(h->sc);
+    tether_signals *now = atomic_load(&active);
+    if (mine || now == h || now == NULL) {
+        for (size_t i = h->n; i-- > 0;)
+            sigaction(h->sigs[i], &h->old[i], NULL);
+        atomic_store(&active, NULL);
+    }
     while (atomic_load(&in_handler))
         sched_yield(); /* a handler that started before the store is finishing */
     tether_sigcancel_free(h->sc);
     free(h);
-    atomic_store(&installed, 0);
+    if (mine)
+        atomic_store(&installed, 0);
     return 0;
+}
+
+void tether__signals_fork_child(void)
+{
+    atomic_store(&installed, 0);
 }

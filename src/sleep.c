@@ -34,18 +34,23 @@ int tether_nanosleep(const struct timespec *req, struct timespec *rem)
     tether_token *t = tether__current;
     if (!t) /* nanosleep(2) measures CLOCK_REALTIME, as libc's does */
         return tether__sys_clock_nanosleep(CLOCK_REALTIME, 0, req, rem);
-    if (!req)
+    /* The kernel looks at req first (EFAULT, EINVAL), as for nanosleep(2). */
+    if (!req) /* NULL to the futex means no timeout */
         return tether__fail(EFAULT);
-    if (!tether__timespec_valid(req))
-        return tether__fail(EINVAL);
+    if (tether__sys_timespec_check(req) < 0)
+        return -1;
     tether_time_t until = tether_deadline_after(tether__timespec_ns(req));
     int r = tether__token_poll(t);
     if (!r)
         r = tether__token_sleep(t, until);
     if (!r)
         return 0;
-    if (rem)
+    if (rem) {
+        /* As nanosleep(2): an unwritable rem turns the error into EFAULT. */
+        if (tether__sys_timespec_probe(rem) < 0)
+            return -1;
         *rem = tether__timespec(until == TETHER_NEVER ? tether__timespec_ns(req)
                                                       : tether__time_left(until, tether_now()));
+    }
     return tether__fail(r);
 }

@@ -1,16 +1,27 @@
 /*
  * Cancellable condition-variable and semaphore waits.
  *
- * Condition variables: a cancellation callback on the current token locks
- * the user's mutex and broadcasts the condvar. The waiter checks the token
- * under the mutex after registering the callback, so a cancellation either
- * comes before the check (seen there) or after it, when the callback needs
- * the mutex the waiter holds until it is inside the wait: no lost wakeup.
+ * Condition variables: a cancellation callback on the current token wakes
+ * the waiter by broadcasting the condvar. A broadcast can only be lost in
+ * the waiter's window: after it looked at the token (mutex held) and before
+ * pthread_cond_wait has queued it, which is also when it releases the mutex.
+ * So the callback takes the mutex only when the waiter is the one holding
+ * it (glibc records a mutex's owner; the waiter then cannot be waiting for
+ * the canceler, and lets go of the mutex as it enters the wait). Whenever
+ * anyone else holds the mutex -- the canceler itself, as when a waiter that
+ * woke at the deadline expires the token and runs the others' callbacks, or
+ * a thread that cancels under the mutex -- the waiter is either queued
+ * already or will look at the token (fired before the callback ran) and not
+ * sleep, so the broadcast is issued without the mutex. A canceler therefore
+ * never blocks on a mutex it holds. Where the owner is not recorded (lock
+ * elision, another libc) the callback always locks, and a canceler must
+ * not hold the mutex (documented).
  * A small state word decides who touches the mutex when the waiter leaves:
  * if the waiter wins, the callback does nothing; if the callback won, the
  * waiter lets go of the mutex while it waits for the callback to finish.
- * When the waiter's own check expires a deadline, the callback runs in the
- * waiter's thread, which holds the mutex: it then does nothing.
+ * A waiter that was woken (perhaps by a pthread_cond_signal meant for
+ * someone) and then reports cancellation passes the wake-up on, so a signal
+ * is never lost.
  *
  * Semaphores cannot be woken from outside without posting a unit, and an
  * injected unit could be taken by another waiter (a unit invented) or leave
@@ -37,8 +48,21 @@ struct cond_waiter {
     pthread_cond_t *cond;
     pthread_mutex_t *mutex;
     pthread_t waiter;
+    int waiter_tid; /* the mutex's recorded owner while the waiter holds it; 0: unknown */
     _Atomic int state;
 };
+
+/* The thread id glibc records as the owner of a locked mutex, 0 if none or
+ * not recorded (lock elision) or not known (another libc). */
+static int mutex_owner(pthread_mutex_t *mutex)
+{
+#ifdef __GLIBC__
+    return __atomic_load_n(&mutex->__data.__owner, __ATOMIC_SEQ_CST);
+#else
+    (void)mutex;
+    return 0;
+#endif
+}
 
 static void cond_on_cancel(void *arg)
 {
@@ -50,9 +74,16 @@ static void cond_on_cancel(void *arg)
     int expected = CW_WAITING;
     if (!atomic_compare_exchange_strong(&w->state, &expected, CW_WAKING))
         return;
-    pthread_mutex_lock(w->mutex);
-    pthread_cond_broadcast(w->cond);
-    pthread_mutex_unlock(w->mutex);
+    /* The token fired before this ran; pairs with the waiter's fence. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (w->waiter_tid == 0 || mutex_owner(w->mutex) == w->waiter_tid) {
+        /* The waiter may be in its window: wait until it is queued. */
+        pthread_mutex_lock(w->mutex);
+        pthread_cond_broadcast(w->cond);
+        pthread_mutex_unlock(w->mutex);
+    } else {
+        pthread_cond_broadcast(w->cond); /* queued, or it will see the token */
+    }
     atomic_store(&w->state, CW_DONE);
 }
 
@@ -65,12 +96,15 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
     if (c)
         return c;
     struct cond_waiter w = { .cond = cond, .mutex = mutex, .waiter = pthread_self(),
-                             .state = CW_IDLE };
+                             .waiter_tid = mutex_owner(mutex), .state = CW_IDLE };
     tether_callback *cb;
     int rc = tether_token_on_cancel(t, cond_on_cancel, &w, &cb);
     if (rc)
         return rc;
     atomic_store(&w.state, CW_WAITING);
+    /* The owner recorded (when we locked) is visible before we look at the
+     * token: a canceler that fires later sees us as the holder. */
+    atomic_thread_fence(memory_order_seq_cst);
 
     rc = tether__token_poll(t);
     if (!rc) {
@@ -82,6 +116,8 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
             rc = pthread_cond_clockwait(cond, mutex, CLOCK_MONOTONIC, &ts);
         }
         c = tether__token_poll(t);
+        if (c && rc == 0)
+            pthread_cond_signal(cond); /* the wake-up may have been someone's: pass it on */
         if (c)
             rc = c; /* canceled, or the token's deadline ended the wait */
         else if (rc == ETIMEDOUT && tether_now() < until)

@@ -10,6 +10,7 @@
 
 #include "clock.h"
 
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -109,11 +110,6 @@ int tether__sys_futex_wake(_Atomic uint32_t *word)
     return (int)SYS(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT32_MAX, 0, 0, 0);
 }
 
-int tether__sys_futex_waitv(struct futex_waitv *w, unsigned n, const struct timespec *abs)
-{
-    return (int)SYS(SYS_futex_waitv, w, n, 0, abs, CLOCK_MONOTONIC, 0);
-}
-
 int tether__sys_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *rel,
                       const sigset_t *sigmask)
 {
@@ -136,6 +132,22 @@ int tether__sys_clock_nanosleep(clockid_t clock, int flags, const struct timespe
                                 struct timespec *rem)
 {
     return (int)SYS(SYS_clock_nanosleep, clock, flags, req, rem, 0, 0);
+}
+
+int tether__sys_timespec_check(const struct timespec *ts)
+{
+    /* FUTEX_WAIT copies and validates its timeout (EFAULT, EINVAL as for
+     * nanosleep) before it compares the word, which differs: EAGAIN. */
+    uint32_t word = 0;
+    if (SYS(SYS_futex, &word, FUTEX_WAIT | FUTEX_PRIVATE_FLAG, 1, ts, 0, 0) < 0 && errno != EAGAIN)
+        return -1;
+    return 0;
+}
+
+int tether__sys_timespec_probe(struct timespec *ts)
+{
+    /* The syscall, not the vDSO: the kernel's copy reports a bad pointer. */
+    return (int)SYS(SYS_clock_gettime, CLOCK_MONOTONIC, ts, 0, 0, 0, 0);
 }
 
 ssize_t tether__sys_read(int fd, void *buf, size_t n)

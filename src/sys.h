@@ -10,7 +10,6 @@
 
 #include "internal.h"
 
-#include <linux/futex.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -32,9 +31,6 @@ TETHER_HIDDEN int tether__sys_futex_wait(_Atomic uint32_t *word, uint32_t expect
                                          const struct timespec *abs);
 /* FUTEX_WAKE (private) of every sleeper on word. */
 TETHER_HIDDEN int tether__sys_futex_wake(_Atomic uint32_t *word);
-/* futex_waitv(2) until `abs` on CLOCK_MONOTONIC (NULL: none). */
-TETHER_HIDDEN int tether__sys_futex_waitv(struct futex_waitv *w, unsigned n,
-                                          const struct timespec *abs);
 /* ppoll(2); `rel` is not modified. */
 TETHER_HIDDEN int tether__sys_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *rel,
                                     const sigset_t *sigmask);
@@ -43,6 +39,12 @@ TETHER_HIDDEN int tether__sys_poll(struct pollfd *fds, nfds_t nfds, int timeout_
 /* clock_nanosleep(2), but -1 and errno like the other calls here. */
 TETHER_HIDDEN int tether__sys_clock_nanosleep(clockid_t clock, int flags,
                                               const struct timespec *req, struct timespec *rem);
+/* Let the kernel read the duration at ts, as nanosleep(2) does: 0 if it is
+ * readable and valid, else -1 with EFAULT or EINVAL. Never sleeps. */
+TETHER_HIDDEN int tether__sys_timespec_check(const struct timespec *ts);
+/* Let the kernel write a timespec at ts (it stores the CLOCK_MONOTONIC
+ * time): 0 if ts is writable, else -1 with EFAULT. */
+TETHER_HIDDEN int tether__sys_timespec_probe(struct timespec *ts);
 /* read(2), write(2), readv(2), writev(2), pread(2), pwrite(2). */
 TETHER_HIDDEN ssize_t tether__sys_read(int fd, void *buf, size_t n);
 TETHER_HIDDEN ssize_t tether__sys_write(int fd, const void *buf, size_t n);

@@ -101,17 +101,9 @@ static bool grow(void)
     return true;
 }
 
-static void register_fork_handlers(void)
-{
-    (void)pthread_atfork(tether__timer_fork_prepare, tether__timer_fork_parent,
-                         tether__timer_fork_child);
-}
-
 int tether__timer_arm(tether_token *t)
 {
     TETHER_ASSERT(t->deadline_owner == t && t->deadline != TETHER_NEVER);
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, register_fork_handlers);
     tether__lock(&timer_lock);
     if (heap_len == heap_cap && !grow()) {
         tether__unlock(&timer_lock);

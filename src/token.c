@@ -7,7 +7,7 @@
  * is the one kept), writes the cause and error, then *publishes* by firing
  * the token's wake point (wait.h), so anyone who sees it fired also sees the
  * cause. The waiting layer then wakes the waiters: one call per token,
- * tether__wake_sleepers, and one futex wake per cancellation (see propagate).
+ * tether__wake_sleepers, which issues a futex wake only where someone sleeps.
  * This file calls the waiting layer; the waiting layer knows no token.
  *
  * Propagation to descendants walks the tree under the same process-wide
@@ -46,10 +46,41 @@ struct tether_callback {
     enum callback_state state;
     pthread_t runner;
     bool free_when_done;          /* it unregistered itself while running */
+    pthread_t owner;              /* the thread that registered it ... */
+    unsigned gen, run_gen;        /* ... in this generation; runner's likewise */
 };
+
+/*
+ * After fork, a callback registered by a thread the child does not have
+ * (say, a parent thread blocked in tether_cond_wait) must not run there: it
+ * would act on that thread's objects, whose locks and waiters are gone. A
+ * thread is in this process if it was here when it registered (or ran) the
+ * callback and has been here since: only the thread that forked survives a
+ * fork, so it must be the forker, known here since that generation or
+ * earlier. `known_since` is the first generation in which a thread touched
+ * callbacks, plus one (0: never); fork keeps it for the forker.
+ */
+static _Thread_local unsigned known_since;
+static pthread_t forker;          /* set in the fork child, read under the lock */
+static unsigned forker_since;
+
+static void note_thread(void)
+{
+    if (!known_since)
+        known_since = tether__fork_generation() + 1;
+}
+
+/* Whether thread `who`, seen in generation `gen`, exists in this process. */
+static bool thread_here(pthread_t who, unsigned gen)
+{
+    if (gen == tether__fork_generation())
+        return true;
+    return pthread_equal(who, forker) && forker_since <= gen;
+}
 
 static void tree_lock_take(void)
 {
+    tether__fork_once();
     tether__lock(&tree_lock);
 }
 
@@ -118,6 +149,24 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     return 0;
 }
 
+/* t is going: the timer thread must never fire it (freeing disarms under
+ * the tree lock, where the timer thread claims: see timer.h). Tree lock
+ * held. */
+static void disarm(tether_token *t)
+{
+    if (t->deadline_owner == t)
+        tether__timer_disarm(t);
+}
+
+/* t is going: its registered callbacks will never run. Tree lock held. */
+static void detach_callbacks(tether_token *t)
+{
+    for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
+        cb->state = CB_DETACHED;
+        cb->token = NULL;
+    }
+}
+
 int tether_token_free(tether_token *t)
 {
     if (!t)
@@ -128,17 +177,39 @@ int tether_token_free(tether_token *t)
         return EBUSY;
     }
     unlink_token(t);
-    if (t->deadline_owner == t)
-        tether__timer_disarm(t); /* under the tree lock: see timer.h */
-    for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
-        cb->state = CB_DETACHED;
-        cb->token = NULL;
-    }
+    disarm(t);
+    detach_callbacks(t);
     tree_lock_drop();
     /* Unlinked: no canceler can reach t's wake point any more. */
     tether__wake_release(&t->wake);
     free(t);
     return 0;
+}
+
+void tether__token_free_tree(tether_token *t)
+{
+    tree_lock_take();
+    unlink_token(t);
+    tether_token *n = t;
+    for (;;) {
+        while (n->first_child)
+            n = n->first_child;
+        /* n is a leaf and its parent's first child (or t itself). */
+        tether_token *up = n == t ? NULL : tether__token_parent(n);
+        if (up) {
+            up->first_child = n->next_sibling;
+            if (n->next_sibling)
+                n->next_sibling->prev_sibling = NULL;
+        }
+        disarm(n);
+        detach_callbacks(n);
+        tether__wake_release(&n->wake);
+        free(n);
+        if (!up)
+            break;
+        n = up;
+    }
+    tree_lock_drop();
 }
 
 static bool claim(tether_token *t)
@@ -164,9 +235,14 @@ static void take_callbacks(tether_token *t, tether_callback **run)
 {
     pthread_t self = pthread_self();
     for (tether_callback *cb = t->callbacks; cb; cb = cb->next) {
+        cb->token = NULL;
+        if (!thread_here(cb->owner, cb->gen)) {
+            cb->state = CB_DETACHED; /* its thread stayed in the parent */
+            continue;
+        }
         cb->state = CB_TAKEN;
         cb->runner = self;
-        cb->token = NULL;
+        cb->run_gen = tether__fork_generation();
         cb->run_next = *run;
         *run = cb;
     }
@@ -176,32 +252,27 @@ static void take_callbacks(tether_token *t, tether_callback **run)
 /*
  * Cancel every descendant of root that nobody else has claimed, iteratively
  * over the first-child/next-sibling links, waking each one's waiters. Tree
- * lock held. A sleeper fewer than TETHER_WAIT_SET levels below root is
- * reached by the one wake of root's word after this walk (wait.h), so
- * tether__wake_sleepers is told how deep each descendant is.
+ * lock held. Each sleeper waits on its own token's word (wait.h), so each
+ * descendant's waiters are woken as it is published.
  */
 static void propagate(tether_token *root, tether_callback **run)
 {
     tether_token *n = root->first_child;
-    unsigned depth = 1;
     while (n) {
         if (claim(n)) {
             tether_token *p = tether__token_parent(n);
             uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause,
                                    p->canceled_at);
-            tether__wake_sleepers(&n->wake, old, depth);
+            tether__wake_sleepers(&n->wake, old);
             take_callbacks(n, run);
             if (n->first_child) {
                 n = n->first_child;
-                depth++;
                 continue;
             }
         }
         /* A subtree claimed by another canceler is that canceler's job. */
-        while (n != root && !n->next_sibling) {
+        while (n != root && !n->next_sibling)
             n = tether__token_parent(n);
-            depth--;
-        }
         n = n == root ? NULL : n->next_sibling;
     }
 }
@@ -240,6 +311,7 @@ static int cancel_locked(tether_token *t, tether_cause cause, int error)
         tree_lock_drop();
         return EALREADY;
     }
+    note_thread();
     int cancel_errno = cause == TETHER_CAUSE_DEADLINE ? ETIMEDOUT : ECANCELED;
     uint32_t old = publish(t, cause, error ? error : cancel_errno, cause, tether_now());
 
@@ -252,7 +324,7 @@ static int cancel_locked(tether_token *t, tether_cause cause, int error)
      * free t (a scope's join returns, then free), and freeing unlinks t
      * under this lock, so this is the canceler's last touch of t (the timer
      * thread's cancel relies on it too). */
-    tether__wake_sleepers(&t->wake, old, 0);
+    tether__wake_sleepers(&t->wake, old);
     tree_lock_drop();
     run_callbacks(run);
     return 0;
@@ -356,6 +428,9 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
         return ENOMEM;
     cb->fn = fn;
     cb->arg = arg;
+    note_thread();
+    cb->owner = pthread_self();
+    cb->gen = cb->run_gen = tether__fork_generation();
     *out = cb;
     tether__timer_kick(); /* a fork child's inherited deadlines (timer.h) */
 
@@ -413,7 +488,8 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
                 *ran = true;
             return 0;
         }
-        while (cb->state == CB_RUNNING)
+        /* A runner that stayed in the parent (fork) never finishes here. */
+        while (cb->state == CB_RUNNING && thread_here(cb->runner, cb->run_gen))
             pthread_cond_wait(&callback_done, &tree_lock);
         break;
     case CB_DONE:
@@ -424,6 +500,28 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
     if (ran)
         *ran = did_run;
     return 0;
+}
+
+void tether__token_fork_prepare(void)
+{
+    tree_lock_take();
+}
+
+void tether__token_fork_parent(void)
+{
+    tree_lock_drop();
+}
+
+void tether__token_fork_child(void)
+{
+    /* Threads of the parent may have been waiting on callback_done: the
+     * child's copy still counts them, so start it afresh. */
+    callback_done = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    forker = pthread_self();
+    forker_since = known_since ? known_since - 1 : tether__fork_generation();
+    if (!known_since)
+        known_since = tether__fork_generation() + 1;
+    tree_lock_drop();
 }
 
 /* ---------------------------------------------------------------------- */

@@ -88,4 +88,17 @@ TETHER_HIDDEN int tether__token_wait_fd(tether_token *t, int fd, short events,
  * errno ECANCELED, ETIMEDOUT or EINTR. *step_ns starts at 0. Blocks. */
 TETHER_HIDDEN int tether__token_backoff(tether_token *t, int64_t *step_ns);
 
+/* Unlink t and free it with all its descendants, whatever their entries
+ * and children: only for what a fork child inherited from threads it does
+ * not have (their callbacks never run). */
+TETHER_HIDDEN void tether__token_free_tree(tether_token *t);
+/* The token tree's part of the fork handlers (fork.c): take the tree lock
+ * (prepare), release it (parent, child). */
+TETHER_HIDDEN void tether__token_fork_prepare(void);
+TETHER_HIDDEN void tether__token_fork_parent(void);
+TETHER_HIDDEN void tether__token_fork_child(void);
+/* signals.c's part of the child's fork handler: the inherited
+ * tether_signals installation no longer holds the process's single slot. */
+TETHER_HIDDEN void tether__signals_fork_child(void);
+
 #endif /* TETHER__TOKEN_H */

@@ -141,6 +141,65 @@ START_TEST(contract_tether_waitid)
 }
 END_TEST
 
+/* A child that has exited: a zombie (seen with WNOWAIT, which does not reap). */
+static pid_t zombie(void)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) _exit(3);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+    return pid;
+}
+
+/* Unmapped wstatus / info: the kernel sees the pointer and says EFAULT (the
+ * child is reaped either way, as by the raw call); never a crash. */
+START_TEST(contract_wait_unmapped_status)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    char name[128];
+    void *bad = ct_unmapped();
+    for (size_t i = 0; i < 2; i++) {
+        const char *sn = ct_state_name(states[i]);
+        pid_t a = zombie(), b = zombie();
+        CT_SIDE(&r, states[i], waitpid(a, bad, 0), tether_waitpid(b, bad, 0) == b ? a : -1,
+                "tether_waitpid/unmapped wstatus, exited child/%s", sn);
+        a = zombie();
+        b = zombie();
+        CT_SIDE(&r, states[i], waitpid(a, bad, WNOHANG), tether_waitpid(b, bad, WNOHANG) == b ? a : -1,
+                "tether_waitpid/unmapped wstatus, exited child, WNOHANG/%s", sn);
+        a = zombie();
+        b = zombie();
+        CT_SIDE(&r, states[i], waitid(P_PID, (id_t)a, bad, WEXITED), tether_waitid(P_PID, (id_t)b, bad, WEXITED),
+                "tether_waitid/unmapped info, exited child/%s", sn);
+        CT_SIDE(&r, states[i], waitpid(a, NULL, WNOHANG), tether_waitpid(b, NULL, WNOHANG),
+                "tether_waitpid/after EFAULT: child reaped/%s", sn);
+        a = zombie();
+        b = zombie();
+        CT_SIDE(&r, states[i], waitid(P_PID, (id_t)a, bad, WEXITED | WNOHANG),
+                tether_waitid(P_PID, (id_t)b, bad, WEXITED | WNOHANG), "tether_waitid/unmapped info, WNOHANG/%s", sn);
+        waitpid(a, NULL, WNOHANG);
+        waitpid(b, NULL, WNOHANG);
+    }
+    /* tether_proc_wait stores the status through the kernel too. */
+    for (size_t i = 0; i < 2; i++) {
+        tether_proc *p;
+        ck_assert_int_eq(tether_proc_spawn(&p, "/bin/true", true_argv, NULL), 0);
+        tether_token *t = ct_enter(states[i], 0);
+        int rc = tether_proc_wait(p, bad);
+        ct_leave(t);
+        snprintf(name, sizeof name, "tether_proc_wait/unmapped wstatus/%s", ct_state_name(states[i]));
+        CT_RC(&r, name, rc, EFAULT);
+        ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD,
+               "tether_proc_wait/unmapped wstatus, child reaped/%s: expected no zombie left", ct_state_name(states[i]));
+    }
+    munmap(bad, 4096);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 START_TEST(contract_tether_proc_spawn)
 {
     th_baseline base = th_baseline_take();
@@ -300,6 +359,7 @@ static Suite *contract_proc_suite(void)
     tcase_set_timeout(tc, th_timeout_s(20));
     tcase_add_test(tc, contract_tether_waitpid);
     tcase_add_test(tc, contract_tether_waitid);
+    tcase_add_test(tc, contract_wait_unmapped_status);
     tcase_add_test(tc, contract_tether_proc_spawn);
     tcase_add_test(tc, contract_tether_proc_pid_wait_run);
     tcase_add_test(tc, contract_proc_wait_exited_before_cancel);

@@ -12,6 +12,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -190,6 +191,7 @@ START_TEST(contract_tether_task_wait_halt)
     CT_RC(&r, "tether_task_halt/NULL", tether_task_halt(NULL, &res), EINVAL);
     ct_row(&r, tether_task_token(NULL) == NULL, "tether_task_token/NULL: expected NULL");
     ct_row(&r, tether_scope_token(NULL) == NULL, "tether_scope_token/NULL: expected NULL");
+    ct_row(&r, tether_task_index(NULL) == -1, "tether_task_index/NULL: expected -1");
     for (int halt = 0; halt < 2; halt++) {
         tether_scope *s;
         ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
@@ -210,6 +212,8 @@ START_TEST(contract_tether_task_wait_halt)
     tether_task *a, *b;
     ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, NULL, &a), 0);
     ck_assert_int_eq(tether_spawn(s, ret_arg, (void *)0, NULL, &b), 0);
+    ct_row(&r, tether_task_index(a) == 0 && tether_task_index(b) == 1,
+           "tether_task_index/spawn order: expected 0 and 1, got %d and %d", tether_task_index(a), tether_task_index(b));
     ck_assert_int_eq(tether_task_halt(a, &res), 0);
     ct_row(&r, res == ECANCELED, "tether_task_halt/result: expected ECANCELED got %d", res);
     ct_row(&r, tether_token_cause(tether_task_token(a)) == TETHER_CAUSE_HALTED, "tether_task_halt/halted child's token: expected cause halted");
@@ -244,10 +248,60 @@ static long long owner_waits_background(void *ctx)
     return rc;
 }
 
+/* The owner halts its background task before join: the halt ends it. */
+static long long owner_halts_background(void *ctx)
+{
+    (void)ctx;
+    alarm(hang_bound_s());
+    tether_scope *s;
+    tether_scope_open(&s, NULL);
+    tether_task *bg;
+    tether_spawn(s, until_canceled, NULL, &(tether_spawn_opts){ .background = true }, &bg);
+    int res;
+    int rc = tether_task_halt(bg, &res);
+    tether_result out;
+    tether_scope_join(s, &out);
+    tether_scope_free(s);
+    return rc;
+}
+
+static _Atomic pid_t waiter_tid;
+static void *wait_task_thread(void *arg)
+{
+    atomic_store(&waiter_tid, th_gettid());
+    int res;
+    return (void *)(intptr_t)tether_task_wait(arg, &res);
+}
+
+/* Another thread waits on the background task: the owner's join ends it. */
+static long long other_waits_background(void *ctx)
+{
+    (void)ctx;
+    alarm(hang_bound_s());
+    tether_scope *s;
+    tether_scope_open(&s, NULL);
+    tether_task *bg;
+    tether_spawn(s, until_canceled, NULL, &(tether_spawn_opts){ .background = true }, &bg);
+    pthread_t th;
+    if (pthread_create(&th, NULL, wait_task_thread, bg) != 0)
+        return -2;
+    while (!atomic_load(&waiter_tid)) {
+    }
+    th_wait_blocked(atomic_load(&waiter_tid));
+    tether_result out;
+    tether_scope_join(s, &out);
+    void *rc;
+    pthread_join(th, &rc);
+    tether_scope_free(s);
+    return (long long)(intptr_t)rc;
+}
+
 START_TEST(contract_task_wait_background_by_owner)
 {
     ct_rows r = { .test = __func__ };
     run_bounded(&r, "tether_task_wait/background task by the owner before join", owner_waits_background, NULL, EDEADLK);
+    run_bounded(&r, "tether_task_halt/background task by the owner before join", owner_halts_background, NULL, 0);
+    run_bounded(&r, "tether_task_wait/background task by another thread, owner joins", other_waits_background, NULL, 0);
     ct_done(&r);
 }
 END_TEST
@@ -323,6 +377,98 @@ static long long run_body_joins(void *ctx)
     return rc;
 }
 
+/* A child opens a detached scope and returns without freeing it: the scope
+ * outlives the child (and the child's own scope); its lineage ends there. */
+static tether_scope *outlived;
+static int open_detached(void *a)
+{
+    (void)a;
+    return tether_scope_open(&outlived, &(tether_scope_opts){ .detached = true });
+}
+
+static int join_outlived(void *a)
+{
+    (void)a;
+    return tether_scope_join(outlived, NULL);
+}
+
+static long long scope_outlives_opener(void *ctx)
+{
+    (void)ctx;
+    alarm(hang_bound_s());
+    tether_scope *s;
+    tether_scope_open(&s, NULL);
+    tether_spawn(s, open_detached, NULL, NULL, NULL);
+    tether_result out;
+    tether_scope_join(s, &out);
+    tether_scope_free(s);
+    if (out.failed)
+        return 1000 + out.error;
+    tether_task *t;
+    tether_spawn(outlived, join_outlived, NULL, NULL, &t);
+    int res = -1;
+    tether_task_wait(t, &res);
+    if (res != EDEADLK)
+        return 2000 + res;
+    tether_scope_join(outlived, &out);
+    return tether_scope_free(outlived);
+}
+
+/* Item 4, scope side: a watchdog's tether_scope_cancel is still running
+ * (a slow callback) when the owner's join returns and it frees the scope:
+ * free waits for the cancel to leave. Returns 0 if it did. */
+static sem_t wd_in_cb, wd_release;
+static _Atomic int wd_cb_done;
+static void slow_callback(void *arg)
+{
+    (void)arg;
+    sem_post(&wd_in_cb);
+    while (sem_wait(&wd_release) != 0) {
+    }
+    atomic_store(&wd_cb_done, 1);
+}
+
+static void *watchdog_cancel(void *arg)
+{
+    tether_scope_cancel(arg);
+    return NULL;
+}
+
+static void *release_later(void *arg)
+{
+    (void)arg;
+    tether_sleep_for(tether_ms(50));
+    sem_post(&wd_release);
+    return NULL;
+}
+
+static long long free_while_cancel_runs(void *ctx)
+{
+    (void)ctx;
+    alarm(hang_bound_s());
+    sem_init(&wd_in_cb, 0, 0);
+    sem_init(&wd_release, 0, 0);
+    tether_scope *s;
+    tether_scope_open(&s, NULL);
+    tether_callback *cb;
+    /* Registered on the scope's token after the child's, so it runs last. */
+    tether_spawn(s, until_canceled, NULL, NULL, NULL);
+    tether_token_on_cancel(tether_scope_token(s), slow_callback, NULL, &cb);
+    pthread_t wd, rel;
+    pthread_create(&wd, NULL, watchdog_cancel, s);
+    while (sem_wait(&wd_in_cb) != 0) {
+    }
+    tether_result out;
+    tether_scope_join(s, &out);
+    pthread_create(&rel, NULL, release_later, NULL);
+    int rc = tether_scope_free(s);
+    int done = atomic_load(&wd_cb_done);
+    pthread_join(wd, NULL);
+    pthread_join(rel, NULL);
+    tether_token_off_cancel(cb, NULL); /* it ran: the handle outlives its token */
+    return rc ? rc : done ? 0 : 3000;
+}
+
 START_TEST(contract_tether_scope_join)
 {
     th_baseline base = th_baseline_take();
@@ -347,6 +493,8 @@ START_TEST(contract_tether_scope_join)
     what = 1;
     run_bounded(&r, "tether_scope_free/unjoined, owner entered the scope's token", owner_entered, &what, EBUSY);
     run_bounded(&r, "tether_scope_join/from a tether_scope_run body", run_body_joins, NULL, 0);
+    run_bounded(&r, "tether_scope_free/scope that outlived the child that opened it", scope_outlives_opener, NULL, 0);
+    run_bounded(&r, "tether_scope_free/while another thread's tether_scope_cancel runs a callback", free_while_cancel_runs, NULL, 0);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -394,8 +542,13 @@ START_TEST(contract_scope_results)
     ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
     ck_assert_int_eq(tether_spawn(s, ret0, NULL, NULL, NULL), 0);
     ck_assert_int_eq(tether_spawn(s, ret0, NULL, NULL, NULL), 0);
-    ck_assert_int_eq(tether_spawn(s, ret_arg, (void *)(intptr_t)EIO, &(tether_spawn_opts){ .name = "third" }, NULL), 0);
+    tether_task *third;
+    ck_assert_int_eq(tether_spawn(s, ret_arg, (void *)(intptr_t)EIO, &(tether_spawn_opts){ .name = "third" }, &third), 0);
+    int third_index = tether_task_index(third);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
+    ct_row(&r, third_index == 2 && out.error_task == third_index,
+           "tether_task_index/after handle-less spawns, as error_task: expected 2 = error_task, got %d (error_task %d)",
+           third_index, out.error_task);
     ct_row(&r, out.error == EIO && out.error_task == 2 && strcmp(out.error_task_name, "third") == 0,
            "tether_scope_join/error_task spawn order: expected EIO task 2 'third', got %d task %d '%s'", out.error,
            out.error_task, out.error_task_name);

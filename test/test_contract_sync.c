@@ -276,6 +276,58 @@ START_TEST(contract_tether_sem_timedwait)
 }
 END_TEST
 
+/* An unmapped abstime: glibc's own pthread_cond_timedwait/clockwait and
+ * sem_timedwait read it in user space and crash; tether behaves the same (a
+ * pointer glibc would crash on is the caller's to get right, documented),
+ * and never turns it into a hang. Each call runs in a child process. */
+struct abstime_call {
+    int kind; /* 0 cond_timedwait, 1 cond_clockwait, 2 sem_timedwait */
+    bool tether;
+    const struct timespec *ts;
+};
+static long long abstime_call(void *ctx)
+{
+    struct abstime_call *a = ctx;
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    sem_t s;
+    sem_init(&s, 0, 0);
+    alarm(5); /* a hang would end as SIGALRM, not as the suite's timeout */
+    pthread_mutex_lock(&m);
+    switch (a->kind) {
+    case 0: return a->tether ? tether_cond_timedwait(&c, &m, a->ts) : pthread_cond_timedwait(&c, &m, a->ts);
+    case 1:
+        return a->tether ? tether_cond_clockwait(&c, &m, CLOCK_MONOTONIC, a->ts)
+                         : pthread_cond_clockwait(&c, &m, CLOCK_MONOTONIC, a->ts);
+    default: return a->tether ? tether_sem_timedwait(&s, a->ts) : sem_timedwait(&s, a->ts);
+    }
+}
+
+START_TEST(contract_sync_unmapped_abstime)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    static const char *fns[] = { "tether_cond_timedwait", "tether_cond_clockwait", "tether_sem_timedwait" };
+    void *bad = ct_unmapped();
+    for (int k = 0; k < 3; k++) {
+        struct abstime_call raw = { k, false, bad }, tc = { k, true, bad };
+        int re, rs, te, ts;
+        long long rr = ct_in_child(abstime_call, &raw, &re, &rs);
+        tether_token *t = ct_enter(CT_LIVE, 0);
+        long long tr = ct_in_child(abstime_call, &tc, &te, &ts);
+        ct_leave(t);
+        ct_row(&r, (rs != 0) == (ts != 0) && ts != SIGALRM && (rs != 0 || (rr == tr && re == te)),
+               "%s/unmapped abstime/live: expected as glibc's call (%s), got %s", fns[k],
+               rs ? "a crash" : "no crash", ts == SIGALRM ? "a hang" : ts ? "a crash" : "no crash");
+        (void)rr;
+        (void)tr;
+    }
+    munmap(bad, 4096);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *contract_sync_suite(void)
 {
     Suite *s = suite_create("contract_sync");
@@ -286,6 +338,7 @@ static Suite *contract_sync_suite(void)
     tcase_add_test(tc, contract_tether_cond_clockwait);
     tcase_add_test(tc, contract_tether_sem_wait);
     tcase_add_test(tc, contract_tether_sem_timedwait);
+    tcase_add_test(tc, contract_sync_unmapped_abstime);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -408,6 +408,31 @@ START_TEST(contract_sleeps)
     ct_row(&r, rem.tv_sec >= 9, "tether_nanosleep/deadline first: rem %ld s, expected ~10",
            (long)rem.tv_sec);
     ct_leave(t);
+    /* An unmapped rem: untouched when the sleep completes (0, as nanosleep(2));
+     * when it is cut short the kernel cannot store it: EFAULT, never a crash. */
+    struct timespec us = { 0, 1000 };
+    errno = 0;
+    int rr = nanosleep(&us, bad);
+    int re = errno;
+    t = ct_enter(CT_LIVE, 0);
+    struct nsleep_args na = { &us, bad };
+    int te, sig;
+    long long tl = ct_in_child(nsleep_call, &na, &te, &sig);
+    ct_leave(t);
+    if (sig)
+        ct_row(&r, 0, "tether_nanosleep/unmapped rem, completes/live: expected as the raw call (%d), got a crash (signal %d)",
+               rr, sig);
+    else
+        CT_SAME(&r, "tether_nanosleep/unmapped rem, completes/live", tl, te, rr, re);
+    ck_assert_int_eq(tether_token_new(&t, NULL, tether_deadline_after(tether_ms(5))), 0);
+    ck_assert_int_eq(tether_token_enter(t), 0);
+    na.req = &ten;
+    tl = ct_in_child(nsleep_call, &na, &te, &sig);
+    ct_leave(t);
+    if (sig)
+        ct_row(&r, 0, "tether_nanosleep/unmapped rem, deadline first: expected -1/EFAULT, got a crash (signal %d)", sig);
+    else
+        CT_ERR(&r, "tether_nanosleep/unmapped rem, deadline first", (errno = te, tl), EFAULT);
     munmap(bad, 4096);
     ct_done(&r);
     th_baseline_check(base);

@@ -440,6 +440,17 @@ START_TEST(scope_free_while_token_entered)
     ck_assert_int_eq(tether_scope_free(s), EBUSY);
     ck_assert_int_eq(tether_token_leave(st), 0);
     ck_assert_int_eq(tether_scope_free(s), 0);
+
+    /* Not joined yet, entered by the owner: EBUSY and nothing changes (not
+     * canceled, not joined), not EDEADLK: the owner is no child of it. */
+    s = open_scope(NULL);
+    st = tether_scope_token(s);
+    ck_assert_int_eq(tether_token_enter(st), 0);
+    ck_assert_int_eq(tether_scope_free(s), EBUSY);
+    ck_assert_int_eq(tether_token_check(st), 0);
+    ck_assert_int_eq(tether_token_leave(st), 0);
+    ck_assert_int_eq(tether_spawn(s, return_zero, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(tether_scope_free(s), 0);
     th_baseline_check(b);
 }
 END_TEST

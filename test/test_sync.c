@@ -129,6 +129,34 @@ START_TEST(cond_cancel_blocked_mutex_held)
 }
 END_TEST
 
+/* Issue 11 item 1: the canceler may hold the waiters' mutex (as a waiter
+ * that woke at the deadline does when it expires the token for the others):
+ * it wakes them without locking the mutex again, and they return once it
+ * lets go. */
+START_TEST(cond_cancel_by_mutex_holder)
+{
+    th_baseline base = th_baseline_take();
+    init_sync(CLOCK_REALTIME);
+    tether_token *tok = lu_token(TETHER_NEVER);
+    enum { N = 3 };
+    lu_thread th[N];
+    for (int i = 0; i < N; i++)
+        lu_start_blocked(&th[i], tok, wait_flag, NULL);
+    tether_time_t t0 = tether_now();
+    ck_assert_int_eq(pthread_mutex_lock(&mu), 0);
+    ck_assert_int_eq(tether_token_cancel(tok, 0), 0); /* returns: no self-deadlock */
+    ck_assert_int_eq(pthread_mutex_unlock(&mu), 0);
+    for (int i = 0; i < N; i++) {
+        lu_join(&th[i]);
+        ck_assert_int_eq(th[i].ret, ECANCELED);
+        lu_assert_prompt(t0, th[i].ended, 500);
+    }
+    lu_free(tok);
+    destroy_sync();
+    th_baseline_check(base);
+}
+END_TEST
+
 START_TEST(cond_deadline)
 {
     th_baseline base = th_baseline_take();
@@ -564,6 +592,7 @@ static Suite *sync_suite(void)
     tcase_add_test(tc, cond_signalled);
     tcase_add_test(tc, cond_cancel_before);
     tcase_add_test(tc, cond_cancel_blocked_mutex_held);
+    tcase_add_test(tc, cond_cancel_by_mutex_holder);
     tcase_add_test(tc, cond_deadline);
     tcase_add_test(tc, cond_timed_variants);
     tcase_add_test(tc, cond_signal_handler_no_eintr);

@@ -208,11 +208,13 @@ TETHER_API const char *tether_cause_name(tether_cause cause);
 
 /* How a scope ended. */
 typedef enum tether_outcome {
-    TETHER_OUTCOME_OK = 0,            /* every foreground child succeeded (first-success: one won) */
+    TETHER_OUTCOME_OK = 0,            /* every foreground child succeeded or was halted by
+                                       * tether_task_halt (first-success: one won) */
     TETHER_OUTCOME_PARTIAL,           /* supervisor: some succeeded, some failed */
     TETHER_OUTCOME_FAILED,            /* a child failure decided the scope */
-    TETHER_OUTCOME_CANCELED,          /* canceled from outside (explicit, parent, signal) */
-    TETHER_OUTCOME_DEADLINE_EXCEEDED  /* the scope's effective deadline passed */
+    TETHER_OUTCOME_CANCELED,          /* canceled from outside (explicit, parent's cancel, signal) */
+    TETHER_OUTCOME_DEADLINE_EXCEEDED  /* the scope's effective deadline passed: cause deadline
+                                       * (its own) or parent (an ancestor's capped it) */
 } tether_outcome;
 
 /*
@@ -298,7 +300,9 @@ TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether
  *          (tether_token_enter without the matching leave). Nothing changes.
  * Blocking: Never blocks (a short internal lock); not a cancellation point.
  * Thread safety: Must not race with any other call on the same token (as
- * with pthread_mutex_destroy); calls on other tokens are fine.
+ * with pthread_mutex_destroy); calls on other tokens are fine. A
+ * tether_token_cancel whose effect the caller has seen (directly, or through
+ * a thread it woke) no longer touches t and need not have returned.
  * Ownership: Ends the token; t is invalid once 0 is returned.
  */
 TETHER_API int tether_token_free(tether_token *t);
@@ -323,6 +327,10 @@ TETHER_API int tether_token_free(tether_token *t);
  * runs the callbacks); not a cancellation point. Not async-signal-safe: use
  * tether_sigcancel_fire from a signal handler.
  * Thread safety: Thread-safe: any thread, any number of times, concurrently.
+ * A cancel may be what lets another thread go on to free t (a waiter it
+ * woke returns, a scope's join returns): it touches t for the last time
+ * before any thread can see its effect, so that free is safe. A cancel that
+ * starts after free has begun uses a freed token, as for any handle.
  * Ownership: t stays the caller's.
  */
 TETHER_API int tether_token_cancel(tether_token *t, int error);
@@ -634,6 +642,54 @@ TETHER_API int tether_with_deadline(tether_time_t deadline, int (*fn)(void *arg)
  */
 TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), void *arg,
                                    bool *fired);
+
+/* ======================================================================
+ * Fork
+ *
+ * fork(2) may be called while other threads are inside tether (canceling,
+ * spawning, waiting, freeing): tether's fork handlers, registered on its
+ * first use, hold its process-wide locks across the fork, so the child
+ * never finds one held by a thread it does not have. The child has only the
+ * thread that called fork. In it:
+ *
+ * Tokens inherited from the parent stay valid and work: check, cancel,
+ * callbacks, new children, enter/leave, free, and waits under them. The two
+ * processes' copies are independent: a cancel in one never wakes, fails or
+ * busies a wait in the other (each process gives an inherited token its own
+ * wake-up descriptor on first use). Callbacks registered by threads that
+ * stayed in the parent never run in the child; those of the forking thread
+ * do. A token that such a thread had entered stays entered in the child, so
+ * tether_token_free fails there with EBUSY.
+ *
+ * Deadlines: tether's timer thread (see Tokens) stays in the parent. The
+ * child starts its own when it first creates a token or registers a
+ * callback, and from then on every armed deadline fires in the child too,
+ * those of tokens inherited from the parent included (on the child's copy,
+ * running only the forking thread's callbacks). Until then, deadlines in the
+ * child are enforced by the threads that wait under them.
+ *
+ * Scopes opened in the parent: their children are the parent's threads and
+ * do not exist in the child. There tether_spawn, tether_try_spawn,
+ * tether_scope_join, tether_task_wait and tether_task_halt fail with
+ * ECHILD; tether_scope_cancel returns 0 and cancels the child's copy of the
+ * scope's tokens; tether_scope_free releases the handle and what it owns
+ * without waiting for any thread and returns 0 (or EBUSY as it documents).
+ * Scopes opened in the child are ordinary.
+ *
+ * A tether_sigcancel or tether_signals handle made in the parent is inert in
+ * the child: firing it does nothing (it never reaches the parent's relay),
+ * and freeing or restoring it returns 0 without waiting for the parent's
+ * relay thread. Dispositions installed by tether_signals_install stay
+ * installed in the child, as fork keeps them, but cancel nothing; the child
+ * may make its own handles and install its own (the inherited installation
+ * no longer counts for EBUSY).
+ *
+ * Everything else (new tokens and scopes, every cancellable call, retry)
+ * works in the child. As for any fork of a threaded process, a lock of the
+ * program's own that another thread held at the fork stays held in the
+ * child, and a fork from a signal handler that interrupted a tether call is
+ * not covered by these handlers.
+ * ====================================================================== */
 
 #ifdef __cplusplus
 }

@@ -26,7 +26,10 @@ extern "C" {
  * waitable): use tether_proc_wait to terminate it. For pid > 0 without
  * WUNTRACED/WCONTINUED it polls a pidfd, so it wakes at once; otherwise
  * (pid <= 0, stop/continue events) it re-checks with WNOHANG in sleeps of at
- * most 20 ms.
+ * most 20 ms. With WNOHANG under a canceled or expired token it fails at
+ * once, as every non-blocking form does. wstatus is handed to the kernel,
+ * which reports a bad pointer as EFAULT (after reaping the child, as
+ * waitpid(2) does).
  *
  * Parameters:
  *  pid      which child, as for waitpid(2).
@@ -39,7 +42,7 @@ extern "C" {
  *  ETIMEDOUT  the current token's deadline passed.
  *  EINTR      a signal handler ran.
  *  EMFILE     no descriptor for the pidfd.
- *  otherwise  waitpid(2)'s errors (ECHILD, EINVAL).
+ *  otherwise  waitpid(2)'s errors (ECHILD, EINVAL, EFAULT).
  * Blocking: Blocks unless WNOHANG; a cancellation point.
  * Thread safety: Thread-safe as waitpid(2); uses the calling thread's
  * current token.
@@ -59,7 +62,9 @@ TETHER_API pid_t tether_waitpid(pid_t pid, int *wstatus, int options);
  * tether_waitid — waitid(2) that can be canceled, including P_PIDFD.
  *
  * Waits as tether_waitpid (P_PID and P_PIDFD without WSTOPPED / WCONTINUED
- * poll a pidfd). Declared only where <sys/wait.h> declares waitid(2) itself:
+ * poll a pidfd; WNOHANG under a canceled or expired token fails). info is
+ * handed to the kernel: a bad pointer gives EFAULT, under a token at the
+ * first look rather than when a child changes state. Declared only where <sys/wait.h> declares waitid(2) itself:
  * with _POSIX_C_SOURCE >= 200809L, _XOPEN_SOURCE, _GNU_SOURCE,
  * _DEFAULT_SOURCE or _BSD_SOURCE (the C library's default).
  *
@@ -75,7 +80,7 @@ TETHER_API pid_t tether_waitpid(pid_t pid, int *wstatus, int options);
  *  ETIMEDOUT  the current token's deadline passed.
  *  EINTR      a signal handler ran.
  *  EMFILE     no descriptor for the pidfd.
- *  otherwise  waitid(2)'s errors (ECHILD, EINVAL).
+ *  otherwise  waitid(2)'s errors (ECHILD, EINVAL, EFAULT).
  * Blocking: Blocks unless WNOHANG; a cancellation point.
  * Thread safety: Thread-safe as waitid(2); uses the calling thread's current
  * token.
@@ -151,7 +156,10 @@ TETHER_API pid_t tether_proc_pid(const tether_proc *p);
  * If the current token is canceled (or its deadline passes) before the child
  * exits, the child receives SIGTERM; if it has not exited after the grace
  * period, SIGKILL. Either way it is reaped before this returns: no zombie,
- * no orphan. Signal handlers do not interrupt it (no EINTR).
+ * no orphan. Signal handlers do not interrupt it (no EINTR). A child that
+ * exits on its own while the cancellation lands is reported as exited: if
+ * its status is not death by SIGTERM or SIGKILL, 0 is returned (so a child
+ * that handles SIGTERM and exits counts as exited too; *wstatus tells).
  *
  * Parameters:
  *  p        the handle.
@@ -159,8 +167,11 @@ TETHER_API pid_t tether_proc_pid(const tether_proc *p);
  *           after a cancellation (then usually killed by SIGTERM or SIGKILL).
  * Returns: 0 if the child exited on its own, or an error number.
  * Errors:
- *  ECANCELED  the child was terminated because the token was canceled.
- *  ETIMEDOUT  the child was terminated because the token's deadline passed.
+ *  ECANCELED  the token was canceled and the child died of SIGTERM/SIGKILL.
+ *  ETIMEDOUT  the token's deadline passed and the child died of
+ *             SIGTERM/SIGKILL.
+ *  EFAULT     wstatus points outside the address space (the kernel says so
+ *             when it stores the status; the child is reaped all the same).
  *  EINVAL     p is NULL.
  * Blocking: Blocks; a cancellation point whose clean-up can take up to the
  * grace period (plus the kill).
@@ -188,6 +199,7 @@ TETHER_API int tether_proc_wait(tether_proc *p, int *wstatus);
  *  ETIMEDOUT  the token's deadline passed: nothing started, or the child was
  *             terminated.
  *  EINVAL     file or argv is NULL.
+ *  EFAULT     wstatus is a bad pointer (as for tether_proc_wait).
  *  ENOMEM     out of memory.
  *  EMFILE     no descriptor for the pidfd.
  *  otherwise  posix_spawn's errors (ENOENT, EACCES, ...).

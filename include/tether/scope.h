@@ -40,26 +40,37 @@ typedef struct tether_scope_opts {
     tether_time_t deadline;    /* absolute; 0 = none of its own */
     int64_t timeout_ns;        /* relative to open; 0 = none; with deadline, the earlier wins */
     unsigned max_children;     /* live children at once; 0 = unbounded */
-    const char *name;          /* copied; up to 31 bytes kept */
+    const char *name;          /* copied: up to 31 bytes, never read past its first NUL */
     tether_token *parent;      /* NULL = the calling thread's current token */
     bool detached;             /* true: no parent at all, even if there is a current token */
 } tether_scope_opts;
 
 /* Options for tether_spawn. Zero-initialise, then set what you need. */
 typedef struct tether_spawn_opts {
-    const char *name;          /* copied; up to 31 bytes kept; the thread's name gets 15 */
-    int64_t timeout_ns;        /* the child's own deadline, relative to spawn; 0 = none */
+    const char *name;          /* copied as tether_scope_opts.name; the thread's name gets 15 */
+    int64_t timeout_ns;        /* the child's own deadline, relative to spawn; 0 = none.
+                                * A child that returns ECANCELED/ETIMEDOUT because this
+                                * deadline fired counts as failed (not canceled). */
     size_t stack_size;         /* 0 = the default; otherwise at least PTHREAD_STACK_MIN */
     bool background;           /* halted automatically once the foreground work is done */
 } tether_spawn_opts;
 
 #define TETHER_NAME_MAX 32
 
-/* What tether_scope_join reports. */
+/*
+ * What tether_scope_join reports. Task indexes are the 0-based spawn order
+ * within the scope (tether_task_index). Outcome ok: every foreground child
+ * succeeded or was halted by tether_task_halt (a halted child counts in
+ * `canceled`). A scope canceled from outside reports error = the cancel's
+ * error (tether_token_error of the scope's token: the user's error given to
+ * tether_token_cancel on it or an ancestor, else ECANCELED). A scope ended
+ * by a deadline is deadline_exceeded: cause deadline for its own, cause
+ * parent when an ancestor's deadline capped it; error ETIMEDOUT.
+ */
 typedef struct tether_result {
     tether_outcome outcome;
     int error;                         /* the winning error, 0 if none */
-    int error_task;                    /* index of the task that produced it, -1 if none */
+    int error_task;                    /* its task's index (spawn order), -1 if none */
     char error_task_name[TETHER_NAME_MAX];
     tether_cause cause;                /* why the scope (or its background) was canceled */
     int cause_task;                    /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
@@ -119,6 +130,8 @@ TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *op
  *  ETIMEDOUT  a deadline passed (the scope's, or the caller's while waiting).
  *  EAGAIN     the system could not create a thread.
  *  ENOMEM     out of memory.
+ *  ECHILD     in a fork child, the scope was opened before the fork (see
+ *             Fork in tether/core.h).
  *  otherwise  the scope's token was canceled with an error of its own: that
  *             error (tether_token_error of the scope's token), e.g. a
  *             failing child's error under fail-fast, or the error given to
@@ -154,6 +167,7 @@ TETHER_API int tether_spawn(tether_scope *s, int (*fn)(void *arg), void *arg,
  *  EAGAIN     max_children children are live, or the system could not
  *             create a thread.
  *  ENOMEM     out of memory.
+ *  ECHILD     in a fork child, the scope was opened before the fork.
  *  otherwise  the scope's token was canceled with an error of its own, as
  *             for tether_spawn.
  * Blocking: Never blocks; not a cancellation point.
@@ -175,11 +189,19 @@ TETHER_API int tether_try_spawn(tether_scope *s, int (*fn)(void *arg), void *arg
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL   task is NULL.
- *  EDEADLK  called from that child itself.
+ *  EDEADLK  called from that child itself or one of its descendant children
+ *           (a child of a scope opened by it, recursively); or called by
+ *           the scope's owner (the thread that opened it) on a background
+ *           task before tether_scope_join: background children are halted
+ *           only by join, so the wait could never end.
+ *  ECHILD   in a fork child, the scope was opened before the fork.
  * Blocking: Blocks until the child exits; not a cancellation point (the
  * child is canceled with its scope, so the wait is bounded by the scope's
  * fate).
- * Thread safety: Thread-safe.
+ * Thread safety: Thread-safe, also concurrently with the owner's
+ * tether_scope_join: join waits for threads inside this call to return
+ * before it frees the task. A call that starts after join returned uses a
+ * freed handle.
  * Ownership: The handle stays valid until the scope is joined.
  */
 TETHER_API int tether_task_wait(tether_task *task, int *result);
@@ -197,9 +219,12 @@ TETHER_API int tether_task_wait(tether_task *task, int *result);
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL   task is NULL.
- *  EDEADLK  called from that child itself.
+ *  EDEADLK  called from that child itself or one of its descendant
+ *           children; nothing is canceled.
+ *  ECHILD   in a fork child, the scope was opened before the fork.
  * Blocking: Blocks until the child exits; not a cancellation point.
- * Thread safety: Thread-safe.
+ * Thread safety: Thread-safe, also concurrently with the owner's
+ * tether_scope_join, as tether_task_wait.
  * Ownership: The handle stays valid until the scope is joined.
  */
 TETHER_API int tether_task_halt(tether_task *task, int *result);
@@ -220,6 +245,25 @@ TETHER_API int tether_task_halt(tether_task *task, int *result);
 TETHER_API tether_token *tether_task_token(tether_task *task);
 
 /*
+ * tether_task_index — a child's index in its scope.
+ *
+ * The 0-based order in which the child was spawned into its scope (every
+ * tether_spawn and tether_try_spawn that got as far as creating a thread
+ * counts, with or without a handle; if creating the thread failed, that
+ * number stays unused): the value tether_result reports in error_task,
+ * cause_task and winner.
+ *
+ * Parameters:
+ *  task  the child's handle from tether_spawn.
+ * Returns: The index (0 or more), or -1 for a NULL task.
+ * Errors: None (a plain accessor: -1 stands for a NULL task).
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: task stays the scope's; valid until the scope is joined.
+ */
+TETHER_API int tether_task_index(const tether_task *task);
+
+/*
  * tether_scope_token — a scope's token.
  *
  * The children's tokens descend from it.
@@ -230,8 +274,8 @@ TETHER_API tether_token *tether_task_token(tether_task *task);
  * Errors: None.
  * Blocking: Never blocks; not a cancellation point.
  * Thread safety: Thread-safe.
- * Ownership: The token belongs to the scope; valid until tether_scope_join
- * returns.
+ * Ownership: The token belongs to the scope; valid until tether_scope_free
+ * returns 0 (it stays valid, canceled or not, after tether_scope_join).
  */
 TETHER_API tether_token *tether_scope_token(tether_scope *s);
 
@@ -247,7 +291,10 @@ TETHER_API tether_token *tether_scope_token(tether_scope *s);
  *  EINVAL  s is NULL or already joined.
  * Blocking: Never blocks; not a cancellation point.
  * Thread safety: Thread-safe: any thread, any number of times, until the
- * scope is joined.
+ * scope is joined. A call racing the owner's tether_scope_join and
+ * tether_scope_free (a watchdog) is safe if it started before free was
+ * called: free waits for it to return. One that starts after free has begun
+ * uses a freed handle.
  * Ownership: s stays its owner's.
  */
 TETHER_API int tether_scope_cancel(tether_scope *s);
@@ -259,7 +306,8 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  * (cause TETHER_CAUSE_SCOPE_FINISHED) and waits for their cleanup; joins
  * every thread; releases the children's tokens, task handles and memory.
  * If the scope's deadline passes while waiting, cancels the scope (cause
- * TETHER_CAUSE_DEADLINE) and keeps waiting for the children to exit.
+ * TETHER_CAUSE_DEADLINE, or TETHER_CAUSE_PARENT when an ancestor's deadline
+ * capped the scope's) and keeps waiting for the children to exit.
  *
  * Parameters:
  *  s       the scope.
@@ -267,12 +315,19 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL   s is NULL, or the scope was already joined (or is being joined).
- *  EDEADLK  called from one of the scope's own children (or their
- *           descendants): it could never return.
+ *  EDEADLK  the calling thread is one of the scope's own children, or a
+ *           descendant child (a child of a scope opened by one of them,
+ *           recursively): it could never return. Decided by the thread's
+ *           identity, not its current token: the owner may join with the
+ *           scope's token entered (as a tether_scope_run body), and a child
+ *           that left its token still gets EDEADLK.
+ *  ECHILD   in a fork child, the scope was opened before the fork: its
+ *           children stayed in the parent (tether_scope_free releases it).
  * Blocking: Blocks until every child has exited; not a cancellation point
  * (a scope always waits for its children). Do not hold a lock that a child
  * needs to finish.
- * Thread safety: One join per scope; other threads may still cancel it.
+ * Thread safety: One join per scope; other threads may still cancel it, and
+ * threads inside tether_task_wait/halt on its tasks return before it does.
  * Ownership: The scope handle stays valid, in the joined state, until
  * tether_scope_free.
  */
@@ -282,19 +337,27 @@ TETHER_API int tether_scope_join(tether_scope *s, tether_result *result);
  * tether_scope_free — free a scope handle.
  *
  * If the scope was not joined yet, it is canceled (cause
- * TETHER_CAUSE_EXPLICIT) and joined first, discarding the result.
+ * TETHER_CAUSE_EXPLICIT) and joined first, discarding the result. In a fork
+ * child, a scope opened before the fork is released without waiting for its
+ * children, which stayed in the parent.
  *
  * Parameters:
  *  s  the scope.
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL   s is NULL.
- *  EDEADLK  as tether_scope_join.
- *  EBUSY    a token created under tether_scope_token(s) is still alive, or
- *           some thread still has the scope's token entered: the scope stays
- *           joined and valid, and can be freed again once that is undone.
- * Blocking: Blocks if it must join; not a cancellation point.
- * Thread safety: Must not race with other calls on s.
+ *  EDEADLK  as tether_scope_join; nothing changes.
+ *  EBUSY    the scope is not joined yet and the calling thread runs under
+ *           its token (has it or a token below it entered): nothing changes
+ *           (not canceled, not joined). Or the scope is joined and a token
+ *           created under tether_scope_token(s) is still alive, or some
+ *           thread still has the scope's token entered: the scope stays
+ *           joined and valid. Either way it can be freed again once that is
+ *           undone.
+ * Blocking: Blocks if it must join, and while a tether_scope_cancel on s
+ * is still running (its callbacks); not a cancellation point.
+ * Thread safety: Must not race with other calls on s, except
+ * tether_scope_cancel calls that started before free (it waits for them).
  * Ownership: Ends the scope; s is invalid once 0 is returned.
  */
 TETHER_API int tether_scope_free(tether_scope *s);

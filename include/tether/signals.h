@@ -49,7 +49,8 @@ TETHER_API int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int
  *
  * One write(2) to an eventfd; errno is preserved. The token is canceled
  * shortly after by the relay thread (a few microseconds). Firing again is
- * harmless; a NULL sc is ignored.
+ * harmless; a NULL sc is ignored. In a fork child, a handle made before the
+ * fork is inert: firing it does nothing.
  *
  * Parameters:
  *  sc  the handle.
@@ -66,6 +67,8 @@ TETHER_API void tether_sigcancel_fire(tether_sigcancel *sc);
  * tether_sigcancel_free — stop the relay thread and free the handle.
  *
  * A fire that happened before this call has taken effect when it returns.
+ * In a fork child, a handle made before the fork is freed without waiting
+ * for the parent's relay thread.
  *
  * Parameters:
  *  sc  the handle.
@@ -110,7 +113,8 @@ typedef struct tether_signals_opts {
  * Errors:
  *  EINVAL     out or t is NULL, nsignals is 0 or above 8 with signals set,
  *             or a signal cannot be caught.
- *  EBUSY      already installed: one at a time per process.
+ *  EBUSY      already installed: one at a time per process (in a fork
+ *             child, one inherited from the parent does not count).
  *  otherwise  the errors of tether_sigcancel_new.
  * Blocking: Never blocks; not a cancellation point.
  * Thread safety: Not thread-safe with other calls that change the same
@@ -139,7 +143,10 @@ TETHER_API unsigned tether_signals_fired(const tether_signals *h);
  * free the handle.
  *
  * A signal that arrived before has taken effect on the token when it
- * returns.
+ * returns. In a fork child, an installation made before the fork cancels
+ * nothing; restoring it puts the previous dispositions back unless the
+ * child has installed its own since, and returns 0 without waiting for the
+ * parent's relay thread.
  *
  * Parameters:
  *  h  the handle.

@@ -8,9 +8,9 @@
  *    canceled or past its deadline, without blocking;
  *  - a thread blocked in one wakes on cancellation (ECANCELED) or at the
  *    effective deadline (ETIMEDOUT);
- *  - a signal handler interrupting the wait makes it fail with EINTR, as the
- *    raw call does for handlers installed without SA_RESTART (tether waits in
- *    poll or futex, which the kernel never restarts).
+ *  - a signal handler interrupting the wait makes it fail with EINTR, with
+ *    or without SA_RESTART, as nanosleep(2) does (tether sleeps in a futex
+ *    wait with a timeout, which the kernel does not restart after a handler).
  * Sleeping threads wait on a futex and hold no file descriptor.
  */
 #ifndef TETHER_SLEEP_H
@@ -71,7 +71,9 @@ TETHER_API int tether_sleep_for(int64_t duration_ns);
  * Returns: 0 after sleeping the whole duration, or -1 with errno set.
  * Errors:
  *  EINVAL     tv_nsec is outside 0..999999999 or tv_sec is negative.
- *  EFAULT     req or rem points outside the address space.
+ *  EFAULT     req points outside the address space, or rem does and the
+ *             sleep was cut short (the kernel reads and writes them, as
+ *             for nanosleep(2): never a crash).
  *  EINTR      a signal handler ran.
  *  ECANCELED  the current token was canceled.
  *  ETIMEDOUT  the current token's deadline came first.

@@ -24,10 +24,14 @@ extern "C" {
  * tether_cond_wait — pthread_cond_wait that can be canceled.
  *
  * With no current token it is pthread_cond_wait. Under a token, a
- * cancellation callback on the current token locks `mutex` and broadcasts
- * `cond`, so the thread that cancels the token must not hold `mutex` (it
- * would deadlock), and every waiter on cond wakes (they re-check their
- * predicates). The deadline is waited for with
+ * cancellation callback on the current token broadcasts `cond`, so every
+ * waiter on cond wakes (they re-check their predicates). The canceling
+ * thread may hold `mutex` (as a waiter that noticed the deadline does); the
+ * callback locks `mutex` only while this waiter holds it on its way into the
+ * wait (with glibc's lock elision enabled, always: then the canceler must
+ * not hold mutex). A wait that consumed a wake-up and then reports
+ * ECANCELED/ETIMEDOUT passes it on with pthread_cond_signal, so a signal is
+ * never lost to another waiter. The deadline is waited for with
  * pthread_cond_clockwait(CLOCK_MONOTONIC), which works whatever clock the
  * condvar was initialised with. Each wait under a token registers one
  * callback (a small allocation).
@@ -44,8 +48,7 @@ extern "C" {
  *  ENOMEM     the cancellation callback could not be registered.
  *  otherwise  pthread_cond_clockwait's errors.
  * Blocking: Blocks; a cancellation point.
- * Thread safety: Thread-safe as pthread_cond_wait; the canceling thread must
- * not hold mutex.
+ * Thread safety: Thread-safe as pthread_cond_wait.
  * Ownership: cond and mutex are the caller's.
  */
 TETHER_API int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
@@ -61,6 +64,9 @@ TETHER_API int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
  *  abstime  an absolute CLOCK_REALTIME time, as for pthread_cond_timedwait
  *           on a condvar with default attributes. (For a condvar set to
  *           CLOCK_MONOTONIC, pass that clock to tether_cond_clockwait.)
+ *           Must point to readable memory: glibc's pthread_cond_timedwait
+ *           reads it in user space and crashes on a bad pointer, as this
+ *           does (no EFAULT).
  * Returns: 0, or an error number; the mutex is held again on return.
  * Errors:
  *  ETIMEDOUT  abstime passed, or the token's deadline did.
@@ -69,8 +75,7 @@ TETHER_API int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
  *  ENOMEM     the cancellation callback could not be registered.
  *  otherwise  pthread_cond_clockwait's errors.
  * Blocking: Blocks; a cancellation point.
- * Thread safety: Thread-safe as pthread_cond_timedwait; the canceling thread
- * must not hold mutex.
+ * Thread safety: Thread-safe as pthread_cond_timedwait.
  * Ownership: cond, mutex and abstime are the caller's.
  */
 TETHER_API int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
@@ -85,7 +90,8 @@ TETHER_API int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mute
  *  cond     the condition variable.
  *  mutex    the mutex, locked by the caller.
  *  clock    CLOCK_MONOTONIC or CLOCK_REALTIME.
- *  abstime  an absolute time on clock.
+ *  abstime  an absolute time on clock; readable memory, as for
+ *           tether_cond_timedwait (a bad pointer crashes, as in glibc).
  * Returns: 0, or an error number; the mutex is held again on return.
  * Errors:
  *  ETIMEDOUT  abstime passed, or the token's deadline did.
@@ -94,8 +100,7 @@ TETHER_API int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mute
  *  ENOMEM     the cancellation callback could not be registered.
  *  otherwise  pthread_cond_clockwait's errors.
  * Blocking: Blocks; a cancellation point.
- * Thread safety: Thread-safe as pthread_cond_clockwait; the canceling
- * thread must not hold mutex.
+ * Thread safety: Thread-safe as pthread_cond_clockwait.
  * Ownership: cond, mutex and abstime are the caller's.
  */
 TETHER_API int tether_cond_clockwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
@@ -132,7 +137,9 @@ TETHER_API int tether_sem_wait(sem_t *sem);
  *
  * Parameters:
  *  sem      the semaphore.
- *  abstime  an absolute CLOCK_REALTIME time, as for sem_timedwait(3).
+ *  abstime  an absolute CLOCK_REALTIME time, as for sem_timedwait(3);
+ *           readable memory (glibc's sem_timedwait reads it in user space
+ *           and crashes on a bad pointer; this does too when it has to wait).
  * Returns: 0 with one unit taken, or -1 with errno set.
  * Errors:
  *  ETIMEDOUT  abstime or the token's deadline passed.
