@@ -61,7 +61,7 @@ status=0
     -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb="$FUZZ_RSS_MB" \
     -max_len=144 -len_control=0 -print_final_stats=1 \
     -artifact_prefix="$scratch/artifacts/" \
-    "$scratch/corpus" test/fuzz/corpus "${fuzz_args[@]}" || status=$?
+    "$scratch/corpus" test/fuzz/corpus test/fuzz/crashes "${fuzz_args[@]}" || status=$?
 
 if [ "$status" -ne 0 ] || [ -n "$(ls -A "$scratch/artifacts")" ]; then
     banner "FAILED (exit $status); reproducers:"

@@ -41,6 +41,7 @@ struct scope_slot {
     bool joined;
     int ntasks;
     tether_task *tasks[FUZZ_TASKS];
+    bool task_bg[FUZZ_TASKS];  /* spawned as a background child */
     struct ref parent;         /* what it was opened under (owner's objects) */
     unsigned anc;              /* the owner's scopes it descends from */
 };
@@ -330,6 +331,7 @@ static void op_spawn(struct worker *w, uint8_t a, uint8_t b)
                "tether_spawn: %d", rc);
     if (!rc && want_task) {
         pthread_rwlock_wrlock(&s->tasks_lk);
+        s->task_bg[s->ntasks] = o.background;
         s->tasks[s->ntasks++] = task;
         pthread_rwlock_unlock(&s->tasks_lk);
     }
@@ -342,11 +344,15 @@ static void op_task(struct worker *w, uint8_t a)
     struct scope_slot *s = sslot(owner, a % FUZZ_SCOPES);
     pthread_rwlock_rdlock(&s->tasks_lk);
     if (s->ntasks > 0 && !s->joining) { /* ntasks first: it guards s->s */
-        tether_task *t = s->tasks[(a >> 2) % s->ntasks];
+        int k = (a >> 2) % s->ntasks;
+        bool halt = a & 0x20;
+        /* The opener's wait on a background task before join: EDEADLK. */
+        int want = !halt && s->task_bg[k] && owner == w->id ? EDEADLK : 0;
         int result = -1;
-        int rc = (a & 0x20) ? tether_task_halt(t, &result) : tether_task_wait(t, &result);
-        FUZZ_CHECK(rc == 0, "tether_task_%s: %d", (a & 0x20) ? "halt" : "wait", rc);
-        FUZZ_CHECK(result >= 0, "task result %d", result);
+        int rc = halt ? tether_task_halt(s->tasks[k], &result)
+                      : tether_task_wait(s->tasks[k], &result);
+        FUZZ_CHECK(rc == want, "tether_task_%s: %d", halt ? "halt" : "wait", rc);
+        FUZZ_CHECK(rc || result >= 0, "task result %d", result);
     }
     pthread_rwlock_unlock(&s->tasks_lk);
 }

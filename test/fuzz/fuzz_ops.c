@@ -41,12 +41,6 @@ static int cond_wait_once(void)
     struct shared *sh = &g_shared;
     int rc = pthread_mutex_lock(&sh->mu);
     FUZZ_CHECK(rc == 0, "pthread_mutex_lock: %d", rc);
-#if FUZZ_SKIP_ITEM1
-    if (sh->cond_waiters > 0) {
-        pthread_mutex_unlock(&sh->mu);
-        return err_of(tether_sleep_for(tether_us(500)));
-    }
-#endif
     sh->cond_waiters++;
     rc = tether_cond_wait(&sh->cv, &sh->mu);
     sh->cond_waiters--;

@@ -14,20 +14,6 @@
 #include <stdlib.h>
 
 /*
- * FUZZ_SKIP_ITEM1 — issue 11 item 1: tether_cond_wait callers on one condvar
- * whose tokens share a deadline deadlock (the first to wake holds the mutex
- * while the expiry runs the others' callbacks, which lock it). Reproducers:
- * test/fuzz/crashes/item1-*.bin. The fuzzer reaches it on its own within a
- * minute or two, which would end most runs before they explore anything
- * else, so by default at most one thread waits on the shared condvar at a
- * time (the others sleep instead). Set to 0 (-DFUZZ_SKIP_ITEM1=0) once item 1
- * is fixed.
- */
-#ifndef FUZZ_SKIP_ITEM1
-#define FUZZ_SKIP_ITEM1 1
-#endif
-
-/*
  * FUZZ_WAIT_ACROSS_JOIN — issue 11 item 3 (a task wait or halt running while
  * the owner joins). By default a worker's wait or halt on another worker's
  * task holds that scope's tasks lock, so the owner starts join only once no
@@ -122,7 +108,7 @@ struct ref {
 struct shared {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int cond_waiters;       /* under mu; FUZZ_SKIP_ITEM1 keeps it <= 1 */
+    int cond_waiters;       /* under mu */
     sem_t sem;
     int pipe[2];            /* read end blocking, write end O_NONBLOCK */
 };
