@@ -462,10 +462,6 @@ static int child_checks(tether_token *inherited, tether_time_t inherited_deadlin
 
 START_TEST(fork_child_gets_deadlines)
 {
-#ifdef TS_TSAN
-    /* TSan cannot start threads in the child of a threaded fork. */
-    return;
-#endif
     th_baseline b = th_baseline_take();
     /* The parent's timer thread runs (an armed deadline) when it forks. */
     tether_time_t d = tether_deadline_after(tether_ms(60));
