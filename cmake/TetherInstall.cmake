@@ -13,6 +13,10 @@ set(_tether_installed_libs tether_static)
 if(TARGET tether_shared)
   list(APPEND _tether_installed_libs tether_shared)
 endif()
+# The interposition layer (exported as tether::interpose).
+if(TARGET tether_interpose)
+  list(APPEND _tether_installed_libs tether_interpose)
+endif()
 
 install(TARGETS ${_tether_installed_libs}
   EXPORT tetherTargets
@@ -65,6 +69,11 @@ endforeach()
 configure_file(cmake/tether.pc.in ${PROJECT_BINARY_DIR}/tether.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tether.pc
   DESTINATION ${TETHER_INSTALL_PKGCONFIGDIR} COMPONENT tether_Development)
+if(TARGET tether_interpose)
+  configure_file(cmake/tether-interpose.pc.in ${PROJECT_BINARY_DIR}/tether-interpose.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/tether-interpose.pc
+    DESTINATION ${TETHER_INSTALL_PKGCONFIGDIR} COMPONENT tether_Development)
+endif()
 
 # --- man pages: share/man/man3/<function>.3, share/man/man7/tether.7 ---------
 if(TARGET tether_man)

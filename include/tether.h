@@ -36,6 +36,10 @@
  *   tether/process.h  waitpid, waitid and child processes
  *   tether/signals.h  canceling from signal handlers, graceful shutdown
  *   tether/retry.h    retry with backoff
+ *   tether/resolve.h  name resolution that stops at cancellation
+ *
+ * Not included here: tether/interpose.h, the controls of the interposition
+ * layer (libtether_interpose.so, a library of its own).
  *
  * Every function is documented above its declaration in one fixed layout
  * (see tether/core.h), from which the man pages are generated.
@@ -53,5 +57,6 @@
 #include "tether/process.h"
 #include "tether/signals.h"
 #include "tether/retry.h"
+#include "tether/resolve.h"
 
 #endif /* TETHER_H */

@@ -3,7 +3,8 @@
 #
 # Configures a library-only build tree that exports compile_commands.json
 # (CMAKE_EXPORT_COMPILE_COMMANDS on the command line, not in CMakeLists.txt),
-# then runs cppcheck and clang-tidy over every src/*.c with exactly the flags
+# then runs cppcheck and clang-tidy over every src/*.c and src/interpose/*.c
+# (the interposition layer) with exactly the flags
 # the build uses. Exits non-zero if either reports anything.
 #
 # The tree is configured with TETHER_FAULT_INJECTION=ON: the analyzers then
@@ -59,7 +60,7 @@ db=$BUILD_DIR/compile_commands.json
 
 # Every source must be one the build compiles (else it has no flags).
 sources=()
-for f in src/*.c; do
+for f in src/*.c src/interpose/*.c; do
     if ! grep -q "\"file\": \"$root/$f\"" "$db"; then
         echo "analyze.sh: $f is not compiled by the build (add it to TETHER_SOURCES)"
         exit 1

@@ -61,8 +61,28 @@ if command -v pkg-config >/dev/null; then
 else
     missing+=(pkg-config)
 fi
+# The interposition layer's real-client tests: clients and servers. As root
+# they are installed like the rest; otherwise their tests are skipped (CMake
+# and test/interpose/servers.sh say which and why).
+client_missing=()
+if command -v pkg-config >/dev/null; then
+    for pc in hiredis:libhiredis-dev libcurl:libcurl4-openssl-dev libpq:libpq-dev; do
+        pkg-config --exists "${pc%%:*}" || client_missing+=("${pc#*:}")
+    done
+fi
+command -v redis-server >/dev/null || client_missing+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || client_missing+=(postgresql)
+if [ ${#client_missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        missing+=("${client_missing[@]}")
+    else
+        echo "not root: the real-client tests will skip what needs: ${client_missing[*]}"
+        echo "  (sudo apt-get install -y --no-install-recommends ${client_missing[*]})"
+    fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     packages="cmake gcc g++ make pkg-config check libglib2.0-dev"
+    packages="$packages redis-server postgresql libhiredis-dev libcurl4-openssl-dev libpq-dev"
     case "$CC" in clang*) packages="$packages clang libclang-rt-dev" ;; esac
     echo "missing: ${missing[*]}"
     if ! $can_install; then

@@ -4,8 +4,11 @@
 
 #include "token.h"
 
-/* The token the calling thread has entered last, or NULL. */
-TETHER_HIDDEN extern _Thread_local tether_token *tether__current
+/* The token the calling thread has entered last, or NULL. Exported, though
+ * not API, for one reader outside libtether: libtether_interpose.so tests it
+ * on every call it forwards, and a load (not a call to tether_current) is
+ * what keeps that path free. Only libtether writes it. */
+TETHER_API extern _Thread_local tether_token *tether__current
     __attribute__((tls_model("initial-exec")));
 
 /* Leave t after user code `who` (named `name`, or NULL) ran under it; abort

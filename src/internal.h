@@ -26,6 +26,7 @@
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
  *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
+ *   resolve.c   tether_getaddrinfo: the lookup on a helper thread
  *
  * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel

@@ -87,7 +87,7 @@ int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
     int r;
     /* The kernel fills *info (si_pid 0 when nothing is ready) and reports a
      * bad pointer as EFAULT; ours stands in only for a NULL one. */
-    siginfo_t own_si;
+    siginfo_t own_si = { 0 };
     siginfo_t *si = info ? info : &own_si;
     for (;;) {
         r = tether__sys_waitid(idtype, id, si, options | WNOHANG);

@@ -72,6 +72,11 @@ installed() {
         || fail "find_package did not pick the moved prefix"
     cmake --build "$scratch/installed-$kind" -j "$jobs"
     "$scratch/installed-$kind/consumer"
+    if [ "$kind" = shared ]; then
+        [ -x "$scratch/installed-$kind/consumer_interpose" ] \
+            || fail "find_package gave no tether::interpose"
+        "$scratch/installed-$kind/consumer_interpose"
+    fi
 
     step "pkg-config ($kind, moved prefix)"
     export PKG_CONFIG_PATH=$moved/lib/pkgconfig
@@ -87,6 +92,13 @@ installed() {
               -Wl,-rpath,"$moved/lib" -o "$out"
         readelf -d "$out" | grep -q 'NEEDED.*libtether\.so\.0' \
             || fail "pkg-config build is not linked to libtether.so.0"
+        # The interposition layer, linked ahead of libc through its .pc file.
+        # shellcheck disable=SC2046
+        "$cc" $(pkg-config --cflags tether-interpose) "$here/interpose_main.c" \
+              $(pkg-config --libs tether-interpose) -Wl,-rpath,"$moved/lib" -o "$out-interpose"
+        readelf -d "$out-interpose" | grep -q 'NEEDED.*libtether_interpose\.so\.0' \
+            || fail "pkg-config build is not linked to libtether_interpose.so.0"
+        "$out-interpose"
     else
         # Only libtether.a is in this prefix, so -ltether can only mean it.
         # shellcheck disable=SC2046
@@ -115,6 +127,9 @@ bad=
 for sym in $(nm -D --defined-only "$so" | awk '{print $NF}' \
              | grep -Ev '^(_init|_fini|__bss_start|_edata|_end)$'); do
     case "$sym" in
+        # The one internal name exported on purpose: the current token's
+        # thread-local, read by libtether_interpose.so (src/current.h).
+        tether__current) ;;
         tether_*) grep -qw -- "$sym" "${headers[@]}" || bad="$bad $sym" ;;
         *) bad="$bad $sym" ;;
     esac
