@@ -101,7 +101,7 @@ double percentile(samples *s, unsigned pct)
 /* ====================================================================== */
 /* Output                                                                 */
 
-enum { MAX_FIGURES = 128 };
+enum { MAX_FIGURES = 512 };
 
 static struct figure {
     char name[64];

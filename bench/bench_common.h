@@ -34,6 +34,8 @@ struct config {
     size_t read_bytes[3];            /* per round, for 64 B, 4 KiB, 64 KiB chunks */
     int check_rounds;
     long check_iters;                /* per round */
+    int job_rounds;
+    long job_iters;                  /* jobs per round */
     int scale_children, scale_runs;  /* runs (fresh processes) per side */
     int gio_cancel_rounds, gio_read_rounds;
     size_t gio_read_bytes[2];        /* per round, for 64 B and 4 KiB chunks */
@@ -164,8 +166,10 @@ void bench_cancel(const struct config *cfg);  /* bench_cancel.c */
 void bench_fanout(const struct config *cfg);  /* bench_cancel.c */
 void bench_read(const struct config *cfg);    /* bench_read.c */
 void bench_check(const struct config *cfg);   /* bench_check.c */
+void bench_job(const struct config *cfg);     /* bench_job.c */
 void bench_scale(const struct config *cfg);   /* bench_scale.c */
 void bench_gio(const struct config *cfg);     /* bench_gio.c, or a note without GIO */
+void bench_hostage(const struct config *cfg); /* bench_hostage.c */
 void bench_timer(const struct config *cfg);   /* bench_timer.c */
 
 #endif /* TETHER_BENCH_COMMON_H */

@@ -20,7 +20,12 @@
  *   read    bench_read.c    read throughput on a full pipe (with the
  *                           preadv2(RWF_NOWAIT) floor) and a full socket
  *   check   bench_check.c   tether_check, against a thread-local flag
+ *   job     bench_job.c     tether_job_run per job, against the same wiring
+ *                           by hand and a direct call
  *   gio     bench_gio.c     GCancellable side by side (when built with GIO)
+ *   hostage bench_hostage.c the hostage watchdog's report lateness and
+ *                           escalation, and the dump of 100 children (no
+ *                           baseline: absolute targets)
  *   timer   bench_timer.c   a deadline's callback with nobody waiting: its
  *                           lateness against clock_nanosleep's; token
  *                           new + free with a deadline against without
@@ -69,6 +74,7 @@ static const struct config full_config = {
     .read_rounds = 41,
     .read_bytes = { 512u << 10, 16u << 20, 64u << 20 },
     .check_rounds = 21, .check_iters = 10000000,
+    .job_rounds = 21, .job_iters = 200000,
     .scale_children = 10000, .scale_runs = 21,
     .gio_cancel_rounds = 400, .gio_read_rounds = 21,
     .gio_read_bytes = { 256u << 10, 8u << 20 },
@@ -85,6 +91,7 @@ static const struct config quick_config = {
     .read_rounds = 5,
     .read_bytes = { 128u << 10, 4u << 20, 16u << 20 },
     .check_rounds = 5, .check_iters = 1000000,
+    .job_rounds = 5, .job_iters = 20000,
     .scale_children = 1000, .scale_runs = 1,
     .gio_cancel_rounds = 20, .gio_read_rounds = 3,
     .gio_read_bytes = { 32u << 10, 1u << 20 },
@@ -112,6 +119,8 @@ static const struct target {
     { "read_sock_4096_ratio", false, 1.00 },
     { "read_sock_65536_ratio", false, 1.00 },
     { "check_ns", true, 1.5 },
+    { "job_run_vs_by_hand_ratio", true, 1.10 },
+    { "job_deadline_run_vs_by_hand_ratio", true, 1.10 },
     { "gio_cancel_ratio", true, 0.72 },
     { "gio_read_64_ratio", false, 7.4 },
     { "gio_read_4096_ratio", false, 2.6 },
@@ -120,6 +129,9 @@ static const struct target {
     { "scale_10k_rss_ratio", true, 1.25 },
     { "scale_10k_fds", true, 4 },
     { "cancel_fanout_growth", true, 1.20 },
+    { "hostage_report_late_us", true, 1000 },
+    { "hostage_escalate_stop_us", true, 2000 },
+    { "dump_100_children_us", true, 10000 },
     { "timer_lateness_us", true, 200 },
 };
 
@@ -133,9 +145,13 @@ static const char *const required[] = {
     "read_64_ratio", "read_4096_ratio", "read_65536_ratio", "read_64_floor_ratio",
     "read_sock_64_ratio", "read_sock_4096_ratio", "read_sock_65536_ratio",
     "check_ns",
+    "job_run_ns", "job_by_hand_ns", "job_run_vs_by_hand_ratio",
+    "job_deadline_run_ns", "job_deadline_by_hand_ns", "job_deadline_run_vs_by_hand_ratio",
     "scale_10k_create_ratio", "scale_10k_cancel_ratio", "scale_10k_rss_ratio", "scale_10k_fds",
     "cancel_converge_10_per_child_ns", "cancel_converge_100_per_child_ns",
     "cancel_fanout_growth",
+    "hostage_report_late_us", "hostage_escalate_stop_us", "dump_100_children_us",
+    "dump_100_children_json_us",
     "timer_lateness_ns", "timer_lateness_p99_ns", "timer_lateness_raw_ns",
     "timer_lateness_us", "timer_lateness_p99_us",
     "token_new_free_ns", "token_new_free_deadline_ns", "token_new_free_deadline_added_ns",
@@ -220,7 +236,9 @@ static const struct section {
     { "fanout", bench_fanout },
     { "read", bench_read },
     { "check", bench_check },
+    { "job", bench_job },
     { "gio", bench_gio },
+    { "hostage", bench_hostage },
     { "timer", bench_timer },
     { "scale", bench_scale },  /* forks: must run while no other thread lives */
 };
@@ -231,7 +249,8 @@ static void usage(FILE *to)
     fprintf(to, "usage: tether-bench [--quick] [--only=SECTION[,SECTION...]]\n"
                 "  --quick  few rounds and 1000 threads in the scale figure (smoke test)\n"
                 "  --only   run only these sections (for profiling):\n"
-                "           spawn, cancel, fanout, read, check, gio, timer, scale\n");
+                "           spawn, cancel, fanout, read, check, job, gio, hostage, timer,\n"
+                "           scale\n");
 }
 
 /* Mark the sections named in a comma-separated list; false if one is unknown. */

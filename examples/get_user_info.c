@@ -374,8 +374,8 @@ int main(int argc, char **argv)
     printf("cause:        %s\n", tether_cause_name(req.cause));
     printf("error:        %s%s%s\n", req.error ? strerror(req.error) : "none",
            req.error_task >= 0 ? " from " : "", req.error_task >= 0 ? req.error_task_name : "");
-    printf("children:     %u spawned, %u succeeded, %u failed, %u canceled\n", req.spawned,
-           req.succeeded, req.failed, req.canceled);
+    printf("children:     %u spawned, %u succeeded (%u late), %u failed, %u canceled\n",
+           req.spawned, req.succeeded, req.late_succeeded, req.failed, req.canceled);
     printf("convergence:  %.1f ms (first cancel request to last child's exit)\n",
            (double)req.convergence_ns / 1e6);
     printf("live threads: %d (%d at start)\n", threads, baseline);

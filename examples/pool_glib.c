@@ -1,13 +1,15 @@
 /*
  * pool_glib — deadlines and cancellation for jobs of GLib's GThreadPool.
  *
- * GThreadPool knows nothing about tether: each job carries a token (a child
- * of one global token, with the job's own deadline), and the pool's
- * function skips a job whose token is already cancelled or expired, and
- * otherwise enters the token for the span of the job:
+ * GThreadPool knows nothing about tether: each job carries its parent token
+ * (one global token here) and its own deadline, and the pool's function
+ * runs it with one call:
  *
- *   if (tether_token_check(job->token)) skip;
- *   tether_token_enter(job->token); run the job; tether_token_leave(job->token);
+ *   tether_job_run(job->parent, job->deadline, work, job, &result);
+ *
+ * which skips a job whose token is already canceled or expired, and
+ * otherwise runs it under that token, so its cancellation points stop at
+ * the job's deadline or at the parent's cancel.
  *
  * Two rounds: many quick jobs, a few of which would overrun their per-job
  * deadline (they are stopped at it), then one global cancel that stops the running jobs and skips
@@ -24,26 +26,38 @@
 enum result { NOT_RUN, DONE, SKIPPED, STOPPED_CANCELED, STOPPED_DEADLINE };
 
 struct tjob {
-    tether_token *token;
+    tether_token *parent;
+    tether_time_t deadline;
     int64_t work_ns;
     enum result result;
+    tether_cause cause;
 };
 
 /* pthread (not GMutex) so that ThreadSanitizer sees the hand-offs: the
  * results are read once every job has reported in under this mutex. */
 static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stats_cv = PTHREAD_COND_INITIALIZER;
-static int running, finished;
+static int running, finished, run_errors;
 
-static void report_finished(void)
+static void count_running(int delta)
 {
     pthread_mutex_lock(&stats_mu);
-    finished++;
+    running += delta;
     pthread_cond_broadcast(&stats_cv);
     pthread_mutex_unlock(&stats_mu);
 }
 
-/* GThreadPool's function: skip, enter, run, leave. */
+/* The job itself: any tether cancellation point will do. */
+static int work(void *arg)
+{
+    struct tjob *t = arg;
+    count_running(1);
+    int r = tether_sleep_for(t->work_ns) < 0 ? errno : 0;
+    count_running(-1);
+    return r;
+}
+
+/* GThreadPool's function: one call, then the bookkeeping. */
 static void run_tjob(gpointer data, gpointer user_data)
 {
     (void)user_data;
@@ -53,20 +67,21 @@ static void run_tjob(gpointer data, gpointer user_data)
      * released it after filling the jobs in) to make the hand-off visible. */
     pthread_mutex_lock(&stats_mu);
     pthread_mutex_unlock(&stats_mu);
-    if (tether_token_check(t->token)) {
-        t->result = SKIPPED;
-        report_finished();
-        return;
-    }
-    tether_token_enter(t->token);
+    tether_job_result r;
+    int rc = tether_job_run(t->parent, t->deadline, work, t, &r);
     pthread_mutex_lock(&stats_mu);
-    running++;
+    if (rc) {
+        run_errors++;
+    } else {
+        t->cause = r.cause;
+        t->result = !r.ran                                         ? SKIPPED
+                    : r.outcome == TETHER_OUTCOME_OK                ? DONE
+                    : r.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED ? STOPPED_DEADLINE
+                                                                    : STOPPED_CANCELED;
+    }
+    finished++;
     pthread_cond_broadcast(&stats_cv);
     pthread_mutex_unlock(&stats_mu);
-    int r = tether_sleep_for(t->work_ns); /* the job: any cancellation point */
-    t->result = r == 0 ? DONE : errno == ETIMEDOUT ? STOPPED_DEADLINE : STOPPED_CANCELED;
-    tether_token_leave(t->token);
-    report_finished();
 }
 
 static int failures;
@@ -76,6 +91,15 @@ static void expect(bool ok, const char *what)
         printf("UNEXPECTED: %s\n", what);
         failures++;
     }
+}
+
+/* How many of the jobs with result `res` have a cause other than `cause`. */
+static int wrong_cause(const struct tjob *jobs, int n, enum result res, tether_cause cause)
+{
+    int wrong = 0;
+    for (int i = 0; i < n; i++)
+        wrong += jobs[i].result == res && jobs[i].cause != cause;
+    return wrong;
 }
 
 static void count(const struct tjob *jobs, int n, int out[5])
@@ -133,8 +157,8 @@ int main(void)
     for (int i = 0; i < N1; i++) {
         bool slow = i < SLOW; /* first in the queue: picked at once */
         jobs[i].work_ns = slow ? tether_sec(10) : tether_us(200);
-        tether_token_new(&jobs[i].token, root,
-                         tether_deadline_after(slow ? tether_ms(300) : tether_sec(30)));
+        jobs[i].parent = root;
+        jobs[i].deadline = tether_deadline_after(slow ? tether_ms(300) : tether_sec(30));
     }
     double ms = run_round(root, jobs, N1, WORKERS, false);
     count(jobs, N1, c);
@@ -144,14 +168,15 @@ int main(void)
     expect(c[DONE] == N1 - SLOW && c[STOPPED_DEADLINE] + c[SKIPPED] == SLOW &&
                c[STOPPED_DEADLINE] > 0,
            "round 1: every quick job done, every slow one stopped or skipped by its deadline");
-    for (int i = 0; i < N1; i++)
-        tether_token_free(jobs[i].token);
+    expect(wrong_cause(jobs, N1, STOPPED_DEADLINE, TETHER_CAUSE_DEADLINE) == 0,
+           "round 1: the slow jobs' tokens were canceled by their own deadline");
     free(jobs);
 
     jobs = calloc(N2, sizeof *jobs);
     for (int i = 0; i < N2; i++) {
         jobs[i].work_ns = tether_sec(30);
-        tether_token_new(&jobs[i].token, root, tether_deadline_after(tether_sec(60)));
+        jobs[i].parent = root;
+        jobs[i].deadline = tether_deadline_after(tether_sec(60));
     }
     ms = run_round(root, jobs, N2, WORKERS, true);
     count(jobs, N2, c);
@@ -160,8 +185,10 @@ int main(void)
     expect(c[STOPPED_CANCELED] == WORKERS && c[SKIPPED] == N2 - WORKERS,
            "round 2: the global cancel stops the running jobs and skips the rest");
     expect(ms < 5000, "round 2: the pool drained promptly after the cancel");
-    for (int i = 0; i < N2; i++)
-        tether_token_free(jobs[i].token);
+    expect(wrong_cause(jobs, N2, STOPPED_CANCELED, TETHER_CAUSE_PARENT) == 0 &&
+               wrong_cause(jobs, N2, SKIPPED, TETHER_CAUSE_PARENT) == 0,
+           "round 2: the jobs' tokens were canceled through their parent");
+    expect(run_errors == 0, "tether_job_run refused a job");
     free(jobs);
 
     tether_token_free(root);

@@ -3,13 +3,15 @@
  * already have.
  *
  * The pool below is a plain pthread work queue that knows nothing about
- * tether. Each job carries a token: a child of one global token, with the
- * job's own deadline. The worker does three things around the job:
+ * tether. Each job carries its parent token (one global token here) and its
+ * own deadline; the worker runs it with one call:
  *
- *   if (tether_token_check(job->token)) skip it;  -- already cancelled/expired
- *   tether_token_enter(job->token);               -- the job's current token
- *   job->fn(job->arg);                            -- cancellation points inside
- *   tether_token_leave(job->token);               -- stop at its next cancellation point
+ *   tether_job_run(job->parent, job->deadline, job->fn, job->arg, &result);
+ *
+ * which creates the job's token (a child of the parent with the job's
+ * deadline), skips the job if that token is already canceled or expired,
+ * otherwise enters it around the job (so the job's cancellation points stop
+ * at its deadline or at the parent's cancel), and reports how it ended.
  *
  * Three rounds: many quick jobs, a few of which would overrun their per-job
  * deadline (they are stopped at it), jobs whose deadline passed while queued (skipped without
@@ -101,43 +103,57 @@ static void pool_stop(struct pool *p)
     pthread_mutex_destroy(&p->mu);
 }
 
-/* ------------------------------------------------------------ jobs with tokens */
+/* ------------------------------------------------------------ jobs with deadlines */
 
 enum result { NOT_RUN, DONE, SKIPPED, STOPPED_CANCELED, STOPPED_DEADLINE };
 
 struct tjob {
     struct job job; /* first: the pool hands it back */
-    tether_token *token;
+    tether_token *parent;
+    tether_time_t deadline;
     int64_t work_ns; /* how long the job's work takes (a cancellable sleep) */
     enum result result;
+    tether_cause cause; /* why its token was canceled, if it was */
 };
 
 static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stats_cv = PTHREAD_COND_INITIALIZER;
-static int running, finished;
+static int running, finished, run_errors;
 
-/* The wrapper a pool worker runs: skip, enter, run, leave. */
+static void count_running(int delta)
+{
+    pthread_mutex_lock(&stats_mu);
+    running += delta;
+    pthread_cond_broadcast(&stats_cv);
+    pthread_mutex_unlock(&stats_mu);
+}
+
+/* The job itself: any tether cancellation point will do. */
+static int work(void *arg)
+{
+    struct tjob *t = arg;
+    count_running(1);
+    int r = tether_sleep_for(t->work_ns) < 0 ? errno : 0;
+    count_running(-1);
+    return r;
+}
+
+/* The wrapper a pool worker runs: one call, then the bookkeeping. */
 static void run_tjob(struct job *j)
 {
     struct tjob *t = (struct tjob *)j;
-    int c = tether_token_check(t->token);
-    if (c) {
-        t->result = SKIPPED; /* cheap: no syscall, the job's code never runs */
-    } else {
-        tether_token_enter(t->token);
-        pthread_mutex_lock(&stats_mu);
-        running++;
-        pthread_cond_broadcast(&stats_cv);
-        pthread_mutex_unlock(&stats_mu);
-        /* The job itself: any tether cancellation point will do. */
-        int r = tether_sleep_for(t->work_ns);
-        t->result = r == 0 ? DONE : errno == ETIMEDOUT ? STOPPED_DEADLINE : STOPPED_CANCELED;
-        tether_token_leave(t->token);
-        pthread_mutex_lock(&stats_mu);
-        running--;
-        pthread_mutex_unlock(&stats_mu);
-    }
+    tether_job_result r;
+    int rc = tether_job_run(t->parent, t->deadline, work, t, &r);
     pthread_mutex_lock(&stats_mu);
+    if (rc) {
+        run_errors++;
+    } else {
+        t->cause = r.cause;
+        t->result = !r.ran                                         ? SKIPPED
+                    : r.outcome == TETHER_OUTCOME_OK                ? DONE
+                    : r.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED ? STOPPED_DEADLINE
+                                                                    : STOPPED_CANCELED;
+    }
     finished++;
     pthread_cond_broadcast(&stats_cv);
     pthread_mutex_unlock(&stats_mu);
@@ -152,7 +168,7 @@ static void expect(bool ok, const char *what)
     }
 }
 
-static struct tjob *make_jobs(tether_token *root, int n)
+static struct tjob *make_jobs(int n)
 {
     struct tjob *jobs = calloc((size_t)n, sizeof *jobs);
     if (!jobs) {
@@ -161,15 +177,16 @@ static struct tjob *make_jobs(tether_token *root, int n)
     }
     for (int i = 0; i < n; i++)
         jobs[i].job.run = run_tjob;
-    (void)root;
     return jobs;
 }
 
-static void free_jobs(struct tjob *jobs, int n)
+/* How many of the jobs with result `res` have a cause other than `cause`. */
+static int wrong_cause(const struct tjob *jobs, int n, enum result res, tether_cause cause)
 {
+    int wrong = 0;
     for (int i = 0; i < n; i++)
-        tether_token_free(jobs[i].token);
-    free(jobs);
+        wrong += jobs[i].result == res && jobs[i].cause != cause;
+    return wrong;
 }
 
 static void count(const struct tjob *jobs, int n, int out[5])
@@ -183,7 +200,7 @@ static void count(const struct tjob *jobs, int n, int out[5])
 int main(void)
 {
     enum { WORKERS = 4, SLOW = 4, N1 = 200, N2 = 20, N3 = 100 };
-    tether_token *root; /* cancelling it stops every job */
+    tether_token *root; /* canceling it stops every job */
     if (tether_token_new(&root, NULL, TETHER_NEVER)) {
         perror("tether_token_new");
         return 1;
@@ -197,12 +214,12 @@ int main(void)
 
     /* 1. Per-job deadlines: the first SLOW jobs would take 10 s but have 300 ms. */
     tether_time_t t0 = tether_now();
-    struct tjob *jobs = make_jobs(root, N1);
+    struct tjob *jobs = make_jobs(N1);
     for (int i = 0; i < N1; i++) {
         bool slow = i < SLOW; /* first in the queue: picked at once */
         jobs[i].work_ns = slow ? tether_sec(10) : tether_us(200);
-        tether_time_t deadline = tether_deadline_after(slow ? tether_ms(300) : tether_sec(30));
-        tether_token_new(&jobs[i].token, root, deadline);
+        jobs[i].parent = root;
+        jobs[i].deadline = tether_deadline_after(slow ? tether_ms(300) : tether_sec(30));
     }
     for (int i = 0; i < N1; i++)
         pool_submit(&pool, &jobs[i].job);
@@ -218,16 +235,19 @@ int main(void)
     expect(c[DONE] == N1 - SLOW && c[STOPPED_DEADLINE] + c[SKIPPED] == SLOW &&
                c[STOPPED_DEADLINE] > 0,
            "round 1: every quick job done, every slow one stopped or skipped by its deadline");
-    free_jobs(jobs, N1);
+    expect(wrong_cause(jobs, N1, STOPPED_DEADLINE, TETHER_CAUSE_DEADLINE) == 0 &&
+               wrong_cause(jobs, N1, SKIPPED, TETHER_CAUSE_DEADLINE) == 0,
+           "round 1: the slow jobs' tokens were canceled by their own deadline");
+    free(jobs);
 
     /* 2. Deadlines that pass while the job waits in the queue: skipped. The
      *    workers are kept busy first by jobs that take 50 ms. */
-    jobs = make_jobs(root, N2);
+    jobs = make_jobs(N2);
     for (int i = 0; i < N2; i++) {
         bool blocker = i < WORKERS;
         jobs[i].work_ns = blocker ? tether_ms(50) : tether_sec(10);
-        tether_token_new(&jobs[i].token, root,
-                         tether_deadline_after(blocker ? tether_sec(30) : tether_ms(10)));
+        jobs[i].parent = root;
+        jobs[i].deadline = tether_deadline_after(blocker ? tether_sec(30) : tether_ms(10));
     }
     for (int i = 0; i < N2; i++)
         pool_submit(&pool, &jobs[i].job);
@@ -240,13 +260,14 @@ int main(void)
     printf("round 2: %d done, %d skipped (deadline passed in the queue)\n", c[DONE], c[SKIPPED]);
     expect(c[DONE] == WORKERS && c[SKIPPED] == N2 - WORKERS,
            "round 2: jobs expired in the queue are skipped");
-    free_jobs(jobs, N2);
+    free(jobs);
 
-    /* 3. A global cancel: N3 long jobs, cancelled once the workers are busy. */
-    jobs = make_jobs(root, N3);
+    /* 3. A global cancel: N3 long jobs, canceled once the workers are busy. */
+    jobs = make_jobs(N3);
     for (int i = 0; i < N3; i++) {
         jobs[i].work_ns = tether_sec(30);
-        tether_token_new(&jobs[i].token, root, tether_deadline_after(tether_sec(60)));
+        jobs[i].parent = root;
+        jobs[i].deadline = tether_deadline_after(tether_sec(60));
     }
     for (int i = 0; i < N3; i++)
         pool_submit(&pool, &jobs[i].job);
@@ -267,9 +288,13 @@ int main(void)
     expect(c[STOPPED_CANCELED] == WORKERS && c[SKIPPED] == N3 - WORKERS,
            "round 3: the global cancel stops the running jobs and skips the rest");
     expect(ms < 5000, "round 3: the pool drained promptly after the cancel");
-    free_jobs(jobs, N3);
+    expect(wrong_cause(jobs, N3, STOPPED_CANCELED, TETHER_CAUSE_PARENT) == 0 &&
+               wrong_cause(jobs, N3, SKIPPED, TETHER_CAUSE_PARENT) == 0,
+           "round 3: the jobs' tokens were canceled through their parent");
+    free(jobs);
 
     pool_stop(&pool);
+    expect(run_errors == 0, "tether_job_run refused a job");
     tether_token_free(root);
     printf("%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;

@@ -36,7 +36,9 @@
  *   tether/process.h  waitpid, waitid and child processes
  *   tether/signals.h  canceling from signal handlers, graceful shutdown
  *   tether/retry.h    retry with backoff
+ *   tether/dump.h     the dump of every live scope, child and token
  *   tether/resolve.h  name resolution that stops at cancellation
+ *   tether/job.h      jobs of an existing thread pool under their own token
  *
  * Not included here: tether/interpose.h, the controls of the interposition
  * layer (libtether_interpose.so, a library of its own).
@@ -57,6 +59,8 @@
 #include "tether/process.h"
 #include "tether/signals.h"
 #include "tether/retry.h"
+#include "tether/dump.h"
 #include "tether/resolve.h"
+#include "tether/job.h"
 
 #endif /* TETHER_H */

@@ -47,6 +47,7 @@ static void in_child(void)
     tether__timer_fork_child();
     tether__token_fork_child();
     tether__signals_fork_child();
+    tether__dump_fork_child();
     tether__lineage_fork_release();
 }
 

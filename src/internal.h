@@ -15,6 +15,7 @@
  *   timer.c     the timer thread: cancels tokens at their own deadlines
  *   current.c   the calling thread's current token, tether_check,
  *               tether_with_deadline
+ *   job.c       tether_job_run: one pool job under its own token
  *   shield.c    shielded regions
  *   sleep.c     cancellable sleeps (tether_sleep_*, tether_nanosleep)
  *   io.c        descriptor I/O: read/write families, poll/ppoll
@@ -24,6 +25,8 @@
  *   signals.c   the signal-safe cancel relay and SIGINT/SIGTERM handling
  *   scope.c     scopes: open, children, spawn
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
+ *   hostage.c   the hostage watchdog kept by join; what a thread is blocked in
+ *   dump.c      tether_dump: the token tree as text or JSON; its signal relay
  *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
  *   resolve.c   tether_getaddrinfo: the lookup on a helper thread
@@ -33,7 +36,8 @@
  *   clock.h     time arithmetic        sys.h    raw system calls
  *   wait.h      the waiting layer      token.h  the token structure
  *   current.h   the current token      dropin.h the drop-in skeleton
- *   scope.h     scope and task structures (scope.c, join.c)
+ *   scope.h     scope and task structures (scope.c, join.c, hostage.c,
+ *               dump.c)
  *   timer.h     the timer thread (token.c, timer.c)
  */
 #ifndef TETHER__INTERNAL_H

@@ -13,23 +13,35 @@
 /* ---------------------------------------------------------------------- */
 /* Waiting                                                                */
 
-/* Wait for a change; if the scope's deadline passes meanwhile, cancel the
- * scope (through the deadline's owner). s->mu held. */
-static void wait_for_change(tether_scope *s)
+/* Wait for a change, or until `wake_at` (the hostage watch's next look);
+ * if the scope's deadline passes meanwhile, cancel the scope (through the
+ * deadline's owner). s->mu held. */
+static void wait_for_change(tether_scope *s, tether_time_t wake_at)
 {
-    tether_time_t dl = s->token->deadline;
-    if (dl == TETHER_NEVER || tether__token_canceled(s->token)) {
-        pthread_cond_wait(&s->changed, &s->mu);
-        return;
-    }
-    if (tether_now() >= dl) {
+    tether_time_t dl = tether__token_canceled(s->token) ? TETHER_NEVER : s->token->deadline;
+    if (dl != TETHER_NEVER && tether_now() >= dl) {
         tether__scope_unlock(s);
         tether__token_expire(s->token);
         tether__scope_lock(s);
         return;
     }
-    struct timespec ts = tether__timespec(dl);
+    tether_time_t until = tether__min_time(dl, wake_at);
+    if (until == TETHER_NEVER) {
+        pthread_cond_wait(&s->changed, &s->mu);
+        return;
+    }
+    struct timespec ts = tether__timespec(until);
     pthread_cond_timedwait(&s->changed, &s->mu, &ts);
+}
+
+/* Wake the joining thread when the scope is canceled, so that its hostage
+ * watch can time the grace from the cancellation. */
+static void wake_joiner(void *arg)
+{
+    tether_scope *s = arg;
+    tether__scope_lock(s);
+    pthread_cond_broadcast(&s->changed);
+    tether__scope_unlock(s);
 }
 
 /*
@@ -60,7 +72,7 @@ static int task_call(tether_task *task, int *result, bool halt)
         tether__scope_lock(s);
     }
     while (!task->done)
-        wait_for_change(s);
+        wait_for_change(s, TETHER_NEVER);
     if (result)
         *result = task->result;
     if (--s->task_callers == 0)
@@ -79,6 +91,19 @@ int tether_task_halt(tether_task *task, int *result)
     return task_call(task, result, true);
 }
 
+bool tether_task_late(const tether_task *task)
+{
+    /* An inherited scope's lock may have been held by a thread that stayed
+     * in the parent: do not take it. */
+    if (!task || tether__scope_inherited(task->scope))
+        return false;
+    tether_scope *s = task->scope;
+    tether__scope_lock(s);
+    bool late = task->done && task->late;
+    tether__scope_unlock(s);
+    return late;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Join                                                                   */
 
@@ -89,6 +114,7 @@ static void fill_result(tether_scope *s, tether_result *r)
     r->succeeded = s->succeeded;
     r->failed = s->failed;
     r->canceled = s->canceled;
+    r->late_succeeded = s->late_succeeded;
     r->winner = s->winner;
     r->cause_task = s->cause_task;
     r->error_task = -1;
@@ -178,16 +204,25 @@ int tether_scope_join(tether_scope *s, tether_result *result)
         return ECHILD;
     if (tether__caller_descends(s, NULL))
         return EDEADLK;
+    /* The hostage watch times its grace from the cancellation: be woken
+     * for it (registered before s->mu: it may run at once and take it). */
+    bool watch = s->hostage_grace_ns > 0;
+    tether_callback *woken = NULL;
+    if (watch && tether_token_on_cancel(s->token, wake_joiner, s, &woken) != 0)
+        woken = NULL; /* out of memory: then the watch looks at each change */
     tether__scope_lock(s);
     if (s->phase != PHASE_OPEN) {
         tether__scope_unlock(s);
+        if (woken)
+            tether_token_off_cancel(woken, NULL);
         return EINVAL;
     }
     s->phase = PHASE_JOINING;
     /* With a deadline, join must stay awake to enforce it (a child blocked
-     * outside tether may rely on a cancel callback), so it waits on
-     * `changed` with a timeout; without one it joins threads directly. */
-    bool direct = s->token->deadline == TETHER_NEVER;
+     * outside tether may rely on a cancel callback), and with a hostage
+     * watch to keep it, so it waits on `changed` with a timeout; otherwise
+     * it joins threads directly. */
+    bool direct = s->token->deadline == TETHER_NEVER && !watch;
     for (;;) {
         if (direct && join_threads(s))
             continue;
@@ -203,9 +238,13 @@ int tether_scope_join(tether_scope *s, tether_result *result)
                 continue;
             }
         }
-        if (tether__scope_live(s) == 0 && s->spawning == 0)
+        tether_time_t look_again = watch ? tether__hostage_watch(s) : TETHER_NEVER;
+        if (tether__scope_live(s) == 0 && s->spawning == 0) {
+            if (watch)
+                tether__hostage_watch(s); /* releases seen while it reported */
             break;
-        wait_for_change(s);
+        }
+        wait_for_change(s, look_again);
     }
     /* Threads still inside tether_task_wait/halt read their task: let them
      * leave before the tasks are freed (they return at once, all done). */
@@ -231,6 +270,8 @@ int tether_scope_join(tether_scope *s, tether_result *result)
         tether__free_child_token(s->bg_token, "(background)");
         s->bg_token = NULL;
     }
+    if (woken)
+        tether_token_off_cancel(woken, NULL);
     tether__scope_lock(s);
     s->phase = PHASE_JOINED;
     tether__scope_unlock(s);

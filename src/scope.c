@@ -16,6 +16,7 @@
 #include "scope.h"
 
 #include "clock.h"
+#include "sys.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -129,6 +130,10 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     const tether_scope_opts *o = opts ? opts : &defaults;
     if ((unsigned)o->policy > TETHER_POLICY_FIRST_SUCCESS || o->timeout_ns < 0 || o->deadline < 0)
         return EINVAL;
+    int hostage_signal;
+    int rc = tether__hostage_check(o, &hostage_signal);
+    if (rc)
+        return rc;
 
     tether_time_t deadline = o->deadline ? o->deadline : TETHER_NEVER;
     if (o->timeout_ns)
@@ -141,7 +146,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&s->changed, &ca);
+    rc = pthread_cond_init(&s->changed, &ca);
     pthread_condattr_destroy(&ca);
     if (rc)
         goto fail_free;
@@ -154,7 +159,12 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     s->policy = o->policy;
     s->max_children = o->max_children;
     copy_name(s->name, o->name);
+    tether__token_set_owner(s->token, OWNER_SCOPE, s);
     s->first_error_task = s->winner = s->cause_task = -1;
+    s->hostage_grace_ns = o->hostage_grace_ns;
+    s->hostage_hook = o->hostage_hook;
+    s->hostage_arg = o->hostage_arg;
+    s->hostage_signal = hostage_signal;
     s->gen = tether__fork_generation();
     s->owner = pthread_self();
     lineage_link(s);
@@ -186,16 +196,26 @@ static void child_finished(tether_task *task, int rc)
      * than by its own per-child deadline: then ECANCELED/ETIMEDOUT is not a
      * failure of the child. */
     tether_cause tc = tether_token_cause(task->token);
-    bool canceled = is_cancel_error(rc) && tc != TETHER_CAUSE_NONE && tc != TETHER_CAUSE_DEADLINE;
+    bool from_above = tc != TETHER_CAUSE_NONE && tc != TETHER_CAUSE_DEADLINE;
+    bool canceled = is_cancel_error(rc) && from_above;
+    /* Late: a foreground child that returned 0 although it had been told to
+     * stop from above. Its effect happened after the scope (or the halter)
+     * gave up on it, so it is reported (and never wins). A background child
+     * is halted as its normal end: its 0 then is not late. */
+    bool late = rc == 0 && from_above && !task->background;
     tether_cause fire = TETHER_CAUSE_NONE;
 
     tether__scope_lock(s);
     task->result = rc;
+    task->late = late;
     if (canceled) {
         s->canceled++;
     } else if (rc == 0) {
         s->succeeded++;
-        if (s->policy == TETHER_POLICY_FIRST_SUCCESS && !task->background && s->winner < 0) {
+        if (late) {
+            s->late_succeeded++;
+        } else if (s->policy == TETHER_POLICY_FIRST_SUCCESS && !task->background &&
+                   s->winner < 0) {
             s->winner = task->index;
             fire = TETHER_CAUSE_SIBLING_SUCCEEDED;
         }
@@ -239,6 +259,7 @@ static void child_finished(tether_task *task, int rc)
 static void *child_main(void *arg)
 {
     tether_task *task = arg;
+    atomic_store_explicit(&task->tid, tether__sys_gettid(), memory_order_relaxed);
     self_task = task;
     int rc = tether_token_enter(task->token);
     TETHER_ASSERT(rc == 0); /* depth 1 of a fresh thread: no allocation */
@@ -249,6 +270,7 @@ static void *child_main(void *arg)
         pthread_setname_np(pthread_self(), short_name);
     }
     rc = task->fn(task->arg);
+    atomic_store_explicit(&task->exited, true, memory_order_relaxed);
     /* The child may have left the entry made for it (back at no current
      * token); anything else unbalanced is reported. */
     if (tether__current)
@@ -407,6 +429,8 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
         rc = spawn_refusal(s);
     if (!rc && task->background && !s->bg_token) {
         rc = tether_token_new(&s->bg_token, s->token, TETHER_NEVER);
+        if (!rc)
+            tether__token_set_owner(s->bg_token, OWNER_BACKGROUND, s);
     }
     if (rc) {
         tether__scope_unlock(s);
@@ -433,6 +457,7 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
                           o->timeout_ns ? tether_deadline_after(o->timeout_ns) : TETHER_NEVER);
     pthread_t thread;
     if (!rc) {
+        tether__token_set_owner(task->token, OWNER_TASK, task);
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         if (o->stack_size)

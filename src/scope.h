@@ -20,8 +20,15 @@ struct tether_task {
     bool background, has_handle;
     bool done;                  /* under s->mu */
     bool joined;                /* join took its thread (under s->mu) */
+    bool late;                  /* returned 0 after being canceled (under s->mu) */
     int result;
     char name[TETHER_NAME_MAX];
+    _Atomic int tid;            /* kernel id, stored by the child as it starts */
+    _Atomic bool exited;        /* its function returned (for the dump) */
+    /* Hostage watch (hostage.c), by the joining thread, under s->mu. */
+    bool hostage_held, hostage_released;
+    unsigned hostage_attempts;
+    tether_time_t hostage_next;  /* the next escalation attempt */
     /* Scopes this child's thread opened and has not freed: their `opener`
      * is this task until it exits. Under the lineage lock; opened_live lets
      * the exiting child skip the lock when it opened none. */
@@ -63,6 +70,7 @@ struct tether_scope {
 
     /* Outcome bookkeeping. */
     unsigned succeeded, failed, canceled;
+    unsigned late_succeeded;    /* of the succeeded: canceled before they returned */
     int first_error, first_error_task;
     char first_error_name[TETHER_NAME_MAX];
     bool failure_decided;       /* fail-fast: a failure canceled the scope */
@@ -70,6 +78,12 @@ struct tether_scope {
     int body_error;             /* tether_scope_run: the body failed ... */
     bool body_decided;          /* ... and its cancel was the first */
     tether_time_t last_exit_at;
+
+    /* Hostage watchdog options (immutable after open). */
+    int64_t hostage_grace_ns;
+    void (*hostage_hook)(const tether_hostage_report *report, void *arg);
+    void *hostage_arg;
+    int hostage_signal;         /* 0: no escalation */
     unsigned gen;               /* the process generation that opened it */
 };
 
@@ -110,6 +124,18 @@ static inline bool tether__called_from_inside(const tether_token *t)
     return tether__current && tether__token_descends(tether__current, t);
 }
 
+/* Hostage watchdog (hostage.c). */
+/* Check o's hostage fields and, for escalation, install the signal's
+ * handler (once per signal, for good); 0, EINVAL or EBUSY (or sigaction's
+ * error). Stores the escalation signal (0: none) in *sig. */
+TETHER_HIDDEN int tether__hostage_check(const tether_scope_opts *o, int *sig);
+/* One round of the watch over s's started children: report new hostages,
+ * send due escalation signals, report releases. s->mu held; dropped around
+ * each report. Returns when to look again (TETHER_NEVER: nothing due). */
+TETHER_HIDDEN tether_time_t tether__hostage_watch(tether_scope *s);
+/* What thread `tid` of this process is blocked in, into buf: a system call's
+ * name, "syscall N", "running", "exited" or "unknown". Returns buf. */
+TETHER_HIDDEN const char *tether__blocked_in(int tid, char *buf, size_t n);
 /* Whether the calling thread is, by identity, `task` or a child of `s`, or
  * a descendant child of either (a child of a scope opened by such a
  * thread, recursively): then waiting for `task` or joining `s` could never
@@ -125,6 +151,10 @@ TETHER_HIDDEN void tether__lineage_fork_prepare(void);
 TETHER_HIDDEN void tether__lineage_fork_release(void);
 /* Take s off its opener's `opened` list (s is being freed). */
 TETHER_HIDDEN void tether__scope_forget_opener(tether_scope *s);
+
+/* The dump's part of the fork child handler (fork.c): an installation of
+ * tether_dump_on_signal made in the parent no longer holds the single slot. */
+TETHER_HIDDEN void tether__dump_fork_child(void);
 
 /* Free a token the scope made for its children (a child's own, or the
  * background children's parent). Still busy means a child left a token or

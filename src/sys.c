@@ -10,6 +10,7 @@
 
 #include "clock.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -272,4 +273,24 @@ int tether__sys_pidfd_send_signal(int pidfd, int sig)
 int tether__sys_kill(pid_t pid, int sig)
 {
     return (int)SYS(SYS_kill, pid, sig, 0, 0, 0, 0);
+}
+
+pid_t tether__sys_getpid(void)
+{
+    return (pid_t)SYS(SYS_getpid, 0, 0, 0, 0, 0, 0);
+}
+
+pid_t tether__sys_gettid(void)
+{
+    return (pid_t)SYS(SYS_gettid, 0, 0, 0, 0, 0, 0);
+}
+
+int tether__sys_tgkill(pid_t tid, int sig)
+{
+    return (int)SYS(SYS_tgkill, tether__sys_getpid(), tid, sig, 0, 0, 0);
+}
+
+int tether__sys_open_read(const char *path)
+{
+    return fd_refused() ? -1 : (int)SYS(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0, 0, 0);
 }

@@ -81,5 +81,14 @@ TETHER_HIDDEN int tether__sys_waitid(idtype_t idtype, id_t id, siginfo_t *info, 
 TETHER_HIDDEN int tether__sys_pidfd_open(pid_t pid);
 TETHER_HIDDEN int tether__sys_pidfd_send_signal(int pidfd, int sig);
 TETHER_HIDDEN int tether__sys_kill(pid_t pid, int sig);
+/* getpid(2). */
+TETHER_HIDDEN pid_t tether__sys_getpid(void);
+/* gettid(2): the calling thread's kernel id. */
+TETHER_HIDDEN pid_t tether__sys_gettid(void);
+/* tgkill(2) to thread `tid` of this process. */
+TETHER_HIDDEN int tether__sys_tgkill(pid_t tid, int sig);
+/* openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC); EMFILE when the funnel injects
+ * a failure. For reading /proc. */
+TETHER_HIDDEN int tether__sys_open_read(const char *path);
 
 #endif /* TETHER__SYS_H */

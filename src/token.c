@@ -25,6 +25,9 @@
 #include "timer.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Every root token (no parent), linked through its sibling links, which a
+ * root does not otherwise use: the dump starts here (tether__token_visit). */
+static tether_token *roots;
 /* Signalled (under tree_lock) when a running callback finishes. */
 static pthread_cond_t callback_done = PTHREAD_COND_INITIALIZER;
 
@@ -89,13 +92,13 @@ static void tree_lock_drop(void)
     tether__unlock(&tree_lock);
 }
 
-/* Take t out of its parent's child list. Tree lock held. */
+/* Take t out of its parent's child list, or a root out of the roots. Tree
+ * lock held. */
 static void unlink_token(tether_token *t)
 {
     tether_token *parent = tether__token_parent(t);
-    if (!parent)
-        return;
-    *(t->prev_sibling ? &t->prev_sibling->next_sibling : &parent->first_child) = t->next_sibling;
+    *(t->prev_sibling ? &t->prev_sibling->next_sibling : parent ? &parent->first_child : &roots) =
+        t->next_sibling;
     if (t->next_sibling)
         t->next_sibling->prev_sibling = t->prev_sibling;
 }
@@ -117,18 +120,13 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     tether__wake_init(&t->wake, parent ? &parent->wake : NULL,
                       t->deadline != TETHER_NEVER ? TOKEN_HAS_DEADLINE : 0u);
     bool arm = t->deadline_owner == t;
-    if (!parent && !arm) {
-        *out = t;
-        return 0;
-    }
 
     tree_lock_take();
-    if (parent) {
-        t->next_sibling = parent->first_child;
-        if (parent->first_child)
-            parent->first_child->prev_sibling = t;
-        parent->first_child = t;
-    }
+    tether_token **head = parent ? &parent->first_child : &roots;
+    t->next_sibling = *head;
+    if (*head)
+        (*head)->prev_sibling = t;
+    *head = t;
     if (parent && tether__token_canceled(parent)) {
         /* Born canceled. Nobody else can see t yet, so no claim race. */
         atomic_store_explicit(&t->claimed, 1, memory_order_relaxed);
@@ -255,26 +253,53 @@ static void take_callbacks(tether_token *t, tether_callback **run)
  * lock held. Each sleeper waits on its own token's word (wait.h), so each
  * descendant's waiters are woken as it is published.
  */
+/* The token after n in a pre-order walk of root's subtree over the
+ * first-child/next-sibling links (NULL after the last), skipping n's
+ * descendants unless `descend`; *depth follows it. Tree lock held. */
+static tether_token *walk_next(const tether_token *root, tether_token *n, unsigned *depth,
+                               bool descend)
+{
+    if (descend && n->first_child) {
+        (*depth)++;
+        return n->first_child;
+    }
+    while (n != root && !n->next_sibling) {
+        n = tether__token_parent(n);
+        (*depth)--;
+    }
+    return n == root ? NULL : n->next_sibling;
+}
+
 static void propagate(tether_token *root, tether_callback **run)
 {
     tether_token *n = root->first_child;
+    unsigned depth = 1;
     while (n) {
-        if (claim(n)) {
+        bool claimed = claim(n);
+        if (claimed) {
             tether_token *p = tether__token_parent(n);
             uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause,
                                    p->canceled_at);
             tether__wake_sleepers(&n->wake, old);
             take_callbacks(n, run);
-            if (n->first_child) {
-                n = n->first_child;
-                continue;
-            }
         }
         /* A subtree claimed by another canceler is that canceler's job. */
-        while (n != root && !n->next_sibling)
-            n = tether__token_parent(n);
-        n = n == root ? NULL : n->next_sibling;
+        n = walk_next(root, n, &depth, claimed);
     }
+}
+
+int tether__token_visit(int (*fn)(void *ctx, const tether_token *t, unsigned depth), void *ctx)
+{
+    int rc = 0;
+    tree_lock_take();
+    for (tether_token *root = roots; root && !rc; root = root->next_sibling) {
+        tether_token *n = root;
+        unsigned depth = 0;
+        while (n && !(rc = fn(ctx, n, depth)))
+            n = walk_next(root, n, &depth, true);
+    }
+    tree_lock_drop();
+    return rc;
 }
 
 static void run_callbacks(tether_callback *cb)

@@ -31,7 +31,23 @@ struct tether_token {
     _Atomic int entered;        /* threads that have it entered */
     size_t timer_pos;           /* 1 + its slot in the timer's heap; 0: not armed
                                  * (timer.c, under the timer lock) */
+    /* Who made it, for the dump: a scope (its token), a task (a child's
+     * token) or a scope's background parent; NULL for a user's token.
+     * Published once with a release store after the owner's name is
+     * written; the owner outlives the token's place in the tree. */
+    _Atomic(void *) owner;
+    unsigned char owner_kind;   /* enum tether__owner_kind, written before owner */
 };
+
+enum tether__owner_kind { OWNER_NONE, OWNER_SCOPE, OWNER_TASK, OWNER_BACKGROUND };
+
+/* Record who made t (see the owner field); call once, before t is shared. */
+static inline void tether__token_set_owner(tether_token *t, enum tether__owner_kind kind,
+                                           void *owner)
+{
+    t->owner_kind = (unsigned char)kind;
+    atomic_store_explicit(&t->owner, owner, memory_order_release);
+}
 
 /* t's parent, or NULL: the token whose wake point is above t's. */
 static inline tether_token *tether__token_parent(const tether_token *t)
@@ -69,6 +85,12 @@ static inline int tether__check_or_fail(tether_token *t)
     int c = tether__token_poll(t);
     return c ? tether__fail(c) : 0;
 }
+/* Call fn(ctx, t, depth) for every token in the process, depth-first, each
+ * root (a token without parent) at depth 0 followed by its subtree, under
+ * the tree lock: fn must not block, take a lock or touch any token's links.
+ * Stops at fn's first nonzero return and returns it; 0 after the last. */
+TETHER_HIDDEN int tether__token_visit(int (*fn)(void *ctx, const tether_token *t, unsigned depth),
+                                      void *ctx);
 /* Whether `t` is `ancestor` or below it. */
 TETHER_HIDDEN bool tether__token_descends(const tether_token *t, const tether_token *ancestor);
 /* Sleep under t until `until`: 0 then, ECANCELED/ETIMEDOUT on cancellation

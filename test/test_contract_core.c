@@ -1,6 +1,7 @@
 /*
  * Contract matrix: version, time, names, tokens, callbacks, the current
- * token, with_deadline/timeout, sigcancel, shields, signals and retry.
+ * token, with_deadline/timeout, sigcancel, shields, signals, retry and
+ * tether_job_run.
  * One Check test per function (or per small family of accessors), one row
  * per documented error and per edge of the contract. Rows are listed in
  * docs/contract-matrix.md.
@@ -8,6 +9,7 @@
 #define _GNU_SOURCE
 #include "contract.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -426,6 +428,134 @@ START_TEST(contract_tether_retry)
 }
 END_TEST
 
+/* A job that leaves the token it entered behind (misuse: the process aborts). */
+static int job_leaves_entered(void *arg)
+{
+    tether_token_enter(arg);
+    return 0;
+}
+
+static long long job_unbalanced_in_child(void *ctx)
+{
+    (void)ctx;
+    alarm((unsigned)th_timeout_s(1));
+    tether_token *t;
+    if (tether_token_new(&t, NULL, TETHER_NEVER) != 0) return -1;
+    return tether_job_run(NULL, TETHER_NEVER, job_leaves_entered, t, NULL);
+}
+
+static int job_counts(void *arg)
+{
+    (*(int *)arg)++;
+    return tether_check();
+}
+
+START_TEST(contract_tether_job_run)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    int calls = 0;
+    tether_job_result out = { .result = 77 };
+    CT_RC(&r, "tether_job_run/fn NULL", tether_job_run(NULL, TETHER_NEVER, NULL, NULL, &out), EINVAL);
+    CT_RC(&r, "tether_job_run/deadline 0", tether_job_run(NULL, 0, job_counts, &calls, &out), EINVAL);
+    CT_RC(&r, "tether_job_run/negative deadline", tether_job_run(NULL, -1, job_counts, &calls, &out), EINVAL);
+    ct_row(&r, calls == 0 && out.result == 77, "tether_job_run/refused: expected fn not called, out untouched, got %d calls", calls);
+    /* A canceled parent / an expired parent / its own deadline passed: skipped. */
+    static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
+    for (size_t i = 0; i < 2; i++) {
+        tether_token *p = ct_enter(dead[i], 0);
+        ck_assert_int_eq(tether_token_leave(p), 0);
+        int rc = tether_job_run(p, TETHER_NEVER, job_counts, &calls, &out);
+        tether_outcome want = dead[i] == CT_CANCELED ? TETHER_OUTCOME_CANCELED : TETHER_OUTCOME_DEADLINE_EXCEEDED;
+        ct_row(&r, rc == 0 && !out.ran && calls == 0 && out.outcome == want && out.cause == TETHER_CAUSE_PARENT &&
+                       out.error == ct_expected(dead[i]),
+               "tether_job_run/%s parent: expected 0, skipped, outcome %s, cause parent, got %d ran %d outcome %s cause %s",
+               ct_state_name(dead[i]), tether_outcome_name(want), rc, out.ran, tether_outcome_name(out.outcome),
+               tether_cause_name(out.cause));
+        ck_assert_int_eq(tether_token_free(p), 0);
+    }
+    int rc = tether_job_run(NULL, tether_now() - 1, job_counts, &calls, &out);
+    ct_row(&r, rc == 0 && !out.ran && calls == 0 && out.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED &&
+                   out.cause == TETHER_CAUSE_DEADLINE && out.error == ETIMEDOUT,
+           "tether_job_run/expired deadline: expected 0, skipped, deadline_exceeded, cause deadline, got %d ran %d outcome %s",
+           rc, out.ran, tether_outcome_name(out.outcome));
+    rc = tether_job_run(NULL, TETHER_NEVER, job_counts, &calls, &out);
+    ct_row(&r, rc == 0 && out.ran && calls == 1 && out.outcome == TETHER_OUTCOME_OK && out.result == 0 && !out.late,
+           "tether_job_run/live: expected 0, ran, ok, got %d ran %d outcome %s", rc, out.ran,
+           tether_outcome_name(out.outcome));
+    CT_RC(&r, "tether_job_run/out NULL", tether_job_run(NULL, TETHER_NEVER, job_counts, &calls, NULL), 0);
+    int err, sig;
+    ct_in_child(job_unbalanced_in_child, NULL, &err, &sig);
+    ct_row(&r, sig == SIGABRT, "tether_job_run/fn leaves a token entered: expected the misuse abort (SIGABRT), got signal %d", sig);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_dump)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    CT_RC(&r, "tether_dump/fd -1", tether_dump(-1, TETHER_DUMP_TEXT), EBADF);
+    int closed = dup(p[1]);
+    close(closed);
+    CT_RC(&r, "tether_dump/closed fd", tether_dump(closed, TETHER_DUMP_TEXT), EBADF);
+    CT_RC(&r, "tether_dump/read-only fd", tether_dump(p[0], TETHER_DUMP_TEXT), EBADF);
+    CT_RC(&r, "tether_dump/format out of range", tether_dump(p[1], (tether_dump_format)7), EINVAL);
+    CT_RC(&r, "tether_dump/text", tether_dump(p[1], TETHER_DUMP_TEXT), 0);
+    CT_RC(&r, "tether_dump/json", tether_dump(p[1], TETHER_DUMP_JSON), 0);
+    /* Not a cancellation point: a dead current token changes nothing. */
+    static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
+    for (size_t i = 0; i < 2; i++) {
+        tether_token *t = ct_enter(dead[i], 0);
+        char name[96];
+        snprintf(name, sizeof name, "tether_dump/%s current token", ct_state_name(dead[i]));
+        CT_RC(&r, name, tether_dump(p[1], TETHER_DUMP_TEXT), 0);
+        ct_leave(t);
+    }
+    /* A full non-blocking descriptor: write(2)'s EAGAIN; no reader: EPIPE
+     * (SIGPIPE ignored for the row). */
+    int q[2];
+    ck_assert_int_eq(pipe2(q, O_NONBLOCK), 0);
+    char fill[4096] = { 0 };
+    while (write(q[1], fill, sizeof fill) > 0) {
+    }
+    CT_RC(&r, "tether_dump/full non-blocking pipe", tether_dump(q[1], TETHER_DUMP_TEXT), EAGAIN);
+    close(q[0]);
+    struct sigaction ign = { .sa_handler = SIG_IGN }, old_pipe;
+    ck_assert_int_eq(sigaction(SIGPIPE, &ign, &old_pipe), 0);
+    CT_RC(&r, "tether_dump/pipe without reader", tether_dump(q[1], TETHER_DUMP_TEXT), EPIPE);
+    ck_assert_int_eq(sigaction(SIGPIPE, &old_pipe, NULL), 0);
+    close(q[1]);
+
+    tether_dump_signal *h = NULL;
+    CT_RC(&r, "tether_dump_on_signal/out NULL", tether_dump_on_signal(NULL, SIGUSR2, p[1], 0), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/signal 0", tether_dump_on_signal(&h, 0, p[1], 0), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/SIGKILL", tether_dump_on_signal(&h, SIGKILL, p[1], 0), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/SIGSTOP", tether_dump_on_signal(&h, SIGSTOP, p[1], 0), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/signal NSIG", tether_dump_on_signal(&h, NSIG, p[1], 0), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/format out of range",
+          tether_dump_on_signal(&h, SIGUSR2, p[1], (tether_dump_format)2), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/fd -1", tether_dump_on_signal(&h, SIGUSR2, -1, 0), EBADF);
+    CT_RC(&r, "tether_dump_on_signal/read-only fd", tether_dump_on_signal(&h, SIGUSR2, p[0], 0),
+          EBADF);
+    int rc = tether_dump_on_signal(&h, SIGUSR2, p[1], TETHER_DUMP_JSON);
+    CT_RC(&r, "tether_dump_on_signal/SIGUSR2", rc, 0);
+    tether_dump_signal *h2 = NULL;
+    CT_RC(&r, "tether_dump_on_signal/second installation",
+          tether_dump_on_signal(&h2, SIGUSR1, p[1], 0), EBUSY);
+    if (rc == 0)
+        CT_RC(&r, "tether_dump_signal_free/installed", tether_dump_signal_free(h), 0);
+    CT_RC(&r, "tether_dump_signal_free/NULL", tether_dump_signal_free(NULL), EINVAL);
+    close(p[0]);
+    close(p[1]);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *contract_core_suite(void)
 {
     Suite *s = suite_create("contract_core");
@@ -441,6 +571,8 @@ static Suite *contract_core_suite(void)
     tcase_add_test(tc, contract_tether_shield);
     tcase_add_test(tc, contract_tether_signals);
     tcase_add_test(tc, contract_tether_retry);
+    tcase_add_test(tc, contract_tether_job_run);
+    tcase_add_test(tc, contract_tether_dump);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,6 +1,6 @@
 /*
  * Contract matrix: scopes and tasks (tether_scope_open, tether_spawn,
- * tether_try_spawn, tether_task_wait, _halt, _token, tether_scope_token,
+ * tether_try_spawn, tether_task_wait, _halt, _late, _token, tether_scope_token,
  * _cancel, _join, _free, _run, TETHER_SCOPE_GUARD).
  *
  * Rows that could hang on a defect (a join that never returns) run in a
@@ -56,6 +56,12 @@ static void run_bounded(ct_rows *r, const char *name, long long (*fn)(void *), v
                got > 0 ? strerrorname_np((int)got) : "0", got);
 }
 
+/* A handler of someone else's. */
+static void ct_foreign_handler(int sig)
+{
+    (void)sig;
+}
+
 START_TEST(contract_tether_scope_open)
 {
     th_baseline base = th_baseline_take();
@@ -68,6 +74,31 @@ START_TEST(contract_tether_scope_open)
     CT_RC(&r, "tether_scope_open/negative timeout", tether_scope_open(&s, &o), EINVAL);
     o = (tether_scope_opts){ .deadline = -5 };
     CT_RC(&r, "tether_scope_open/negative deadline", tether_scope_open(&s, &o), EINVAL);
+    o = (tether_scope_opts){ .hostage_grace_ns = -1 };
+    CT_RC(&r, "tether_scope_open/negative hostage_grace_ns", tether_scope_open(&s, &o), EINVAL);
+    o = (tether_scope_opts){ .hostage_escalate = true };
+    CT_RC(&r, "tether_scope_open/hostage_escalate without grace", tether_scope_open(&s, &o),
+          EINVAL);
+    o = (tether_scope_opts){ .hostage_grace_ns = 1, .hostage_escalate = true,
+                             .hostage_signal = SIGUSR1 };
+    CT_RC(&r, "tether_scope_open/hostage_signal not realtime", tether_scope_open(&s, &o), EINVAL);
+    o.hostage_signal = SIGRTMAX + 1;
+    CT_RC(&r, "tether_scope_open/hostage_signal above SIGRTMAX", tether_scope_open(&s, &o),
+          EINVAL);
+    /* A realtime signal with someone else's handler is not taken over. */
+    struct sigaction theirs = { .sa_handler = ct_foreign_handler }, old;
+    ck_assert_int_eq(sigaction(SIGRTMIN + 6, &theirs, &old), 0);
+    o.hostage_signal = SIGRTMIN + 6;
+    CT_RC(&r, "tether_scope_open/hostage_signal with a foreign handler", tether_scope_open(&s, &o),
+          EBUSY);
+    ck_assert_int_eq(sigaction(SIGRTMIN + 6, &old, NULL), 0);
+    o.hostage_signal = 0;
+    int hrc = tether_scope_open(&s, &o);
+    CT_RC(&r, "tether_scope_open/hostage escalation, default signal", hrc, 0);
+    if (hrc == 0) {
+        tether_scope_join(s, NULL);
+        tether_scope_free(s);
+    }
     /* Under an already-canceled / expired current token: opens; spawn refuses. */
     static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
     for (size_t i = 0; i < 2; i++) {
@@ -614,6 +645,47 @@ START_TEST(contract_tether_scope_run_guard)
 }
 END_TEST
 
+/* Sleep until canceled, then return 0 anyway (a late success). */
+static int commit_anyway(void *a)
+{
+    (void)a;
+    tether_sleep_for(tether_sec(60));
+    return 0;
+}
+
+START_TEST(contract_tether_task_late)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    ct_row(&r, !tether_task_late(NULL), "tether_task_late/NULL: expected false");
+    tether_scope *s;
+    ck_assert_int_eq(tether_scope_open(&s, NULL), 0);
+    tether_task *on_time, *late, *stopped, *own;
+    ck_assert_int_eq(tether_spawn(s, ret0, NULL, NULL, &on_time), 0);
+    ck_assert_int_eq(tether_spawn(s, commit_anyway, NULL, NULL, &late), 0);
+    ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, NULL, &stopped), 0);
+    ck_assert_int_eq(tether_spawn(s, commit_anyway, NULL, &(tether_spawn_opts){ .timeout_ns = tether_ms(20) }, &own), 0);
+    ck_assert_int_eq(tether_task_wait(on_time, NULL), 0);
+    ck_assert_int_eq(tether_task_wait(own, NULL), 0);
+    ct_row(&r, !tether_task_late(late), "tether_task_late/still running: expected false");
+    ct_row(&r, !tether_task_late(on_time), "tether_task_late/returned 0 before any cancel: expected false");
+    ct_row(&r, !tether_task_late(own), "tether_task_late/returned 0 after its own spawn timeout: expected false");
+    ck_assert_int_eq(tether_scope_cancel(s), 0);
+    ck_assert_int_eq(tether_task_wait(late, NULL), 0);
+    ck_assert_int_eq(tether_task_wait(stopped, NULL), 0);
+    ct_row(&r, tether_task_late(late), "tether_task_late/returned 0 after the scope's cancel: expected true");
+    ct_row(&r, !tether_task_late(stopped), "tether_task_late/returned ECANCELED after the cancel: expected false");
+    tether_result out;
+    ck_assert_int_eq(tether_scope_join(s, &out), 0);
+    ct_row(&r, out.outcome == TETHER_OUTCOME_CANCELED && out.succeeded == 3 && out.late_succeeded == 1 && out.canceled == 1,
+           "tether_scope_join/one late success: expected canceled, succeeded 3, late_succeeded 1, canceled 1, got %s %u %u %u",
+           tether_outcome_name(out.outcome), out.succeeded, out.late_succeeded, out.canceled);
+    ck_assert_int_eq(tether_scope_free(s), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *contract_scope_suite(void)
 {
     Suite *s = suite_create("contract_scope");
@@ -623,6 +695,7 @@ static Suite *contract_scope_suite(void)
     tcase_add_test(tc, contract_names);
     tcase_add_test(tc, contract_tether_spawn);
     tcase_add_test(tc, contract_tether_task_wait_halt);
+    tcase_add_test(tc, contract_tether_task_late);
     tcase_add_test(tc, contract_task_wait_background_by_owner);
     tcase_add_test(tc, contract_tether_scope_join);
     tcase_add_test(tc, contract_scope_results);

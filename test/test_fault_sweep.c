@@ -1,7 +1,7 @@
 /*
  * Fault sweep: every resource acquisition inside tether fails in turn, for
- * each representative scenario (scope tree, token tree, slots, retry, legacy
- * calls, processes); each run returns documented errors, surfaces the
+ * each representative scenario (scope tree, token tree, slots, retry, pool
+ * job, legacy calls, processes); each run returns documented errors, surfaces the
  * failure, and leaves no thread, fd or heap block behind.
  */
 #define _GNU_SOURCE
@@ -445,6 +445,44 @@ static struct timespec realtime_after(int64_t ns)
     return (struct timespec){ .tv_sec = t / 1000000000, .tv_nsec = t % 1000000000 };
 }
 
+/* A pool job: its token, and a scope with one child inside the job. */
+static int job_with_scope(void *arg)
+{
+    (void)arg;
+    tether_scope *s;
+    int rc = tether_scope_open(&s, NULL);
+    if (rc)
+        return rc;
+    rc = tether_spawn(s, return_zero, NULL, NULL, NULL);
+    tether_result r;
+    tether_scope_join(s, &r);
+    tether_scope_free(s);
+    return rc;
+}
+
+static void scenario_job(void)
+{
+    tether_token *parent;
+    int rc = tether_token_new(&parent, NULL, TETHER_NEVER);
+    saw(rc);
+    if (rc) {
+        EXPECT(rc == ENOMEM, "tether_token_new: %s", strerror(rc));
+        return;
+    }
+    tether_job_result r;
+    rc = tether_job_run(parent, tether_deadline_after(tether_sec(60)), job_with_scope, NULL, &r);
+    saw(rc);
+    EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_job_run: %s", strerror(rc));
+    if (rc == 0) {
+        saw(r.result);
+        EXPECT(r.ran && (r.outcome == TETHER_OUTCOME_OK ||
+                         (r.outcome == TETHER_OUTCOME_FAILED && injected(r.result))),
+               "tether_job_run: ran %d outcome %s result %d", r.ran,
+               tether_outcome_name(r.outcome), r.result);
+    }
+    EXPECT(tether_token_free(parent) == 0, "parent token still busy");
+}
+
 static void scenario_legacy(void)
 {
     tether_token *t;
@@ -562,6 +600,13 @@ START_TEST(sweep_retry)
 }
 END_TEST
 
+START_TEST(sweep_job)
+{
+    static const struct scenario sc = { "pool job", scenario_job, false };
+    ck_assert_int_gt(sweep(&sc), 2);
+}
+END_TEST
+
 START_TEST(sweep_legacy)
 {
     static const struct scenario sc = { "legacy waits", scenario_legacy, false };
@@ -590,6 +635,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sweep_token_tree);
     tcase_add_test(tc, sweep_slots);
     tcase_add_test(tc, sweep_retry);
+    tcase_add_test(tc, sweep_job);
     tcase_add_test(tc, sweep_legacy);
     tcase_add_test(tc, sweep_process);
     suite_add_tcase(s, tc);

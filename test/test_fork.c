@@ -386,6 +386,10 @@ static int fresh_work(void *arg)
     bool fired = false;
     CHILD_CHECK(tether_with_timeout(tether_ms(10), child_sleeper, NULL, &fired) == ETIMEDOUT);
     CHILD_CHECK(fired);
+    tether_job_result jr;
+    CHILD_CHECK(tether_job_run(NULL, tether_deadline_after(tether_ms(10)), child_sleeper, NULL,
+                               &jr) == 0);
+    CHILD_CHECK(jr.ran && jr.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED);
     if (!(arg ? THREADS_AFTER_BUSY_FORK : THREADS_AFTER_FORK))
         return 0;
     tether_scope *s;
@@ -530,11 +534,16 @@ static int use_inherited_scope(void *arg)
     int result = -1;
     CHILD_CHECK(tether_task_wait(task, &result) == ECHILD && result == -1);
     CHILD_CHECK(tether_task_halt(task, &result) == ECHILD && result == -1);
+    CHILD_CHECK(!tether_task_late(task));
     tether_result r;
     CHILD_CHECK(tether_scope_join(inh_scope, &r) == ECHILD);
     CHILD_CHECK(tether_scope_cancel(inh_scope) == 0);
     CHILD_CHECK(tether_token_check(tether_scope_token(inh_scope)) == ECANCELED);
     CHILD_CHECK(tether_token_check(tether_task_token(task)) == ECANCELED);
+    tether_job_result jr; /* a job under an inherited (now canceled) parent: skipped */
+    CHILD_CHECK(tether_job_run(tether_scope_token(inh_scope), TETHER_NEVER, return_zero, NULL,
+                               &jr) == 0);
+    CHILD_CHECK(!jr.ran && jr.outcome == TETHER_OUTCOME_CANCELED);
     CHILD_CHECK(tether_scope_free(inh_scope) == 0);
     /* A scope opened here is ordinary (F5). */
     return fresh_work(NULL);

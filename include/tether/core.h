@@ -671,7 +671,7 @@ TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), voi
  * Scopes opened in the parent: their children are the parent's threads and
  * do not exist in the child. There tether_spawn, tether_try_spawn,
  * tether_scope_join, tether_task_wait and tether_task_halt fail with
- * ECHILD; tether_scope_cancel returns 0 and cancels the child's copy of the
+ * ECHILD; tether_task_late returns false; tether_scope_cancel returns 0 and cancels the child's copy of the
  * scope's tokens; tether_scope_free releases the handle and what it owns
  * without waiting for any thread and returns 0 (or EBUSY as it documents).
  * Scopes opened in the child are ordinary.
@@ -684,10 +684,21 @@ TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), voi
  * may make its own handles and install its own (the inherited installation
  * no longer counts for EBUSY).
  *
- * Everything else (new tokens and scopes, every cancellable call, retry)
- * works in the child. As for any fork of a threaded process, a lock of the
- * program's own that another thread held at the fork stays held in the
- * child, and a fork from a signal handler that interrupted a tether call is
+ * A tether_dump_on_signal installation made in the parent is inert in the
+ * child in the same way: the signal writes no dump (it never wakes the
+ * parent's relay), tether_dump_signal_free returns 0 at once, and the child
+ * may install its own. tether_dump in the child lists the inherited tokens
+ * and scopes, their children marked as the parent's threads. The hostage
+ * watch runs only in tether_scope_join, which fails with ECHILD on an
+ * inherited scope; the do-nothing handler of an escalation signal stays
+ * installed, as fork keeps dispositions.
+ *
+ * Everything else (new tokens and scopes, every cancellable call, retry,
+ * pool jobs with tether_job_run) works in the child; a job may run under an
+ * inherited parent token, and a job whose function forks returns in both
+ * processes, each with its own copy of the job's token. As for any fork of
+ * a threaded process, a lock of the program's own that another thread held
+ * at the fork stays held in the child, and a fork from a signal handler that interrupted a tether call is
  * not covered by these handlers.
  * ====================================================================== */
 

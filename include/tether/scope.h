@@ -34,6 +34,26 @@ typedef enum tether_policy {
     TETHER_POLICY_FIRST_SUCCESS
 } tether_policy;
 
+/* What a hostage report is about (see tether_scope_opts.hostage_grace_ns). */
+typedef enum tether_hostage_event {
+    TETHER_HOSTAGE_HELD = 0,      /* still running grace after the cancel: reported once */
+    TETHER_HOSTAGE_INTERRUPTED,   /* escalation sent the signal (once per attempt) */
+    TETHER_HOSTAGE_RELEASED       /* a reported child finished at last */
+} tether_hostage_event;
+
+/* One hostage report, passed to the hook (valid only during the call). */
+typedef struct tether_hostage_report {
+    tether_hostage_event event;
+    const char *scope_name;            /* "" when the scope has none */
+    const char *child_name;            /* "" when the child has none */
+    int child_index;                   /* the child's index in its scope */
+    int tid;                           /* the child's kernel thread id (0: not known yet) */
+    int64_t since_cancel_ns;           /* time from the cancellation to this report */
+    const char *blocked_in;            /* system call by name, "syscall N", "running", ... */
+    unsigned attempt;                  /* INTERRUPTED: 1 for the first signal, then 2, ... */
+    int signal;                        /* INTERRUPTED: the signal sent; otherwise 0 */
+} tether_hostage_report;
+
 /* Options for tether_scope_open. Zero-initialise, then set what you need. */
 typedef struct tether_scope_opts {
     tether_policy policy;      /* default fail-fast */
@@ -43,6 +63,13 @@ typedef struct tether_scope_opts {
     const char *name;          /* copied: up to 31 bytes, never read past its first NUL */
     tether_token *parent;      /* NULL = the calling thread's current token */
     bool detached;             /* true: no parent at all, even if there is a current token */
+    /* Hostage watchdog, kept by the thread in tether_scope_join: a child
+     * still running hostage_grace_ns after its cancellation is reported. */
+    int64_t hostage_grace_ns;  /* 0 = no watchdog */
+    void (*hostage_hook)(const tether_hostage_report *report, void *arg); /* NULL = stderr */
+    void *hostage_arg;         /* passed to hostage_hook */
+    bool hostage_escalate;     /* also interrupt the hostage's system call with a signal */
+    int hostage_signal;        /* the escalation signal, realtime; 0 = SIGRTMIN + 3 */
 } tether_scope_opts;
 
 /* Options for tether_spawn. Zero-initialise, then set what you need. */
@@ -60,8 +87,8 @@ typedef struct tether_spawn_opts {
 /*
  * What tether_scope_join reports. Task indexes are the 0-based spawn order
  * within the scope (tether_task_index). Outcome ok: every foreground child
- * succeeded or was halted by tether_task_halt (a halted child counts in
- * `canceled`). A scope canceled from outside reports error = the cancel's
+ * succeeded or was halted by tether_task_halt (a halted child that stopped
+ * counts in `canceled`; one that returned 0 anyway is a late success). A scope canceled from outside reports error = the cancel's
  * error (tether_token_error of the scope's token: the user's error given to
  * tether_token_cancel on it or an ancestor, else ECANCELED). A scope ended
  * by a deadline is deadline_exceeded: cause deadline for its own, cause
@@ -76,9 +103,30 @@ typedef struct tether_result {
     int cause_task;                    /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
     int winner;                        /* first-success: index of the winner, else -1 */
     unsigned spawned;                  /* children spawned */
-    unsigned succeeded, failed, canceled;
+    unsigned succeeded, failed, canceled; /* succeeded + failed + canceled == spawned */
     int64_t convergence_ns;            /* first cancel request to last child's exit; 0 if none */
+    unsigned late_succeeded;           /* of the succeeded: late successes (below) */
 } tether_result;
+
+/*
+ * A late success: a foreground child that returned 0 although its token had
+ * already been canceled from above when it returned: by the scope's deadline
+ * or cancel (explicit, an ancestor's, a signal), by a sibling's failure
+ * (fail-fast), by another child's win (first-success), by tether_scope_run's
+ * failing body, or by tether_task_halt. Its effect happened (the value was
+ * popped, the row committed) after the scope gave up on it, so the caller
+ * may have to use or undo it: late_succeeded counts such children and
+ * tether_task_late names them. A late success counts as succeeded, never
+ * wins a first-success scope and never changes the outcome (a scope whose
+ * deadline passed still ends deadline_exceeded).
+ *
+ * Not late: a child canceled by its own spawn timeout (nothing above gave up
+ * on it: its 0 is an ordinary success); a background child, whose halt at
+ * the scope's end (or with the scope) is its normal end, so returning 0 then
+ * is how it stops; a child that returned before the cancel. A child that
+ * stops because it was canceled should return ECANCELED or ETIMEDOUT (it
+ * then counts as canceled); returning 0 says "my work is done".
+ */
 
 /*
  * tether_scope_open — open a scope.
@@ -87,20 +135,49 @@ typedef struct tether_result {
  * current token, or of nothing (opts->detached). Its deadline is the earlier
  * of opts->deadline and opts->timeout_ns from now.
  *
+ * Hostage watchdog (opts->hostage_grace_ns > 0): once the scope is canceled
+ * (any cause; for a background child, also the background halt), a child
+ * still running hostage_grace_ns later is a *hostage* — blocked where tether
+ * cannot reach it, holding the join. It is reported once (event
+ * TETHER_HOSTAGE_HELD), and again when it finishes (TETHER_HOSTAGE_RELEASED,
+ * "released after X ms"): by default one line on stderr, or through
+ * opts->hostage_hook. A report names the scope and the child, its thread id,
+ * the time since the cancellation and what the thread is blocked in — the
+ * system call read from /proc/self/task/TID/syscall, by name ("read",
+ * "futex", "syscall N" for one not in tether's table), "running" when it is
+ * not in a system call. The watch is kept by the thread in
+ * tether_scope_join, which wakes at cancel + grace (no extra thread), so a
+ * scope canceled but not yet joined is reported once its join starts.
+ *
+ * Escalation (opts->hostage_escalate, opt-in): after the report, the
+ * hostage's thread is sent opts->hostage_signal (default SIGRTMIN + 3; any
+ * realtime signal) at once, then again after 10 ms, 20 ms, 40 ms, ... (at
+ * most 1 s apart) until it finishes; each attempt is reported
+ * (TETHER_HOSTAGE_INTERRUPTED). tether installs a handler that does nothing
+ * for that signal, without SA_RESTART, on the first scope that asks, and
+ * leaves it installed; so a blocking system call in the hostage fails with
+ * EINTR. Code that retries on EINTR simply retries (and is interrupted again
+ * at the next attempt); the interposition layer, libtether_interpose, turns
+ * the interrupted call into ECANCELED.
+ *
  * Parameters:
  *  out   receives the scope.
  *  opts  NULL for defaults (fail-fast, no deadline, unbounded, parent = the
  *        current token).
  * Returns: 0, or an error number.
  * Errors:
- *  EINVAL  out is NULL, policy is out of range, or timeout_ns or deadline is
- *          negative.
+ *  EINVAL  out is NULL, policy is out of range, timeout_ns, deadline or
+ *          hostage_grace_ns is negative, hostage_escalate is set without
+ *          hostage_grace_ns, or hostage_signal is not a realtime signal.
+ *  EBUSY   hostage_escalate is set and hostage_signal already has a handler
+ *          that is not tether's.
  *  ENOMEM  out of memory.
  * Blocking: Never blocks; not a cancellation point.
  * Thread safety: Thread-safe; the parent token may be used concurrently.
  * Ownership: The calling thread becomes the scope's owner: it joins and
  * frees it (tether_scope_join, tether_scope_free). The parent token must
- * outlive the scope. opts is used only during the call (the name is copied).
+ * outlive the scope. opts is used only during the call (the name is
+ * copied); hostage_arg must stay valid until the scope is joined.
  */
 TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *opts);
 
@@ -230,6 +307,32 @@ TETHER_API int tether_task_wait(tether_task *task, int *result);
 TETHER_API int tether_task_halt(tether_task *task, int *result);
 
 /*
+ * tether_task_late — whether a child's success was late.
+ *
+ * True once the child has returned 0 although its token had been canceled
+ * from above when it returned: by the scope's deadline or cancel, an
+ * ancestor's cancel, a sibling's failure (fail-fast), another child's win
+ * (first-success), a failing tether_scope_run body, or tether_task_halt.
+ * Its effect happened after the scope gave up on it; it counts as
+ * succeeded and in tether_result.late_succeeded, never wins and never
+ * changes the outcome. Never late: a child stopped by its own spawn timeout,
+ * a background child, a child that returned before the cancel. To
+ * compensate per child, wait for the child (tether_task_wait) and ask before
+ * the scope is joined: join ends the handle.
+ *
+ * Parameters:
+ *  task  the child's handle from tether_spawn.
+ * Returns: true if the child has finished with a late success; false while
+ * it runs, if it finished otherwise, if task is NULL, or in a fork child for
+ * a scope opened before the fork (its children stayed in the parent).
+ * Errors: None.
+ * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: The handle stays valid until the scope is joined.
+ */
+TETHER_API bool tether_task_late(const tether_task *task);
+
+/*
  * tether_task_token — a child's token.
  *
  * That is the child's current token while it runs.
@@ -308,6 +411,12 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  * If the scope's deadline passes while waiting, cancels the scope (cause
  * TETHER_CAUSE_DEADLINE, or TETHER_CAUSE_PARENT when an ancestor's deadline
  * capped the scope's) and keeps waiting for the children to exit.
+ * Children that returned 0 after the scope gave up on them are counted in
+ * result->late_succeeded (see tether_task_late). With the hostage watchdog
+ * on (tether_scope_open), join also reports (and, with escalation,
+ * interrupts) children still running a grace time after the cancellation;
+ * the hook runs on this thread, with no lock held, and must not join or free
+ * this scope.
  *
  * Parameters:
  *  s       the scope.

@@ -353,6 +353,8 @@ static void op_task(struct worker *w, uint8_t a)
                       : tether_task_wait(s->tasks[k], &result);
         FUZZ_CHECK(rc == want, "tether_task_%s: %d", halt ? "halt" : "wait", rc);
         FUZZ_CHECK(rc || result >= 0, "task result %d", result);
+        FUZZ_CHECK(rc || result == 0 || !tether_task_late(s->tasks[k]),
+                   "late with result %d", result);
     }
     pthread_rwlock_unlock(&s->tasks_lk);
 }
@@ -414,6 +416,10 @@ static void scope_join(struct worker *w, int i)
     FUZZ_CHECK((unsigned)r.outcome <= TETHER_OUTCOME_DEADLINE_EXCEEDED, "outcome %d", r.outcome);
     FUZZ_CHECK(r.error_task >= -1 && r.error_task < (int)r.spawned, "error_task %d of %u",
                r.error_task, r.spawned);
+    FUZZ_CHECK(r.succeeded + r.failed + r.canceled == r.spawned &&
+                   r.late_succeeded <= r.succeeded,
+               "counts %u+%u+%u of %u, %u late", r.succeeded, r.failed, r.canceled, r.spawned,
+               r.late_succeeded);
     s->joined = true;
     tasks_drain(s);
 }

@@ -202,6 +202,8 @@ static void op_scope_run(unsigned char a)
     tether_result r;
     int rc = tether_scope_run(&o, run_body, &a, &r);
     FUZZ_CHECK(rc == 0 || rc == ENOMEM, "tether_scope_run: %d", rc);
+    FUZZ_CHECK(rc || r.late_succeeded <= r.succeeded, "%u late of %u succeeded",
+               r.late_succeeded, r.succeeded);
 }
 
 void fuzz_misc_op(int op, unsigned char a)

@@ -203,6 +203,7 @@ tether_result join_and_free(tether_scope *s)
     ck_assert_int_eq(tether_scope_join(s, &r), 0);
     ck_assert_int_eq(tether_scope_free(s), 0);
     ck_assert_uint_eq(r.succeeded + r.failed + r.canceled, r.spawned);
+    ck_assert_uint_le(r.late_succeeded, r.succeeded);
     return r;
 }
 

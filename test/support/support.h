@@ -94,7 +94,8 @@ void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name,
               tether_task **task);
 
 /* Join and free `s`, assert every field of the result was written and the
- * counts add up (succeeded + failed + canceled == spawned); returns it. */
+ * counts add up (succeeded + failed + canceled == spawned, late_succeeded <=
+ * succeeded); returns it. */
 tether_result join_and_free(tether_scope *s);
 
 /* A child that does nothing and succeeds (returns 0). */
