@@ -120,6 +120,8 @@ int tether__timer_arm(tether_token *t)
 
 void tether__timer_disarm(tether_token *t)
 {
+    if (t->deadline_owner != t)
+        return; /* never armed: an inherited deadline or none */
     tether__lock(&timer_lock);
     if (t->timer_pos)
         remove_at(t->timer_pos - 1);

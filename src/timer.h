@@ -23,8 +23,9 @@
  * armed. 0, or ENOMEM. Call tether__timer_kick once the tree lock is
  * dropped. */
 TETHER_HIDDEN int tether__timer_arm(tether_token *t);
-/* Disarm t (a no-op if it is not armed); a fire of t the timer thread has
- * picked but not claimed becomes a no-op. Tree lock held. Never blocks. */
+/* t is being freed: disarm it (a no-op if it is not armed); a fire of t
+ * the timer thread has picked but not claimed becomes a no-op. Tree lock
+ * held. Never blocks. */
 TETHER_HIDDEN void tether__timer_disarm(tether_token *t);
 /* Whether the timer thread's pending fire of t still stands; if so t is
  * disarmed. Tree lock held, called by the timer thread only. */

@@ -147,15 +147,6 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     return 0;
 }
 
-/* t is going: the timer thread must never fire it (freeing disarms under
- * the tree lock, where the timer thread claims: see timer.h). Tree lock
- * held. */
-static void disarm(tether_token *t)
-{
-    if (t->deadline_owner == t)
-        tether__timer_disarm(t);
-}
-
 /* t is going: its registered callbacks will never run. Tree lock held. */
 static void detach_callbacks(tether_token *t)
 {
@@ -175,7 +166,7 @@ int tether_token_free(tether_token *t)
         return EBUSY;
     }
     unlink_token(t);
-    disarm(t);
+    tether__timer_disarm(t); /* under the tree lock, where the timer claims */
     detach_callbacks(t);
     tree_lock_drop();
     /* Unlinked: no canceler can reach t's wake point any more. */
@@ -199,7 +190,7 @@ void tether__token_free_tree(tether_token *t)
             if (n->next_sibling)
                 n->next_sibling->prev_sibling = NULL;
         }
-        disarm(n);
+        tether__timer_disarm(n);
         detach_callbacks(n);
         tether__wake_release(&n->wake);
         free(n);
