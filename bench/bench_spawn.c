@@ -1,6 +1,8 @@
 /*
  * bench_spawn.c — spawn + join: a scope per child (open + spawn + join +
- * free) against pthread_create + pthread_join (spawn_join_*); and spawn with
+ * free) against pthread_create + pthread_join (spawn_join_*), the same with
+ * thread reuse (spawn_join_reuse_*: the child runs on the thread the last
+ * round's child parked); and spawn with
  * a handle + tether_task_wait in a long-lived scope against pthread_create +
  * a semaphore the thread posts (spawn_wait_*).
  */
@@ -41,6 +43,21 @@ static double round_spawn_scope(void *ctx)
     tether_scope *s;
     tether_time_t t0 = tether_now();
     need_rc(tether_scope_open(&s, NULL), "tether_scope_open");
+    need_rc(tether_spawn(s, child_empty, NULL, NULL, NULL), "tether_spawn");
+    need_rc(tether_scope_join(s, NULL), "tether_scope_join");
+    need_rc(tether_scope_free(s), "tether_scope_free");
+    return (double)(tether_now() - t0);
+}
+
+/* The same with reuse_threads: after the first round the child runs on the
+ * previous round's parked thread. */
+static double round_spawn_scope_reuse(void *ctx)
+{
+    (void)ctx;
+    static const tether_scope_opts reuse = { .reuse_threads = true };
+    tether_scope *s;
+    tether_time_t t0 = tether_now();
+    need_rc(tether_scope_open(&s, &reuse), "tether_scope_open");
     need_rc(tether_spawn(s, child_empty, NULL, NULL, NULL), "tether_spawn");
     need_rc(tether_scope_join(s, NULL), "tether_scope_join");
     need_rc(tether_scope_free(s), "tether_scope_free");
@@ -122,16 +139,21 @@ static double round_spawn_raw_wait(void *ctx)
 
 void bench_spawn(const struct config *cfg)
 {
-    /* The figure: a scope per child against pthread_create + pthread_join. */
-    struct variant v[2] = {
+    /* The figures: a scope per child, without and with thread reuse,
+     * against pthread_create + pthread_join, in one interleaved series. */
+    struct variant v[3] = {
         { .fn = round_spawn_raw },
         { .fn = round_spawn_scope },
+        { .fn = round_spawn_scope_reuse },
     };
-    interleave("spawn_join", v, 2, cfg->spawn_rounds, cfg->spawn_warmup, cfg);
+    interleave("spawn_join", v, 3, cfg->spawn_rounds, cfg->spawn_warmup, cfg);
+    tether_trim(); /* the parked thread */
     double raw = report_latency("spawn_join_raw", &v[0].s);
     double scope = report_latency("spawn_join", &v[1].s);
+    double reuse = report_latency("spawn_join_reuse", &v[2].s);
     report("spawn_join_ratio", ratio(scope, raw), "x", 3);
-    for (int i = 0; i < 2; i++)
+    report("spawn_join_reuse_ratio", ratio(reuse, raw), "x", 3);
+    for (int i = 0; i < 3; i++)
         samples_free(&v[i].s);
 
     /* Extra: spawn + tether_task_wait in a long-lived scope, against its raw

@@ -13,7 +13,8 @@
  * (CLOCK_MONOTONIC).
  *
  * Sections, one file each (default stacks unless said otherwise):
- *   spawn   bench_spawn.c   spawn + join, against pthread_create + join
+ *   spawn   bench_spawn.c   spawn + join, without and with thread reuse,
+ *                           against pthread_create + join
  *   cancel  bench_cancel.c  one blocked reader canceled, against an eventfd
  *                           woken poll and against pthread_cancel
  *   fanout  bench_cancel.c  1000 sleepers canceled, against one eventfd
@@ -108,6 +109,7 @@ static const struct target {
     double bound;
 } targets[] = {
     { "spawn_join_ratio", true, 1.10 },
+    { "spawn_join_reuse_ratio", true, 0.50 },
     { "cancel_read_ratio", true, 1.15 },
     { "cancel_vs_pthread_cancel_ratio", true, 1.0 },
     { "cancel_fanout_1000_ratio", true, 1.10 },
@@ -139,6 +141,7 @@ static const struct target {
  * figures are checked only when the bench was built with GIO. */
 static const char *const required[] = {
     "spawn_join_ns", "spawn_join_raw_ns", "spawn_join_ratio",
+    "spawn_join_reuse_ns", "spawn_join_reuse_ratio",
     "cancel_read_ns", "cancel_read_raw_ns", "cancel_read_ratio",
     "cancel_pthread_cancel_ns", "cancel_vs_pthread_cancel_ratio",
     "cancel_fanout_1000_us", "cancel_fanout_1000_raw_us", "cancel_fanout_1000_ratio",

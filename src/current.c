@@ -3,7 +3,8 @@
  * and the in-thread timeout block.
  *
  * The current token is a thread-local pointer in the initial-exec TLS model,
- * so tether_check is a TLS load, a load of the token's state and a test.
+ * so tether_check is a TLS load, a load of the token's state and a test;
+ * tether__check_word (core.h) lets callers inline exactly that.
  * Entries nest; the tokens they replaced are kept on a per-thread stack that
  * lives inline for the first 16 levels and on the heap beyond.
  */
@@ -13,6 +14,30 @@
 #include <string.h>
 
 _Thread_local tether_token *tether__current __attribute__((tls_model("initial-exec")));
+_Thread_local const unsigned int *tether__check_word __attribute__((tls_model("initial-exec")));
+
+/* The inline tether_check reads the state word (an _Atomic uint32_t) as a
+ * plain unsigned int: that needs the two to be one lock-free 32-bit word. */
+_Static_assert(sizeof(unsigned int) == 4 && ATOMIC_INT_LOCK_FREE == 2,
+               "the check word is a plain lock-free 32-bit word");
+
+/* The check word for t (or NULL): t's state word, zero unless t has fired
+ * or has a deadline (or a waiter; then the inline check merely calls
+ * tether_check). */
+static const unsigned int *check_word_of(tether_token *t)
+{
+    return t ? (const unsigned int *)(uintptr_t)&t->wake.state : NULL;
+}
+
+/* Make t (or NULL) the calling thread's current token. Every write of
+ * tether__current goes through here: callers compiled with the inline
+ * tether_check read tether__check_word instead, and a stale one would point
+ * into a token that may be freed. enter/leave assert the two agree. */
+static void set_current(tether_token *t)
+{
+    tether__current = t;
+    tether__check_word = check_word_of(t);
+}
 
 enum { INLINE_DEPTH = 16 };
 
@@ -49,11 +74,12 @@ int tether_token_enter(tether_token *t)
         entries.saved = entries.inline_saved;
         entries.cap = INLINE_DEPTH;
     }
+    TETHER_ASSERT(tether__check_word == check_word_of(tether__current));
     if (entries.depth == entries.cap && grow_entries() != 0)
         return ENOMEM;
     entries.saved[entries.depth++] = tether__current;
     atomic_fetch_add_explicit(&t->entered, 1, memory_order_relaxed);
-    tether__current = t;
+    set_current(t);
     return 0;
 }
 
@@ -63,7 +89,8 @@ int tether_token_leave(tether_token *t)
         return EINVAL;
     if (entries.depth == 0 || tether__current != t)
         return EPERM;
-    tether__current = entries.saved[--entries.depth];
+    TETHER_ASSERT(tether__check_word == check_word_of(t));
+    set_current(entries.saved[--entries.depth]);
     atomic_fetch_sub_explicit(&t->entered, 1, memory_order_release);
     if (entries.depth == 0 && entries.saved != entries.inline_saved) {
         /* Back at the bottom: give the heap array back. */
@@ -74,7 +101,7 @@ int tether_token_leave(tether_token *t)
     return 0;
 }
 
-int tether_check(void)
+int (tether_check)(void)
 {
     tether_token *t = tether__current;
     if (!t)

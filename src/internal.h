@@ -23,6 +23,8 @@
  *   sync.c      condition variables and semaphores
  *   process.c   waitpid/waitid and child processes
  *   signals.c   the signal-safe cancel relay and SIGINT/SIGTERM handling
+ *   reuse.c     parked threads that run scope children (thread reuse);
+ *               tether_trim
  *   scope.c     scopes: open, children, spawn
  *   join.c      scopes: waiting for tasks, join, free, tether_scope_run
  *   hostage.c   the hostage watchdog kept by join; what a thread is blocked in
@@ -36,6 +38,7 @@
  *   clock.h     time arithmetic        sys.h    raw system calls
  *   wait.h      the waiting layer      token.h  the token structure
  *   current.h   the current token      dropin.h the drop-in skeleton
+ *   reuse.h     thread reuse (the pool)
  *   scope.h     scope and task structures (scope.c, join.c, hostage.c,
  *               dump.c)
  *   timer.h     the timer thread (token.c, timer.c)
@@ -106,6 +109,18 @@ static inline void tether__fault_absorbed(void)
 {
 }
 #endif
+
+/* pthread_cond_init(3) for a condition variable whose timed waits use
+ * CLOCK_MONOTONIC (tether's one clock). */
+static inline int tether__cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
 
 /* calloc(3) through the funnel: NULL when injected. */
 static inline void *tether__calloc(size_t n, size_t size)

@@ -2,8 +2,9 @@
  * Descriptor I/O under the calling thread's current token: the read and
  * write families (plain, vector, positional, whole-buffer) and poll/ppoll.
  *
- * read and write first try the transfer without blocking (RWF_NOWAIT), so a
- * descriptor that is ready costs exactly the one syscall the raw call costs;
+ * read and write first try the transfer without blocking (RWF_NOWAIT; reads
+ * from a socket use recv(MSG_DONTWAIT), cheaper there), so a descriptor
+ * that is ready costs exactly the one syscall the raw call costs;
  * only when it would block do they wait in poll with the token's eventfd
  * (the skeleton of dropin.h). Bytes already moved are always returned:
  * cancellation is reported by the next call. poll and ppoll first let the
@@ -24,6 +25,7 @@ struct vec {
     struct iovec *iov;
     int cnt;
     bool owned;
+    bool nonempty; /* known to hold a byte (tether_read's own entry) */
     struct iovec *copy;
     struct iovec small[TETHER_IOV_SMALL];
 };
@@ -59,9 +61,79 @@ static void vec_release(struct vec *v)
 }
 
 /*
- * The attempt of readv(2) under a token. It never blocks (RWF_NOWAIT), so a
- * ready descriptor costs one syscall. When the descriptor would block
- * (EAGAIN) or cannot say (EOPNOTSUPP: ttys, ...):
+ * Which non-blocking read a descriptor gets first: a hint per descriptor
+ * number, never a fact. Numbers are reused, so a hint may be stale, and it
+ * need not be right, because each attempt is correct on every kind of
+ * descriptor: recv on something that is no socket fails with ENOTSOCK
+ * without touching it (the hint then says "not a socket" and preadv2
+ * answers); preadv2(RWF_NOWAIT) on a socket is what read(2) itself does
+ * there, only dearer. A wrong hint costs one syscall, never a different
+ * result, and racing updates (relaxed bytes) are benign for the same
+ * reason. "Not a socket" is forgotten whenever the descriptor makes the
+ * caller wait, so a socket that took over a pipe's number is found again
+ * at its first wait.
+ */
+enum { KIND_HINTS = 4096 };
+static _Atomic bool not_socket[KIND_HINTS];
+
+static bool hint_not_socket(int fd)
+{
+    return fd < 0 || fd >= KIND_HINTS ||
+           atomic_load_explicit(&not_socket[fd], memory_order_relaxed);
+}
+
+static void hint_set(int fd, bool is_not_socket)
+{
+    if (fd >= 0 && fd < KIND_HINTS &&
+        atomic_load_explicit(&not_socket[fd], memory_order_relaxed) != is_not_socket)
+        atomic_store_explicit(&not_socket[fd], is_not_socket, memory_order_relaxed);
+}
+
+/* The largest count read(2) moves at once (the kernel's MAX_RW_COUNT,
+ * INT_MAX rounded down to a page); recv would take up to INT_MAX. */
+enum { READ_MAX = INT_MAX & ~4095 };
+
+/* Whether recv_attempt may answer for v: readv(2) itself would take the
+ * array (a count outside 1..IOV_MAX is EINVAL there, EMSGSIZE from
+ * recvmsg), and no single entry beyond READ_MAX. */
+static bool recv_fits(const struct vec *v)
+{
+    if (v->cnt < 1 || v->cnt > IOV_MAX)
+        return false;
+    return v->cnt > 1 || !v->nonempty || v->iov->iov_len <= READ_MAX;
+}
+
+/*
+ * read(2) on a socket as recv(MSG_DONTWAIT). The kernel runs the same
+ * sock_recvmsg for both (O_NONBLOCK and SO_RCVTIMEO read the same way);
+ * only what read(2) does before it differs: it answers 0 at once for an
+ * empty buffer, where recv would wait for data, and checks the descriptor
+ * before the buffer, where recv checks the buffer's range first. So the
+ * result stands except: ENOTSOCK, EFAULT, and EAGAIN for entries not known
+ * to hold a byte, which return 1 for preadv2 to answer as read(2) does.
+ */
+static int recv_attempt(int fd, const struct vec *v, ssize_t *n)
+{
+    bool one = v->cnt == 1 && v->nonempty;
+    if (one) {
+        *n = tether__sys_recvfrom(fd, v->iov->iov_base, v->iov->iov_len, MSG_DONTWAIT, NULL,
+                                  NULL);
+    } else {
+        struct msghdr m = { .msg_iov = v->iov, .msg_iovlen = (size_t)v->cnt };
+        *n = tether__sys_recvmsg(fd, &m, MSG_DONTWAIT);
+    }
+    if (*n >= 0)
+        return 0;
+    if (errno == ENOTSOCK)
+        hint_set(fd, true);
+    return errno == ENOTSOCK || errno == EFAULT || (errno == EAGAIN && !one);
+}
+
+/*
+ * The attempt of readv(2) under a token. It never blocks (recv with
+ * MSG_DONTWAIT on sockets, RWF_NOWAIT elsewhere), so a ready descriptor
+ * costs one syscall. When the descriptor would block (EAGAIN) or cannot
+ * say (EOPNOTSUPP: ttys, ...):
  *  - without RWF_NOWAIT, once readable or O_NONBLOCK: the plain call;
  *  - a regular file whose data is not cached: the plain call (disk I/O is
  *    not a wait tether can cut short; poll would say "ready" forever);
@@ -71,7 +143,10 @@ static void vec_release(struct vec *v)
 static ssize_t read_attempt(struct tether__xfer *x, void *ctx)
 {
     struct vec *v = ctx;
-    ssize_t n = tether__sys_preadv2(x->fd, v->iov, v->cnt, -1, RWF_NOWAIT);
+    ssize_t n;
+    if (!hint_not_socket(x->fd) && recv_fits(v) && recv_attempt(x->fd, v, &n) == 0)
+        return n;
+    n = tether__sys_preadv2(x->fd, v->iov, v->cnt, -1, RWF_NOWAIT);
     if (n >= 0 || (errno != EAGAIN && errno != EOPNOTSUPP))
         return n;
     bool unsupported = errno == EOPNOTSUPP;
@@ -79,6 +154,7 @@ static ssize_t read_attempt(struct tether__xfer *x, void *ctx)
         return tether__sys_readv(x->fd, v->iov, v->cnt);
     if ((unsupported || x->waited || tether__xfer_nonblocking(x)) && tether__fd_is_file(x->fd))
         return tether__sys_readv(x->fd, v->iov, v->cnt);
+    hint_set(x->fd, false); /* about to wait: look again next time */
     return tether__fail(EAGAIN);
 }
 
@@ -129,9 +205,10 @@ static ssize_t write_attempt(struct tether__xfer *x, void *ctx)
     }
 }
 
-/* readv/writev under t: the skeleton over the caller's entries. */
+/* readv/writev under t: the skeleton over the caller's entries (nonempty:
+ * a single entry known to hold a byte). */
 static ssize_t vec_transfer(tether_token *t, int fd, const struct iovec *iov, int cnt,
-                            bool writing)
+                            bool writing, bool nonempty)
 {
     struct tether__xfer x = tether__xfer_init(fd, writing ? POLLOUT : POLLIN,
                                               writing ? SO_SNDTIMEO : SO_RCVTIMEO);
@@ -139,6 +216,7 @@ static ssize_t vec_transfer(tether_token *t, int fd, const struct iovec *iov, in
     v.iov = tether__unconst(iov);
     v.cnt = cnt;
     v.owned = false;
+    v.nonempty = nonempty;
     ssize_t n = writing ? tether__xfer_run(t, &x, write_attempt, &v)
                         : tether__xfer_run(t, &x, read_attempt, &v);
     vec_release(&v);
@@ -154,7 +232,7 @@ ssize_t tether_read(int fd, void *buf, size_t count)
     if (e <= 0 || count > SSIZE_MAX)
         return e < 0 ? -1 : tether__sys_read(fd, buf, count);
     struct iovec iov = { .iov_base = buf, .iov_len = count };
-    return vec_transfer(t, fd, &iov, 1, false);
+    return vec_transfer(t, fd, &iov, 1, false, count > 0);
 }
 
 ssize_t tether_write(int fd, const void *buf, size_t count)
@@ -164,7 +242,7 @@ ssize_t tether_write(int fd, const void *buf, size_t count)
     if (e <= 0 || count > SSIZE_MAX)
         return e < 0 ? -1 : tether__sys_write(fd, buf, count);
     struct iovec iov = { .iov_base = tether__unconst(buf), .iov_len = count };
-    return vec_transfer(t, fd, &iov, 1, true);
+    return vec_transfer(t, fd, &iov, 1, true, count > 0);
 }
 
 /* The drop-in entry of readv and writev. The kernel is the first to read
@@ -177,7 +255,7 @@ static ssize_t vec_entry(int fd, const struct iovec *iov, int iovcnt, bool writi
         return -1;
     if (e == 0)
         return writing ? tether__sys_writev(fd, iov, iovcnt) : tether__sys_readv(fd, iov, iovcnt);
-    return vec_transfer(t, fd, iov, iovcnt, writing);
+    return vec_transfer(t, fd, iov, iovcnt, writing, false);
 }
 
 ssize_t tether_readv(int fd, const struct iovec *iov, int iovcnt)

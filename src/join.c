@@ -174,6 +174,8 @@ static void fill_result(tether_scope *s, tether_result *r)
 /*
  * Join, directly, every started thread the current stage waits for that is
  * not joined yet: foreground threads until the foreground is done, then all.
+ * A reused thread (task->pooled) is not joined: its child's `done` is the
+ * completion, which the caller's wait on `changed` sees.
  * pthread_join sleeps until the thread is gone, so this costs no extra
  * wake-up per child (waiting on `changed` first would add one). Returns
  * whether it joined any. s->mu held, dropped around each join. While the
@@ -185,7 +187,7 @@ static bool join_threads(tether_scope *s)
 {
     bool any = false;
     for (tether_task *t = s->tasks; t; t = t->next) {
-        if (!t->started || t->joined || (t->background && !s->closing))
+        if (!t->started || t->joined || t->pooled || (t->background && !s->closing))
             continue;
         t->joined = true;
         tether__scope_unlock(s);
@@ -261,7 +263,7 @@ int tether_scope_join(tether_scope *s, tether_result *result)
     while (tasks) {
         tether_task *next = tasks->next;
         if (!tasks->joined)
-            pthread_join(tasks->thread, NULL);
+            tether__task_release_thread(tasks);
         tether__free_child_token(tasks->token, tasks->name);
         free(tasks);
         tasks = next;

@@ -143,11 +143,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     tether_scope *s = tether__calloc(1, sizeof *s);
     if (!s)
         return ENOMEM;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    rc = pthread_cond_init(&s->changed, &ca);
-    pthread_condattr_destroy(&ca);
+    rc = tether__cond_init_monotonic(&s->changed);
     if (rc)
         goto fail_free;
     rc = pthread_mutex_init(&s->mu, NULL);
@@ -158,6 +154,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
         goto fail_mutex;
     s->policy = o->policy;
     s->max_children = o->max_children;
+    s->reuse_threads = o->reuse_threads;
     copy_name(s->name, o->name);
     tether__token_set_owner(s->token, OWNER_SCOPE, s);
     s->first_error_task = s->winner = s->cause_task = -1;
@@ -242,6 +239,8 @@ static void child_finished(tether_task *task, int rc)
         else if (fire == TETHER_CAUSE_SIBLING_FAILED)
             s->failure_decided = false; /* someone else canceled first */
     }
+    if (task->pooled)
+        tether__reuse_park_early(); /* no user code runs after this */
     task->done = true;
     if (task->background)
         s->live_bg--;
@@ -263,7 +262,7 @@ static void *child_main(void *arg)
     self_task = task;
     int rc = tether_token_enter(task->token);
     TETHER_ASSERT(rc == 0); /* depth 1 of a fresh thread: no allocation */
-    if (task->name[0]) {
+    if (task->name[0] && !task->pooled) { /* reuse.c names its threads */
         char short_name[THREAD_NAME_BYTES];
         memcpy(short_name, task->name, sizeof short_name - 1);
         short_name[sizeof short_name - 1] = '\0';
@@ -277,6 +276,9 @@ static void *child_main(void *arg)
         tether__leave_or_die(task->token, "child", task->name);
     lineage_exit(task);
     child_finished(task, rc);
+    /* A reused thread runs another scope's child next. The cancel callbacks
+     * child_finished may run still saw this child as the caller. */
+    self_task = NULL;
     return NULL;
 }
 
@@ -295,7 +297,7 @@ static void reap(tether_task *list)
 {
     while (list) {
         tether_task *next = list->zombie_next;
-        pthread_join(list->thread, NULL);
+        tether__task_release_thread(list);
         tether__free_child_token(list->token, list->name);
         free(list);
         list = next;
@@ -456,8 +458,14 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     rc = tether_token_new(&task->token, parent,
                           o->timeout_ns ? tether_deadline_after(o->timeout_ns) : TETHER_NEVER);
     pthread_t thread;
-    if (!rc) {
+    if (!rc)
         tether__token_set_owner(task->token, OWNER_TASK, task);
+    if (!rc && s->reuse_threads) {
+        task->pooled = true;
+        rc = tether__reuse_run(&thread, o->stack_size, task->name, child_main, task);
+        if (rc)
+            tether_token_free(task->token);
+    } else if (!rc) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         if (o->stack_size)

@@ -6,6 +6,7 @@
 #define TETHER__SCOPE_H
 
 #include "current.h"
+#include "reuse.h"
 
 struct tether_task {
     tether_scope *scope;
@@ -13,6 +14,8 @@ struct tether_task {
     tether_task *zombie_next;   /* s->zombies: finished, no handle, to reap */
     pthread_t thread;
     bool started;               /* thread is valid (set under s->mu) */
+    bool pooled;                /* runs on a reused thread (reuse.c): never
+                                 * joined, `done` is its completion */
     tether_token *token;
     int (*fn)(void *arg);
     void *arg;
@@ -55,6 +58,7 @@ struct tether_scope {
     tether_task *opener;
     tether_scope *opened_next;
     bool opened_by_child;       /* opener was set at open (immutable) */
+    bool reuse_threads;         /* opts.reuse_threads (immutable) */
 
     tether_task *tasks;
     tether_task *zombies;
@@ -98,6 +102,14 @@ static inline bool tether__scope_inherited(const tether_scope *s)
  * their tokens without waiting for threads the child does not have, then
  * the scope's token (EBUSY as for tether_scope_free) and the handle. */
 TETHER_HIDDEN int tether__scope_free_inherited(tether_scope *s);
+
+/* Release a reaped child's thread: join it, unless it was a reused one,
+ * which went back to the pool once its `done` was set. */
+static inline void tether__task_release_thread(tether_task *t)
+{
+    if (!t->pooled)
+        pthread_join(t->thread, NULL);
+}
 
 /* Take s->mu. */
 static inline void tether__scope_lock(tether_scope *s)

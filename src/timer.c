@@ -243,12 +243,6 @@ void tether__timer_stop_idle(void)
     tether__timer_kick();
 }
 
-int tether_trim(void)
-{
-    tether__timer_stop_idle();
-    return tether__wake_trim();
-}
-
 void tether__timer_fork_prepare(void)
 {
     tether__lock(&timer_lock);

@@ -54,6 +54,8 @@ TETHER_HIDDEN void tether__fork_once(void);
 TETHER_HIDDEN void tether__wake_fork_prepare(void);
 TETHER_HIDDEN void tether__wake_fork_parent(void);
 TETHER_HIDDEN void tether__wake_fork_child(void);
+/* Close the spare eventfds (tether_trim's part here); how many. */
+TETHER_HIDDEN int tether__wake_trim(void);
 
 /* Initialise a point below `up` (or NULL), not fired, with owner bits. */
 TETHER_HIDDEN void tether__wake_init(struct tether_wake *w, struct tether_wake *up,
@@ -81,8 +83,5 @@ TETHER_HIDDEN int tether__wake_poll(struct tether_wake *w, struct pollfd *fds, n
 /* w is gone: keep its eventfd for the next point or close it. Never blocks
  * for long; no sleeper or poller may remain. */
 TETHER_HIDDEN void tether__wake_release(struct tether_wake *w);
-
-/* Close the spare eventfds; how many (tether_trim's eventfd part). */
-TETHER_HIDDEN int tether__wake_trim(void);
 
 #endif /* TETHER__WAIT_H */

@@ -587,6 +587,109 @@ START_TEST(contract_count_above_ssize_max)
 }
 END_TEST
 
+/* One read row on fd: tether_read (or tether_readv over iov when iov is
+ * not NULL) under a token in state st against the raw call, side by side;
+ * `setup` refills the descriptor before each of the two calls. */
+static void kind_row(ct_rows *r, const char *what, ct_state st, int fd, void *buf, size_t n,
+                     const struct iovec *iov, int cnt, void (*setup)(int wfd), int wfd)
+{
+    if (setup)
+        setup(wfd);
+    errno = 0;
+    ssize_t rr = iov ? readv(fd, iov, cnt) : read(fd, buf, n);
+    int re = errno;
+    if (setup)
+        setup(wfd);
+    tether_token *t = ct_enter(st, 0);
+    errno = 0;
+    ssize_t tr = iov ? tether_readv(fd, iov, cnt) : tether_read(fd, buf, n);
+    int te = errno;
+    ct_leave(t);
+    char name[128];
+    snprintf(name, sizeof name, "%s/%s", what, ct_state_name(st));
+    CT_SAME(r, name, tr, te, rr, re);
+}
+
+static void put64(int wfd)
+{
+    char b[64];
+    memset(b, 's', sizeof b);
+    ck_assert_int_eq(write(wfd, b, sizeof b), 64);
+}
+
+/* Drain what put64 left when the row read nothing. */
+static void drain(int fd)
+{
+    char b[256];
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    while (read(fd, b, sizeof b) > 0) {
+    }
+    fcntl(fd, F_SETFL, fl);
+}
+
+/*
+ * Reads from a socket go through recv(MSG_DONTWAIT), picked by a hint per
+ * descriptor number: every row that differs between the two attempts, and
+ * descriptor numbers that change kind (a pipe's number reused by a socket
+ * and back; a closed number that was a socket), as the raw call.
+ */
+START_TEST(contract_read_socket_kinds)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    char buf[64];
+    struct iovec empty2[2] = { { buf, 0 }, { buf, 0 } };
+    struct iovec two[2] = { { buf, 16 }, { buf + 16, 48 } };
+    void *kernel = (void *)(uintptr_t)0xffff800000000000u; /* fails access_ok */
+    for (size_t i = 0; i < 2; i++) {
+        ct_state st = states[i];
+        int sv[2], q[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        kind_row(&r, "tether_read/socket data", st, sv[0], buf, 64, NULL, 0, put64, sv[1]);
+        kind_row(&r, "tether_read/socket count 0 empty", st, sv[0], buf, 0, NULL, 0, NULL, -1);
+        kind_row(&r, "tether_readv/socket two entries", st, sv[0], NULL, 0, two, 2, put64, sv[1]);
+        kind_row(&r, "tether_readv/socket empty entries, empty", st, sv[0], NULL, 0, empty2, 2,
+                 NULL, -1);
+        kind_row(&r, "tether_readv/socket empty entries, data", st, sv[0], NULL, 0, empty2, 2,
+                 put64, sv[1]);
+        drain(sv[0]);
+        kind_row(&r, "tether_read/socket kernel pointer", st, sv[0], kernel, 64, NULL, 0, put64,
+                 sv[1]);
+        drain(sv[0]);
+        /* The socket's number becomes a pipe's, then a socket's again. */
+        mkpipe(q, 0);
+        ck_assert_int_eq(dup3(q[0], sv[0], O_CLOEXEC), sv[0]);
+        kind_row(&r, "tether_read/pipe at a socket's number", st, sv[0], buf, 64, NULL, 0, put64,
+                 q[1]);
+        closepair(q);
+        int w[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, w), 0);
+        ck_assert_int_eq(dup3(w[0], sv[0], O_CLOEXEC), sv[0]);
+        kind_row(&r, "tether_read/socket at a pipe's number", st, sv[0], buf, 64, NULL, 0, put64,
+                 w[1]);
+        /* Peer shut down: end of file as read(2). */
+        shutdown(w[1], SHUT_WR);
+        kind_row(&r, "tether_read/socket after shutdown", st, sv[0], buf, 64, NULL, 0, NULL, -1);
+        closepair(w);
+        closepair(sv);
+        /* A closed number that was read as a socket: EBADF before EFAULT,
+         * as read(2) (recv would look at the pointer first). */
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        int hi = fcntl(sv[0], F_DUPFD_CLOEXEC, 700);
+        ck_assert_int_ge(hi, 700);
+        kind_row(&r, "tether_read/socket at a fresh number", st, hi, buf, 64, NULL, 0, put64,
+                 sv[1]);
+        close(hi);
+        kind_row(&r, "tether_read/closed socket number, kernel pointer", st, hi, kernel, 64,
+                 NULL, 0, NULL, -1);
+        closepair(sv);
+    }
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *contract_fd_suite(void)
 {
     Suite *s = suite_create("contract_fd");
@@ -602,6 +705,7 @@ static Suite *contract_fd_suite(void)
     tcase_add_test(tc, contract_tether_pwrite);
     tcase_add_test(tc, contract_tether_write_all);
     tcase_add_test(tc, contract_count_above_ssize_max);
+    tcase_add_test(tc, contract_read_socket_kinds);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,7 +1,8 @@
 /*
  * Contract matrix: scopes and tasks (tether_scope_open, tether_spawn,
  * tether_try_spawn, tether_task_wait, _halt, _late, _token, tether_scope_token,
- * _cancel, _join, _free, _run, TETHER_SCOPE_GUARD).
+ * _cancel, _join, _free, _run, TETHER_SCOPE_GUARD), and the same calls on a
+ * scope with reuse_threads (test/test_reuse.c has the rest of reuse).
  *
  * Rows that could hang on a defect (a join that never returns) run in a
  * forked child under alarm(): a hang fails that row as SIGALRM instead of
@@ -686,6 +687,62 @@ START_TEST(contract_tether_task_late)
 }
 END_TEST
 
+/* reuse_threads: the same contract as a thread per child. */
+static atomic_int reuse_last_tid, reuse_done;
+
+static int reuse_child(void *a)
+{
+    (void)a;
+    atomic_store(&reuse_last_tid, th_gettid());
+    tether_sleep_for(tether_ms(5));
+    atomic_store(&reuse_done, 1);
+    return tether_current() != NULL && tether_check() == 0 ? 0 : EPROTO;
+}
+
+START_TEST(contract_reuse_threads)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_scope_opts o = { .reuse_threads = true };
+    tether_scope *s = NULL;
+    CT_RC(&r, "tether_scope_open/reuse_threads", tether_scope_open(&s, &o), 0);
+    if (s) {
+        tether_spawn_opts small = { .stack_size = 1 };
+        CT_RC(&r, "tether_spawn/reuse_threads, stack_size too small", tether_spawn(s, ret0, NULL, &small, NULL), EINVAL);
+        CT_RC(&r, "tether_spawn/reuse_threads", tether_spawn(s, reuse_child, NULL, NULL, NULL), 0);
+        tether_result res;
+        CT_RC(&r, "tether_scope_join/reuse_threads", tether_scope_join(s, &res), 0);
+        ct_row(&r, atomic_load(&reuse_done) == 1 && res.succeeded == 1,
+               "tether_scope_join/reuse_threads, after: expected the child's function returned got done %d, succeeded %u",
+               atomic_load(&reuse_done), res.succeeded);
+        CT_RC(&r, "tether_scope_free/reuse_threads", tether_scope_free(s), 0);
+    }
+    /* The next child runs on the parked thread, clean. */
+    int first = atomic_load(&reuse_last_tid);
+    s = NULL;
+    if (tether_scope_open(&s, &o) == 0) {
+        tether_task *t = NULL;
+        CT_RC(&r, "tether_spawn/reuse_threads, a thread is parked", tether_spawn(s, reuse_child, NULL, NULL, &t), 0);
+        int res = -1;
+        if (t)
+            tether_task_wait(t, &res);
+        ct_row(&r, res == 0 && atomic_load(&reuse_last_tid) == first,
+               "tether_spawn/reuse_threads, a thread is parked, child: expected on that thread, with its own current token got result %d, tid %d vs %d",
+               res, atomic_load(&reuse_last_tid), first);
+        tether_scope_cancel(s);
+        CT_RC(&r, "tether_spawn/reuse_threads, scope canceled", tether_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
+        tether_scope_join(s, NULL);
+        tether_scope_free(s);
+    }
+    ct_row(&r, th_thread_count() == base.threads + 1, "tether_trim/reuse_threads, one thread parked: expected that thread alive got %d",
+           th_thread_count() - base.threads);
+    tether_trim();
+    ct_row(&r, th_wait_thread_count(base.threads) == base.threads, "tether_trim/reuse_threads: expected the parked thread gone");
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *contract_scope_suite(void)
 {
     Suite *s = suite_create("contract_scope");
@@ -700,6 +757,7 @@ static Suite *contract_scope_suite(void)
     tcase_add_test(tc, contract_tether_scope_join);
     tcase_add_test(tc, contract_scope_results);
     tcase_add_test(tc, contract_tether_scope_run_guard);
+    tcase_add_test(tc, contract_reuse_threads);
     suite_add_tcase(s, tc);
     return s;
 }

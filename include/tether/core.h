@@ -429,15 +429,16 @@ TETHER_API int tether_token_error(const tether_token *t);
 TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
 
 /*
- * tether_trim — release what tether keeps for reuse: spare eventfds and
- * an idle timer thread.
+ * tether_trim — release what tether keeps for reuse: spare eventfds, idle
+ * threads and an idle timer thread.
  *
  * A token gets an eventfd the first time a thread waits for a descriptor
  * under it. When such a token is freed, its eventfd is kept (at most 4 in
  * the process, close-on-exec) for the next token that needs one, so freeing
- * a scope's children costs no close(2) each. Call this before counting the
- * process's descriptors or threads, e.g. in a leak check; the eventfds are
- * also closed at exit.
+ * a scope's children costs no close(2) each. Threads of exited children of
+ * scopes opened with reuse_threads park for the next child (at most 16, for
+ * at most 1 s each). Call this before counting the process's descriptors or
+ * threads, e.g. in a leak check; the eventfds are also closed at exit.
  *
  * tether's timer thread (see Tokens) stays once started, asleep, until this
  * stops it: it does so when no live token has a deadline of its own, and
@@ -448,11 +449,11 @@ TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
  * Parameters: None.
  * Returns: How many descriptors it closed.
  * Errors: None.
- * Blocking: Waits for the timer thread to exit when it stops it (it is then
- * idle, or finishing a deadline's callbacks); otherwise never blocks (short
- * internal locks). Not a cancellation point.
+ * Blocking: Blocks until every released idle thread and a stopped timer
+ * thread have exited (they are parked or idle, or the timer is finishing a
+ * deadline's callbacks, so this is short); not a cancellation point.
  * Thread safety: Thread-safe.
- * Ownership: Closes only descriptors tether owns.
+ * Ownership: Closes only descriptors and ends only threads tether owns.
  */
 TETHER_API int tether_trim(void);
 
@@ -574,8 +575,18 @@ TETHER_API int tether_token_leave(tether_token *t);
 /*
  * tether_check — the cancellation check on the current token.
  *
- * tether_token_check on the calling thread's current token: about one load
- * when it has no deadline.
+ * tether_token_check on the calling thread's current token. With GCC or
+ * Clang, tether_check() is inline code in the caller: one thread-local load
+ * (tether__check_word, initial-exec) and one load of the word it points to;
+ * only when that word is not zero (the token is canceled or has a deadline)
+ * does it call the library's tether_check. The exported function remains
+ * (taking its address, or writing (tether_check)(), calls it directly).
+ * ABI: compiled callers depend on the exported thread-local
+ * tether__check_word being NULL without a current token and otherwise
+ * pointing to a 32-bit word that is never zero while the check could fail;
+ * nothing else of the token's layout is visible. Like any initial-exec
+ * variable it needs libtether loaded at start-up or with static TLS room
+ * (libtether's own current-token variable already does).
  *
  * Parameters: None.
  * Returns: 0 when there is no current token or it is neither canceled nor
@@ -587,6 +598,35 @@ TETHER_API int tether_token_leave(tether_token *t);
  * Ownership: Nothing is allocated.
  */
 TETHER_API int tether_check(void);
+
+#if defined(__GNUC__)
+extern TETHER_API __thread const unsigned int *tether__check_word
+    __attribute__((tls_model("initial-exec")));
+
+/*
+ * tether__check_inline — the inline half of tether_check; write
+ * tether_check() instead.
+ *
+ * Reads tether__check_word (not API; only libtether writes it) and the word
+ * it points to, and calls the exported tether_check only when that word is
+ * not zero.
+ *
+ * Parameters: None.
+ * Returns: As tether_check.
+ * Errors: None.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
+ */
+static inline int tether__check_inline(void)
+{
+    const unsigned int *w = tether__check_word;
+    if (__builtin_expect(w != 0 && __atomic_load_n(w, __ATOMIC_ACQUIRE) != 0, 0))
+        return (tether_check)();
+    return 0;
+}
+#define tether_check() tether__check_inline()
+#endif
 
 /*
  * tether_with_deadline — run a function under a deadline, in the calling

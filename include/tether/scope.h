@@ -1,7 +1,8 @@
 /*
  * tether/scope.h — scopes: a scope owns the child threads spawned into it —
- * one thread per child — and tether_scope_join returns only after every one
- * has exited and been joined. The scope owns a token, a child of its parent
+ * one thread per child, new or (reuse_threads) parked by an exited child —
+ * and tether_scope_join returns only after every child's function has
+ * returned and its cleanup ran. The scope owns a token, a child of its parent
  * token; every child runs with its own token (a child of the scope's) as its
  * current token.
  */
@@ -63,6 +64,15 @@ typedef struct tether_scope_opts {
     const char *name;          /* copied: up to 31 bytes, never read past its first NUL */
     tether_token *parent;      /* NULL = the calling thread's current token */
     bool detached;             /* true: no parent at all, even if there is a current token */
+    /* true: run children on threads kept from exited children (of any scope
+     * that set this) when one with the same stack_size request is idle; at
+     * most 16 idle threads are kept, each for at most 1 s, and tether_trim
+     * releases them. A reused thread starts with no current token and no
+     * entries, the child's name (or the spawner's when it has none) and the
+     * spawner's signal mask, as a new thread would; it keeps the
+     * thread-locals of user code (pthread keys, _Thread_local) from its
+     * earlier children, whose destructors run when the thread exits. */
+    bool reuse_threads;
     /* Hostage watchdog, kept by the thread in tether_scope_join: a child
      * still running hostage_grace_ns after its cancellation is reported. */
     int64_t hostage_grace_ns;  /* 0 = no watchdog */
@@ -185,7 +195,9 @@ TETHER_API int tether_scope_open(tether_scope **out, const tether_scope_opts *op
  * tether_spawn — start a function on a new thread owned by a scope.
  *
  * The child runs fn(arg) with its own token (a child of the scope's) as its
- * current token. With max_children set and the scope full, tether_spawn
+ * current token, on a new thread, or, in a scope opened with reuse_threads,
+ * on a parked thread of an exited child made with the same stack_size
+ * request (then no thread is created). With max_children set and the scope full, tether_spawn
  * waits for a free slot; the wait is a cancellation point of the caller's
  * current token and ends at the scope's or the caller's deadline.
  *
