@@ -39,6 +39,9 @@ struct config {
     int scale_children, scale_runs;  /* runs (fresh processes) per side */
     int gio_cancel_rounds, gio_read_rounds;
     size_t gio_read_bytes[2];        /* per round, for 64 B and 4 KiB chunks */
+    int timer_rounds, timer_warmup;  /* deadline callback lateness */
+    int token_rounds;                /* token new + free, with and without a deadline */
+    long token_iters;                /* per round */
 };
 
 enum { MIN_ROUNDS = 3 };
@@ -167,5 +170,6 @@ void bench_job(const struct config *cfg);     /* bench_job.c */
 void bench_scale(const struct config *cfg);   /* bench_scale.c */
 void bench_gio(const struct config *cfg);     /* bench_gio.c, or a note without GIO */
 void bench_hostage(const struct config *cfg); /* bench_hostage.c */
+void bench_timer(const struct config *cfg);   /* bench_timer.c */
 
 #endif /* TETHER_BENCH_COMMON_H */

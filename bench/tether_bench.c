@@ -27,6 +27,9 @@
  *   hostage bench_hostage.c the hostage watchdog's report lateness and
  *                           escalation, and the dump of 100 children (no
  *                           baseline: absolute targets)
+ *   timer   bench_timer.c   a deadline's callback with nobody waiting: its
+ *                           lateness against clock_nanosleep's; token
+ *                           new + free with a deadline against without
  *   scale   bench_scale.c   10,000 small-stack sleepers, and cancel
  *                           convergence at 10, 100, 1000 and 10,000 children,
  *                           each run in a fresh process
@@ -76,6 +79,8 @@ static const struct config full_config = {
     .scale_children = 10000, .scale_runs = 21,
     .gio_cancel_rounds = 400, .gio_read_rounds = 21,
     .gio_read_bytes = { 256u << 10, 8u << 20 },
+    .timer_rounds = 400, .timer_warmup = 10,
+    .token_rounds = 21, .token_iters = 100000,
 };
 
 static const struct config quick_config = {
@@ -91,6 +96,8 @@ static const struct config quick_config = {
     .scale_children = 1000, .scale_runs = 1,
     .gio_cancel_rounds = 20, .gio_read_rounds = 3,
     .gio_read_bytes = { 32u << 10, 1u << 20 },
+    .timer_rounds = 30, .timer_warmup = 2,
+    .token_rounds = 5, .token_iters = 10000,
 };
 
 /* ====================================================================== */
@@ -127,6 +134,7 @@ static const struct target {
     { "hostage_report_late_us", true, 1000 },
     { "hostage_escalate_stop_us", true, 2000 },
     { "dump_100_children_us", true, 10000 },
+    { "timer_lateness_us", true, 200 },
 };
 
 /* Every line the issues ask for; the run fails if one is missing. The gio
@@ -147,6 +155,9 @@ static const char *const required[] = {
     "cancel_fanout_growth",
     "hostage_report_late_us", "hostage_escalate_stop_us", "dump_100_children_us",
     "dump_100_children_json_us",
+    "timer_lateness_ns", "timer_lateness_p99_ns", "timer_lateness_raw_ns",
+    "timer_lateness_us", "timer_lateness_p99_us",
+    "token_new_free_ns", "token_new_free_deadline_ns", "token_new_free_deadline_added_ns",
 };
 
 static const char *const required_gio[] = {
@@ -231,6 +242,7 @@ static const struct section {
     { "job", bench_job },
     { "gio", bench_gio },
     { "hostage", bench_hostage },
+    { "timer", bench_timer },
     { "scale", bench_scale },  /* forks: must run while no other thread lives */
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };
@@ -240,7 +252,8 @@ static void usage(FILE *to)
     fprintf(to, "usage: tether-bench [--quick] [--only=SECTION[,SECTION...]]\n"
                 "  --quick  few rounds and 1000 threads in the scale figure (smoke test)\n"
                 "  --only   run only these sections (for profiling):\n"
-                "           spawn, cancel, fanout, read, check, job, gio, hostage, scale\n");
+                "           spawn, cancel, fanout, read, check, job, gio, hostage, timer,\n"
+                "           scale\n");
 }
 
 /* Mark the sections named in a comma-separated list; false if one is unknown. */

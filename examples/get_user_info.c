@@ -7,7 +7,7 @@
  *   get_user_info [ok|fail|stall]
  *     ok     (default) both fetches succeed; the background children are halted
  *     fail   the server answers the orders request with ERR: that fetch fails
- *            with EIO and its siblings are cancelled
+ *            with EIO and its siblings are canceled
  *     stall  the server stalls the orders request for 10 s: the deadline fires
  *
  * It checks its own run and exits 1 if anything unexpected happened.
@@ -63,7 +63,7 @@ static void say(const char *who, const char *fmt, ...)
     printf("%4lld ms  %-11s %s\n", (long long)((tether_now() - start) / 1000000), who, msg);
 }
 
-/* Why the calling child was cancelled. Its own token's cause is usually
+/* Why the calling child was canceled. Its own token's cause is usually
  * "parent" (cancellation flows down the token tree); the root cause names the
  * decision that started it: a deadline, a failed sibling, a halt. */
 static const char *why(void)
@@ -116,7 +116,7 @@ static int serve_connection(void *arg)
     /* A cancellable sleep: halting the server wakes its connections at once. */
     if (tether_sleep_for(ms(delay_ms)) < 0) {
         rc = errno;
-        say(who, "cancelled while waiting (%s)", why());
+        say(who, "canceled while waiting (%s)", why());
         goto out;
     }
     const char *reply = orders && mode->orders_fail ? "ERR orders database unavailable\n"
@@ -141,14 +141,14 @@ static int server(void *arg)
     int lfd = (int)(intptr_t)arg, rc = ENOMEM;
     tether_scope_opts conn_opts = { .policy = TETHER_POLICY_SUPERVISOR, .name = "connections" };
     {
-        /* Below the server's token; cancelled if need be, joined and freed at
+        /* Below the server's token; canceled if need be, joined and freed at
          * the closing brace, so no connection outlives the server. */
         TETHER_SCOPE_GUARD(conns, &conn_opts);
         while (conns) {
             struct pollfd p = { .fd = lfd, .events = POLLIN };
             if (tether_poll(&p, 1, -1) < 0) { /* ECANCELED once halted */
                 rc = errno;
-                say("server", "cancelled (%s), waiting for its connections", why());
+                say("server", "canceled (%s), waiting for its connections", why());
                 break;
             }
             /* The listener is non-blocking: a connection that went away after
@@ -191,7 +191,7 @@ static int fetch(void *arg)
         tether_write(fd, req, (size_t)len) < 0 || read_line(fd, f->reply, sizeof f->reply) < 0) {
         rc = errno;
         if (rc == ECANCELED || rc == ETIMEDOUT)
-            say(f->resource, "cancelled (%s): %s", why(), strerror(rc));
+            say(f->resource, "canceled (%s): %s", why(), strerror(rc));
         else
             say(f->resource, "failed: %s", strerror(rc));
     } else if (strncmp(f->reply, "OK ", 3) != 0) {
@@ -205,7 +205,7 @@ static int fetch(void *arg)
     return rc;
 }
 
-/* Background: print the next frame every period until cancelled. */
+/* Background: print the next frame every period until canceled. */
 struct ticker {
     const char *name;
     int period_ms;
@@ -221,7 +221,7 @@ static int ticker(void *arg)
     for (unsigned i = 0; tether_sleep_for(ms(t->period_ms)) == 0; i++)
         say(t->name, "%s", t->frames[i % t->nframes]);
     int rc = errno; /* ECANCELED, or ETIMEDOUT at the scope's deadline */
-    say(t->name, "cancelled (%s), cleanup done", why());
+    say(t->name, "canceled (%s), cleanup done", why());
     return rc; /* a cancellation error: counted as canceled, not failed */
 }
 
@@ -361,8 +361,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", strerror(rc ? rc : app.error));
         return unexpected("the program itself failed");
     }
-    /* A joined thread can stay listed for a moment while the kernel finishes
-     * removing it: give the count a few milliseconds to settle. */
+    /* tether's timer thread (it fired the deadlines above) stays until
+     * tether_trim stops it. A joined thread can stay listed for a moment
+     * while the kernel finishes removing it: give the count a few
+     * milliseconds to settle. */
+    tether_trim();
     int threads = live_threads();
     for (int i = 0; i < 100 && threads != baseline; i++, threads = live_threads())
         tether_sleep_for(tether_ms(1));

@@ -9,6 +9,7 @@
 #ifdef TETHER_FAULT_INJECTION
 static _Atomic long fault_nth; /* 0: disarmed */
 static _Atomic long fault_seen;
+static _Atomic long fault_absorbed;
 
 bool tether__fault_hit(void)
 {
@@ -27,6 +28,16 @@ void tether_fault_arm(long nth)
 long tether_fault_seen(void)
 {
     return atomic_load(&fault_seen);
+}
+
+void tether__fault_absorbed(void)
+{
+    atomic_fetch_add(&fault_absorbed, 1);
+}
+
+long tether_fault_absorbed_count(void)
+{
+    return atomic_load(&fault_absorbed);
 }
 #else
 /* ISO C wants a translation unit to declare something. */

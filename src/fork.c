@@ -4,12 +4,14 @@
  * A child of a multithreaded process has only the thread that forked, so a
  * lock held by any other thread at that instant would stay held for good.
  * The prepare handler takes every process-wide tether lock (the scopes'
- * lineage lock, the tree lock, the eventfd pool's, then the thread pool's:
- * the order in which code nests them) so that no
+ * lineage lock, the tree lock, the timer lock, the eventfd pool's, then the
+ * thread pool's: the order in which code nests them) so that no
  * other thread is inside tether's critical sections during fork; the parent
  * and child handlers release them. The child handler also starts a new
  * process generation (wait.h), by which the child tells what it inherited
- * (eventfds, scopes, signal relays) from what it made itself.
+ * (eventfds, scopes, signal relays) from what it made itself, and forgets
+ * the timer thread, which stayed in the parent (timer.h: the child starts
+ * its own at its next token, and fires the inherited deadlines too).
  *
  * The handlers are registered once, on first use of any such lock, so a
  * program that never uses tether is not touched. Per-scope mutexes are not
@@ -19,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "scope.h"
+#include "timer.h"
 
 #include "reuse.h"
 
@@ -28,6 +31,7 @@ static void prepare(void)
 {
     tether__lineage_fork_prepare();
     tether__token_fork_prepare();
+    tether__timer_fork_prepare();
     tether__wake_fork_prepare();
     tether__reuse_fork_prepare();
 }
@@ -36,6 +40,7 @@ static void in_parent(void)
 {
     tether__reuse_fork_parent();
     tether__wake_fork_parent();
+    tether__timer_fork_parent();
     tether__token_fork_parent();
     tether__lineage_fork_release();
 }
@@ -44,6 +49,7 @@ static void in_child(void)
 {
     tether__reuse_fork_child();
     tether__wake_fork_child();
+    tether__timer_fork_child();
     tether__token_fork_child();
     tether__signals_fork_child();
     tether__dump_fork_child();

@@ -12,6 +12,7 @@
  *   wait.c      futex sleeps, eventfd pool, wake-ups: the waiting layer
  *   token.c     the token tree: create/free, cancel, propagation, callbacks,
  *               and the waits under a token
+ *   timer.c     the timer thread: cancels tokens at their own deadlines
  *   current.c   the calling thread's current token, tether_check,
  *               tether_with_deadline
  *   job.c       tether_job_run: one pool job under its own token
@@ -40,6 +41,7 @@
  *   reuse.h     thread reuse (the pool)
  *   scope.h     scope and task structures (scope.c, join.c, hostage.c,
  *               dump.c)
+ *   timer.h     the timer thread (token.c, timer.c)
  */
 #ifndef TETHER__INTERNAL_H
 #define TETHER__INTERNAL_H
@@ -92,10 +94,19 @@ TETHER_HIDDEN bool tether__fault_hit(void);
  * acquisition from now fails (0 disarms); how many were seen since arming. */
 TETHER_API void tether_fault_arm(long nth);
 TETHER_API long tether_fault_seen(void);
+/* A failed acquisition tether absorbed by design (a fallback, not an error
+ * any call reports): counted for the fault sweep. */
+TETHER_HIDDEN void tether__fault_absorbed(void);
+/* Test-only: how many failures were absorbed since the process started. */
+TETHER_API long tether_fault_absorbed_count(void);
 #else
 static inline bool tether__fault_hit(void)
 {
     return false;
+}
+
+static inline void tether__fault_absorbed(void)
+{
 }
 #endif
 
@@ -121,6 +132,12 @@ static inline void *tether__calloc(size_t n, size_t size)
 static inline void *tether__malloc(size_t size)
 {
     return tether__fault_hit() ? NULL : malloc(size);
+}
+
+/* realloc(3) through the funnel: NULL (p untouched) when injected. */
+static inline void *tether__realloc(void *p, size_t size)
+{
+    return tether__fault_hit() ? NULL : realloc(p, size);
 }
 
 /* pthread_create(3) through the funnel: EAGAIN when injected. */

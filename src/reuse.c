@@ -33,6 +33,7 @@
 
 #include "clock.h"
 #include "current.h"
+#include "timer.h"
 
 #include <signal.h>
 #include <string.h>
@@ -261,6 +262,7 @@ int tether__reuse_trim(void)
 int tether_trim(void)
 {
     tether__reuse_trim();
+    tether__timer_stop_idle();
     return tether__wake_trim();
 }
 

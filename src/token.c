@@ -22,6 +22,7 @@
 #include "token.h"
 
 #include "clock.h"
+#include "timer.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Every root token (no parent), linked through its sibling links, which a
@@ -91,10 +92,22 @@ static void tree_lock_drop(void)
     tether__unlock(&tree_lock);
 }
 
+/* Take t out of its parent's child list, or a root out of the roots. Tree
+ * lock held. */
+static void unlink_token(tether_token *t)
+{
+    tether_token *parent = tether__token_parent(t);
+    *(t->prev_sibling ? &t->prev_sibling->next_sibling : parent ? &parent->first_child : &roots) =
+        t->next_sibling;
+    if (t->next_sibling)
+        t->next_sibling->prev_sibling = t->prev_sibling;
+}
+
 int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline)
 {
     if (!out)
         return EINVAL;
+    tether__timer_kick(); /* a fork child's inherited deadlines (timer.h) */
     tether_token *t = tether__calloc(1, sizeof *t);
     if (!t)
         return ENOMEM;
@@ -106,6 +119,7 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
     }
     tether__wake_init(&t->wake, parent ? &parent->wake : NULL,
                       t->deadline != TETHER_NEVER ? TOKEN_HAS_DEADLINE : 0u);
+    bool arm = t->deadline_owner == t;
 
     tree_lock_take();
     tether_token **head = parent ? &parent->first_child : &roots;
@@ -120,21 +134,17 @@ int tether_token_new(tether_token **out, tether_token *parent, tether_time_t dea
         t->root_cause = parent->root_cause;
         t->canceled_at = parent->canceled_at;
         tether__wake_fire(&t->wake, (uint32_t)TETHER_CAUSE_PARENT << TOKEN_CAUSE_SHIFT);
+    } else if (arm && tether__timer_arm(t) != 0) {
+        unlink_token(t);
+        tree_lock_drop();
+        tether__wake_release(&t->wake);
+        free(t);
+        return ENOMEM;
     }
     tree_lock_drop();
+    tether__timer_kick();
     *out = t;
     return 0;
-}
-
-/* Take t out of its parent's child list, or a root out of the roots. Tree
- * lock held. */
-static void unlink_token(tether_token *t)
-{
-    tether_token *parent = tether__token_parent(t);
-    *(t->prev_sibling ? &t->prev_sibling->next_sibling : parent ? &parent->first_child : &roots) =
-        t->next_sibling;
-    if (t->next_sibling)
-        t->next_sibling->prev_sibling = t->prev_sibling;
 }
 
 /* t is going: its registered callbacks will never run. Tree lock held. */
@@ -156,6 +166,7 @@ int tether_token_free(tether_token *t)
         return EBUSY;
     }
     unlink_token(t);
+    tether__timer_disarm(t); /* under the tree lock, where the timer claims */
     detach_callbacks(t);
     tree_lock_drop();
     /* Unlinked: no canceler can reach t's wake point any more. */
@@ -179,6 +190,7 @@ void tether__token_free_tree(tether_token *t)
             if (n->next_sibling)
                 n->next_sibling->prev_sibling = NULL;
         }
+        tether__timer_disarm(n);
         detach_callbacks(n);
         tether__wake_release(&n->wake);
         free(n);
@@ -305,12 +317,12 @@ static void run_callbacks(tether_callback *cb)
     }
 }
 
-int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
+/* Cancel t, claimed under the tree lock, which is held and dropped here. */
+static int cancel_locked(tether_token *t, tether_cause cause, int error)
 {
     /* Claim under the tree lock: then a token found already claimed by the
      * walk has had its whole subtree published by the canceler that claimed
      * it, and when this returns every descendant is canceled. */
-    tree_lock_take();
     if (!claim(t)) {
         tree_lock_drop();
         return EALREADY;
@@ -326,11 +338,29 @@ int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
      * propagate), once the whole subtree is published, so they wake to a
      * settled tree. Still under the lock: a woken thread may let its owner
      * free t (a scope's join returns, then free), and freeing unlinks t
-     * under this lock, so this is the canceler's last touch of t. */
+     * under this lock, so this is the canceler's last touch of t (the timer
+     * thread's cancel relies on it too). */
     tether__wake_sleepers(&t->wake, old);
     tree_lock_drop();
     run_callbacks(run);
     return 0;
+}
+
+int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error)
+{
+    tree_lock_take();
+    return cancel_locked(t, cause, error);
+}
+
+void tether__token_expire_timer(tether_token *t)
+{
+    tree_lock_take();
+    /* Still armed means not freed: freeing disarms under this lock. */
+    if (!tether__timer_claim(t)) {
+        tree_lock_drop();
+        return;
+    }
+    (void)cancel_locked(t, TETHER_CAUSE_DEADLINE, ETIMEDOUT);
 }
 
 int tether_token_cancel(tether_token *t, int error)
@@ -418,6 +448,7 @@ int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
     cb->owner = pthread_self();
     cb->gen = cb->run_gen = tether__fork_generation();
     *out = cb;
+    tether__timer_kick(); /* a fork child's inherited deadlines (timer.h) */
 
     tree_lock_take();
     if (!atomic_load_explicit(&t->claimed, memory_order_relaxed)) {

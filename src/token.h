@@ -29,6 +29,8 @@ struct tether_token {
     tether_token *first_child, *next_sibling, *prev_sibling;
     tether_callback *callbacks;
     _Atomic int entered;        /* threads that have it entered */
+    size_t timer_pos;           /* 1 + its slot in the timer's heap; 0: not armed
+                                 * (timer.c, under the timer lock) */
     /* Who made it, for the dump: a scope (its token), a task (a child's
      * token) or a scope's background parent; NULL for a user's token.
      * Published once with a release store after the owner's name is

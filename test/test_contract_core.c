@@ -26,6 +26,16 @@ static int ret_arg(void *a)
     return (int)(intptr_t)a;
 }
 
+/* Whether t's cause becomes `c` within a bound, without a check (which
+ * would make the cancellation itself). */
+static bool wait_cause(tether_token *t, tether_cause c)
+{
+    tether_time_t end = tether_now() + th_bound_ns(2000);
+    while (tether_token_cause(t) != c && tether_now() < end)
+        usleep(200);
+    return tether_token_cause(t) == c;
+}
+
 START_TEST(contract_version_time_names)
 {
     ct_rows r = { .test = __func__ };
@@ -80,6 +90,35 @@ START_TEST(contract_tether_token_new_free)
     ct_row(&r, tether_token_deadline(c) == dl, "tether_token_deadline/child without own deadline: expected the parent's");
     ck_assert_int_eq(tether_token_free(c), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
+    /* An own deadline cancels the token on its own (the timer thread), and
+     * a free that fails with EBUSY leaves it armed. */
+    ck_assert_int_eq(tether_token_new(&t, NULL, tether_now() + tether_ms(1)), 0);
+    ck_assert_int_eq(tether_token_enter(t), 0);
+    CT_RC(&r, "tether_token_free/entered, own deadline armed", tether_token_free(t), EBUSY);
+    ct_row(&r, wait_cause(t, TETHER_CAUSE_DEADLINE),
+           "tether_token_new/own deadline, nobody checking: expected canceled at it (cause deadline) by the timer thread");
+    ck_assert_int_eq(tether_token_leave(t), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_trim)
+{
+    th_baseline base = th_baseline_take(); /* under TSan, its runtime's thread first */
+    tether_trim();
+    int n = th_wait_thread_count(th_thread_count());
+    ct_rows r = { .test = __func__ };
+    tether_token *t;
+    ck_assert_int_eq(tether_token_new(&t, NULL, tether_deadline_after(DAY)), 0);
+    ct_row(&r, th_thread_count() == n + 1, "tether_token_new/first own deadline: expected the timer thread started");
+    tether_trim();
+    ct_row(&r, th_thread_count() == n + 1, "tether_trim/a deadline armed: expected the timer thread kept");
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ct_row(&r, th_thread_count() == n + 1, "tether_token_free/last deadline: expected the timer thread kept (idle)");
+    ct_row(&r, tether_trim() >= 0, "tether_trim/no deadline armed: expected a count >= 0");
+    ct_row(&r, th_wait_thread_count(n) == n, "tether_trim/no deadline armed: expected the timer thread stopped");
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -105,7 +144,8 @@ START_TEST(contract_tether_token_cancel_check_accessors)
     ct_row(&r, tether_token_error(t) == EPIPE, "tether_token_error/second cancel: expected the first one's EPIPE, got %d", tether_token_error(t));
     ck_assert_int_eq(tether_token_free(t), 0);
     ck_assert_int_eq(tether_token_new(&t, NULL, tether_now() - 1), 0);
-    ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_NONE, "tether_token_cause/past deadline not yet observed: expected NONE");
+    tether_cause early = tether_token_cause(t);
+    ct_row(&r, early == TETHER_CAUSE_NONE || early == TETHER_CAUSE_DEADLINE, "tether_token_cause/past deadline, before a check: expected NONE (not yet seen) or deadline (the timer thread's)");
     CT_RC(&r, "tether_token_check/expired", tether_token_check(t), ETIMEDOUT);
     ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_DEADLINE && tether_token_error(t) == ETIMEDOUT,
            "tether_token_cause/expired, after check: expected deadline, error ETIMEDOUT");
@@ -522,6 +562,7 @@ static Suite *contract_core_suite(void)
     TCase *tc = tcase_create("contract_core");
     tcase_set_timeout(tc, th_timeout_s(20));
     tcase_add_test(tc, contract_version_time_names);
+    tcase_add_test(tc, contract_tether_trim);
     tcase_add_test(tc, contract_tether_token_new_free);
     tcase_add_test(tc, contract_tether_token_cancel_check_accessors);
     tcase_add_test(tc, contract_tether_token_on_off_cancel);

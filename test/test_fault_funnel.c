@@ -1,6 +1,7 @@
 /*
  * Fault funnel coverage: every allocation tether makes goes through the
- * injection funnel (a wrapped allocation made without it is named).
+ * injection funnel (a wrapped allocation made without it is named); the
+ * timer thread that could not be started.
  */
 #define _GNU_SOURCE
 #include "fault_fixtures.h"
@@ -122,6 +123,45 @@ START_TEST(funnel_covers_process)
 }
 END_TEST
 
+/* The timer thread could not be created (the injected failure is the one
+ * that makes tether_fault_absorbed_count move): the token is made all the
+ * same, a waiter under it still ends at its deadline (ETIMEDOUT), no thread
+ * appears, and the next token with a deadline starts the thread. */
+START_TEST(timer_thread_not_started)
+{
+    th_baseline b = th_baseline_take(); /* trims: no timer thread, no heap */
+    tether_token *t = NULL;
+    long before = tether_fault_absorbed_count();
+    for (long nth = 1; nth < 10 && tether_fault_absorbed_count() == before; nth++) {
+        if (t)
+            ck_assert_int_eq(tether_token_free(t), 0);
+        t = NULL;
+        tether_trim();
+        tether_fault_arm(nth);
+        int rc = tether_token_new(&t, NULL, tether_deadline_after(tether_ms(20)));
+        tether_fault_arm(0);
+        ck_assert(rc == 0 || rc == ENOMEM);
+        if (rc)
+            t = NULL;
+    }
+    ck_assert_msg(tether_fault_absorbed_count() == before + 1, "no acquisition started the timer");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(th_thread_count(), b.threads);
+    ck_assert_int_eq(tether_token_enter(t), 0);
+    ck_assert_int_eq(tether_sleep_for(DAY), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_int_eq(tether_token_leave(t), 0);
+    ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_DEADLINE);
+
+    tether_token *u;
+    ck_assert_int_eq(tether_token_new(&u, NULL, tether_deadline_after(DAY)), 0);
+    ck_assert_int_eq(th_thread_count(), b.threads + 1);
+    ck_assert_int_eq(tether_token_free(u), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    th_baseline_check(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fault_funnel");
@@ -134,6 +174,7 @@ static Suite *suite(void)
     tcase_add_test(tc, funnel_covers_shield);
     tcase_add_test(tc, funnel_covers_signals);
     tcase_add_test(tc, funnel_covers_process);
+    tcase_add_test(tc, timer_thread_not_started);
     suite_add_tcase(s, tc);
 
     return s;

@@ -51,10 +51,14 @@ END_TEST
 
 START_TEST(first_cause_kept_explicit_then_deadline)
 {
-    /* Explicit first, deadline already passed: the explicit cause stays. */
-    tether_token *t = new_token(NULL, tether_now() - 1);
+    /* Explicit first, then the deadline passes: the explicit cause stays.
+     * (A deadline already passed at creation could be fired by the timer
+     * thread before the explicit cancel.) */
+    tether_time_t d = tether_deadline_after(th_bound_ns(50));
+    tether_token *t = new_token(NULL, d);
     tether_token *c = new_token(t, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 42), 0);
+    ck_assert_int_eq(tether_sleep_until(d), 0); /* no current token: a plain sleep */
     ck_assert_int_eq(tether_token_check(t), ECANCELED);
     ck_assert_int_eq(tether_token_check(c), ECANCELED);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_EXPLICIT);

@@ -241,11 +241,19 @@ TETHER_API const char *tether_outcome_name(tether_outcome outcome);
  * its parent or siblings. A token's effective deadline is the minimum of its
  * own and every ancestor's, so a deadline never loosens going down the tree.
  *
- * A deadline is enforced by every cancellation point: a thread blocked under
- * the token wakes when the deadline passes, and the first thread that sees it
- * passed (a cancellation point, tether_token_check, a scope's join) turns it
- * into a cancellation of the token that owns that deadline, with cause
- * TETHER_CAUSE_DEADLINE, so that descendants and callbacks see it too.
+ * A deadline cancels the token that owns it (the token whose own deadline
+ * it is) at the deadline, with cause TETHER_CAUSE_DEADLINE, whether or not
+ * any thread waits under it, so that descendants and callbacks see it then:
+ * tether's timer thread does it, like Go's context timers. There is one
+ * timer thread per process, started when the first token with a deadline of
+ * its own is created (none while no token has ever had one) and stopped by
+ * tether_trim once no live token has one. Every cancellation point enforces
+ * deadlines too: a thread blocked under the token wakes when the deadline
+ * passes, and the first thread that sees it passed (the timer thread, a
+ * cancellation point, tether_token_check, a scope's join) makes the
+ * cancellation. If the timer thread cannot be started (no thread can be
+ * created), deadlines are still enforced by those waiters, and the next
+ * token with a deadline of its own tries again.
  * ====================================================================== */
 
 typedef struct tether_token tether_token;
@@ -255,7 +263,9 @@ typedef struct tether_token tether_token;
  *
  * A child of a canceled token is born canceled (cause TETHER_CAUSE_PARENT).
  * The new token's effective deadline is min(deadline, the parent's effective
- * deadline).
+ * deadline). When its own deadline is the earlier one, the token is armed on
+ * tether's timer thread (see Tokens above), which cancels it at that
+ * deadline; the first such token starts the timer thread.
  *
  * Parameters:
  *  out       receives the new token.
@@ -264,8 +274,9 @@ typedef struct tether_token tether_token;
  * Returns: 0, or an error number.
  * Errors:
  *  EINVAL  out is NULL.
- *  ENOMEM  out of memory.
- * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ *  ENOMEM  out of memory (for the token, or to arm its deadline).
+ * Blocking: Never blocks (short internal locks; the first token with a
+ * deadline of its own creates the timer thread); not a cancellation point.
  * Thread safety: Thread-safe; the parent may be used concurrently by other
  * threads.
  * Ownership: The caller owns the token and ends it with tether_token_free;
@@ -347,8 +358,9 @@ TETHER_API int tether_token_check(tether_token *t);
 /*
  * tether_token_cause — why a token was canceled.
  *
- * A deadline that passed but was not yet observed is not a cause yet: call
- * tether_token_check first.
+ * A deadline that passed becomes a cause once it is observed: by tether's
+ * timer thread, normally within a fraction of a millisecond, or by any
+ * check. Call tether_token_check first to be sure.
  *
  * Parameters:
  *  t  the token.
@@ -417,8 +429,8 @@ TETHER_API int tether_token_error(const tether_token *t);
 TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
 
 /*
- * tether_trim — close the spare eventfds and release the idle threads
- * tether keeps for reuse.
+ * tether_trim — release what tether keeps for reuse: spare eventfds, idle
+ * threads and an idle timer thread.
  *
  * A token gets an eventfd the first time a thread waits for a descriptor
  * under it. When such a token is freed, its eventfd is kept (at most 4 in
@@ -428,11 +440,18 @@ TETHER_API tether_time_t tether_token_deadline(const tether_token *t);
  * at most 1 s each). Call this before counting the process's descriptors or
  * threads, e.g. in a leak check; the eventfds are also closed at exit.
  *
+ * tether's timer thread (see Tokens) stays once started, asleep, until this
+ * stops it: it does so when no live token has a deadline of its own, and
+ * leaves it running otherwise. Called on the timer thread itself (from a
+ * deadline's callback), it does not stop it. The next token with a deadline
+ * of its own starts a new one.
+ *
  * Parameters: None.
  * Returns: How many descriptors it closed.
  * Errors: None.
- * Blocking: Blocks until every released idle thread has exited (they are
- * parked, so this is short); not a cancellation point.
+ * Blocking: Blocks until every released idle thread and a stopped timer
+ * thread have exited (they are parked or idle, or the timer is finishing a
+ * deadline's callbacks, so this is short); not a cancellation point.
  * Thread safety: Thread-safe.
  * Ownership: Closes only descriptors and ends only threads tether owns.
  */
@@ -447,7 +466,9 @@ typedef struct tether_callback tether_callback;
  * If t is already canceled, fn runs at once in the calling thread before
  * this returns. Otherwise it runs exactly once, in the thread whose
  * tether_token_cancel canceled t (or an ancestor), even under concurrent
- * cancels. fn must be short and must not block; it may call any tether
+ * cancels; when a deadline canceled it, in the thread that observed the
+ * deadline, normally tether's timer thread at the deadline (then fn delays
+ * every later deadline while it runs). fn must be short and must not block; it may call any tether
  * function except tether_token_free / tether_scope_free on its own token,
  * and it may unregister itself.
  *
@@ -622,10 +643,10 @@ static inline int tether__check_inline(void)
  *  fn        the function to run.
  *  arg       passed to fn.
  *  fired     if not NULL, receives true if this block's own deadline fired
- *            while fn ran (a cancellation point in fn, or a scope fn joined,
- *            saw it pass and canceled the block's token); false if fn
- *            finished without seeing it, if an outer deadline or cancel came
- *            first, or if fn was not called.
+ *            while fn ran (the timer thread, a cancellation point in fn, or
+ *            a scope fn joined, saw it pass and canceled the block's token);
+ *            false if fn finished before that, if an outer deadline or
+ *            cancel came first, or if fn was not called.
  * Returns: fn's return value, or an error number if fn was not called.
  * Errors:
  *  EINVAL  fn is NULL.
@@ -679,6 +700,13 @@ TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), voi
  * stayed in the parent never run in the child; those of the forking thread
  * do. A token that such a thread had entered stays entered in the child, so
  * tether_token_free fails there with EBUSY.
+ *
+ * Deadlines: tether's timer thread (see Tokens) stays in the parent. The
+ * child starts its own when it first creates a token or registers a
+ * callback, and from then on every armed deadline fires in the child too,
+ * those of tokens inherited from the parent included (on the child's copy,
+ * running only the forking thread's callbacks). Until then, deadlines in the
+ * child are enforced by the threads that wait under them.
  *
  * Scopes opened in the parent: their children are the parent's threads and
  * do not exist in the child. There tether_spawn, tether_try_spawn,

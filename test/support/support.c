@@ -158,6 +158,7 @@ th_baseline th_baseline_take(void)
 
 void th_baseline_check(th_baseline b)
 {
+    tether_trim(); /* stops tether's timer thread, now that nothing is armed */
     ck_assert_int_eq(th_wait_thread_count(b.threads), b.threads);
     ck_assert_int_eq(th_fd_count(), b.fds);
 }

@@ -32,7 +32,9 @@ int th_thread_count(void);
 int th_fd_count(void);
 
 /* Wait (up to a bound) until the thread count drops to `n`; returns the
- * last count seen. Exited threads can linger for a moment after join. */
+ * last count seen. Exited threads can linger for a moment after join.
+ * tether's timer thread counts until tether_trim stops it (th_fd_count,
+ * th_baseline_take and th_baseline_check call it). */
 int th_wait_thread_count(int n);
 
 /* Wait (up to a bound) until `tid` is blocked in the kernel (state S). */
