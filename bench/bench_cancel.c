@@ -137,8 +137,7 @@ static double round_fanout_raw(void *ctx)
     struct fanout_ctx *c = ctx;
     atomic_store(&g_ready, 0);
     for (int i = 0; i < c->n; i++)
-        need_rc(pthread_create(&c->threads[i], NULL, raw_poll_efd, &c->slots[i]),
-                "pthread_create");
+        need_rc(pthread_create(&c->threads[i], NULL, raw_poll_efd, &c->slots[i]), "pthread_create");
     wait_all_blocked(c->slots, c->n, IN_POLL);
     tether_time_t t0 = tether_now();
     fire_efd();
@@ -195,4 +194,3 @@ void bench_fanout(const struct config *cfg)
     free(ctx.slots);
     free(ctx.threads);
 }
-

@@ -159,9 +159,9 @@ double report_latency(const char *base, samples *s)
 /* ====================================================================== */
 /* Threads under test: ready counter and /proc checks                     */
 
-int g_pipe[2];        /* never written: readers block on it for good */
-int g_efd = -1;       /* the raw baselines' cancellation eventfd */
-atomic_int g_ready;   /* threads that are about to block */
+int g_pipe[2];      /* never written: readers block on it for good */
+int g_efd = -1;     /* the raw baselines' cancellation eventfd */
+atomic_int g_ready; /* threads that are about to block */
 
 static pid_t current_tid(void)
 {
@@ -198,8 +198,7 @@ static void wait_ready(int n)
             continue;
         }
         if (tether_now() > give_up)
-            die("only %d of %d threads started in time",
-                atomic_load(&g_ready), n);
+            die("only %d of %d threads started in time", atomic_load(&g_ready), n);
         struct timespec ts = { 0, 50000 };
         nanosleep(&ts, NULL);
     }
@@ -211,8 +210,7 @@ static const struct {
     long nr;
     unsigned kind;
 } wait_syscalls[] = {
-    { SYS_read, IN_READ },
-    { SYS_ppoll, IN_POLL },
+    { SYS_read, IN_READ },         { SYS_ppoll, IN_POLL },
 #ifdef SYS_poll
     { SYS_poll, IN_POLL },
 #endif
@@ -248,7 +246,7 @@ static bool task_blocked(pid_t tid, unsigned kinds)
     snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
     if (read_small_file(path, buf, sizeof buf) < 0)
         die("%s: %s", path, strerror(errno));
-    const char *p = strrchr(buf, ')');  /* the name may contain anything */
+    const char *p = strrchr(buf, ')'); /* the name may contain anything */
     if (!p || p[1] != ' ')
         die("%s: unexpected format", path);
     if (p[2] != 'S')
@@ -261,7 +259,7 @@ static bool task_blocked(pid_t tid, unsigned kinds)
         return true;
     }
     if (buf[0] < '0' || buf[0] > '9')
-        return false;                    /* "running", or -1: not in a call */
+        return false; /* "running", or -1: not in a call */
     long nr = strtol(buf, NULL, 10);
     for (size_t i = 0; i < sizeof wait_syscalls / sizeof wait_syscalls[0]; i++)
         if (wait_syscalls[i].nr == nr && (wait_syscalls[i].kind & kinds))
@@ -340,7 +338,7 @@ void need_all_canceled(const tether_result *r, unsigned n, const char *what)
  * of each per round, rotating which variant goes first; stop early once the
  * budget is spent and MIN_ROUNDS were measured. Reports `<name>_rounds`. */
 void interleave(const char *name, struct variant *v, int nv, int rounds, int warmup,
-                       const struct config *cfg)
+                const struct config *cfg)
 {
     tether_time_t budget_end = tether_now() + (int64_t)(cfg->budget_s * 1e9);
     int r;
@@ -405,4 +403,3 @@ void feeder_stop(struct feeder *f)
     need_rc(pthread_join(f->thread, NULL), "pthread_join");
     close(f->wfd);
 }
-

@@ -25,23 +25,23 @@
  * full run far past its usual length. */
 struct config {
     bool quick;
-    double budget_s;                 /* per series of rounds */
+    double budget_s; /* per series of rounds */
     int spawn_rounds, spawn_warmup;
     int cancel_rounds, cancel_warmup;
     int fanout_children, fanout_rounds, fanout_warmup;
-    int growth_rounds;               /* cancel convergence at 10, 100, 1000 children */
+    int growth_rounds; /* cancel convergence at 10, 100, 1000 children */
     int read_rounds;
-    size_t read_bytes[3];            /* per round, for 64 B, 4 KiB, 64 KiB chunks */
+    size_t read_bytes[3]; /* per round, for 64 B, 4 KiB, 64 KiB chunks */
     int check_rounds;
-    long check_iters;                /* per round */
+    long check_iters; /* per round */
     int job_rounds;
-    long job_iters;                  /* jobs per round */
-    int scale_children, scale_runs;  /* runs (fresh processes) per side */
+    long job_iters;                 /* jobs per round */
+    int scale_children, scale_runs; /* runs (fresh processes) per side */
     int gio_cancel_rounds, gio_read_rounds;
-    size_t gio_read_bytes[2];        /* per round, for 64 B and 4 KiB chunks */
-    int timer_rounds, timer_warmup;  /* deadline callback lateness */
-    int token_rounds;                /* token new + free, with and without a deadline */
-    long token_iters;                /* per round */
+    size_t gio_read_bytes[2];       /* per round, for 64 B and 4 KiB chunks */
+    int timer_rounds, timer_warmup; /* deadline callback lateness */
+    int token_rounds;               /* token new + free, with and without a deadline */
+    long token_iters;               /* per round */
 };
 
 enum { MIN_ROUNDS = 3 };
@@ -91,12 +91,12 @@ double report_latency(const char *base, samples *s);
 /* ====================================================================== */
 /* Threads under test                                                     */
 
-extern int g_pipe[2];        /* never written: readers block on it for good */
-extern int g_efd;            /* the raw baselines' cancellation eventfd */
-extern atomic_int g_ready;   /* threads that are about to block */
+extern int g_pipe[2];      /* never written: readers block on it for good */
+extern int g_efd;          /* the raw baselines' cancellation eventfd */
+extern atomic_int g_ready; /* threads that are about to block */
 
 struct slot {
-    pid_t tid;               /* written before g_ready is bumped */
+    pid_t tid; /* written before g_ready is bumped */
 };
 
 /* Called by a thread under test just before it blocks. */

@@ -164,8 +164,11 @@ static void bench_gio_read(const struct config *cfg)
     GInputStream *in = g_unix_input_stream_new(f.rfd, FALSE);
     GCancellable *cancellable = g_cancellable_new();
     for (int i = 0; i < 2; i++) {
-        struct gio_read_ctx ctx = { .in = in, .cancellable = cancellable, .fd = f.rfd,
-                                    .chunk = chunks[i], .total = cfg->gio_read_bytes[i] };
+        struct gio_read_ctx ctx = { .in = in,
+                                    .cancellable = cancellable,
+                                    .fd = f.rfd,
+                                    .chunk = chunks[i],
+                                    .total = cfg->gio_read_bytes[i] };
         struct variant v[2] = {
             { .fn = round_gio_read, .ctx = &ctx },
             { .fn = round_tether_read, .ctx = &ctx },
@@ -194,8 +197,8 @@ void bench_gio(const struct config *cfg)
 {
     report("gio_built", 1, "bool", 0);
     report("gio_version_number",
-           glib_major_version * 10000 + glib_minor_version * 100 + glib_micro_version,
-           "version", 0);
+           glib_major_version * 10000 + glib_minor_version * 100 + glib_micro_version, "version",
+           0);
     bench_gio_cancel(cfg);
     bench_gio_read(cfg);
 }
@@ -211,7 +214,8 @@ void bench_gio(const struct config *cfg)
     (void)cfg;
     report("gio_built", 0, "bool", 0);
     report_note("gio section left out: tether-bench was built without GLib's GIO (%s), "
-                "so no gio_* figure", TETHER_BENCH_GIO_OFF);
+                "so no gio_* figure",
+                TETHER_BENCH_GIO_OFF);
 }
 
 #endif /* TETHER_BENCH_HAVE_GIO */

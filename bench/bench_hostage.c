@@ -52,8 +52,10 @@ static double hostage_round(double *late)
 {
     struct hostage_round h = { 0 };
     atomic_store(&g_ready, 0);
-    tether_scope_opts o = { .name = "bench", .hostage_grace_ns = tether_ms(GRACE_MS),
-                            .hostage_hook = hostage_hook, .hostage_arg = &h,
+    tether_scope_opts o = { .name = "bench",
+                            .hostage_grace_ns = tether_ms(GRACE_MS),
+                            .hostage_hook = hostage_hook,
+                            .hostage_arg = &h,
                             .hostage_escalate = true };
     tether_scope *s;
     need_rc(tether_scope_open(&s, &o), "tether_scope_open");

@@ -87,8 +87,10 @@ static void scale_raw(int n, struct slot *slots, struct scale_result *out)
 
     pthread_attr_destroy(&attr);
     free(threads);
-    *out = (struct scale_result){ .create_ns = (double)(t1 - t0), .cancel_ns = (double)(t3 - t2),
-                                  .rss_bytes = (double)(rss1 - rss0), .fds = fds1 - fds0 };
+    *out = (struct scale_result){ .create_ns = (double)(t1 - t0),
+                                  .cancel_ns = (double)(t3 - t2),
+                                  .rss_bytes = (double)(rss1 - rss0),
+                                  .fds = fds1 - fds0 };
 }
 
 static void scale_tether(int n, struct slot *slots, struct scale_result *out)
@@ -118,8 +120,10 @@ static void scale_tether(int n, struct slot *slots, struct scale_result *out)
     need_rc(tether_scope_free(s), "tether_scope_free");
     need_all_canceled(&r, (unsigned)n, "scale");
 
-    *out = (struct scale_result){ .create_ns = (double)(t1 - t0), .cancel_ns = (double)(t3 - t2),
-                                  .rss_bytes = (double)(rss1 - rss0), .fds = fds1 - fds0 };
+    *out = (struct scale_result){ .create_ns = (double)(t1 - t0),
+                                  .cancel_ns = (double)(t3 - t2),
+                                  .rss_bytes = (double)(rss1 - rss0),
+                                  .fds = fds1 - fds0 };
 }
 
 /* One side of the scale figure in a child process, so that each side starts

@@ -153,10 +153,10 @@ static void find_libc(void)
         fprintf(stderr, "interpose-bench: libc.so.6: %s\n", dlerror());
         exit(1);
     }
-    libc_read = (ssize_t (*)(int, void *, size_t))dlsym(h, "read");
-    libc_write = (ssize_t (*)(int, const void *, size_t))dlsym(h, "write");
-    libc_recv = (ssize_t (*)(int, void *, size_t, int))dlsym(h, "recv");
-    libc_send = (ssize_t (*)(int, const void *, size_t, int))dlsym(h, "send");
+    libc_read = (ssize_t(*)(int, void *, size_t))dlsym(h, "read");
+    libc_write = (ssize_t(*)(int, const void *, size_t))dlsym(h, "write");
+    libc_recv = (ssize_t(*)(int, void *, size_t, int))dlsym(h, "recv");
+    libc_send = (ssize_t(*)(int, const void *, size_t, int))dlsym(h, "send");
     libc_poll = (int (*)(struct pollfd *, nfds_t, int))dlsym(h, "poll");
     if (!libc_read || !libc_write || !libc_recv || !libc_send || !libc_poll ||
         (void *)libc_read == (void *)&read) {
@@ -170,7 +170,7 @@ static void find_libc(void)
 /* The call loops                                                         */
 
 enum variant { V_LIBC, V_LAYER, V_TETHER };
-static const char *const variant_name[] = {"libc", "layer", "tether"};
+static const char *const variant_name[] = { "libc", "layer", "tether" };
 
 static int pipe_fds[2], sock_fds[2], ready_fds[2];
 
@@ -210,7 +210,7 @@ static double loop_recv(enum variant v, long iters)
 /* A byte always waits in ready_fds[0]: each poll returns 1 at once. */
 static double loop_poll(enum variant v, long iters)
 {
-    struct pollfd p = {.fd = ready_fds[0], .events = POLLIN};
+    struct pollfd p = { .fd = ready_fds[0], .events = POLLIN };
     tether_time_t t0 = tether_now();
     for (long i = 0; i < iters; i++) {
         int n = v == V_LIBC    ? libc_poll(&p, 1, 0)
@@ -377,7 +377,7 @@ static void servers_down(void)
 static double lateness_ms(int (*fn)(void *), void *arg)
 {
     tether_scope *s;
-    tether_scope_opts o = {.timeout_ns = tether_ms(DEADLINE_MS)};
+    tether_scope_opts o = { .timeout_ns = tether_ms(DEADLINE_MS) };
     tether_time_t deadline = tether_now() + tether_ms(DEADLINE_MS);
     if (tether_scope_open(&s, &o))
         return NAN;
@@ -490,7 +490,7 @@ static void pool_fn(gpointer data, gpointer user)
 
 static int glib_child(void *arg)
 {
-    int (*pipes)[2] = arg;
+    int(*pipes)[2] = arg;
     struct pool_job jobs[POOL_JOBS];
     for (int i = 0; i < POOL_JOBS; i++) {
         jobs[i].fd = i % 2 ? -1 : pipes[i][0];
@@ -532,10 +532,10 @@ static void client_section(void)
         const char *name, *needs;
         double (*run)(void);
     } clients[] = {
-        {"hiredis_blpop", "REDIS_PORT", run_redis},
-        {"curl_silent", "HTTP_PORT", run_curl},
-        {"libpq_pg_sleep", "PG_PORT", run_pq},
-        {"glib_pool", NULL, run_glib},
+        { "hiredis_blpop", "REDIS_PORT", run_redis },
+        { "curl_silent", "HTTP_PORT", run_curl },
+        { "libpq_pg_sleep", "PG_PORT", run_pq },
+        { "glib_pool", NULL, run_glib },
     };
     enum { MAX_RUNS = 15 };
     int runs = quick ? 3 : 11;
@@ -581,15 +581,15 @@ static void print_targets(void)
         bool at_most;
         double bound;
     } targets[] = {
-        {"notoken_read_layer_vs_libc_ratio", false, 0.98},
-        {"notoken_recv_layer_vs_libc_ratio", false, 0.98},
-        {"notoken_poll_layer_vs_libc_ratio", false, 0.98},
-        {"token_read_layer_vs_tether_ratio", false, 0.98},
-        {"token_poll_layer_vs_tether_ratio", false, 0.98},
-        {"late_hiredis_blpop_max_ms", true, 1.0},
-        {"late_curl_silent_max_ms", true, 1.0},
-        {"late_libpq_pg_sleep_max_ms", true, 1.0},
-        {"late_glib_pool_max_ms", true, 1.0},
+        { "notoken_read_layer_vs_libc_ratio", false, 0.98 },
+        { "notoken_recv_layer_vs_libc_ratio", false, 0.98 },
+        { "notoken_poll_layer_vs_libc_ratio", false, 0.98 },
+        { "token_read_layer_vs_tether_ratio", false, 0.98 },
+        { "token_poll_layer_vs_tether_ratio", false, 0.98 },
+        { "late_hiredis_blpop_max_ms", true, 1.0 },
+        { "late_curl_silent_max_ms", true, 1.0 },
+        { "late_libpq_pg_sleep_max_ms", true, 1.0 },
+        { "late_glib_pool_max_ms", true, 1.0 },
     };
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         const struct figure *f = find_figure(targets[i].name);

@@ -69,35 +69,55 @@
 static const struct config full_config = {
     .quick = false,
     .budget_s = 20,
-    .spawn_rounds = 2000, .spawn_warmup = 50,
-    .cancel_rounds = 1000, .cancel_warmup = 20,
-    .fanout_children = 1000, .fanout_rounds = 21, .fanout_warmup = 1,
+    .spawn_rounds = 2000,
+    .spawn_warmup = 50,
+    .cancel_rounds = 1000,
+    .cancel_warmup = 20,
+    .fanout_children = 1000,
+    .fanout_rounds = 21,
+    .fanout_warmup = 1,
     .read_rounds = 41,
     .read_bytes = { 512u << 10, 16u << 20, 64u << 20 },
-    .check_rounds = 21, .check_iters = 10000000,
-    .job_rounds = 21, .job_iters = 200000,
-    .scale_children = 10000, .scale_runs = 21,
-    .gio_cancel_rounds = 400, .gio_read_rounds = 21,
+    .check_rounds = 21,
+    .check_iters = 10000000,
+    .job_rounds = 21,
+    .job_iters = 200000,
+    .scale_children = 10000,
+    .scale_runs = 21,
+    .gio_cancel_rounds = 400,
+    .gio_read_rounds = 21,
     .gio_read_bytes = { 256u << 10, 8u << 20 },
-    .timer_rounds = 400, .timer_warmup = 10,
-    .token_rounds = 21, .token_iters = 100000,
+    .timer_rounds = 400,
+    .timer_warmup = 10,
+    .token_rounds = 21,
+    .token_iters = 100000,
 };
 
 static const struct config quick_config = {
     .quick = true,
     .budget_s = 3,
-    .spawn_rounds = 100, .spawn_warmup = 5,
-    .cancel_rounds = 50, .cancel_warmup = 3,
-    .fanout_children = 1000, .fanout_rounds = 3, .fanout_warmup = 0,
+    .spawn_rounds = 100,
+    .spawn_warmup = 5,
+    .cancel_rounds = 50,
+    .cancel_warmup = 3,
+    .fanout_children = 1000,
+    .fanout_rounds = 3,
+    .fanout_warmup = 0,
     .read_rounds = 5,
     .read_bytes = { 128u << 10, 4u << 20, 16u << 20 },
-    .check_rounds = 5, .check_iters = 1000000,
-    .job_rounds = 5, .job_iters = 20000,
-    .scale_children = 1000, .scale_runs = 1,
-    .gio_cancel_rounds = 20, .gio_read_rounds = 3,
+    .check_rounds = 5,
+    .check_iters = 1000000,
+    .job_rounds = 5,
+    .job_iters = 20000,
+    .scale_children = 1000,
+    .scale_runs = 1,
+    .gio_cancel_rounds = 20,
+    .gio_read_rounds = 3,
     .gio_read_bytes = { 32u << 10, 1u << 20 },
-    .timer_rounds = 30, .timer_warmup = 2,
-    .token_rounds = 5, .token_iters = 10000,
+    .timer_rounds = 30,
+    .timer_warmup = 2,
+    .token_rounds = 5,
+    .token_iters = 10000,
 };
 
 /* ====================================================================== */
@@ -105,7 +125,7 @@ static const struct config quick_config = {
 
 static const struct target {
     const char *name;
-    bool at_most;   /* value <= bound; otherwise value >= bound */
+    bool at_most; /* value <= bound; otherwise value >= bound */
     double bound;
 } targets[] = {
     { "spawn_join_ratio", true, 1.10 },
@@ -140,28 +160,58 @@ static const struct target {
 /* Every line the issues ask for; the run fails if one is missing. The gio
  * figures are checked only when the bench was built with GIO. */
 static const char *const required[] = {
-    "spawn_join_ns", "spawn_join_raw_ns", "spawn_join_ratio",
-    "spawn_join_reuse_ns", "spawn_join_reuse_ratio",
-    "cancel_read_ns", "cancel_read_raw_ns", "cancel_read_ratio",
-    "cancel_pthread_cancel_ns", "cancel_vs_pthread_cancel_ratio",
-    "cancel_fanout_1000_us", "cancel_fanout_1000_raw_us", "cancel_fanout_1000_ratio",
-    "read_64_ratio", "read_4096_ratio", "read_65536_ratio", "read_64_floor_ratio",
-    "read_sock_64_ratio", "read_sock_4096_ratio", "read_sock_65536_ratio",
+    "spawn_join_ns",
+    "spawn_join_raw_ns",
+    "spawn_join_ratio",
+    "spawn_join_reuse_ns",
+    "spawn_join_reuse_ratio",
+    "cancel_read_ns",
+    "cancel_read_raw_ns",
+    "cancel_read_ratio",
+    "cancel_pthread_cancel_ns",
+    "cancel_vs_pthread_cancel_ratio",
+    "cancel_fanout_1000_us",
+    "cancel_fanout_1000_raw_us",
+    "cancel_fanout_1000_ratio",
+    "read_64_ratio",
+    "read_4096_ratio",
+    "read_65536_ratio",
+    "read_64_floor_ratio",
+    "read_sock_64_ratio",
+    "read_sock_4096_ratio",
+    "read_sock_65536_ratio",
     "check_ns",
-    "job_run_ns", "job_by_hand_ns", "job_run_vs_by_hand_ratio",
-    "job_deadline_run_ns", "job_deadline_by_hand_ns", "job_deadline_run_vs_by_hand_ratio",
-    "scale_10k_create_ratio", "scale_10k_cancel_ratio", "scale_10k_rss_ratio", "scale_10k_fds",
-    "cancel_converge_10_per_child_ns", "cancel_converge_100_per_child_ns",
+    "job_run_ns",
+    "job_by_hand_ns",
+    "job_run_vs_by_hand_ratio",
+    "job_deadline_run_ns",
+    "job_deadline_by_hand_ns",
+    "job_deadline_run_vs_by_hand_ratio",
+    "scale_10k_create_ratio",
+    "scale_10k_cancel_ratio",
+    "scale_10k_rss_ratio",
+    "scale_10k_fds",
+    "cancel_converge_10_per_child_ns",
+    "cancel_converge_100_per_child_ns",
     "cancel_fanout_growth",
-    "hostage_report_late_us", "hostage_escalate_stop_us", "dump_100_children_us",
+    "hostage_report_late_us",
+    "hostage_escalate_stop_us",
+    "dump_100_children_us",
     "dump_100_children_json_us",
-    "timer_lateness_ns", "timer_lateness_p99_ns", "timer_lateness_raw_ns",
-    "timer_lateness_us", "timer_lateness_p99_us",
-    "token_new_free_ns", "token_new_free_deadline_ns", "token_new_free_deadline_added_ns",
+    "timer_lateness_ns",
+    "timer_lateness_p99_ns",
+    "timer_lateness_raw_ns",
+    "timer_lateness_us",
+    "timer_lateness_p99_us",
+    "token_new_free_ns",
+    "token_new_free_deadline_ns",
+    "token_new_free_deadline_added_ns",
 };
 
 static const char *const required_gio[] = {
-    "gio_cancel_ratio", "gio_read_64_ratio", "gio_read_4096_ratio",
+    "gio_cancel_ratio",
+    "gio_read_64_ratio",
+    "gio_read_4096_ratio",
 };
 
 static void report_targets(void)
@@ -170,7 +220,7 @@ static void report_targets(void)
         const struct target *t = &targets[i];
         const double *f = find_figure(t->name);
         if (!f)
-            continue;  /* its section did not run (--only, no GIO); a full run checks below */
+            continue; /* its section did not run (--only, no GIO); a full run checks below */
         double v = *f;
         bool met = t->at_most ? v <= t->bound : v >= t->bound; /* NaN: missed */
         printf("target %s %s (%.3f vs %s %.2f)\n", t->name, met ? "met" : "missed", v,
@@ -234,16 +284,10 @@ static const struct section {
     const char *name;
     void (*run)(const struct config *cfg);
 } sections[] = {
-    { "spawn", bench_spawn },
-    { "cancel", bench_cancel },
-    { "fanout", bench_fanout },
-    { "read", bench_read },
-    { "check", bench_check },
-    { "job", bench_job },
-    { "gio", bench_gio },
-    { "hostage", bench_hostage },
-    { "timer", bench_timer },
-    { "scale", bench_scale },  /* forks: must run while no other thread lives */
+    { "spawn", bench_spawn }, { "cancel", bench_cancel },   { "fanout", bench_fanout },
+    { "read", bench_read },   { "check", bench_check },     { "job", bench_job },
+    { "gio", bench_gio },     { "hostage", bench_hostage }, { "timer", bench_timer },
+    { "scale", bench_scale }, /* forks: must run while no other thread lives */
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };
 

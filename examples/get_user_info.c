@@ -119,8 +119,8 @@ static int serve_connection(void *arg)
         say(who, "canceled while waiting (%s)", why());
         goto out;
     }
-    const char *reply = orders && mode->orders_fail ? "ERR orders database unavailable\n"
-                        : orders                    ? "OK 3 orders, the last one shipped\n"
+    const char *reply = orders && mode->orders_fail   ? "ERR orders database unavailable\n"
+                        : orders                      ? "OK 3 orders, the last one shipped\n"
                         : strcmp(res, "profile") == 0 ? "OK Ada Lovelace <ada@example.org>\n"
                                                       : "ERR no such resource\n";
     say(who, "answering %.*s", (int)strcspn(reply, " "), reply);
@@ -176,7 +176,8 @@ struct fetch {
 static int fetch(void *arg)
 {
     struct fetch *f = arg;
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = f->port,
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = f->port,
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     char req[64];
     int len = snprintf(req, sizeof req, "GET %s\n", f->resource), rc = 0;
@@ -241,7 +242,8 @@ static int get_user_info(in_port_t port, tether_result *res)
         { fetch, &orders, { .name = "orders" } },
     };
     tether_scope_opts opts = { .policy = TETHER_POLICY_FAIL_FAST,
-                               .timeout_ns = ms(DEADLINE_MS), .name = "get_user_info" };
+                               .timeout_ns = ms(DEADLINE_MS),
+                               .name = "get_user_info" };
     TETHER_SCOPE_GUARD(req, &opts); /* freed on every path out of this block */
     for (size_t i = 0; i < sizeof kids / sizeof kids[0]; i++) {
         int rc = tether_spawn(req, kids[i].fn, kids[i].arg, &kids[i].opts, NULL);
@@ -346,7 +348,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN); /* a peer that hung up is an EPIPE, not a kill */
     printf("get_user_info %s (tether %s): server delays profile %.0f ms, orders %.0f ms%s; "
-           "deadline %.0f ms\n\n", mode->name, tether_version(), mode->profile_ms * time_factor,
+           "deadline %.0f ms\n\n",
+           mode->name, tether_version(), mode->profile_ms * time_factor,
            mode->orders_ms * time_factor, mode->orders_fail ? " then ERR" : "",
            DEADLINE_MS * time_factor);
     int baseline = baseline_threads();

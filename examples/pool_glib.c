@@ -74,7 +74,7 @@ static void run_tjob(gpointer data, gpointer user_data)
         run_errors++;
     } else {
         t->cause = r.cause;
-        t->result = !r.ran                                         ? SKIPPED
+        t->result = !r.ran                                          ? SKIPPED
                     : r.outcome == TETHER_OUTCOME_OK                ? DONE
                     : r.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED ? STOPPED_DEADLINE
                                                                     : STOPPED_CANCELED;
@@ -163,8 +163,8 @@ int main(void)
     double ms = run_round(root, jobs, N1, WORKERS, false);
     count(jobs, N1, c);
     printf("round 1: %d jobs in %.0f ms: %d done, %d stopped by their deadline, "
-           "%d skipped (it passed while queued)\n", N1, ms,
-           c[DONE], c[STOPPED_DEADLINE], c[SKIPPED]);
+           "%d skipped (it passed while queued)\n",
+           N1, ms, c[DONE], c[STOPPED_DEADLINE], c[SKIPPED]);
     expect(c[DONE] == N1 - SLOW && c[STOPPED_DEADLINE] + c[SKIPPED] == SLOW &&
                c[STOPPED_DEADLINE] > 0,
            "round 1: every quick job done, every slow one stopped or skipped by its deadline");

@@ -149,7 +149,7 @@ static void run_tjob(struct job *j)
         run_errors++;
     } else {
         t->cause = r.cause;
-        t->result = !r.ran                                         ? SKIPPED
+        t->result = !r.ran                                          ? SKIPPED
                     : r.outcome == TETHER_OUTCOME_OK                ? DONE
                     : r.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED ? STOPPED_DEADLINE
                                                                     : STOPPED_CANCELED;
@@ -230,8 +230,8 @@ int main(void)
     pthread_mutex_unlock(&stats_mu);
     count(jobs, N1, c);
     printf("round 1: %d jobs in %.0f ms: %d done, %d stopped by their deadline, "
-           "%d skipped (it passed while queued)\n", N1,
-           (double)(tether_now() - t0) / 1e6, c[DONE], c[STOPPED_DEADLINE], c[SKIPPED]);
+           "%d skipped (it passed while queued)\n",
+           N1, (double)(tether_now() - t0) / 1e6, c[DONE], c[STOPPED_DEADLINE], c[SKIPPED]);
     expect(c[DONE] == N1 - SLOW && c[STOPPED_DEADLINE] + c[SKIPPED] == SLOW &&
                c[STOPPED_DEADLINE] > 0,
            "round 1: every quick job done, every slow one stopped or skipped by its deadline");

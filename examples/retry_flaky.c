@@ -38,9 +38,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define DEADLINE_MS 3000
+#define DEADLINE_MS        3000
 #define ATTEMPT_TIMEOUT_MS 300
-#define RETRY_AFTER_MS 400
+#define RETRY_AFTER_MS     400
 
 static bool down_mode;
 static tether_time_t start;
@@ -155,13 +155,13 @@ static int server(void *arg)
 /* ---- The client --------------------------------------------------------- */
 
 struct client {
-    in_port_t port;              /* network byte order */
+    in_port_t port; /* network byte order */
     unsigned attempt;
     char reply[64];
     tether_retry_event events[32];
     unsigned nevents;
-    tether_time_t next_planned;  /* when the next attempt should start */
-    int64_t max_late_ns;         /* the latest wakeup seen */
+    tether_time_t next_planned; /* when the next attempt should start */
+    int64_t max_late_ns;        /* the latest wakeup seen */
     tether_retry_result result;
 };
 
@@ -173,15 +173,16 @@ static int fetch_greeting(void *arg)
     if (c->next_planned && tether_now() - c->next_planned > c->max_late_ns)
         c->max_late_ns = tether_now() - c->next_planned;
     say("client", "attempt %u", c->attempt);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = c->port,
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = c->port,
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = 0;
     if (fd < 0)
         return errno;
     /* A loopback connect completes (or is refused) at once; the read is
      * where an attempt waits, so that is tether's. */
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        tether_write(fd, "HELLO\n", 6) < 0 || read_line(fd, c->reply, sizeof c->reply) < 0) {
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || tether_write(fd, "HELLO\n", 6) < 0 ||
+        read_line(fd, c->reply, sizeof c->reply) < 0) {
         rc = errno;
     } else if (strncmp(c->reply, "BUSY ", 5) == 0) {
         /* The server's hint: the next attempt no sooner than this. */
@@ -201,10 +202,9 @@ static void on_retry(const tether_retry_event *ev, void *ctx)
     if (c->nevents < sizeof c->events / sizeof c->events[0])
         c->events[c->nevents++] = *ev;
     c->next_planned = tether_now() + ev->delay_ns;
-    say("client", "attempt %u failed (%s%s)%s; next in %lld ms", ev->attempt,
-        strerror(ev->error), ev->attempt_timed_out ? ", its own timeout" : "",
-        ev->retry_after_ns ? ", server asked to wait" : "",
-        (long long)(ev->delay_ns / 1000000));
+    say("client", "attempt %u failed (%s%s)%s; next in %lld ms", ev->attempt, strerror(ev->error),
+        ev->attempt_timed_out ? ", its own timeout" : "",
+        ev->retry_after_ns ? ", server asked to wait" : "", (long long)(ev->delay_ns / 1000000));
 }
 
 static int client(void *arg)
@@ -214,7 +214,7 @@ static int client(void *arg)
         .initial_delay_ns = tether_ms(100),
         .max_delay_ns = tether_ms(1000),
         .jitter = TETHER_RETRY_JITTER_EQUAL,
-        .seed = 2024,                       /* the same delays on every run */
+        .seed = 2024,                           /* the same delays on every run */
         .max_attempts = TETHER_RETRY_UNLIMITED, /* the deadline bounds it */
         .attempt_timeout_ns = tether_ms(ATTEMPT_TIMEOUT_MS),
         .on_retry = on_retry,
@@ -237,8 +237,7 @@ static int app_main(tether_scope *app, void *arg)
         return errno;
     /* Port 0: the kernel picks a free one. Bound but not listening refuses
      * connections: that is the "down" server. */
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        (!down_mode && listen(lfd, 16) < 0) ||
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || (!down_mode && listen(lfd, 16) < 0) ||
         getsockname(lfd, (struct sockaddr *)&sa, &salen) < 0) {
         rc = errno;
         close(lfd);
@@ -298,8 +297,8 @@ int main(int argc, char **argv)
             bad |= unexpected("the fourth attempt should have succeeded");
         else if (strcmp(c.reply, "OK hello") != 0)
             bad |= unexpected("another reply than the greeting");
-        if (c.nevents != 3 || c.events[0].error != ECONNRESET ||
-            c.events[1].error != EAGAIN || c.events[2].error != ETIMEDOUT)
+        if (c.nevents != 3 || c.events[0].error != ECONNRESET || c.events[1].error != EAGAIN ||
+            c.events[2].error != ETIMEDOUT)
             bad |= unexpected("the attempts failed otherwise than the server misbehaved");
         else if (c.events[1].delay_ns < tether_ms(RETRY_AFTER_MS))
             bad |= unexpected("the server's retry-after hint was not honoured");
@@ -316,7 +315,8 @@ int main(int argc, char **argv)
          * machine) that it overshot the deadline by itself. */
         if (c.max_late_ns > tether_ms(50))
             printf("note:     wakeups up to %.1f ms late (a loaded machine): "
-                   "not judging the early return\n", (double)c.max_late_ns / 1e6);
+                   "not judging the early return\n",
+                   (double)c.max_late_ns / 1e6);
         else if (elapsed >= tether_ms(DEADLINE_MS))
             bad |= unexpected("it slept up to the deadline instead of returning early");
     }

@@ -22,8 +22,7 @@ static inline struct timespec tether__timespec(int64_t ns)
 {
     if (ns < 0)
         ns = 0;
-    return (struct timespec){ .tv_sec = ns / TETHER_NS_PER_SEC,
-                              .tv_nsec = ns % TETHER_NS_PER_SEC };
+    return (struct timespec){ .tv_sec = ns / TETHER_NS_PER_SEC, .tv_nsec = ns % TETHER_NS_PER_SEC };
 }
 
 /* Whether ts is a valid timespec (both fields non-negative, tv_nsec < 1 s). */

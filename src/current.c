@@ -42,7 +42,7 @@ static void set_current(tether_token *t)
 enum { INLINE_DEPTH = 16 };
 
 static _Thread_local struct {
-    tether_token **saved;   /* inline_saved or a heap array */
+    tether_token **saved; /* inline_saved or a heap array */
     unsigned depth, cap;
     tether_token *inline_saved[INLINE_DEPTH];
 } entries;
@@ -101,7 +101,7 @@ int tether_token_leave(tether_token *t)
     return 0;
 }
 
-int (tether_check)(void)
+int(tether_check)(void)
 {
     tether_token *t = tether__current;
     if (!t)
@@ -115,15 +115,17 @@ int (tether_check)(void)
 void tether__leave_or_die(tether_token *t, const char *who, const char *name)
 {
     if (tether_token_leave(t) != 0)
-        tether__misuse(who, name, "returned with a token still entered "
-                                  "(tether_token_enter without tether_token_leave)");
+        tether__misuse(who, name,
+                       "returned with a token still entered "
+                       "(tether_token_enter without tether_token_leave)");
 }
 
 void tether__free_or_die(tether_token *t, const char *who, const char *name)
 {
     if (tether_token_free(t) != 0)
-        tether__misuse(who, name, "left a token or scope derived from its own token alive "
-                                  "after returning");
+        tether__misuse(who, name,
+                       "left a token or scope derived from its own token alive "
+                       "after returning");
 }
 
 int tether__run_under(tether_time_t deadline, int (*fn)(void *arg), void *arg, int *result,

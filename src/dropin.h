@@ -83,24 +83,28 @@ static inline tether_time_t tether__sock_timeout_until(int fd, int opt)
  */
 struct tether__xfer {
     int fd;
-    short events;         /* POLLIN or POLLOUT */
-    bool dontwait;        /* MSG_DONTWAIT: never wait, EAGAIN */
+    short events;              /* POLLIN or POLLOUT */
+    bool dontwait;             /* MSG_DONTWAIT: never wait, EAGAIN */
     signed char backoff_after; /* waits that poll before napping; -1: never nap */
-    bool waited;          /* a wait said ready since the last progress */
-    signed char nonblock; /* O_NONBLOCK: -1 not asked yet, else 0 or 1 */
-    int timeo_opt;        /* SO_RCVTIMEO or SO_SNDTIMEO */
-    int timeout_err;      /* what the socket timeout reports (EAGAIN) */
-    int refused;          /* waits since the last progress */
-    size_t done;          /* bytes moved so far */
-    tether_time_t until;  /* the socket timeout; 0 until read */
-    int64_t step;         /* the backoff nap */
+    bool waited;               /* a wait said ready since the last progress */
+    signed char nonblock;      /* O_NONBLOCK: -1 not asked yet, else 0 or 1 */
+    int timeo_opt;             /* SO_RCVTIMEO or SO_SNDTIMEO */
+    int timeout_err;           /* what the socket timeout reports (EAGAIN) */
+    int refused;               /* waits since the last progress */
+    size_t done;               /* bytes moved so far */
+    tether_time_t until;       /* the socket timeout; 0 until read */
+    int64_t step;              /* the backoff nap */
 };
 
 /* A transfer on fd waiting for `events` under the socket option timeo_opt. */
 static inline struct tether__xfer tether__xfer_init(int fd, short events, int timeo_opt)
 {
-    return (struct tether__xfer){ .fd = fd, .events = events, .backoff_after = -1,
-                                  .nonblock = -1, .timeo_opt = timeo_opt, .timeout_err = EAGAIN };
+    return (struct tether__xfer){ .fd = fd,
+                                  .events = events,
+                                  .backoff_after = -1,
+                                  .nonblock = -1,
+                                  .timeo_opt = timeo_opt,
+                                  .timeout_err = EAGAIN };
 }
 
 /* Whether x's descriptor is in O_NONBLOCK mode; asked once per call. */

@@ -41,7 +41,7 @@ struct node {
     tether_policy policy;
     int index, tid, entered;
     bool exited, canceled;
-    bool inherited;             /* a child of a scope opened before a fork */
+    bool inherited; /* a child of a scope opened before a fork */
     tether_cause cause;
     tether_time_t deadline, canceled_at;
     char blocked[BLOCKED_MAX];
@@ -74,8 +74,8 @@ static int copy_node(void *ctx, const tether_token *t, unsigned depth)
         nd->cause = tether_token_cause(t);
         nd->canceled_at = t->canceled_at;
     }
-    void *owner = atomic_load_explicit(&((tether_token *)(uintptr_t)t)->owner,
-                                       memory_order_acquire);
+    void *owner =
+        atomic_load_explicit(&((tether_token *)(uintptr_t)t)->owner, memory_order_acquire);
     nd->kind = owner ? (enum tether__owner_kind)t->owner_kind : OWNER_NONE;
     if (nd->kind == OWNER_SCOPE) {
         const tether_scope *s = owner;
@@ -153,8 +153,10 @@ static const char *policy_name(tether_policy p)
 
 static const char *kind_name(enum tether__owner_kind k)
 {
-    return k == OWNER_SCOPE ? "scope" : k == OWNER_TASK ? "child"
-                                      : k == OWNER_BACKGROUND ? "background" : "token";
+    return k == OWNER_SCOPE        ? "scope"
+           : k == OWNER_TASK       ? "child"
+           : k == OWNER_BACKGROUND ? "background"
+                                   : "token";
 }
 
 static double ms(int64_t ns)
@@ -175,13 +177,14 @@ static void put_state(struct out *o, const struct node *nd, tether_time_t now, b
                  : ", canceled (%s, %.1f ms ago)",
             tether_cause_name(nd->cause), ms(now - nd->canceled_at));
     else
-        put(o, "%s", json ? ",\"state\":\"live\",\"cause\":null,\"since_cancel_ms\":null"
-                          : ", live");
+        put(o, "%s",
+            json ? ",\"state\":\"live\",\"cause\":null,\"since_cancel_ms\":null" : ", live");
     if (nd->deadline == TETHER_NEVER)
         put(o, "%s", json ? ",\"deadline_ns\":null,\"time_left_ms\":null" : ", no deadline");
     else
-        put(o, json ? ",\"deadline_ns\":%lld,\"time_left_ms\":%.3f"
-                    : ", deadline %lld ns (%.1f ms left)",
+        put(o,
+            json ? ",\"deadline_ns\":%lld,\"time_left_ms\":%.3f"
+                 : ", deadline %lld ns (%.1f ms left)",
             (long long)nd->deadline, ms(nd->deadline - now));
 }
 
@@ -214,8 +217,9 @@ static void json_node(struct out *o, const struct node *nd, tether_time_t now)
     if (nd->kind == OWNER_SCOPE)
         put(o, ",\"policy\":\"%s\"", policy_name(nd->policy));
     if (nd->kind == OWNER_TASK) {
-        put(o, ",\"index\":%d,\"tid\":%d,\"inherited\":%s,\"running\":%s,\"blocked_in\":",
-            nd->index, nd->tid, nd->inherited ? "true" : "false",
+        put(o,
+            ",\"index\":%d,\"tid\":%d,\"inherited\":%s,\"running\":%s,\"blocked_in\":", nd->index,
+            nd->tid, nd->inherited ? "true" : "false",
             nd->exited || nd->inherited ? "false" : "true");
         if (nd->exited || nd->inherited)
             put(o, "null");
@@ -244,8 +248,9 @@ static void format(struct out *o, const struct snapshot *sn, tether_dump_format 
             text_node(o, &sn->v[i], now);
         return;
     }
-    put(o, "{\"pid\":%d,\"now_ns\":%lld,\"scopes\":%u,\"children\":%u,\"running\":%u,"
-           "\"tokens\":%zu,\"tree\":[",
+    put(o,
+        "{\"pid\":%d,\"now_ns\":%lld,\"scopes\":%u,\"children\":%u,\"running\":%u,"
+        "\"tokens\":%zu,\"tree\":[",
         pid, (long long)now, scopes, children, running, sn->n);
     /* Pre-order with depths to nesting: a node's "children" array stays
      * open while the next node is one level deeper. */
@@ -318,7 +323,7 @@ int tether_dump(int fd, tether_dump_format format_)
 struct tether_dump_signal {
     int sig, fd, efd;
     tether_dump_format format;
-    unsigned gen;               /* the process generation whose relay this is */
+    unsigned gen; /* the process generation whose relay this is */
     _Atomic int stopping;
     pthread_t relay;
     struct sigaction old;

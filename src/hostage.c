@@ -26,8 +26,8 @@
 
 enum {
     BLOCKED_IN_MAX = 32,
-    ESCALATE_FIRST_NS = 10 * 1000 * 1000,  /* 10 ms after the first attempt */
-    ESCALATE_CAP_NS = 1000 * 1000 * 1000,  /* then doubling, at most 1 s apart */
+    ESCALATE_FIRST_NS = 10 * 1000 * 1000, /* 10 ms after the first attempt */
+    ESCALATE_CAP_NS = 1000 * 1000 * 1000, /* then doubling, at most 1 s apart */
     REPORT_LINE_MAX = 256
 };
 
@@ -373,8 +373,12 @@ static void describe(tether_scope *s, tether_task *t, tether_hostage_event ev, t
                      tether_hostage_report *r, char blocked[BLOCKED_IN_MAX])
 {
     int tid = atomic_load_explicit(&t->tid, memory_order_relaxed);
-    *r = (tether_hostage_report){ .event = ev, .scope_name = s->name, .child_name = t->name,
-                                  .child_index = t->index, .tid = tid, .blocked_in = "" };
+    *r = (tether_hostage_report){ .event = ev,
+                                  .scope_name = s->name,
+                                  .child_name = t->name,
+                                  .child_index = t->index,
+                                  .tid = tid,
+                                  .blocked_in = "" };
     if (ev != TETHER_HOSTAGE_RELEASED) {
         tether__scope_unlock(s);
         r->blocked_in = tether__blocked_in(tid, blocked, BLOCKED_IN_MAX);

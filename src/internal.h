@@ -62,8 +62,7 @@ static inline int tether__fail(int e)
 }
 
 /* Internal invariant broken: always on, never compiled out. */
-#define TETHER_ASSERT(cond) \
-    ((cond) ? (void)0 : tether__assert_fail(#cond, __FILE__, __LINE__))
+#define TETHER_ASSERT(cond) ((cond) ? (void)0 : tether__assert_fail(#cond, __FILE__, __LINE__))
 /* Print "internal invariant broken" with what/where, then abort. */
 TETHER_HIDDEN _Noreturn void tether__assert_fail(const char *what, const char *file, int line);
 /* Print "tether: <who> ['<name>'] <what>" for a misuse no caller could

@@ -116,8 +116,7 @@ static int recv_attempt(int fd, const struct vec *v, ssize_t *n)
 {
     bool one = v->cnt == 1 && v->nonempty;
     if (one) {
-        *n = tether__sys_recvfrom(fd, v->iov->iov_base, v->iov->iov_len, MSG_DONTWAIT, NULL,
-                                  NULL);
+        *n = tether__sys_recvfrom(fd, v->iov->iov_base, v->iov->iov_len, MSG_DONTWAIT, NULL, NULL);
     } else {
         struct msghdr m = { .msg_iov = v->iov, .msg_iovlen = (size_t)v->cnt };
         *n = tether__sys_recvmsg(fd, &m, MSG_DONTWAIT);
@@ -207,11 +206,11 @@ static ssize_t write_attempt(struct tether__xfer *x, void *ctx)
 
 /* readv/writev under t: the skeleton over the caller's entries (nonempty:
  * a single entry known to hold a byte). */
-static ssize_t vec_transfer(tether_token *t, int fd, const struct iovec *iov, int cnt,
-                            bool writing, bool nonempty)
+static ssize_t vec_transfer(tether_token *t, int fd, const struct iovec *iov, int cnt, bool writing,
+                            bool nonempty)
 {
-    struct tether__xfer x = tether__xfer_init(fd, writing ? POLLOUT : POLLIN,
-                                              writing ? SO_SNDTIMEO : SO_RCVTIMEO);
+    struct tether__xfer x =
+        tether__xfer_init(fd, writing ? POLLOUT : POLLIN, writing ? SO_SNDTIMEO : SO_RCVTIMEO);
     struct vec v; /* not zeroed: `small` is scratch, written only on need */
     v.iov = tether__unconst(iov);
     v.cnt = cnt;
@@ -355,8 +354,8 @@ static ssize_t write_some(int fd, void *buf, size_t count)
 /* Move count bytes with `some` (tether_read or a tether_write), riding out
  * EINTR and short transfers; stops at end of file or an error. A count the
  * result cannot express (> SSIZE_MAX) is EINVAL before anything moves. */
-static ssize_t transfer_all(ssize_t (*some)(int, void *, size_t), int fd, char *buf,
-                            size_t count, size_t *moved)
+static ssize_t transfer_all(ssize_t (*some)(int, void *, size_t), int fd, char *buf, size_t count,
+                            size_t *moved)
 {
     if (count > SSIZE_MAX) {
         if (moved)

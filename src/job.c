@@ -15,8 +15,8 @@ static void classify(tether_token *t, tether_job_result *r)
     r->cause = tether_token_cause(t);
     if (r->cause != TETHER_CAUSE_NONE) {
         r->error = tether_token_error(t);
-        r->outcome = r->error == ETIMEDOUT ? TETHER_OUTCOME_DEADLINE_EXCEEDED
-                                           : TETHER_OUTCOME_CANCELED;
+        r->outcome =
+            r->error == ETIMEDOUT ? TETHER_OUTCOME_DEADLINE_EXCEEDED : TETHER_OUTCOME_CANCELED;
         r->late = r->ran && r->result == 0;
     } else if (r->result != 0) {
         r->outcome = TETHER_OUTCOME_FAILED;

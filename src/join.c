@@ -151,7 +151,7 @@ static void fill_result(tether_scope *s, tether_result *r)
         have_failure = false;
     } else if (externally) {
         outcome = tether__token_errno(s->token) == ETIMEDOUT ? TETHER_OUTCOME_DEADLINE_EXCEEDED
-                                                      : TETHER_OUTCOME_CANCELED;
+                                                             : TETHER_OUTCOME_CANCELED;
         /* The cancel's own error: a user's (tether_token_cancel on the
          * scope's token or an ancestor), ETIMEDOUT, or ECANCELED. */
         r->error = tether_token_error(s->token);

@@ -167,8 +167,9 @@ static ssize_t send_entry(int fd, const void *buf, size_t len, int flags,
     if (e <= 0)
         return e < 0 ? -1 : tether__sys_sendto(fd, buf, len, flags, dest, destlen);
     struct tether__xfer x = send_xfer(fd, flags);
-    struct send_args a = { .buf = buf, .len = len, .flags = flags, .dest = dest,
-                           .destlen = destlen };
+    struct send_args a = {
+        .buf = buf, .len = len, .flags = flags, .dest = dest, .destlen = destlen
+    };
     return tether__xfer_run(t, &x, send_attempt, &a);
 }
 
@@ -232,11 +233,12 @@ static ssize_t msg_attempt(struct tether__xfer *x, void *ctx)
 /* recvmsg/sendmsg under t: the skeleton over msg_attempt. */
 static ssize_t msg_transfer(tether_token *t, int fd, struct msghdr *msg, int flags, bool sending)
 {
-    struct tether__xfer x = sending ? send_xfer(fd, flags)
-                                    : tether__xfer_init(fd, POLLIN, SO_RCVTIMEO);
+    struct tether__xfer x =
+        sending ? send_xfer(fd, flags) : tether__xfer_init(fd, POLLIN, SO_RCVTIMEO);
     x.dontwait = flags & MSG_DONTWAIT;
-    struct msg_args m = { .msg = msg, .cur = msg, .flags = flags, .sending = sending,
-                          .rest = { .iov = NULL } };
+    struct msg_args m = {
+        .msg = msg, .cur = msg, .flags = flags, .sending = sending, .rest = { .iov = NULL }
+    };
     ssize_t n = tether__xfer_run(t, &x, msg_attempt, &m);
     msg_rest_free(&m.rest);
     return n;

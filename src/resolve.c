@@ -24,14 +24,14 @@
 typedef struct gai_request {
     pthread_mutex_t lock;
     pthread_cond_t done_cond;
-    int refs;            /* caller + helper; guarded by lock */
-    bool done;           /* the helper has stored the answer */
+    int refs;  /* caller + helper; guarded by lock */
+    bool done; /* the helper has stored the answer */
     char *node, *service;
     struct addrinfo hints;
     bool has_hints;
     struct addrinfo *res;
-    int rc;              /* getaddrinfo's return */
-    int err;             /* its errno, for EAI_SYSTEM */
+    int rc;  /* getaddrinfo's return */
+    int err; /* its errno, for EAI_SYSTEM */
 } gai_request;
 
 /* Helpers running now, and the condition tether_getaddrinfo_drain waits on. */
@@ -166,8 +166,7 @@ static int helper_start(gai_request *r)
     return rc;
 }
 
-static gai_request *request_new(const char *node, const char *service,
-                                const struct addrinfo *hints)
+static gai_request *request_new(const char *node, const char *service, const struct addrinfo *hints)
 {
     gai_request *r = tether__calloc(1, sizeof *r);
     if (!r)
@@ -272,7 +271,7 @@ int tether_getaddrinfo_drain(tether_time_t deadline)
             pthread_cond_wait(&helpers_idle, &helpers_lock);
             continue;
         }
-        struct timespec ts = {.tv_sec = deadline / 1000000000, .tv_nsec = deadline % 1000000000};
+        struct timespec ts = { .tv_sec = deadline / 1000000000, .tv_nsec = deadline % 1000000000 };
         if (pthread_cond_timedwait(&helpers_idle, &helpers_lock, &ts) == ETIMEDOUT) {
             rc = helpers_running > 0 ? ETIMEDOUT : 0;
             break;

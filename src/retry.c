@@ -28,15 +28,15 @@
 #include <unistd.h>
 
 #define DEFAULT_INITIAL_NS tether_ms(100)
-#define DEFAULT_MAX_NS tether_sec(10)
+#define DEFAULT_MAX_NS     tether_sec(10)
 #define DEFAULT_MULTIPLIER 2.0
 enum { DEFAULT_ATTEMPTS = 5 };
 
 /* One tether_retry running on this thread. */
 struct frame {
     struct frame *outer;
-    bool in_attempt;   /* the attempt function is running */
-    int64_t hint;      /* largest tether_retry_after of this attempt */
+    bool in_attempt; /* the attempt function is running */
+    int64_t hint;    /* largest tether_retry_after of this attempt */
 };
 
 static _Thread_local struct frame *innermost;
@@ -46,14 +46,14 @@ struct run {
     int (*attempt)(void *arg);
     void *arg;
     tether_retry_opts o;
-    tether_token *token;     /* the current token at the call, or NULL */
-    tether_time_t deadline;  /* its effective deadline, or TETHER_NEVER */
+    tether_token *token;    /* the current token at the call, or NULL */
+    tether_time_t deadline; /* its effective deadline, or TETHER_NEVER */
     tether_time_t start;
     tether_time_t budget_end; /* start + max_elapsed_ns, or TETHER_NEVER */
     uint64_t rng;
-    double expo;             /* d(n), before truncation */
-    int64_t prev_sleep;      /* s(n-1), for decorrelated jitter */
-    unsigned retries;        /* n: sleeps planned so far */
+    double expo;        /* d(n), before truncation */
+    int64_t prev_sleep; /* s(n-1), for decorrelated jitter */
+    unsigned retries;   /* n: sleeps planned so far */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -105,9 +105,7 @@ static int64_t next_sleep(struct run *r)
     int64_t d = r->expo >= (double)cap ? cap : (int64_t)r->expo;
     int64_t s;
     switch (r->o.jitter) {
-    case TETHER_RETRY_JITTER_NONE:
-        s = d;
-        break;
+    case TETHER_RETRY_JITTER_NONE: s = d; break;
     case TETHER_RETRY_JITTER_EQUAL: {
         int64_t half = d / 2;
         s = half + random_between(&r->rng, 0, d - half);
@@ -122,9 +120,7 @@ static int64_t next_sleep(struct run *r)
         break;
     }
     case TETHER_RETRY_JITTER_FULL:
-    default:
-        s = random_between(&r->rng, 0, d);
-        break;
+    default: s = random_between(&r->rng, 0, d); break;
     }
     /* d(n+1); once at the cap it stays there. */
     if (r->expo < (double)cap)
@@ -175,8 +171,8 @@ static int apply_defaults(tether_retry_opts *o)
     if (o->initial_delay_ns == 0)
         o->initial_delay_ns = DEFAULT_INITIAL_NS;
     if (o->max_delay_ns == 0)
-        o->max_delay_ns = o->initial_delay_ns > DEFAULT_MAX_NS ? o->initial_delay_ns
-                                                               : DEFAULT_MAX_NS;
+        o->max_delay_ns =
+            o->initial_delay_ns > DEFAULT_MAX_NS ? o->initial_delay_ns : DEFAULT_MAX_NS;
     if (o->max_delay_ns < o->initial_delay_ns)
         return EINVAL;
     if (o->multiplier == 0.0)
@@ -217,8 +213,9 @@ static int run_attempt(struct run *r, struct frame *f, int *rc, bool *timed_out)
     } else {
         *rc = r->attempt(r->arg);
         if (tether__current != r->token)
-            tether__misuse(who, NULL, "returned with a token still entered "
-                                      "(tether_token_enter without tether_token_leave)");
+            tether__misuse(who, NULL,
+                           "returned with a token still entered "
+                           "(tether_token_enter without tether_token_leave)");
     }
     f->in_attempt = false;
     return e;
@@ -371,10 +368,8 @@ bool tether_retry_transient(int error)
     case EHOSTDOWN:
     case EHOSTUNREACH:
     case EADDRNOTAVAIL:
-    case ENOBUFS:
-        return true;
-    default:
-        return false;
+    case ENOBUFS: return true;
+    default: return false;
     }
 }
 

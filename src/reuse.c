@@ -42,23 +42,23 @@
 enum { NAME_BYTES = 16 };
 
 struct worker {
-    struct worker *next;        /* the idle list, under pool_mu */
-    bool listed;                /* on it (under pool_mu) */
-    pthread_t thread;           /* set by the worker itself, under pool_mu */
-    pthread_cond_t wake;        /* a job or a release arrived */
-    size_t stack_size;          /* the request it was made with; 0 = default */
-    unsigned gen;               /* the process generation that made it */
-    bool release;               /* trim took it: exit, trim joins */
+    struct worker *next; /* the idle list, under pool_mu */
+    bool listed;         /* on it (under pool_mu) */
+    pthread_t thread;    /* set by the worker itself, under pool_mu */
+    pthread_cond_t wake; /* a job or a release arrived */
+    size_t stack_size;   /* the request it was made with; 0 = default */
+    unsigned gen;        /* the process generation that made it */
+    bool release;        /* trim took it: exit, trim joins */
     /* The next job: the first is set before the thread exists, the others
      * by the hand-off under pool_mu; the worker takes it under pool_mu. */
     void *(*fn)(void *);
     void *arg;
-    char name[NAME_BYTES];      /* "" = keep the name (first job only) */
+    char name[NAME_BYTES]; /* "" = keep the name (first job only) */
     sigset_t mask;
 };
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct worker *idle;     /* most recently parked first */
+static struct worker *idle; /* most recently parked first */
 static unsigned idle_count;
 /* The worker the calling thread is, or NULL. */
 static _Thread_local struct worker *self_worker;
@@ -174,8 +174,8 @@ static void copy_name(char dst[NAME_BYTES], const char *name)
         strncat(dst, name, NAME_BYTES - 1);
 }
 
-static int start_worker(pthread_t *thread, size_t stack_size, const char *name,
-                        void *(*fn)(void *), void *arg)
+static int start_worker(pthread_t *thread, size_t stack_size, const char *name, void *(*fn)(void *),
+                        void *arg)
 {
     struct worker *w = tether__calloc(1, sizeof *w);
     if (!w)
@@ -202,8 +202,8 @@ static int start_worker(pthread_t *thread, size_t stack_size, const char *name,
     return rc;
 }
 
-int tether__reuse_run(pthread_t *thread, size_t stack_size, const char *name,
-                      void *(*fn)(void *), void *arg)
+int tether__reuse_run(pthread_t *thread, size_t stack_size, const char *name, void *(*fn)(void *),
+                      void *arg)
 {
     tether__fork_once();
     /* What a new thread would get: the caller's mask, and its name when

@@ -211,8 +211,7 @@ static void child_finished(tether_task *task, int rc)
         s->succeeded++;
         if (late) {
             s->late_succeeded++;
-        } else if (s->policy == TETHER_POLICY_FIRST_SUCCESS && !task->background &&
-                   s->winner < 0) {
+        } else if (s->policy == TETHER_POLICY_FIRST_SUCCESS && !task->background && s->winner < 0) {
             s->winner = task->index;
             fire = TETHER_CAUSE_SIBLING_SUCCEEDED;
         }
@@ -261,7 +260,7 @@ static void *child_main(void *arg)
     atomic_store_explicit(&task->tid, tether__sys_gettid(), memory_order_relaxed);
     self_task = task;
     int rc = tether_token_enter(task->token);
-    TETHER_ASSERT(rc == 0); /* depth 1 of a fresh thread: no allocation */
+    TETHER_ASSERT(rc == 0);               /* depth 1 of a fresh thread: no allocation */
     if (task->name[0] && !task->pooled) { /* reuse.c names its threads */
         char short_name[THREAD_NAME_BYTES];
         memcpy(short_name, task->name, sizeof short_name - 1);
@@ -507,8 +506,8 @@ int tether_spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     return spawn(s, fn, arg, opts, task, true);
 }
 
-int tether_try_spawn(tether_scope *s, int (*fn)(void *), void *arg,
-                     const tether_spawn_opts *opts, tether_task **task)
+int tether_try_spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spawn_opts *opts,
+                     tether_task **task)
 {
     return spawn(s, fn, arg, opts, task, false);
 }
@@ -575,4 +574,3 @@ int tether_scope_cancel(tether_scope *s)
     cancel_done(s);
     return 0;
 }
-

@@ -10,28 +10,28 @@
 
 struct tether_task {
     tether_scope *scope;
-    tether_task *prev, *next;   /* s->tasks: every task not yet reaped */
-    tether_task *zombie_next;   /* s->zombies: finished, no handle, to reap */
+    tether_task *prev, *next; /* s->tasks: every task not yet reaped */
+    tether_task *zombie_next; /* s->zombies: finished, no handle, to reap */
     pthread_t thread;
-    bool started;               /* thread is valid (set under s->mu) */
-    bool pooled;                /* runs on a reused thread (reuse.c): never
+    bool started; /* thread is valid (set under s->mu) */
+    bool pooled;  /* runs on a reused thread (reuse.c): never
                                  * joined, `done` is its completion */
     tether_token *token;
     int (*fn)(void *arg);
     void *arg;
     int index;
     bool background, has_handle;
-    bool done;                  /* under s->mu */
-    bool joined;                /* join took its thread (under s->mu) */
-    bool late;                  /* returned 0 after being canceled (under s->mu) */
+    bool done;   /* under s->mu */
+    bool joined; /* join took its thread (under s->mu) */
+    bool late;   /* returned 0 after being canceled (under s->mu) */
     int result;
     char name[TETHER_NAME_MAX];
-    _Atomic int tid;            /* kernel id, stored by the child as it starts */
-    _Atomic bool exited;        /* its function returned (for the dump) */
+    _Atomic int tid;     /* kernel id, stored by the child as it starts */
+    _Atomic bool exited; /* its function returned (for the dump) */
     /* Hostage watch (hostage.c), by the joining thread, under s->mu. */
     bool hostage_held, hostage_released;
     unsigned hostage_attempts;
-    tether_time_t hostage_next;  /* the next escalation attempt */
+    tether_time_t hostage_next; /* the next escalation attempt */
     /* Scopes this child's thread opened and has not freed: their `opener`
      * is this task until it exits. Under the lineage lock; opened_live lets
      * the exiting child skip the lock when it opened none. */
@@ -44,51 +44,51 @@ enum { CANCELS_WAITED = 1u << 31 };
 
 struct tether_scope {
     pthread_mutex_t mu;
-    pthread_cond_t changed;     /* a child exited, a spawn settled, a slot freed */
+    pthread_cond_t changed; /* a child exited, a spawn settled, a slot freed */
     tether_token *token;
-    tether_token *bg_token;     /* parent of background children, lazily made */
+    tether_token *bg_token; /* parent of background children, lazily made */
     tether_policy policy;
     unsigned max_children;
     char name[TETHER_NAME_MAX];
-    pthread_t owner;            /* the thread that opened it */
+    pthread_t owner; /* the thread that opened it */
     /* The child task whose thread opened the scope, or NULL (a thread
      * tether did not start, or that child has exited). The calling thread's
      * lineage runs task -> scope -> opener -> scope ...: under the lineage
      * lock, with opened_next linking the opener's `opened`. */
     tether_task *opener;
     tether_scope *opened_next;
-    bool opened_by_child;       /* opener was set at open (immutable) */
-    bool reuse_threads;         /* opts.reuse_threads (immutable) */
+    bool opened_by_child; /* opener was set at open (immutable) */
+    bool reuse_threads;   /* opts.reuse_threads (immutable) */
 
     tether_task *tasks;
     tether_task *zombies;
     unsigned spawned, live_fg, live_bg, spawning;
-    unsigned task_callers;      /* threads inside tether_task_wait/halt */
+    unsigned task_callers; /* threads inside tether_task_wait/halt */
     /* tether_scope_cancel calls in flight (counted under mu before the
      * scope is joined), plus CANCELS_WAITED once free waits for them. */
     _Atomic unsigned cancels;
     int next_index;
     enum scope_phase phase;
-    bool closing;               /* foreground done in join: no more spawns */
+    bool closing; /* foreground done in join: no more spawns */
     bool bg_halted;
 
     /* Outcome bookkeeping. */
     unsigned succeeded, failed, canceled;
-    unsigned late_succeeded;    /* of the succeeded: canceled before they returned */
+    unsigned late_succeeded; /* of the succeeded: canceled before they returned */
     int first_error, first_error_task;
     char first_error_name[TETHER_NAME_MAX];
-    bool failure_decided;       /* fail-fast: a failure canceled the scope */
+    bool failure_decided; /* fail-fast: a failure canceled the scope */
     int winner, cause_task;
-    int body_error;             /* tether_scope_run: the body failed ... */
-    bool body_decided;          /* ... and its cancel was the first */
+    int body_error;    /* tether_scope_run: the body failed ... */
+    bool body_decided; /* ... and its cancel was the first */
     tether_time_t last_exit_at;
 
     /* Hostage watchdog options (immutable after open). */
     int64_t hostage_grace_ns;
     void (*hostage_hook)(const tether_hostage_report *report, void *arg);
     void *hostage_arg;
-    int hostage_signal;         /* 0: no escalation */
-    unsigned gen;               /* the process generation that opened it */
+    int hostage_signal; /* 0: no escalation */
+    unsigned gen;       /* the process generation that opened it */
 };
 
 /* Whether s was opened before a fork (its children are the parent's

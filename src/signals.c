@@ -43,7 +43,7 @@ struct tether_sigcancel {
     int efd;
     _Atomic int fired, stopping;
     pthread_t relay;
-    unsigned gen;       /* the process generation whose relay this is */
+    unsigned gen; /* the process generation whose relay this is */
 };
 
 /* Whether sc was made before a fork: its relay is the parent's. */
@@ -75,7 +75,8 @@ int tether_sigcancel_new(tether_sigcancel **out, tether_token *t, int error)
     tether_sigcancel *sc = tether__calloc(1, sizeof *sc);
     if (!sc)
         return ENOMEM;
-    *sc = (tether_sigcancel){ .token = t, .error = error,
+    *sc = (tether_sigcancel){ .token = t,
+                              .error = error,
                               .efd = tether__sys_eventfd(EFD_CLOEXEC | EFD_NONBLOCK),
                               .gen = tether__fork_generation() };
     if (sc->efd < 0) {

@@ -95,8 +95,11 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
     int c = tether__token_poll(t);
     if (c)
         return c;
-    struct cond_waiter w = { .cond = cond, .mutex = mutex, .waiter = pthread_self(),
-                             .waiter_tid = mutex_owner(mutex), .state = CW_IDLE };
+    struct cond_waiter w = { .cond = cond,
+                             .mutex = mutex,
+                             .waiter = pthread_self(),
+                             .waiter_tid = mutex_owner(mutex),
+                             .state = CW_IDLE };
     tether_callback *cb;
     int rc = tether_token_on_cancel(t, cond_on_cancel, &w, &cb);
     if (rc)
@@ -207,8 +210,8 @@ static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
         tether_time_t now = tether_now();
         if (now >= until)
             return tether__fail(ETIMEDOUT);
-        tether_time_t end = tether__min_time(tether__min_time(until, t->deadline),
-                                             now + SEM_SLICE_NS);
+        tether_time_t end =
+            tether__min_time(tether__min_time(until, t->deadline), now + SEM_SLICE_NS);
         struct timespec ts = tether__timespec(end);
         if (sem_clockwait(sem, CLOCK_MONOTONIC, &ts) == 0)
             return 0; /* a unit taken is returned, canceled or not */

@@ -66,7 +66,7 @@ static inline long ret(long r)
     return r;
 }
 
-#define L(x) ((long)(x))
+#define L(x)                      ((long)(x))
 #define SYS(nr, a, b, c, d, e, f) ret(sys6((nr), L(a), L(b), L(c), L(d), L(e), L(f)))
 
 /* A descriptor about to be created: whether the funnel refuses it (EMFILE). */
@@ -204,8 +204,8 @@ ssize_t tether__sys_recvfrom(int fd, void *buf, size_t n, int flags, struct sock
     return SYS(SYS_recvfrom, fd, buf, n, flags, src, srclen);
 }
 
-ssize_t tether__sys_sendto(int fd, const void *buf, size_t n, int flags,
-                           const struct sockaddr *dst, socklen_t dstlen)
+ssize_t tether__sys_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *dst,
+                           socklen_t dstlen)
 {
     return SYS(SYS_sendto, fd, buf, n, flags, dst, dstlen);
 }

@@ -33,13 +33,13 @@ struct entry {
 
 static pthread_mutex_t timer_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Guarded by timer_lock. */
-static struct entry *heap;     /* heap[0] is the earliest */
+static struct entry *heap; /* heap[0] is the earliest */
 static size_t heap_len, heap_cap;
 static pthread_t thread;
-static bool running;           /* `thread` exists (and is not joined) */
-static bool stopping;          /* a tether_trim is joining it */
-static bool sleeping;          /* it sleeps on `seq` */
-static tether_token *firing;   /* picked by the thread, not claimed yet */
+static bool running;         /* `thread` exists (and is not joined) */
+static bool stopping;        /* a tether_trim is joining it */
+static bool sleeping;        /* it sleeps on `seq` */
+static tether_token *firing; /* picked by the thread, not claimed yet */
 /* Set (under the lock) when a kick has work: start or wake the thread. */
 static _Atomic bool kick_pending;
 /* The thread's futex word: bumped (under the lock) to wake it. */

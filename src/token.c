@@ -37,7 +37,7 @@ enum callback_state {
     CB_RUNNING,    /* `runner` is running it */
     CB_SKIPPED,    /* unregistered while taken: the runner frees it unrun */
     CB_DONE,
-    CB_DETACHED    /* its token was freed before it ran */
+    CB_DETACHED /* its token was freed before it ran */
 };
 
 struct tether_callback {
@@ -48,9 +48,9 @@ struct tether_callback {
     void *arg;
     enum callback_state state;
     pthread_t runner;
-    bool free_when_done;          /* it unregistered itself while running */
-    pthread_t owner;              /* the thread that registered it ... */
-    unsigned gen, run_gen;        /* ... in this generation; runner's likewise */
+    bool free_when_done;   /* it unregistered itself while running */
+    pthread_t owner;       /* the thread that registered it ... */
+    unsigned gen, run_gen; /* ... in this generation; runner's likewise */
 };
 
 /*
@@ -64,7 +64,7 @@ struct tether_callback {
  * callbacks, plus one (0: never); fork keeps it for the forker.
  */
 static _Thread_local unsigned known_since;
-static pthread_t forker;          /* set in the fork child, read under the lock */
+static pthread_t forker; /* set in the fork child, read under the lock */
 static unsigned forker_since;
 
 static void note_thread(void)
@@ -97,8 +97,9 @@ static void tree_lock_drop(void)
 static void unlink_token(tether_token *t)
 {
     tether_token *parent = tether__token_parent(t);
-    *(t->prev_sibling ? &t->prev_sibling->next_sibling : parent ? &parent->first_child : &roots) =
-        t->next_sibling;
+    *(t->prev_sibling ? &t->prev_sibling->next_sibling
+      : parent        ? &parent->first_child
+                      : &roots) = t->next_sibling;
     if (t->next_sibling)
         t->next_sibling->prev_sibling = t->prev_sibling;
 }
@@ -269,8 +270,7 @@ static void propagate(tether_token *root, tether_callback **run)
         bool claimed = claim(n);
         if (claimed) {
             tether_token *p = tether__token_parent(n);
-            uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause,
-                                   p->canceled_at);
+            uint32_t old = publish(n, TETHER_CAUSE_PARENT, p->error, p->root_cause, p->canceled_at);
             tether__wake_sleepers(&n->wake, old);
             take_callbacks(n, run);
         }
@@ -434,8 +434,7 @@ bool tether__token_descends(const tether_token *t, const tether_token *ancestor)
     return false;
 }
 
-int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg,
-                           tether_callback **out)
+int tether_token_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg, tether_callback **out)
 {
     if (!t || !fn || !out)
         return EINVAL;
@@ -482,9 +481,7 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
             cb->next->prev = cb->prev;
         did_run = false;
         break;
-    case CB_DETACHED:
-        did_run = false;
-        break;
+    case CB_DETACHED: did_run = false; break;
     case CB_TAKEN:
         /* Not started yet: it never will; its runner frees it. */
         cb->state = CB_SKIPPED;
@@ -492,9 +489,7 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
         if (ran)
             *ran = false;
         return 0;
-    case CB_SKIPPED:
-        TETHER_ASSERT(!"callback unregistered twice");
-        break;
+    case CB_SKIPPED: TETHER_ASSERT(!"callback unregistered twice"); break;
     case CB_RUNNING:
         if (pthread_equal(cb->runner, pthread_self())) {
             /* Unregistering itself: the runner frees it when fn returns. */
@@ -508,8 +503,7 @@ int tether_token_off_cancel(tether_callback *cb, bool *ran)
         while (cb->state == CB_RUNNING && thread_here(cb->runner, cb->run_gen))
             pthread_cond_wait(&callback_done, &tree_lock);
         break;
-    case CB_DONE:
-        break;
+    case CB_DONE: break;
     }
     tree_lock_drop();
     free(cb);

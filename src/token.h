@@ -18,25 +18,25 @@ enum {
 };
 
 struct tether_token {
-    struct tether_wake wake;    /* state word, eventfd, and the parent's (wake.up) */
-    _Atomic int claimed;        /* the first canceler wins this, then publishes */
-    int error;                  /* tether_token_error; written before publishing */
+    struct tether_wake wake; /* state word, eventfd, and the parent's (wake.up) */
+    _Atomic int claimed;     /* the first canceler wins this, then publishes */
+    int error;               /* tether_token_error; written before publishing */
     tether_cause root_cause;
-    tether_time_t canceled_at;  /* when the cancellation started (root's time) */
-    tether_time_t deadline;     /* effective: min over ancestors */
+    tether_time_t canceled_at;    /* when the cancellation started (root's time) */
+    tether_time_t deadline;       /* effective: min over ancestors */
     tether_token *deadline_owner; /* the ancestor-or-self whose deadline it is */
     /* Tree links and the callback list are guarded by the tree lock. */
     tether_token *first_child, *next_sibling, *prev_sibling;
     tether_callback *callbacks;
-    _Atomic int entered;        /* threads that have it entered */
-    size_t timer_pos;           /* 1 + its slot in the timer's heap; 0: not armed
+    _Atomic int entered; /* threads that have it entered */
+    size_t timer_pos;    /* 1 + its slot in the timer's heap; 0: not armed
                                  * (timer.c, under the timer lock) */
     /* Who made it, for the dump: a scope (its token), a task (a child's
      * token) or a scope's background parent; NULL for a user's token.
      * Published once with a release store after the owner's name is
      * written; the owner outlives the token's place in the tree. */
     _Atomic(void *) owner;
-    unsigned char owner_kind;   /* enum tether__owner_kind, written before owner */
+    unsigned char owner_kind; /* enum tether__owner_kind, written before owner */
 };
 
 enum tether__owner_kind { OWNER_NONE, OWNER_SCOPE, OWNER_TASK, OWNER_BACKGROUND };
@@ -103,8 +103,7 @@ TETHER_HIDDEN int tether__token_sleep(tether_token *t, tether_time_t until);
 TETHER_HIDDEN int tether__token_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds,
                                          tether_time_t until, const sigset_t *sigmask);
 /* One descriptor under t: 1 ready, 0 at `until`, -1 with errno. Blocks. */
-TETHER_HIDDEN int tether__token_wait_fd(tether_token *t, int fd, short events,
-                                        tether_time_t until);
+TETHER_HIDDEN int tether__token_wait_fd(tether_token *t, int fd, short events, tether_time_t until);
 /* A backoff nap under t while a condition cannot be polled for: 1 ms
  * doubling to TETHER_BACKOFF_CAP_NS; 0 when the nap ended, else -1 with
  * errno ECANCELED, ETIMEDOUT or EINTR. *step_ns starts at 0. Blocks. */

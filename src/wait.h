@@ -31,7 +31,7 @@ struct tether_wake {
      * generation that made it (high 32 bits): one made before a fork is the
      * parent's too, so the child never writes or polls it. */
     _Atomic uint64_t efd;
-    struct tether_wake *up;       /* the next point up, or NULL */
+    struct tether_wake *up; /* the next point up, or NULL */
 };
 
 /* The process generation: 0 in the process that loaded tether, one more in

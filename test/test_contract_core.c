@@ -18,7 +18,8 @@
 static void noop_cb(void *arg)
 {
     int *n = arg;
-    if (n) (*n)++;
+    if (n)
+        (*n)++;
 }
 
 static int ret_arg(void *a)
@@ -39,19 +40,30 @@ static bool wait_cause(tether_token *t, tether_cause c)
 START_TEST(contract_version_time_names)
 {
     ct_rows r = { .test = __func__ };
-    ct_row(&r, tether_version() != NULL && tether_version()[0] != '\0', "tether_version: expected a non-empty string");
+    ct_row(&r, tether_version() != NULL && tether_version()[0] != '\0',
+           "tether_version: expected a non-empty string");
     ct_row(&r, tether_version_number() > 0, "tether_version_number: expected positive");
     tether_time_t a = tether_now(), b = tether_now();
-    ct_row(&r, a > 0 && b >= a, "tether_now/two reads: expected monotonic, got %lld then %lld", (long long)a, (long long)b);
-    ct_row(&r, tether_deadline_after(INT64_MAX) == TETHER_NEVER, "tether_deadline_after/INT64_MAX: expected NEVER");
-    ct_row(&r, tether_deadline_after(INT64_MAX - 1) == TETHER_NEVER, "tether_deadline_after/overflow: expected NEVER");
-    ct_row(&r, tether_deadline_after(-tether_sec(1)) < tether_now(), "tether_deadline_after/negative: expected past");
-    ct_row(&r, tether_deadline_after(INT64_MIN) < tether_now(), "tether_deadline_after/INT64_MIN: expected past");
-    ct_row(&r, strcmp(tether_cause_name((tether_cause)99), "unknown") == 0, "tether_cause_name/out of range: expected \"unknown\"");
-    ct_row(&r, strcmp(tether_cause_name((tether_cause)-1), "unknown") == 0, "tether_cause_name/negative: expected \"unknown\"");
-    ct_row(&r, strcmp(tether_cause_name(TETHER_CAUSE_DEADLINE), "deadline") == 0, "tether_cause_name/deadline: expected \"deadline\"");
-    ct_row(&r, strcmp(tether_outcome_name((tether_outcome)99), "unknown") == 0, "tether_outcome_name/out of range: expected \"unknown\"");
-    ct_row(&r, strcmp(tether_outcome_name(TETHER_OUTCOME_CANCELED), "canceled") == 0, "tether_outcome_name/canceled: expected \"canceled\"");
+    ct_row(&r, a > 0 && b >= a, "tether_now/two reads: expected monotonic, got %lld then %lld",
+           (long long)a, (long long)b);
+    ct_row(&r, tether_deadline_after(INT64_MAX) == TETHER_NEVER,
+           "tether_deadline_after/INT64_MAX: expected NEVER");
+    ct_row(&r, tether_deadline_after(INT64_MAX - 1) == TETHER_NEVER,
+           "tether_deadline_after/overflow: expected NEVER");
+    ct_row(&r, tether_deadline_after(-tether_sec(1)) < tether_now(),
+           "tether_deadline_after/negative: expected past");
+    ct_row(&r, tether_deadline_after(INT64_MIN) < tether_now(),
+           "tether_deadline_after/INT64_MIN: expected past");
+    ct_row(&r, strcmp(tether_cause_name((tether_cause)99), "unknown") == 0,
+           "tether_cause_name/out of range: expected \"unknown\"");
+    ct_row(&r, strcmp(tether_cause_name((tether_cause)-1), "unknown") == 0,
+           "tether_cause_name/negative: expected \"unknown\"");
+    ct_row(&r, strcmp(tether_cause_name(TETHER_CAUSE_DEADLINE), "deadline") == 0,
+           "tether_cause_name/deadline: expected \"deadline\"");
+    ct_row(&r, strcmp(tether_outcome_name((tether_outcome)99), "unknown") == 0,
+           "tether_outcome_name/out of range: expected \"unknown\"");
+    ct_row(&r, strcmp(tether_outcome_name(TETHER_OUTCOME_CANCELED), "canceled") == 0,
+           "tether_outcome_name/canceled: expected \"canceled\"");
     ct_row(&r, strcmp(tether_retry_stop_name((tether_retry_stop)99), "unknown") == 0,
            "tether_retry_stop_name/out of range: expected \"unknown\"");
     ct_row(&r, strcmp(tether_retry_stop_name(TETHER_RETRY_STOP_CANCELED), "canceled") == 0,
@@ -79,15 +91,18 @@ START_TEST(contract_tether_token_new_free)
     tether_token_cancel(t, EPIPE);
     ck_assert_int_eq(tether_token_new(&c, t, TETHER_NEVER), 0);
     ct_row(&r, tether_token_cause(c) == TETHER_CAUSE_PARENT && tether_token_error(c) == EPIPE,
-           "tether_token_new/under a parent canceled with EPIPE: expected cause parent, error EPIPE, got %s %d", tether_cause_name(tether_token_cause(c)),
-           tether_token_error(c));
-    ct_row(&r, tether_token_root_cause(c) == TETHER_CAUSE_EXPLICIT, "tether_token_root_cause/child of an explicitly canceled parent: expected explicit");
+           "tether_token_new/under a parent canceled with EPIPE: expected cause parent, error "
+           "EPIPE, got %s %d",
+           tether_cause_name(tether_token_cause(c)), tether_token_error(c));
+    ct_row(&r, tether_token_root_cause(c) == TETHER_CAUSE_EXPLICIT,
+           "tether_token_root_cause/child of an explicitly canceled parent: expected explicit");
     ck_assert_int_eq(tether_token_free(c), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
     tether_time_t dl = tether_now() + tether_sec(5);
     ck_assert_int_eq(tether_token_new(&t, NULL, dl), 0);
     ck_assert_int_eq(tether_token_new(&c, t, TETHER_NEVER), 0);
-    ct_row(&r, tether_token_deadline(c) == dl, "tether_token_deadline/child without own deadline: expected the parent's");
+    ct_row(&r, tether_token_deadline(c) == dl,
+           "tether_token_deadline/child without own deadline: expected the parent's");
     ck_assert_int_eq(tether_token_free(c), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
     /* An own deadline cancels the token on its own (the timer thread), and
@@ -96,7 +111,8 @@ START_TEST(contract_tether_token_new_free)
     ck_assert_int_eq(tether_token_enter(t), 0);
     CT_RC(&r, "tether_token_free/entered, own deadline armed", tether_token_free(t), EBUSY);
     ct_row(&r, wait_cause(t, TETHER_CAUSE_DEADLINE),
-           "tether_token_new/own deadline, nobody checking: expected canceled at it (cause deadline) by the timer thread");
+           "tether_token_new/own deadline, nobody checking: expected canceled at it (cause "
+           "deadline) by the timer thread");
     ck_assert_int_eq(tether_token_leave(t), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
     ct_done(&r);
@@ -112,13 +128,17 @@ START_TEST(contract_tether_trim)
     ct_rows r = { .test = __func__ };
     tether_token *t;
     ck_assert_int_eq(tether_token_new(&t, NULL, tether_deadline_after(DAY)), 0);
-    ct_row(&r, th_thread_count() == n + 1, "tether_token_new/first own deadline: expected the timer thread started");
+    ct_row(&r, th_thread_count() == n + 1,
+           "tether_token_new/first own deadline: expected the timer thread started");
     tether_trim();
-    ct_row(&r, th_thread_count() == n + 1, "tether_trim/a deadline armed: expected the timer thread kept");
+    ct_row(&r, th_thread_count() == n + 1,
+           "tether_trim/a deadline armed: expected the timer thread kept");
     ck_assert_int_eq(tether_token_free(t), 0);
-    ct_row(&r, th_thread_count() == n + 1, "tether_token_free/last deadline: expected the timer thread kept (idle)");
+    ct_row(&r, th_thread_count() == n + 1,
+           "tether_token_free/last deadline: expected the timer thread kept (idle)");
     ct_row(&r, tether_trim() >= 0, "tether_trim/no deadline armed: expected a count >= 0");
-    ct_row(&r, th_wait_thread_count(n) == n, "tether_trim/no deadline armed: expected the timer thread stopped");
+    ct_row(&r, th_wait_thread_count(n) == n,
+           "tether_trim/no deadline armed: expected the timer thread stopped");
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -130,10 +150,13 @@ START_TEST(contract_tether_token_cancel_check_accessors)
     ct_rows r = { .test = __func__ };
     CT_RC(&r, "tether_token_cancel/NULL", tether_token_cancel(NULL, 0), EINVAL);
     CT_RC(&r, "tether_token_check/NULL", tether_token_check(NULL), EINVAL);
-    ct_row(&r, tether_token_cause(NULL) == TETHER_CAUSE_NONE, "tether_token_cause/NULL: expected NONE");
-    ct_row(&r, tether_token_root_cause(NULL) == TETHER_CAUSE_NONE, "tether_token_root_cause/NULL: expected NONE");
+    ct_row(&r, tether_token_cause(NULL) == TETHER_CAUSE_NONE,
+           "tether_token_cause/NULL: expected NONE");
+    ct_row(&r, tether_token_root_cause(NULL) == TETHER_CAUSE_NONE,
+           "tether_token_root_cause/NULL: expected NONE");
     ct_row(&r, tether_token_error(NULL) == 0, "tether_token_error/NULL: expected 0");
-    ct_row(&r, tether_token_deadline(NULL) == TETHER_NEVER, "tether_token_deadline/NULL: expected NEVER");
+    ct_row(&r, tether_token_deadline(NULL) == TETHER_NEVER,
+           "tether_token_deadline/NULL: expected NEVER");
     tether_token *t;
     ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
     CT_RC(&r, "tether_token_check/live", tether_token_check(t), 0);
@@ -141,11 +164,15 @@ START_TEST(contract_tether_token_cancel_check_accessors)
     CT_RC(&r, "tether_token_cancel/first", tether_token_cancel(t, EPIPE), 0);
     CT_RC(&r, "tether_token_cancel/again (no-op)", tether_token_cancel(t, EIO), 0);
     CT_RC(&r, "tether_token_check/canceled", tether_token_check(t), ECANCELED);
-    ct_row(&r, tether_token_error(t) == EPIPE, "tether_token_error/second cancel: expected the first one's EPIPE, got %d", tether_token_error(t));
+    ct_row(&r, tether_token_error(t) == EPIPE,
+           "tether_token_error/second cancel: expected the first one's EPIPE, got %d",
+           tether_token_error(t));
     ck_assert_int_eq(tether_token_free(t), 0);
     ck_assert_int_eq(tether_token_new(&t, NULL, tether_now() - 1), 0);
     tether_cause early = tether_token_cause(t);
-    ct_row(&r, early == TETHER_CAUSE_NONE || early == TETHER_CAUSE_DEADLINE, "tether_token_cause/past deadline, before a check: expected NONE (not yet seen) or deadline (the timer thread's)");
+    ct_row(&r, early == TETHER_CAUSE_NONE || early == TETHER_CAUSE_DEADLINE,
+           "tether_token_cause/past deadline, before a check: expected NONE (not yet seen) or "
+           "deadline (the timer thread's)");
     CT_RC(&r, "tether_token_check/expired", tether_token_check(t), ETIMEDOUT);
     ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_DEADLINE && tether_token_error(t) == ETIMEDOUT,
            "tether_token_cause/expired, after check: expected deadline, error ETIMEDOUT");
@@ -172,19 +199,23 @@ START_TEST(contract_tether_token_on_off_cancel)
     tether_callback *cb;
     int n = 0;
     ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
-    CT_RC(&r, "tether_token_on_cancel/t NULL", tether_token_on_cancel(NULL, noop_cb, &n, &cb), EINVAL);
+    CT_RC(&r, "tether_token_on_cancel/t NULL", tether_token_on_cancel(NULL, noop_cb, &n, &cb),
+          EINVAL);
     CT_RC(&r, "tether_token_on_cancel/fn NULL", tether_token_on_cancel(t, NULL, &n, &cb), EINVAL);
-    CT_RC(&r, "tether_token_on_cancel/out NULL", tether_token_on_cancel(t, noop_cb, &n, NULL), EINVAL);
+    CT_RC(&r, "tether_token_on_cancel/out NULL", tether_token_on_cancel(t, noop_cb, &n, NULL),
+          EINVAL);
     CT_RC(&r, "tether_token_off_cancel/NULL", tether_token_off_cancel(NULL, NULL), EINVAL);
     ck_assert_int_eq(tether_token_on_cancel(t, noop_cb, &n, &cb), 0);
     bool ran = true;
     CT_RC(&r, "tether_token_off_cancel/before cancel", tether_token_off_cancel(cb, &ran), 0);
-    ct_row(&r, !ran && n == 0, "tether_token_off_cancel/before cancel: expected 0, ran false, got ran %d n %d", ran, n);
+    ct_row(&r, !ran && n == 0,
+           "tether_token_off_cancel/before cancel: expected 0, ran false, got ran %d n %d", ran, n);
     ck_assert_int_eq(tether_token_on_cancel(t, off_self, NULL, &self_cb), 0);
     tether_token_cancel(t, 0);
     CT_RC(&r, "tether_token_off_cancel/from inside the callback", self_off_rc, 0);
     ck_assert_int_eq(tether_token_on_cancel(t, noop_cb, &n, &cb), 0);
-    ct_row(&r, n == 1, "tether_token_on_cancel/already canceled: expected fn run at once, got n %d", n);
+    ct_row(&r, n == 1, "tether_token_on_cancel/already canceled: expected fn run at once, got n %d",
+           n);
     ck_assert_int_eq(tether_token_off_cancel(cb, &ran), 0);
     ct_row(&r, ran, "tether_token_off_cancel/after it ran: expected ran true");
     /* Token freed first: off_cancel still frees the handle, ran false. */
@@ -220,21 +251,30 @@ START_TEST(contract_current_enter_leave_with)
     ck_assert_int_eq(tether_token_new(&b, NULL, TETHER_NEVER), 0);
     CT_RC(&r, "tether_token_leave/nothing entered", tether_token_leave(a), EPERM);
     /* Nesting past 16 levels. */
-    for (int i = 0; i < 40; i++) ck_assert_int_eq(tether_token_enter(i % 2 ? a : b), 0);
-    ct_row(&r, tether_current() == a, "tether_token_enter/40 levels: expected the innermost current");
+    for (int i = 0; i < 40; i++)
+        ck_assert_int_eq(tether_token_enter(i % 2 ? a : b), 0);
+    ct_row(&r, tether_current() == a,
+           "tether_token_enter/40 levels: expected the innermost current");
     CT_RC(&r, "tether_token_leave/not innermost", tether_token_leave(b), EPERM);
-    for (int i = 39; i >= 0; i--) ck_assert_int_eq(tether_token_leave(i % 2 ? a : b), 0);
+    for (int i = 39; i >= 0; i--)
+        ck_assert_int_eq(tether_token_leave(i % 2 ? a : b), 0);
     ct_row(&r, tether_current() == NULL, "tether_token_leave/all left: expected current NULL");
     /* with_deadline / with_timeout. */
     bool fired = true;
-    CT_RC(&r, "tether_with_deadline/fn NULL", tether_with_deadline(TETHER_NEVER, NULL, NULL, &fired), EINVAL);
-    CT_RC(&r, "tether_with_timeout/fn NULL", tether_with_timeout(tether_sec(1), NULL, NULL, &fired), EINVAL);
+    CT_RC(&r, "tether_with_deadline/fn NULL",
+          tether_with_deadline(TETHER_NEVER, NULL, NULL, &fired), EINVAL);
+    CT_RC(&r, "tether_with_timeout/fn NULL", tether_with_timeout(tether_sec(1), NULL, NULL, &fired),
+          EINVAL);
     fired = true;
     int rc = tether_with_deadline(TETHER_NEVER, ret_arg, (void *)(intptr_t)7, &fired);
-    ct_row(&r, rc == 7 && !fired, "tether_with_deadline/never: expected fn's value 7, fired false, got %d fired %d", rc, fired);
+    ct_row(&r, rc == 7 && !fired,
+           "tether_with_deadline/never: expected fn's value 7, fired false, got %d fired %d", rc,
+           fired);
     fired = false;
     rc = tether_with_deadline(tether_now() - 1, nested_fn, NULL, &fired);
-    ct_row(&r, rc == ETIMEDOUT && fired, "tether_with_deadline/past deadline: expected ETIMEDOUT, fired true, got %d fired %d", rc, fired);
+    ct_row(&r, rc == ETIMEDOUT && fired,
+           "tether_with_deadline/past deadline: expected ETIMEDOUT, fired true, got %d fired %d",
+           rc, fired);
     rc = tether_with_timeout(-1, nested_fn, NULL, NULL);
     CT_RC(&r, "tether_with_timeout/negative timeout, fired NULL", rc, ETIMEDOUT);
     /* Under a canceled current token: the outer cancel, fired false. */
@@ -242,7 +282,10 @@ START_TEST(contract_current_enter_leave_with)
     ck_assert_int_eq(tether_token_enter(a), 0);
     fired = true;
     rc = tether_with_timeout(tether_sec(5), nested_fn, NULL, &fired);
-    ct_row(&r, rc == ECANCELED && !fired, "tether_with_timeout/outer token canceled: expected ECANCELED, fired false, got %d fired %d", rc, fired);
+    ct_row(&r, rc == ECANCELED && !fired,
+           "tether_with_timeout/outer token canceled: expected ECANCELED, fired false, got %d "
+           "fired %d",
+           rc, fired);
     CT_RC(&r, "tether_check/canceled current", tether_check(), ECANCELED);
     ck_assert_int_eq(tether_token_leave(a), 0);
     ck_assert_int_eq(tether_token_free(a), 0);
@@ -264,7 +307,8 @@ START_TEST(contract_tether_sigcancel)
     CT_RC(&r, "tether_sigcancel_free/NULL", tether_sigcancel_free(NULL), EINVAL);
     errno = EDOM;
     tether_sigcancel_fire(NULL); /* a documented no-op (decision 18) */
-    ct_row(&r, errno == EDOM, "tether_sigcancel_fire/NULL: expected a no-op, errno kept, got errno %d", errno);
+    ct_row(&r, errno == EDOM,
+           "tether_sigcancel_fire/NULL: expected a no-op, errno kept, got errno %d", errno);
     ck_assert_int_eq(tether_sigcancel_new(&sc, t, EPIPE), 0);
     errno = EDOM;
     tether_sigcancel_fire(sc);
@@ -272,8 +316,9 @@ START_TEST(contract_tether_sigcancel)
     ct_row(&r, errno == EDOM, "tether_sigcancel_fire/twice: expected errno preserved");
     CT_RC(&r, "tether_sigcancel_free/after fire", tether_sigcancel_free(sc), 0);
     ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_SIGNAL && tether_token_error(t) == EPIPE,
-           "tether_sigcancel_free/after a fire: expected the cancel done, cause signal, error EPIPE, got %s %d", tether_cause_name(tether_token_cause(t)),
-           tether_token_error(t));
+           "tether_sigcancel_free/after a fire: expected the cancel done, cause signal, error "
+           "EPIPE, got %s %d",
+           tether_cause_name(tether_token_cause(t)), tether_token_error(t));
     ck_assert_int_eq(tether_token_free(t), 0);
     ct_done(&r);
     th_baseline_check(base);
@@ -316,7 +361,9 @@ START_TEST(contract_tether_signals)
     ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
     CT_RC(&r, "tether_signals_install/out NULL", tether_signals_install(NULL, t, NULL), EINVAL);
     CT_RC(&r, "tether_signals_install/t NULL", tether_signals_install(&h, NULL, NULL), EINVAL);
-    int sigs[9] = { SIGUSR1, SIGUSR2, SIGHUP, SIGQUIT, SIGALRM, SIGPIPE, SIGTERM, SIGINT, SIGWINCH };
+    int sigs[9] = {
+        SIGUSR1, SIGUSR2, SIGHUP, SIGQUIT, SIGALRM, SIGPIPE, SIGTERM, SIGINT, SIGWINCH
+    };
     tether_signals_opts o = { .signals = sigs, .nsignals = 0 };
     CT_RC(&r, "tether_signals_install/nsignals 0", tether_signals_install(&h, t, &o), EINVAL);
     o.nsignals = 9;
@@ -332,15 +379,19 @@ START_TEST(contract_tether_signals)
     CT_RC(&r, "tether_signals_install/second at once", tether_signals_install(&h2, t, &o), EBUSY);
     struct sigaction sa;
     sigaction(SIGUSR1, NULL, &sa);
-    ct_row(&r, (sa.sa_flags & SA_RESTART) != 0, "tether_signals_install/handler flags: expected SA_RESTART");
+    ct_row(&r, (sa.sa_flags & SA_RESTART) != 0,
+           "tether_signals_install/handler flags: expected SA_RESTART");
     raise(SIGUSR1);
-    ct_row(&r, tether_signals_fired(h) == 1, "tether_signals_fired/one signal: expected 1 got %u", tether_signals_fired(h));
+    ct_row(&r, tether_signals_fired(h) == 1, "tether_signals_fired/one signal: expected 1 got %u",
+           tether_signals_fired(h));
     CT_RC(&r, "tether_signals_restore/ok", tether_signals_restore(h), 0);
     ct_row(&r, tether_token_cause(t) == TETHER_CAUSE_SIGNAL && tether_token_error(t) == EPIPE,
-           "tether_signals_restore/after a signal: expected the cancel done, cause signal, error EPIPE, got %s %d", tether_cause_name(tether_token_cause(t)),
-           tether_token_error(t));
+           "tether_signals_restore/after a signal: expected the cancel done, cause signal, error "
+           "EPIPE, got %s %d",
+           tether_cause_name(tether_token_cause(t)), tether_token_error(t));
     sigaction(SIGUSR1, NULL, &sa);
-    ct_row(&r, sa.sa_handler == SIG_DFL, "tether_signals_restore/disposition: expected the previous (SIG_DFL)");
+    ct_row(&r, sa.sa_handler == SIG_DFL,
+           "tether_signals_restore/disposition: expected the previous (SIG_DFL)");
     ck_assert_int_eq(tether_token_free(t), 0);
     ct_done(&r);
     th_baseline_check(base);
@@ -396,7 +447,8 @@ START_TEST(contract_tether_retry)
         snprintf(name, sizeof name, "tether_retry/%s", bad[i].what);
         int rc = tether_retry(fails_eagain, &n, &bad[i].o, &res);
         CT_RC(&r, name, rc, EINVAL);
-        ct_row(&r, n == 0 && res.stop == TETHER_RETRY_STOP_PERMANENT, "%s: expected no attempt, stop permanent, got %d attempts, stop %s", name, n,
+        ct_row(&r, n == 0 && res.stop == TETHER_RETRY_STOP_PERMANENT,
+               "%s: expected no attempt, stop permanent, got %d attempts, stop %s", name, n,
                tether_retry_stop_name(res.stop));
     }
     static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
@@ -415,14 +467,16 @@ START_TEST(contract_tether_retry)
     tether_retry(neg_after, ar, NULL, NULL);
     CT_RC(&r, "tether_retry_after/negative", ar[0], EINVAL);
     CT_RC(&r, "tether_retry_after/inside an attempt", ar[1], 0);
-    int transient[] = { EAGAIN, EINTR, EBUSY, ETIMEDOUT, ECONNREFUSED, ECONNRESET, ECONNABORTED, EPIPE,
-                        ENETDOWN, ENETUNREACH, ENETRESET, EHOSTDOWN, EHOSTUNREACH, EADDRNOTAVAIL, ENOBUFS };
+    int transient[] = { EAGAIN,     EINTR,        EBUSY,        ETIMEDOUT,     ECONNREFUSED,
+                        ECONNRESET, ECONNABORTED, EPIPE,        ENETDOWN,      ENETUNREACH,
+                        ENETRESET,  EHOSTDOWN,    EHOSTUNREACH, EADDRNOTAVAIL, ENOBUFS };
     for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
-        ct_row(&r, tether_retry_transient(transient[i]), "tether_retry_transient/%s: expected transient",
-               strerrorname_np(transient[i]));
+        ct_row(&r, tether_retry_transient(transient[i]),
+               "tether_retry_transient/%s: expected transient", strerrorname_np(transient[i]));
     int permanent[] = { 0, ECANCELED, EIO, ENOMEM, EINVAL, -1 };
     for (size_t i = 0; i < sizeof permanent / sizeof permanent[0]; i++)
-        ct_row(&r, !tether_retry_transient(permanent[i]), "tether_retry_transient/%d: expected permanent", permanent[i]);
+        ct_row(&r, !tether_retry_transient(permanent[i]),
+               "tether_retry_transient/%d: expected permanent", permanent[i]);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -440,7 +494,8 @@ static long long job_unbalanced_in_child(void *ctx)
     (void)ctx;
     alarm((unsigned)th_timeout_s(1));
     tether_token *t;
-    if (tether_token_new(&t, NULL, TETHER_NEVER) != 0) return -1;
+    if (tether_token_new(&t, NULL, TETHER_NEVER) != 0)
+        return -1;
     return tether_job_run(NULL, TETHER_NEVER, job_leaves_entered, t, NULL);
 }
 
@@ -456,37 +511,52 @@ START_TEST(contract_tether_job_run)
     ct_rows r = { .test = __func__ };
     int calls = 0;
     tether_job_result out = { .result = 77 };
-    CT_RC(&r, "tether_job_run/fn NULL", tether_job_run(NULL, TETHER_NEVER, NULL, NULL, &out), EINVAL);
-    CT_RC(&r, "tether_job_run/deadline 0", tether_job_run(NULL, 0, job_counts, &calls, &out), EINVAL);
-    CT_RC(&r, "tether_job_run/negative deadline", tether_job_run(NULL, -1, job_counts, &calls, &out), EINVAL);
-    ct_row(&r, calls == 0 && out.result == 77, "tether_job_run/refused: expected fn not called, out untouched, got %d calls", calls);
+    CT_RC(&r, "tether_job_run/fn NULL", tether_job_run(NULL, TETHER_NEVER, NULL, NULL, &out),
+          EINVAL);
+    CT_RC(&r, "tether_job_run/deadline 0", tether_job_run(NULL, 0, job_counts, &calls, &out),
+          EINVAL);
+    CT_RC(&r, "tether_job_run/negative deadline",
+          tether_job_run(NULL, -1, job_counts, &calls, &out), EINVAL);
+    ct_row(&r, calls == 0 && out.result == 77,
+           "tether_job_run/refused: expected fn not called, out untouched, got %d calls", calls);
     /* A canceled parent / an expired parent / its own deadline passed: skipped. */
     static const ct_state dead[] = { CT_CANCELED, CT_EXPIRED };
     for (size_t i = 0; i < 2; i++) {
         tether_token *p = ct_enter(dead[i], 0);
         ck_assert_int_eq(tether_token_leave(p), 0);
         int rc = tether_job_run(p, TETHER_NEVER, job_counts, &calls, &out);
-        tether_outcome want = dead[i] == CT_CANCELED ? TETHER_OUTCOME_CANCELED : TETHER_OUTCOME_DEADLINE_EXCEEDED;
-        ct_row(&r, rc == 0 && !out.ran && calls == 0 && out.outcome == want && out.cause == TETHER_CAUSE_PARENT &&
-                       out.error == ct_expected(dead[i]),
-               "tether_job_run/%s parent: expected 0, skipped, outcome %s, cause parent, got %d ran %d outcome %s cause %s",
-               ct_state_name(dead[i]), tether_outcome_name(want), rc, out.ran, tether_outcome_name(out.outcome),
-               tether_cause_name(out.cause));
+        tether_outcome want =
+            dead[i] == CT_CANCELED ? TETHER_OUTCOME_CANCELED : TETHER_OUTCOME_DEADLINE_EXCEEDED;
+        ct_row(&r,
+               rc == 0 && !out.ran && calls == 0 && out.outcome == want &&
+                   out.cause == TETHER_CAUSE_PARENT && out.error == ct_expected(dead[i]),
+               "tether_job_run/%s parent: expected 0, skipped, outcome %s, cause parent, got %d "
+               "ran %d outcome %s cause %s",
+               ct_state_name(dead[i]), tether_outcome_name(want), rc, out.ran,
+               tether_outcome_name(out.outcome), tether_cause_name(out.cause));
         ck_assert_int_eq(tether_token_free(p), 0);
     }
     int rc = tether_job_run(NULL, tether_now() - 1, job_counts, &calls, &out);
-    ct_row(&r, rc == 0 && !out.ran && calls == 0 && out.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED &&
-                   out.cause == TETHER_CAUSE_DEADLINE && out.error == ETIMEDOUT,
-           "tether_job_run/expired deadline: expected 0, skipped, deadline_exceeded, cause deadline, got %d ran %d outcome %s",
+    ct_row(&r,
+           rc == 0 && !out.ran && calls == 0 && out.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED &&
+               out.cause == TETHER_CAUSE_DEADLINE && out.error == ETIMEDOUT,
+           "tether_job_run/expired deadline: expected 0, skipped, deadline_exceeded, cause "
+           "deadline, got %d ran %d outcome %s",
            rc, out.ran, tether_outcome_name(out.outcome));
     rc = tether_job_run(NULL, TETHER_NEVER, job_counts, &calls, &out);
-    ct_row(&r, rc == 0 && out.ran && calls == 1 && out.outcome == TETHER_OUTCOME_OK && out.result == 0 && !out.late,
+    ct_row(&r,
+           rc == 0 && out.ran && calls == 1 && out.outcome == TETHER_OUTCOME_OK &&
+               out.result == 0 && !out.late,
            "tether_job_run/live: expected 0, ran, ok, got %d ran %d outcome %s", rc, out.ran,
            tether_outcome_name(out.outcome));
-    CT_RC(&r, "tether_job_run/out NULL", tether_job_run(NULL, TETHER_NEVER, job_counts, &calls, NULL), 0);
+    CT_RC(&r, "tether_job_run/out NULL",
+          tether_job_run(NULL, TETHER_NEVER, job_counts, &calls, NULL), 0);
     int err, sig;
     ct_in_child(job_unbalanced_in_child, NULL, &err, &sig);
-    ct_row(&r, sig == SIGABRT, "tether_job_run/fn leaves a token entered: expected the misuse abort (SIGABRT), got signal %d", sig);
+    ct_row(&r, sig == SIGABRT,
+           "tether_job_run/fn leaves a token entered: expected the misuse abort (SIGABRT), got "
+           "signal %d",
+           sig);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -531,11 +601,13 @@ START_TEST(contract_tether_dump)
     close(q[1]);
 
     tether_dump_signal *h = NULL;
-    CT_RC(&r, "tether_dump_on_signal/out NULL", tether_dump_on_signal(NULL, SIGUSR2, p[1], 0), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/out NULL", tether_dump_on_signal(NULL, SIGUSR2, p[1], 0),
+          EINVAL);
     CT_RC(&r, "tether_dump_on_signal/signal 0", tether_dump_on_signal(&h, 0, p[1], 0), EINVAL);
     CT_RC(&r, "tether_dump_on_signal/SIGKILL", tether_dump_on_signal(&h, SIGKILL, p[1], 0), EINVAL);
     CT_RC(&r, "tether_dump_on_signal/SIGSTOP", tether_dump_on_signal(&h, SIGSTOP, p[1], 0), EINVAL);
-    CT_RC(&r, "tether_dump_on_signal/signal NSIG", tether_dump_on_signal(&h, NSIG, p[1], 0), EINVAL);
+    CT_RC(&r, "tether_dump_on_signal/signal NSIG", tether_dump_on_signal(&h, NSIG, p[1], 0),
+          EINVAL);
     CT_RC(&r, "tether_dump_on_signal/format out of range",
           tether_dump_on_signal(&h, SIGUSR2, p[1], (tether_dump_format)2), EINVAL);
     CT_RC(&r, "tether_dump_on_signal/fd -1", tether_dump_on_signal(&h, SIGUSR2, -1, 0), EBADF);

@@ -76,11 +76,8 @@ static void read_rows(ct_rows *r, const char *fn, rd_fn tf, rd_fn rf)
             int fd;
             void *buf;
         } rows[] = {
-            { "fd -1", -1, buf },
-            { "closed fd", cfd, buf },
-            { "NULL buf", p[0], NULL },
-            { "unmapped buf", p[0], bad },
-            { "write end", p[1], buf },
+            { "fd -1", -1, buf },          { "closed fd", cfd, buf },  { "NULL buf", p[0], NULL },
+            { "unmapped buf", p[0], bad }, { "write end", p[1], buf },
         };
         for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
             errno = 0;
@@ -220,7 +217,8 @@ START_TEST(contract_tether_readv)
             int te = errno;
             ct_leave(t);
             char name[96];
-            snprintf(name, sizeof name, "tether_readv/iovcnt %d/%s", cnts[k], ct_state_name(states[i]));
+            snprintf(name, sizeof name, "tether_readv/iovcnt %d/%s", cnts[k],
+                     ct_state_name(states[i]));
             CT_SAME(&r, name, tr, te, rr, re);
         }
     }
@@ -290,7 +288,8 @@ START_TEST(contract_tether_read_all)
         ssize_t tr = tether_read_all(p[0], b, (size_t)SSIZE_MAX + 1, &moved);
         ct_leave(t);
         char name[96];
-        snprintf(name, sizeof name, "tether_read_all/count > SSIZE_MAX/%s", ct_state_name(states[i]));
+        snprintf(name, sizeof name, "tether_read_all/count > SSIZE_MAX/%s",
+                 ct_state_name(states[i]));
         CT_ERR(&r, name, tr, EINVAL);
         ct_row(&r, moved == 0, "%s: expected moved 0, got %zu", name, moved);
     }
@@ -320,12 +319,9 @@ static void write_rows(ct_rows *r, const char *fn, wr_fn tf, wr_fn rf)
             int fd;
             const void *buf;
         } rows[] = {
-            { "fd -1", -1, "abcd" },
-            { "closed fd", cfd, "abcd" },
-            { "NULL buf", p[1], NULL },
-            { "unmapped buf", p[1], bad },
-            { "read end", p[0], "abcd" },
-            { "no reader (EPIPE)", q[1], "abcd" },
+            { "fd -1", -1, "abcd" },      { "closed fd", cfd, "abcd" },
+            { "NULL buf", p[1], NULL },   { "unmapped buf", p[1], bad },
+            { "read end", p[0], "abcd" }, { "no reader (EPIPE)", q[1], "abcd" },
         };
         for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
             errno = 0;
@@ -458,7 +454,8 @@ static int iov_child(int which, int vec_write, ct_state st, int *out_errno)
         errno = 0;
         ssize_t n = vec_write ? tether_writev(p[1], iov, 1) : tether_readv(p[0], iov, 1);
         int e[2] = { (int)n, errno };
-        if (write(ep[1], e, sizeof e) != sizeof e) _exit(3);
+        if (write(ep[1], e, sizeof e) != sizeof e)
+            _exit(3);
         ct_leave(t);
         _exit(0);
     }
@@ -469,8 +466,10 @@ static int iov_child(int which, int vec_write, ct_state st, int *out_errno)
     waitpid(pid, &ws, 0);
     close(ep[0]);
     closepair(p);
-    if (WIFSIGNALED(ws)) return -1000 - WTERMSIG(ws);
-    if (got != sizeof e) return -1000; /* no result: a sanitizer stopped it */
+    if (WIFSIGNALED(ws))
+        return -1000 - WTERMSIG(ws);
+    if (got != sizeof e)
+        return -1000; /* no result: a sanitizer stopped it */
     *out_errno = e[1];
     return e[0];
 }
@@ -491,14 +490,17 @@ START_TEST(contract_iov_pointers)
                 ssize_t rr = w ? writev(p[1], iov, 1) : readv(p[0], iov, 1);
                 int re = errno;
                 closepair(p);
-                if (iov) munmap(th_unconst(iov), 4096);
+                if (iov)
+                    munmap(th_unconst(iov), 4096);
                 int te = 0;
                 int tr = iov_child(which, w, states[i], &te);
                 char name[96];
                 snprintf(name, sizeof name, "%s/%s/%s", w ? "tether_writev" : "tether_readv",
                          wn[which], ct_state_name(states[i]));
                 if (tr <= -1000)
-                    ct_row(&r, 0, "%s: expected as the raw call (%zd/%s), got a crash (signal %d; 0: a sanitizer report)",
+                    ct_row(&r, 0,
+                           "%s: expected as the raw call (%zd/%s), got a crash (signal %d; 0: a "
+                           "sanitizer report)",
                            name, rr, strerrorname_np(re), -tr - 1000);
                 else
                     CT_SAME(&r, name, tr, te, rr, re);
@@ -535,7 +537,8 @@ START_TEST(contract_tether_write_all)
         ssize_t tr = tether_write_all(p[1], "abcd", (size_t)SSIZE_MAX + 1, &moved);
         ct_leave(t);
         char name[96];
-        snprintf(name, sizeof name, "tether_write_all/count > SSIZE_MAX/%s", ct_state_name(states[i]));
+        snprintf(name, sizeof name, "tether_write_all/count > SSIZE_MAX/%s",
+                 ct_state_name(states[i]));
         CT_ERR(&r, name, tr, EINVAL);
         ct_row(&r, moved == 0, "%s: expected moved 0, got %zu", name, moved);
     }
@@ -560,13 +563,15 @@ START_TEST(contract_count_above_ssize_max)
         errno = 0;
         ssize_t rr = read(p[0], b, big);
         int re = errno;
-        if (rr > 0) ck_assert_int_eq(write(p[1], b, (size_t)rr), rr);
+        if (rr > 0)
+            ck_assert_int_eq(write(p[1], b, (size_t)rr), rr);
         tether_token *t = ct_enter(states[i], 0);
         errno = 0;
         ssize_t tr = tether_read(p[0], b, big);
         int te = errno;
         ct_leave(t);
-        if (tr > 0) ck_assert_int_eq(write(p[1], b, (size_t)tr), tr);
+        if (tr > 0)
+            ck_assert_int_eq(write(p[1], b, (size_t)tr), tr);
         snprintf(name, sizeof name, "tether_read/count > SSIZE_MAX/%s", ct_state_name(states[i]));
         CT_SAME(&r, name, tr, te, rr, re);
 
@@ -681,8 +686,8 @@ START_TEST(contract_read_socket_kinds)
         kind_row(&r, "tether_read/socket at a fresh number", st, hi, buf, 64, NULL, 0, put64,
                  sv[1]);
         close(hi);
-        kind_row(&r, "tether_read/closed socket number, kernel pointer", st, hi, kernel, 64,
-                 NULL, 0, NULL, -1);
+        kind_row(&r, "tether_read/closed socket number, kernel pointer", st, hi, kernel, 64, NULL,
+                 0, NULL, -1);
         closepair(sv);
     }
     ct_done(&r);

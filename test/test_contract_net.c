@@ -62,7 +62,8 @@ static void accept_rows(ct_rows *r, int four)
 {
     const char *fn = four ? "tether_accept4" : "tether_accept";
 #define ACC(fd) (four ? accept4((fd), NULL, NULL, SOCK_CLOEXEC) : accept((fd), NULL, NULL))
-#define TACC(fd) (four ? tether_accept4((fd), NULL, NULL, SOCK_CLOEXEC) : tether_accept((fd), NULL, NULL))
+#define TACC(fd) \
+    (four ? tether_accept4((fd), NULL, NULL, SOCK_CLOEXEC) : tether_accept((fd), NULL, NULL))
     int p[2];
     ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
     int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -87,7 +88,8 @@ static void accept_rows(ct_rows *r, int four)
     struct timeval tv = { 0, 50000 };
     ck_assert_int_eq(setsockopt(l, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     for (size_t i = 0; i < 2; i++)
-        CT_SIDE(r, states[i], ACC(l), TACC(l), "%s/SO_RCVTIMEO 50ms/%s", fn, ct_state_name(states[i]));
+        CT_SIDE(r, states[i], ACC(l), TACC(l), "%s/SO_RCVTIMEO 50ms/%s", fn,
+                ct_state_name(states[i]));
     if (four) {
         int bad = 0x40000000;
         for (size_t i = 0; i < 2; i++)
@@ -98,7 +100,8 @@ static void accept_rows(ct_rows *r, int four)
     struct sockaddr_in a2;
     int nl = listener(&a2, SOCK_NONBLOCK);
     for (size_t i = 0; i < 2; i++)
-        CT_SIDE(r, states[i], ACC(nl), TACC(nl), "%s/O_NONBLOCK empty/%s", fn, ct_state_name(states[i]));
+        CT_SIDE(r, states[i], ACC(nl), TACC(nl), "%s/O_NONBLOCK empty/%s", fn,
+                ct_state_name(states[i]));
     /* Already canceled / expired with a connection pending on an
      * O_NONBLOCK listener: fails at once, the connection stays queued. */
     int c2 = connect_to(&a2);
@@ -109,12 +112,15 @@ static void accept_rows(ct_rows *r, int four)
         char name[96];
         snprintf(name, sizeof name, "%s/O_NONBLOCK pending/%s", fn, ct_state_name(dead[i]));
         CT_ERR(r, name, fd, ct_expected(dead[i]));
-        if (fd >= 0) close(fd);
+        if (fd >= 0)
+            close(fd);
         ct_leave(t);
     }
     int got = TACC(nl);
-    ct_row(r, got >= 0, "%s/pending connection after the refused calls: expected still queued, got %d", fn, got);
-    if (got >= 0) close(got);
+    ct_row(r, got >= 0,
+           "%s/pending connection after the refused calls: expected still queued, got %d", fn, got);
+    if (got >= 0)
+        close(got);
     close(c2);
     close(nl);
     close(c);
@@ -185,14 +191,19 @@ static void recv_rows(ct_rows *r, int kind)
         ct_state st = states[i];
         const char *sn = ct_state_name(st);
         CT_SIDE(r, st, raw_rx(kind, -1, b, 4, 0), t_rx(kind, -1, b, 4, 0), "%s/fd -1/%s", fn, sn);
-        CT_SIDE(r, st, raw_rx(kind, cfd, b, 4, 0), t_rx(kind, cfd, b, 4, 0), "%s/closed fd/%s", fn, sn);
-        CT_SIDE(r, st, raw_rx(kind, p[0], b, 4, 0), t_rx(kind, p[0], b, 4, 0), "%s/pipe (ENOTSOCK)/%s", fn, sn);
-        CT_SIDE(r, st, raw_rx(kind, unc, b, 4, 0), t_rx(kind, unc, b, 4, 0), "%s/unconnected stream/%s", fn, sn);
-        CT_SIDE(r, st, raw_rx(kind, sv[0], b, 4, MSG_DONTWAIT), t_rx(kind, sv[0], b, 4, MSG_DONTWAIT),
-                "%s/MSG_DONTWAIT empty/%s", fn, sn);
+        CT_SIDE(r, st, raw_rx(kind, cfd, b, 4, 0), t_rx(kind, cfd, b, 4, 0), "%s/closed fd/%s", fn,
+                sn);
+        CT_SIDE(r, st, raw_rx(kind, p[0], b, 4, 0), t_rx(kind, p[0], b, 4, 0),
+                "%s/pipe (ENOTSOCK)/%s", fn, sn);
+        CT_SIDE(r, st, raw_rx(kind, unc, b, 4, 0), t_rx(kind, unc, b, 4, 0),
+                "%s/unconnected stream/%s", fn, sn);
+        CT_SIDE(r, st, raw_rx(kind, sv[0], b, 4, MSG_DONTWAIT),
+                t_rx(kind, sv[0], b, 4, MSG_DONTWAIT), "%s/MSG_DONTWAIT empty/%s", fn, sn);
         ck_assert_int_eq(write(sv[1], "abcd", 4), 4);
-        CT_SIDE(r, st, raw_rx(kind, sv[0], NULL, 4, 0), t_rx(kind, sv[0], NULL, 4, 0), "%s/NULL buf/%s", fn, sn);
-        CT_SIDE(r, st, raw_rx(kind, sv[0], bad, 4, 0), t_rx(kind, sv[0], bad, 4, 0), "%s/unmapped buf/%s", fn, sn);
+        CT_SIDE(r, st, raw_rx(kind, sv[0], NULL, 4, 0), t_rx(kind, sv[0], NULL, 4, 0),
+                "%s/NULL buf/%s", fn, sn);
+        CT_SIDE(r, st, raw_rx(kind, sv[0], bad, 4, 0), t_rx(kind, sv[0], bad, 4, 0),
+                "%s/unmapped buf/%s", fn, sn);
         char d[8];
         while (recv(sv[0], d, sizeof d, MSG_DONTWAIT) > 0) {
         }
@@ -276,7 +287,10 @@ static void msg_null_row(ct_rows *r, int send)
         snprintf(name, sizeof name, "%s/NULL msg/%s", send ? "tether_sendmsg" : "tether_recvmsg",
                  ct_state_name(states[i]));
         if (sig)
-            ct_row(r, 0, "%s: raw gave %lld/%s, tether died (signal %d; -1: no result, e.g. a sanitizer report)", name, rr, strerrorname_np(re), sig);
+            ct_row(r, 0,
+                   "%s: raw gave %lld/%s, tether died (signal %d; -1: no result, e.g. a sanitizer "
+                   "report)",
+                   name, rr, strerrorname_np(re), sig);
         else
             CT_SAME(r, name, tr, te, rr, re);
     }
@@ -338,16 +352,20 @@ static void send_rows(ct_rows *r, int kind)
     for (size_t i = 0; i < 2; i++) {
         ct_state st = states[i];
         const char *sn = ct_state_name(st);
-        CT_SIDE(r, st, raw_tx(kind, -1, "ab", 2, NS), t_tx(kind, -1, "ab", 2, NS), "%s/fd -1/%s", fn, sn);
-        CT_SIDE(r, st, raw_tx(kind, cfd, "ab", 2, NS), t_tx(kind, cfd, "ab", 2, NS), "%s/closed fd/%s", fn, sn);
+        CT_SIDE(r, st, raw_tx(kind, -1, "ab", 2, NS), t_tx(kind, -1, "ab", 2, NS), "%s/fd -1/%s",
+                fn, sn);
+        CT_SIDE(r, st, raw_tx(kind, cfd, "ab", 2, NS), t_tx(kind, cfd, "ab", 2, NS),
+                "%s/closed fd/%s", fn, sn);
         CT_SIDE(r, st, raw_tx(kind, p[1], "ab", 2, NS), t_tx(kind, p[1], "ab", 2, NS),
                 "%s/pipe (ENOTSOCK)/%s", fn, sn);
         CT_SIDE(r, st, raw_tx(kind, unc, "ab", 2, NS), t_tx(kind, unc, "ab", 2, NS),
                 "%s/unconnected stream/%s", fn, sn);
         CT_SIDE(r, st, raw_tx(kind, udp, "ab", 2, NS), t_tx(kind, udp, "ab", 2, NS),
                 "%s/unconnected UDP without address/%s", fn, sn);
-        CT_SIDE(r, st, raw_tx(kind, sv[0], NULL, 2, NS), t_tx(kind, sv[0], NULL, 2, NS), "%s/NULL buf/%s", fn, sn);
-        CT_SIDE(r, st, raw_tx(kind, sv[0], bad, 2, NS), t_tx(kind, sv[0], bad, 2, NS), "%s/unmapped buf/%s", fn, sn);
+        CT_SIDE(r, st, raw_tx(kind, sv[0], NULL, 2, NS), t_tx(kind, sv[0], NULL, 2, NS),
+                "%s/NULL buf/%s", fn, sn);
+        CT_SIDE(r, st, raw_tx(kind, sv[0], bad, 2, NS), t_tx(kind, sv[0], bad, 2, NS),
+                "%s/unmapped buf/%s", fn, sn);
     }
     fill_sock(sv[0]);
     for (size_t i = 0; i < 2; i++)
@@ -409,8 +427,8 @@ START_TEST(contract_tether_sendto)
                 tether_sendto(udp, "ab", 2, 0, bad, sizeof a), "tether_sendto/unmapped dest/%s",
                 ct_state_name(states[i]));
         CT_SIDE(&r, states[i], sendto(udp, "ab", 2, 0, (struct sockaddr *)&a, 1),
-                tether_sendto(udp, "ab", 2, 0, (struct sockaddr *)&a, 1), "tether_sendto/destlen 1/%s",
-                ct_state_name(states[i]));
+                tether_sendto(udp, "ab", 2, 0, (struct sockaddr *)&a, 1),
+                "tether_sendto/destlen 1/%s", ct_state_name(states[i]));
     }
     close(l);
     close(udp);
@@ -455,29 +473,34 @@ START_TEST(contract_tether_connect)
     for (size_t i = 0; i < 2; i++) {
         ct_state st = states[i];
         const char *sn = ct_state_name(st);
-        CT_SIDE(&r, st, connect(-1, A, sizeof a), tether_connect(-1, A, sizeof a), "tether_connect/fd -1/%s", sn);
+        CT_SIDE(&r, st, connect(-1, A, sizeof a), tether_connect(-1, A, sizeof a),
+                "tether_connect/fd -1/%s", sn);
         CT_SIDE(&r, st, connect(cfd, A, sizeof a), tether_connect(cfd, A, sizeof a),
                 "tether_connect/closed fd/%s", sn);
         CT_SIDE(&r, st, connect(p[0], A, sizeof a), tether_connect(p[0], A, sizeof a),
                 "tether_connect/pipe (ENOTSOCK)/%s", sn);
-        int s1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), s2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int s1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0),
+            s2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         CT_SIDE(&r, st, connect(s1, NULL, sizeof a), tether_connect(s2, NULL, sizeof a),
                 "tether_connect/NULL addr/%s", sn);
         CT_SIDE(&r, st, connect(s1, bad, sizeof a), tether_connect(s2, bad, sizeof a),
                 "tether_connect/unmapped addr/%s", sn);
-        CT_SIDE(&r, st, connect(s1, A, 1), tether_connect(s2, A, 1), "tether_connect/addrlen 1/%s", sn);
+        CT_SIDE(&r, st, connect(s1, A, 1), tether_connect(s2, A, 1), "tether_connect/addrlen 1/%s",
+                sn);
         close(s1);
         close(s2);
         s1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         s2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         CT_SIDE(&r, st, connect(s1, (struct sockaddr *)&refused, sizeof a),
-                tether_connect(s2, (struct sockaddr *)&refused, sizeof a), "tether_connect/refused/%s", sn);
+                tether_connect(s2, (struct sockaddr *)&refused, sizeof a),
+                "tether_connect/refused/%s", sn);
         close(s1);
         close(s2);
         s1 = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         s2 = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         CT_SIDE(&r, st, connect(s1, (struct sockaddr *)&nx, sizeof nx),
-                tether_connect(s2, (struct sockaddr *)&nx, sizeof nx), "tether_connect/unix path missing/%s", sn);
+                tether_connect(s2, (struct sockaddr *)&nx, sizeof nx),
+                "tether_connect/unix path missing/%s", sn);
         close(s1);
         close(s2);
         s1 = connect_to(&a);
@@ -488,7 +511,8 @@ START_TEST(contract_tether_connect)
         close(s2);
         int c, fl = fcntl(l, F_GETFL);
         fcntl(l, F_SETFL, fl | O_NONBLOCK);
-        while ((c = accept(l, NULL, NULL)) >= 0) close(c);
+        while ((c = accept(l, NULL, NULL)) >= 0)
+            close(c);
         fcntl(l, F_SETFL, fl);
     }
     for (size_t i = 0; i < 2; i++) {
@@ -501,7 +525,9 @@ START_TEST(contract_tether_connect)
         CT_ERR(&r, name, rc, ct_expected(dead[i]));
         ct_leave(t);
         int fl = fcntl(s, F_GETFL);
-        ct_row(&r, !(fl & O_NONBLOCK), "tether_connect/socket flags after %s: expected restored (blocking)", ct_state_name(dead[i]));
+        ct_row(&r, !(fl & O_NONBLOCK),
+               "tether_connect/socket flags after %s: expected restored (blocking)",
+               ct_state_name(dead[i]));
         close(s);
     }
     close(l);

@@ -48,8 +48,10 @@ START_TEST(contract_tether_waitpid)
         int ws;
         CT_SIDE(&r, states[i], waitpid(-1, &ws, WNOHANG), tether_waitpid(-1, &ws, WNOHANG),
                 "tether_waitpid/no children, WNOHANG/%s", sn);
-        CT_SIDE(&r, states[i], waitpid(-1, &ws, 0), tether_waitpid(-1, &ws, 0), "tether_waitpid/no children/%s", sn);
-        CT_SIDE(&r, states[i], waitpid(1, &ws, 0), tether_waitpid(1, &ws, 0), "tether_waitpid/pid 1 (not a child)/%s", sn);
+        CT_SIDE(&r, states[i], waitpid(-1, &ws, 0), tether_waitpid(-1, &ws, 0),
+                "tether_waitpid/no children/%s", sn);
+        CT_SIDE(&r, states[i], waitpid(1, &ws, 0), tether_waitpid(1, &ws, 0),
+                "tether_waitpid/pid 1 (not a child)/%s", sn);
         CT_SIDE(&r, states[i], waitpid(-1, &ws, 0x7000000), tether_waitpid(-1, &ws, 0x7000000),
                 "tether_waitpid/bad options/%s", sn);
     }
@@ -69,11 +71,13 @@ START_TEST(contract_tether_waitpid)
             int ws;
             errno = 0;
             pid_t got = tether_waitpid(pid, &ws, opts[k]);
-            snprintf(name, sizeof name, "tether_waitpid/running child, %s/%s", on[k], ct_state_name(dead[i]));
+            snprintf(name, sizeof name, "tether_waitpid/running child, %s/%s", on[k],
+                     ct_state_name(dead[i]));
             CT_ERR(&r, name, got, ct_expected(dead[i]));
             errno = 0;
             got = tether_waitpid(-1, &ws, opts[k]);
-            snprintf(name, sizeof name, "tether_waitpid/pid -1, %s/%s", on[k], ct_state_name(dead[i]));
+            snprintf(name, sizeof name, "tether_waitpid/pid -1, %s/%s", on[k],
+                     ct_state_name(dead[i]));
             CT_ERR(&r, name, got, ct_expected(dead[i]));
             ct_leave(t);
         }
@@ -82,7 +86,9 @@ START_TEST(contract_tether_waitpid)
     kill(pid, SIGKILL);
     int ws = 0;
     pid_t got = tether_waitpid(pid, &ws, 0);
-    ct_row(&r, got == pid && WIFSIGNALED(ws), "tether_waitpid/after the refused calls: expected the child still waitable, got %d", got);
+    ct_row(&r, got == pid && WIFSIGNALED(ws),
+           "tether_waitpid/after the refused calls: expected the child still waitable, got %d",
+           got);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -97,15 +103,17 @@ START_TEST(contract_tether_waitid)
         const char *sn = ct_state_name(states[i]);
         siginfo_t si;
         CT_SIDE(&r, states[i], waitid(P_ALL, 0, &si, WEXITED | WNOHANG),
-                tether_waitid(P_ALL, 0, &si, WEXITED | WNOHANG), "tether_waitid/no children, WNOHANG/%s", sn);
-        CT_SIDE(&r, states[i], waitid(P_PID, 1, &si, WEXITED), tether_waitid(P_PID, 1, &si, WEXITED),
-                "tether_waitid/P_PID not a child/%s", sn);
-        CT_SIDE(&r, states[i], waitid((idtype_t)77, 0, &si, WEXITED), tether_waitid((idtype_t)77, 0, &si, WEXITED),
-                "tether_waitid/bad idtype/%s", sn);
+                tether_waitid(P_ALL, 0, &si, WEXITED | WNOHANG),
+                "tether_waitid/no children, WNOHANG/%s", sn);
+        CT_SIDE(&r, states[i], waitid(P_PID, 1, &si, WEXITED),
+                tether_waitid(P_PID, 1, &si, WEXITED), "tether_waitid/P_PID not a child/%s", sn);
+        CT_SIDE(&r, states[i], waitid((idtype_t)77, 0, &si, WEXITED),
+                tether_waitid((idtype_t)77, 0, &si, WEXITED), "tether_waitid/bad idtype/%s", sn);
         CT_SIDE(&r, states[i], waitid(P_ALL, 0, &si, 0), tether_waitid(P_ALL, 0, &si, 0),
                 "tether_waitid/options 0/%s", sn);
-        CT_SIDE(&r, states[i], waitid(P_PIDFD, 100000, &si, WEXITED), tether_waitid(P_PIDFD, 100000, &si, WEXITED),
-                "tether_waitid/P_PIDFD bad fd/%s", sn);
+        CT_SIDE(&r, states[i], waitid(P_PIDFD, 100000, &si, WEXITED),
+                tether_waitid(P_PIDFD, 100000, &si, WEXITED), "tether_waitid/P_PIDFD bad fd/%s",
+                sn);
     }
     pid_t pid = sleeper();
     for (size_t i = 0; i < 2; i++) {
@@ -114,7 +122,8 @@ START_TEST(contract_tether_waitid)
         tether_token *t = ct_enter(states[i], 0);
         int rc = tether_waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG);
         ct_leave(t);
-        ct_row(&r, rc == 0 && si.si_pid == 0, "tether_waitid/running child, WNOHANG/%s: expected 0 and si_pid 0, got %d %d",
+        ct_row(&r, rc == 0 && si.si_pid == 0,
+               "tether_waitid/running child, WNOHANG/%s: expected 0 and si_pid 0, got %d %d",
                ct_state_name(states[i]), rc, si.si_pid);
     }
     /* Item 13 for waitid. */
@@ -126,11 +135,13 @@ START_TEST(contract_tether_waitid)
             siginfo_t si;
             errno = 0;
             int rc = tether_waitid(P_PID, (id_t)pid, &si, opts[k]);
-            snprintf(name, sizeof name, "tether_waitid/running child, %s/%s", on[k], ct_state_name(dead[i]));
+            snprintf(name, sizeof name, "tether_waitid/running child, %s/%s", on[k],
+                     ct_state_name(dead[i]));
             CT_ERR(&r, name, rc, ct_expected(dead[i]));
             errno = 0;
             rc = tether_waitid(P_ALL, 0, &si, opts[k]);
-            snprintf(name, sizeof name, "tether_waitid/P_ALL, %s/%s", on[k], ct_state_name(dead[i]));
+            snprintf(name, sizeof name, "tether_waitid/P_ALL, %s/%s", on[k],
+                     ct_state_name(dead[i]));
             CT_ERR(&r, name, rc, ct_expected(dead[i]));
             ct_leave(t);
         }
@@ -146,7 +157,8 @@ static pid_t zombie(void)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
-    if (pid == 0) _exit(3);
+    if (pid == 0)
+        _exit(3);
     siginfo_t si;
     ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
     return pid;
@@ -167,18 +179,21 @@ START_TEST(contract_wait_unmapped_status)
                 "tether_waitpid/unmapped wstatus, exited child/%s", sn);
         a = zombie();
         b = zombie();
-        CT_SIDE(&r, states[i], waitpid(a, bad, WNOHANG), tether_waitpid(b, bad, WNOHANG) == b ? a : -1,
+        CT_SIDE(&r, states[i], waitpid(a, bad, WNOHANG),
+                tether_waitpid(b, bad, WNOHANG) == b ? a : -1,
                 "tether_waitpid/unmapped wstatus, exited child, WNOHANG/%s", sn);
         a = zombie();
         b = zombie();
-        CT_SIDE(&r, states[i], waitid(P_PID, (id_t)a, bad, WEXITED), tether_waitid(P_PID, (id_t)b, bad, WEXITED),
+        CT_SIDE(&r, states[i], waitid(P_PID, (id_t)a, bad, WEXITED),
+                tether_waitid(P_PID, (id_t)b, bad, WEXITED),
                 "tether_waitid/unmapped info, exited child/%s", sn);
         CT_SIDE(&r, states[i], waitpid(a, NULL, WNOHANG), tether_waitpid(b, NULL, WNOHANG),
                 "tether_waitpid/after EFAULT: child reaped/%s", sn);
         a = zombie();
         b = zombie();
         CT_SIDE(&r, states[i], waitid(P_PID, (id_t)a, bad, WEXITED | WNOHANG),
-                tether_waitid(P_PID, (id_t)b, bad, WEXITED | WNOHANG), "tether_waitid/unmapped info, WNOHANG/%s", sn);
+                tether_waitid(P_PID, (id_t)b, bad, WEXITED | WNOHANG),
+                "tether_waitid/unmapped info, WNOHANG/%s", sn);
         waitpid(a, NULL, WNOHANG);
         waitpid(b, NULL, WNOHANG);
     }
@@ -189,10 +204,12 @@ START_TEST(contract_wait_unmapped_status)
         tether_token *t = ct_enter(states[i], 0);
         int rc = tether_proc_wait(p, bad);
         ct_leave(t);
-        snprintf(name, sizeof name, "tether_proc_wait/unmapped wstatus/%s", ct_state_name(states[i]));
+        snprintf(name, sizeof name, "tether_proc_wait/unmapped wstatus/%s",
+                 ct_state_name(states[i]));
         CT_RC(&r, name, rc, EFAULT);
         ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD,
-               "tether_proc_wait/unmapped wstatus, child reaped/%s: expected no zombie left", ct_state_name(states[i]));
+               "tether_proc_wait/unmapped wstatus, child reaped/%s: expected no zombie left",
+               ct_state_name(states[i]));
     }
     munmap(bad, 4096);
     ct_done(&r);
@@ -206,24 +223,30 @@ START_TEST(contract_tether_proc_spawn)
     ct_rows r = { .test = __func__ };
     tether_proc *p = NULL;
     char name[128];
-    CT_RC(&r, "tether_proc_spawn/out NULL", tether_proc_spawn(NULL, "/bin/true", true_argv, NULL), EINVAL);
+    CT_RC(&r, "tether_proc_spawn/out NULL", tether_proc_spawn(NULL, "/bin/true", true_argv, NULL),
+          EINVAL);
     CT_RC(&r, "tether_proc_spawn/file NULL", tether_proc_spawn(&p, NULL, true_argv, NULL), EINVAL);
-    CT_RC(&r, "tether_proc_spawn/argv NULL", tether_proc_spawn(&p, "/bin/true", NULL, NULL), EINVAL);
+    CT_RC(&r, "tether_proc_spawn/argv NULL", tether_proc_spawn(&p, "/bin/true", NULL, NULL),
+          EINVAL);
     int rc = tether_proc_spawn(&p, "/nonexistent/prog", true_argv, NULL);
     CT_RC(&r, "tether_proc_spawn/missing program", rc, ENOENT);
-    if (rc == 0) tether_proc_wait(p, NULL);
+    if (rc == 0)
+        tether_proc_wait(p, NULL);
     tether_proc_opts po = { .search_path = true };
     rc = tether_proc_spawn(&p, "no-such-program-tether", true_argv, &po);
     CT_RC(&r, "tether_proc_spawn/search_path missing", rc, ENOENT);
-    if (rc == 0) tether_proc_wait(p, NULL);
+    if (rc == 0)
+        tether_proc_wait(p, NULL);
     for (size_t i = 0; i < 2; i++) {
         tether_token *t = ct_enter(dead[i], 0);
         p = NULL;
         rc = tether_proc_spawn(&p, "/bin/true", true_argv, NULL);
-        snprintf(name, sizeof name, "tether_proc_spawn/%s (nothing started)", ct_state_name(dead[i]));
+        snprintf(name, sizeof name, "tether_proc_spawn/%s (nothing started)",
+                 ct_state_name(dead[i]));
         CT_RC(&r, name, rc, ct_expected(dead[i]));
         ct_leave(t);
-        if (rc == 0) tether_proc_wait(p, NULL);
+        if (rc == 0)
+            tether_proc_wait(p, NULL);
     }
     /* The spawned child is ours alone: waitpid(-1, WNOHANG) finds no zombie
      * to steal only after tether_proc_wait reaped it. */
@@ -235,7 +258,8 @@ START_TEST(contract_tether_proc_spawn)
         ct_row(&r, rc == 0 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
                "tether_proc_wait/exited on its own: expected 0, exit 0, got %d ws %#x", rc, ws);
         errno = 0;
-        ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "tether_proc_wait/after return: expected no zombie left");
+        ct_row(&r, waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD,
+               "tether_proc_wait/after return: expected no zombie left");
     }
     ct_done(&r);
     th_baseline_check(base);
@@ -249,10 +273,12 @@ START_TEST(contract_tether_proc_pid_wait_run)
     ct_row(&r, tether_proc_pid(NULL) == -1, "tether_proc_pid/NULL: expected -1");
     CT_RC(&r, "tether_proc_wait/NULL", tether_proc_wait(NULL, NULL), EINVAL);
     int ws = -1;
-    CT_RC(&r, "tether_proc_run/missing program", tether_proc_run("/nonexistent/prog", true_argv, NULL, &ws), ENOENT);
+    CT_RC(&r, "tether_proc_run/missing program",
+          tether_proc_run("/nonexistent/prog", true_argv, NULL, &ws), ENOENT);
     CT_RC(&r, "tether_proc_run/file NULL", tether_proc_run(NULL, true_argv, NULL, &ws), EINVAL);
     int rc = tether_proc_run("/bin/true", true_argv, NULL, &ws);
-    ct_row(&r, rc == 0 && WIFEXITED(ws), "tether_proc_run/true: expected 0 exited, got %d ws %#x", rc, ws);
+    ct_row(&r, rc == 0 && WIFEXITED(ws), "tether_proc_run/true: expected 0 exited, got %d ws %#x",
+           rc, ws);
     for (size_t i = 0; i < 2; i++) {
         tether_token *t = ct_enter(dead[i], 0);
         rc = tether_proc_run("/bin/true", true_argv, NULL, &ws);
@@ -272,10 +298,13 @@ START_TEST(contract_tether_proc_pid_wait_run)
     ws = 0;
     rc = tether_proc_wait(p, &ws);
     ct_row(&r, rc == ETIMEDOUT && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGTERM,
-           "tether_proc_wait/deadline while waiting: expected ETIMEDOUT killed by SIGTERM, got %d ws %#x", rc, ws);
+           "tether_proc_wait/deadline while waiting: expected ETIMEDOUT killed by SIGTERM, got %d "
+           "ws %#x",
+           rc, ws);
     ct_leave(t);
     errno = 0;
-    ct_row(&r, kill(pid, 0) == -1 && errno == ESRCH, "tether_proc_wait/after a deadline kill: expected the child reaped");
+    ct_row(&r, kill(pid, 0) == -1 && errno == ESRCH,
+           "tether_proc_wait/after a deadline kill: expected the child reaped");
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -298,7 +327,8 @@ START_TEST(contract_proc_wait_exited_before_cancel)
         int rc = tether_proc_wait(p, &ws);
         ct_leave(t);
         ct_row(&r, rc == 0 && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
-               "tether_proc_wait/child already exited, token %s: expected 0 with exit 0, got %d ws %#x",
+               "tether_proc_wait/child already exited, token %s: expected 0 with exit 0, got %d ws "
+               "%#x",
                ct_state_name(dead[i]), rc, ws);
     }
     ct_done(&r);
@@ -330,8 +360,10 @@ START_TEST(contract_proc_wait_exit_races_cancel)
         tether_token_cancel(t, 0);
         int ws = 0;
         int rc = tether_proc_wait(p, &ws);
-        if (WIFEXITED(ws)) exited++;
-        else killed++;
+        if (WIFEXITED(ws))
+            exited++;
+        else
+            killed++;
         if (WIFEXITED(ws) && rc != 0) {
             if (!bad) {
                 first_bad = i;
@@ -342,11 +374,13 @@ START_TEST(contract_proc_wait_exit_races_cancel)
         ck_assert_int_eq(tether_token_leave(t), 0);
         ck_assert_int_eq(tether_token_free(t), 0);
     }
-    fprintf(stderr, "contract_proc_wait_exit_races_cancel: %d rounds, %d exited, %d killed, %d wrong\n", rounds,
-            exited, killed, bad);
+    fprintf(stderr,
+            "contract_proc_wait_exit_races_cancel: %d rounds, %d exited, %d killed, %d wrong\n",
+            rounds, exited, killed, bad);
     ct_row(&r, bad == 0,
            "tether_proc_wait/exit races a cancel: expected 0 whenever ws says exited, got %d wrong "
-           "(first: round %d, %s)", bad, first_bad, first_rc ? strerrorname_np(first_rc) : "-");
+           "(first: round %d, %s)",
+           bad, first_bad, first_rc ? strerrorname_np(first_rc) : "-");
     ct_done(&r);
     th_baseline_check(base);
 }

@@ -33,7 +33,8 @@ static int ret_arg(void *a)
 static int until_canceled(void *a)
 {
     (void)a;
-    if (tether_sleep_for(tether_sec(60)) == 0) return 0;
+    if (tether_sleep_for(tether_sec(60)) == 0)
+        return 0;
     return errno;
 }
 
@@ -43,18 +44,22 @@ static unsigned hang_bound_s(void)
     return (unsigned)th_timeout_s(1);
 }
 
-static void run_bounded(ct_rows *r, const char *name, long long (*fn)(void *), void *ctx, long long want)
+static void run_bounded(ct_rows *r, const char *name, long long (*fn)(void *), void *ctx,
+                        long long want)
 {
     int err, sig;
     long long got = ct_in_child(fn, ctx, &err, &sig);
     const char *w = want ? strerrorname_np((int)want) : "0";
     if (sig == SIGALRM)
-        ct_row(r, 0, "%s: expected %s, got a hang (no return within %u s)", name, w, hang_bound_s());
+        ct_row(r, 0, "%s: expected %s, got a hang (no return within %u s)", name, w,
+               hang_bound_s());
     else if (sig)
-        ct_row(r, 0, "%s: expected %s, got a crash (signal %d; -1: a sanitizer report)", name, w, sig);
+        ct_row(r, 0, "%s: expected %s, got a crash (signal %d; -1: a sanitizer report)", name, w,
+               sig);
     else
-        ct_row(r, got == want, "%s: expected %s got %s (%lld)", name, want ? strerrorname_np((int)want) : "0",
-               got > 0 ? strerrorname_np((int)got) : "0", got);
+        ct_row(r, got == want, "%s: expected %s got %s (%lld)", name,
+               want ? strerrorname_np((int)want) : "0", got > 0 ? strerrorname_np((int)got) : "0",
+               got);
 }
 
 /* A handler of someone else's. */
@@ -80,12 +85,12 @@ START_TEST(contract_tether_scope_open)
     o = (tether_scope_opts){ .hostage_escalate = true };
     CT_RC(&r, "tether_scope_open/hostage_escalate without grace", tether_scope_open(&s, &o),
           EINVAL);
-    o = (tether_scope_opts){ .hostage_grace_ns = 1, .hostage_escalate = true,
+    o = (tether_scope_opts){ .hostage_grace_ns = 1,
+                             .hostage_escalate = true,
                              .hostage_signal = SIGUSR1 };
     CT_RC(&r, "tether_scope_open/hostage_signal not realtime", tether_scope_open(&s, &o), EINVAL);
     o.hostage_signal = SIGRTMAX + 1;
-    CT_RC(&r, "tether_scope_open/hostage_signal above SIGRTMAX", tether_scope_open(&s, &o),
-          EINVAL);
+    CT_RC(&r, "tether_scope_open/hostage_signal above SIGRTMAX", tether_scope_open(&s, &o), EINVAL);
     /* A realtime signal with someone else's handler is not taken over. */
     struct sigaction theirs = { .sa_handler = ct_foreign_handler }, old;
     ck_assert_int_eq(sigaction(SIGRTMIN + 6, &theirs, &old), 0);
@@ -109,7 +114,8 @@ START_TEST(contract_tether_scope_open)
         snprintf(name, sizeof name, "tether_scope_open/%s current token", ct_state_name(dead[i]));
         CT_RC(&r, name, rc, 0);
         if (rc == 0) {
-            snprintf(name, sizeof name, "tether_spawn/scope under %s token", ct_state_name(dead[i]));
+            snprintf(name, sizeof name, "tether_spawn/scope under %s token",
+                     ct_state_name(dead[i]));
             CT_RC(&r, name, tether_spawn(s, ret0, NULL, NULL, NULL), ct_expected(dead[i]));
             tether_result res;
             tether_scope_join(s, &res);
@@ -133,7 +139,8 @@ static long long name_at_guard(void *ctx)
     tether_scope *s;
     tether_scope_opts o = { .name = spawn ? "scope" : name };
     int rc = tether_scope_open(&s, &o);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if (spawn) {
         tether_spawn_opts so = { .name = name };
         rc = tether_spawn(s, ret0, NULL, &so, NULL);
@@ -148,9 +155,11 @@ START_TEST(contract_names)
 {
     ct_rows r = { .test = __func__ };
     int spawn = 0;
-    run_bounded(&r, "tether_scope_open/name without NUL before an unmapped page", name_at_guard, &spawn, 0);
+    run_bounded(&r, "tether_scope_open/name without NUL before an unmapped page", name_at_guard,
+                &spawn, 0);
     spawn = 1;
-    run_bounded(&r, "tether_spawn/name without NUL before an unmapped page", name_at_guard, &spawn, 0);
+    run_bounded(&r, "tether_spawn/name without NUL before an unmapped page", name_at_guard, &spawn,
+                0);
     ct_done(&r);
 }
 END_TEST
@@ -169,11 +178,13 @@ START_TEST(contract_tether_spawn)
     CT_RC(&r, "tether_spawn/stack_size SIZE_MAX", tether_spawn(s, ret0, NULL, &so, NULL), EINVAL);
     so = (tether_spawn_opts){ .timeout_ns = -1 };
     CT_RC(&r, "tether_spawn/negative timeout", tether_spawn(s, ret0, NULL, &so, NULL), EINVAL);
-    CT_RC(&r, "tether_try_spawn/scope NULL", tether_try_spawn(NULL, ret0, NULL, NULL, NULL), EINVAL);
+    CT_RC(&r, "tether_try_spawn/scope NULL", tether_try_spawn(NULL, ret0, NULL, NULL, NULL),
+          EINVAL);
     CT_RC(&r, "tether_try_spawn/fn NULL", tether_try_spawn(s, NULL, NULL, NULL, NULL), EINVAL);
     ck_assert_int_eq(tether_scope_cancel(s), 0);
     CT_RC(&r, "tether_spawn/canceled scope", tether_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
-    CT_RC(&r, "tether_try_spawn/canceled scope", tether_try_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
+    CT_RC(&r, "tether_try_spawn/canceled scope", tether_try_spawn(s, ret0, NULL, NULL, NULL),
+          ECANCELED);
     tether_result res;
     ck_assert_int_eq(tether_scope_join(s, &res), 0);
     CT_RC(&r, "tether_spawn/joined scope", tether_spawn(s, ret0, NULL, NULL, NULL), EINVAL);
@@ -182,7 +193,8 @@ START_TEST(contract_tether_spawn)
     /* A scope past its deadline: ETIMEDOUT. */
     tether_scope_opts o = { .deadline = tether_now() - 1 };
     ck_assert_int_eq(tether_scope_open(&s, &o), 0);
-    CT_RC(&r, "tether_spawn/scope past deadline", tether_spawn(s, ret0, NULL, NULL, NULL), ETIMEDOUT);
+    CT_RC(&r, "tether_spawn/scope past deadline", tether_spawn(s, ret0, NULL, NULL, NULL),
+          ETIMEDOUT);
     tether_scope_join(s, &res);
     ck_assert_int_eq(tether_scope_free(s), 0);
     /* max_children full: try_spawn EAGAIN; spawn under an expired caller token ETIMEDOUT. */
@@ -193,7 +205,8 @@ START_TEST(contract_tether_spawn)
     tether_token *t;
     ck_assert_int_eq(tether_token_new(&t, NULL, tether_deadline_after(tether_ms(20))), 0);
     ck_assert_int_eq(tether_token_enter(t), 0);
-    CT_RC(&r, "tether_spawn/scope full, caller deadline", tether_spawn(s, ret0, NULL, NULL, NULL), ETIMEDOUT);
+    CT_RC(&r, "tether_spawn/scope full, caller deadline", tether_spawn(s, ret0, NULL, NULL, NULL),
+          ETIMEDOUT);
     ct_leave(t);
     tether_scope_cancel(s);
     tether_scope_join(s, &res);
@@ -226,13 +239,15 @@ START_TEST(contract_tether_task_wait_halt)
     ct_row(&r, tether_task_index(NULL) == -1, "tether_task_index/NULL: expected -1");
     for (int halt = 0; halt < 2; halt++) {
         tether_scope *s;
-        ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
+        ck_assert_int_eq(
+            tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
         atomic_store(&self_ready, 0);
         ck_assert_int_eq(tether_spawn(s, wait_self, (void *)(intptr_t)halt, NULL, &self_task), 0);
         atomic_store(&self_ready, 1);
         ck_assert_int_eq(tether_task_wait(self_task, &res), 0);
         char name[96];
-        snprintf(name, sizeof name, "%s/from the child itself", halt ? "tether_task_halt" : "tether_task_wait");
+        snprintf(name, sizeof name, "%s/from the child itself",
+                 halt ? "tether_task_halt" : "tether_task_wait");
         CT_RC(&r, name, res, EDEADLK);
         tether_result out;
         tether_scope_join(s, &out);
@@ -245,14 +260,19 @@ START_TEST(contract_tether_task_wait_halt)
     ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, NULL, &a), 0);
     ck_assert_int_eq(tether_spawn(s, ret_arg, (void *)0, NULL, &b), 0);
     ct_row(&r, tether_task_index(a) == 0 && tether_task_index(b) == 1,
-           "tether_task_index/spawn order: expected 0 and 1, got %d and %d", tether_task_index(a), tether_task_index(b));
+           "tether_task_index/spawn order: expected 0 and 1, got %d and %d", tether_task_index(a),
+           tether_task_index(b));
     ck_assert_int_eq(tether_task_halt(a, &res), 0);
     ct_row(&r, res == ECANCELED, "tether_task_halt/result: expected ECANCELED got %d", res);
-    ct_row(&r, tether_token_cause(tether_task_token(a)) == TETHER_CAUSE_HALTED, "tether_task_halt/halted child's token: expected cause halted");
+    ct_row(&r, tether_token_cause(tether_task_token(a)) == TETHER_CAUSE_HALTED,
+           "tether_task_halt/halted child's token: expected cause halted");
     tether_result out;
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
-    ct_row(&r, out.outcome == TETHER_OUTCOME_OK && out.canceled == 1 && out.succeeded == 1 && out.failed == 0,
-           "tether_task_halt/scope outcome: expected ok, canceled 1, got %s canceled %u succeeded %u failed %u",
+    ct_row(&r,
+           out.outcome == TETHER_OUTCOME_OK && out.canceled == 1 && out.succeeded == 1 &&
+               out.failed == 0,
+           "tether_task_halt/scope outcome: expected ok, canceled 1, got %s canceled %u succeeded "
+           "%u failed %u",
            tether_outcome_name(out.outcome), out.canceled, out.succeeded, out.failed);
     ck_assert_int_eq(tether_scope_free(s), 0);
     ct_done(&r);
@@ -331,9 +351,12 @@ static long long other_waits_background(void *ctx)
 START_TEST(contract_task_wait_background_by_owner)
 {
     ct_rows r = { .test = __func__ };
-    run_bounded(&r, "tether_task_wait/background task by the owner before join", owner_waits_background, NULL, EDEADLK);
-    run_bounded(&r, "tether_task_halt/background task by the owner before join", owner_halts_background, NULL, 0);
-    run_bounded(&r, "tether_task_wait/background task by another thread, owner joins", other_waits_background, NULL, 0);
+    run_bounded(&r, "tether_task_wait/background task by the owner before join",
+                owner_waits_background, NULL, EDEADLK);
+    run_bounded(&r, "tether_task_halt/background task by the owner before join",
+                owner_halts_background, NULL, 0);
+    run_bounded(&r, "tether_task_wait/background task by another thread, owner joins",
+                other_waits_background, NULL, 0);
     ct_done(&r);
 }
 END_TEST
@@ -345,7 +368,8 @@ static int join_own(void *a)
     if (what == 1) {
         /* Leave the token tether entered for this child (item 14). */
         int lr = tether_token_leave(tether_current());
-        if (lr) return 1000 + lr;
+        if (lr)
+            return 1000 + lr;
     }
     tether_result out;
     return what == 2 ? tether_scope_free(own_scope) : tether_scope_join(own_scope, &out);
@@ -363,7 +387,8 @@ static long long child_joins_own(void *ctx)
     tether_result out;
     int jr = tether_scope_join(own_scope, &out);
     tether_scope_free(own_scope);
-    if (jr) return 2000 + jr;
+    if (jr)
+        return 2000 + jr;
     return res;
 }
 
@@ -385,7 +410,8 @@ static long long owner_entered(void *ctx)
     } else {
         rc = tether_scope_free(s); /* unjoined, own token entered: EBUSY (decision 19) */
         tether_token_leave(tether_scope_token(s));
-        if (rc) tether_scope_free(s);
+        if (rc)
+            tether_scope_free(s);
     }
     return rc;
 }
@@ -517,16 +543,20 @@ START_TEST(contract_tether_scope_join)
     int what = 0;
     run_bounded(&r, "tether_scope_join/from own child", child_joins_own, &what, EDEADLK);
     what = 1;
-    run_bounded(&r, "tether_scope_join/from own child that left its token", child_joins_own, &what, EDEADLK);
+    run_bounded(&r, "tether_scope_join/from own child that left its token", child_joins_own, &what,
+                EDEADLK);
     what = 2;
     run_bounded(&r, "tether_scope_free/from own child", child_joins_own, &what, EDEADLK);
     what = 0;
     run_bounded(&r, "tether_scope_join/owner entered the scope's token", owner_entered, &what, 0);
     what = 1;
-    run_bounded(&r, "tether_scope_free/unjoined, owner entered the scope's token", owner_entered, &what, EBUSY);
+    run_bounded(&r, "tether_scope_free/unjoined, owner entered the scope's token", owner_entered,
+                &what, EBUSY);
     run_bounded(&r, "tether_scope_join/from a tether_scope_run body", run_body_joins, NULL, 0);
-    run_bounded(&r, "tether_scope_free/scope that outlived the child that opened it", scope_outlives_opener, NULL, 0);
-    run_bounded(&r, "tether_scope_free/while another thread's tether_scope_cancel runs a callback", free_while_cancel_runs, NULL, 0);
+    run_bounded(&r, "tether_scope_free/scope that outlived the child that opened it",
+                scope_outlives_opener, NULL, 0);
+    run_bounded(&r, "tether_scope_free/while another thread's tether_scope_cancel runs a callback",
+                free_while_cancel_runs, NULL, 0);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -544,7 +574,8 @@ START_TEST(contract_scope_results)
     ck_assert_int_eq(tether_token_cancel(tether_scope_token(s), EPIPE), 0);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
     ct_row(&r, out.outcome == TETHER_OUTCOME_CANCELED && out.error == EPIPE,
-           "tether_scope_join/canceled from outside with EPIPE: expected canceled, error EPIPE, got %s error %s",
+           "tether_scope_join/canceled from outside with EPIPE: expected canceled, error EPIPE, "
+           "got %s error %s",
            tether_outcome_name(out.outcome), out.error ? strerrorname_np(out.error) : "0");
     ck_assert_int_eq(tether_scope_free(s), 0);
     /* ...and through its parent token. */
@@ -554,8 +585,11 @@ START_TEST(contract_scope_results)
     ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, NULL, NULL), 0);
     ck_assert_int_eq(tether_token_cancel(p, EPIPE), 0);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
-    ct_row(&r, out.outcome == TETHER_OUTCOME_CANCELED && out.error == EPIPE && out.cause == TETHER_CAUSE_PARENT,
-           "tether_scope_join/parent canceled with EPIPE: expected canceled, error EPIPE, cause parent, got %s error %s cause %s",
+    ct_row(&r,
+           out.outcome == TETHER_OUTCOME_CANCELED && out.error == EPIPE &&
+               out.cause == TETHER_CAUSE_PARENT,
+           "tether_scope_join/parent canceled with EPIPE: expected canceled, error EPIPE, cause "
+           "parent, got %s error %s cause %s",
            tether_outcome_name(out.outcome), out.error ? strerrorname_np(out.error) : "0",
            tether_cause_name(out.cause));
     ck_assert_int_eq(tether_scope_free(s), 0);
@@ -566,30 +600,41 @@ START_TEST(contract_scope_results)
     ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, NULL, NULL), 0);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
     ct_row(&r, out.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED && out.cause == TETHER_CAUSE_PARENT,
-           "tether_scope_join/parent deadline: expected deadline_exceeded cause parent, got %s cause %s",
+           "tether_scope_join/parent deadline: expected deadline_exceeded cause parent, got %s "
+           "cause %s",
            tether_outcome_name(out.outcome), tether_cause_name(out.cause));
     ck_assert_int_eq(tether_scope_free(s), 0);
     ck_assert_int_eq(tether_token_free(p), 0);
     /* Item 19: error_task is the 0-based spawn order. */
-    ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
+    ck_assert_int_eq(
+        tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
     ck_assert_int_eq(tether_spawn(s, ret0, NULL, NULL, NULL), 0);
     ck_assert_int_eq(tether_spawn(s, ret0, NULL, NULL, NULL), 0);
     tether_task *third;
-    ck_assert_int_eq(tether_spawn(s, ret_arg, (void *)(intptr_t)EIO, &(tether_spawn_opts){ .name = "third" }, &third), 0);
+    ck_assert_int_eq(tether_spawn(s, ret_arg, (void *)(intptr_t)EIO,
+                                  &(tether_spawn_opts){ .name = "third" }, &third),
+                     0);
     int third_index = tether_task_index(third);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
     ct_row(&r, third_index == 2 && out.error_task == third_index,
-           "tether_task_index/after handle-less spawns, as error_task: expected 2 = error_task, got %d (error_task %d)",
+           "tether_task_index/after handle-less spawns, as error_task: expected 2 = error_task, "
+           "got %d (error_task %d)",
            third_index, out.error_task);
     ct_row(&r, out.error == EIO && out.error_task == 2 && strcmp(out.error_task_name, "third") == 0,
-           "tether_scope_join/error_task spawn order: expected EIO task 2 'third', got %d task %d '%s'", out.error,
-           out.error_task, out.error_task_name);
+           "tether_scope_join/error_task spawn order: expected EIO task 2 'third', got %d task %d "
+           "'%s'",
+           out.error, out.error_task, out.error_task_name);
     ck_assert_int_eq(tether_scope_free(s), 0);
     /* Item 19: a child whose own spawn timeout fires counts as failed. */
-    ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
-    ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, &(tether_spawn_opts){ .timeout_ns = tether_ms(10) }, NULL), 0);
+    ck_assert_int_eq(
+        tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
+    ck_assert_int_eq(tether_spawn(s, until_canceled, NULL,
+                                  &(tether_spawn_opts){ .timeout_ns = tether_ms(10) }, NULL),
+                     0);
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
-    ct_row(&r, out.failed == 1 && out.error == ETIMEDOUT, "tether_scope_join/child's own spawn timeout fires: expected failed 1, error ETIMEDOUT, got failed %u error %d",
+    ct_row(&r, out.failed == 1 && out.error == ETIMEDOUT,
+           "tether_scope_join/child's own spawn timeout fires: expected failed 1, error ETIMEDOUT, "
+           "got failed %u error %d",
            out.failed, out.error);
     ck_assert_int_eq(tether_scope_free(s), 0);
     /* Item 19: tether_scope_token stays valid until free (used after join). */
@@ -606,7 +651,8 @@ START_TEST(contract_scope_results)
     CT_RC(&r, "tether_scope_free/NULL", tether_scope_free(NULL), EINVAL);
     /* scope_run: body error -> failed with error_task -1; bad opts -> EINVAL, body not called. */
     CT_RC(&r, "tether_scope_run/policy out of range",
-          tether_scope_run(&(tether_scope_opts){ .policy = (tether_policy)9 }, NULL, NULL, &out), EINVAL);
+          tether_scope_run(&(tether_scope_opts){ .policy = (tether_policy)9 }, NULL, NULL, &out),
+          EINVAL);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -625,19 +671,24 @@ START_TEST(contract_tether_scope_run_guard)
     ct_rows r = { .test = __func__ };
     tether_result out;
     int rc = tether_scope_run(NULL, body_fails, NULL, &out);
-    ct_row(&r, rc == 0 && out.outcome == TETHER_OUTCOME_FAILED && out.error == EIO && out.error_task == -1,
-           "tether_scope_run/body returns EIO: expected 0, failed, error EIO, error_task -1, got rc %d %s error %d task %d", rc, tether_outcome_name(out.outcome),
-           out.error, out.error_task);
+    ct_row(&r,
+           rc == 0 && out.outcome == TETHER_OUTCOME_FAILED && out.error == EIO &&
+               out.error_task == -1,
+           "tether_scope_run/body returns EIO: expected 0, failed, error EIO, error_task -1, got "
+           "rc %d %s error %d task %d",
+           rc, tether_outcome_name(out.outcome), out.error, out.error_task);
     rc = tether_scope_run(NULL, body_fails, NULL, NULL);
     CT_RC(&r, "tether_scope_run/result NULL", rc, 0);
     {
         TETHER_SCOPE_GUARD(g, &(tether_scope_opts){ .policy = (tether_policy)9 });
         ct_row(&r, g == NULL, "TETHER_SCOPE_GUARD/open fails: expected var NULL");
-        CT_RC(&r, "TETHER_SCOPE_GUARD/spawn on failed guard", tether_spawn(g, ret0, NULL, NULL, NULL), EINVAL);
+        CT_RC(&r, "TETHER_SCOPE_GUARD/spawn on failed guard",
+              tether_spawn(g, ret0, NULL, NULL, NULL), EINVAL);
     }
     {
         TETHER_SCOPE_GUARD(g, NULL);
-        ct_row(&r, g != NULL, "TETHER_SCOPE_GUARD/open: expected var set, joined and freed at block end");
+        ct_row(&r, g != NULL,
+               "TETHER_SCOPE_GUARD/open: expected var set, joined and freed at block end");
         tether_spawn(g, until_canceled, NULL, NULL, NULL);
         tether_scope_cancel(g);
     }
@@ -665,21 +716,30 @@ START_TEST(contract_tether_task_late)
     ck_assert_int_eq(tether_spawn(s, ret0, NULL, NULL, &on_time), 0);
     ck_assert_int_eq(tether_spawn(s, commit_anyway, NULL, NULL, &late), 0);
     ck_assert_int_eq(tether_spawn(s, until_canceled, NULL, NULL, &stopped), 0);
-    ck_assert_int_eq(tether_spawn(s, commit_anyway, NULL, &(tether_spawn_opts){ .timeout_ns = tether_ms(20) }, &own), 0);
+    ck_assert_int_eq(tether_spawn(s, commit_anyway, NULL,
+                                  &(tether_spawn_opts){ .timeout_ns = tether_ms(20) }, &own),
+                     0);
     ck_assert_int_eq(tether_task_wait(on_time, NULL), 0);
     ck_assert_int_eq(tether_task_wait(own, NULL), 0);
     ct_row(&r, !tether_task_late(late), "tether_task_late/still running: expected false");
-    ct_row(&r, !tether_task_late(on_time), "tether_task_late/returned 0 before any cancel: expected false");
-    ct_row(&r, !tether_task_late(own), "tether_task_late/returned 0 after its own spawn timeout: expected false");
+    ct_row(&r, !tether_task_late(on_time),
+           "tether_task_late/returned 0 before any cancel: expected false");
+    ct_row(&r, !tether_task_late(own),
+           "tether_task_late/returned 0 after its own spawn timeout: expected false");
     ck_assert_int_eq(tether_scope_cancel(s), 0);
     ck_assert_int_eq(tether_task_wait(late, NULL), 0);
     ck_assert_int_eq(tether_task_wait(stopped, NULL), 0);
-    ct_row(&r, tether_task_late(late), "tether_task_late/returned 0 after the scope's cancel: expected true");
-    ct_row(&r, !tether_task_late(stopped), "tether_task_late/returned ECANCELED after the cancel: expected false");
+    ct_row(&r, tether_task_late(late),
+           "tether_task_late/returned 0 after the scope's cancel: expected true");
+    ct_row(&r, !tether_task_late(stopped),
+           "tether_task_late/returned ECANCELED after the cancel: expected false");
     tether_result out;
     ck_assert_int_eq(tether_scope_join(s, &out), 0);
-    ct_row(&r, out.outcome == TETHER_OUTCOME_CANCELED && out.succeeded == 3 && out.late_succeeded == 1 && out.canceled == 1,
-           "tether_scope_join/one late success: expected canceled, succeeded 3, late_succeeded 1, canceled 1, got %s %u %u %u",
+    ct_row(&r,
+           out.outcome == TETHER_OUTCOME_CANCELED && out.succeeded == 3 &&
+               out.late_succeeded == 1 && out.canceled == 1,
+           "tether_scope_join/one late success: expected canceled, succeeded 3, late_succeeded 1, "
+           "canceled 1, got %s %u %u %u",
            tether_outcome_name(out.outcome), out.succeeded, out.late_succeeded, out.canceled);
     ck_assert_int_eq(tether_scope_free(s), 0);
     ct_done(&r);
@@ -708,12 +768,14 @@ START_TEST(contract_reuse_threads)
     CT_RC(&r, "tether_scope_open/reuse_threads", tether_scope_open(&s, &o), 0);
     if (s) {
         tether_spawn_opts small = { .stack_size = 1 };
-        CT_RC(&r, "tether_spawn/reuse_threads, stack_size too small", tether_spawn(s, ret0, NULL, &small, NULL), EINVAL);
+        CT_RC(&r, "tether_spawn/reuse_threads, stack_size too small",
+              tether_spawn(s, ret0, NULL, &small, NULL), EINVAL);
         CT_RC(&r, "tether_spawn/reuse_threads", tether_spawn(s, reuse_child, NULL, NULL, NULL), 0);
         tether_result res;
         CT_RC(&r, "tether_scope_join/reuse_threads", tether_scope_join(s, &res), 0);
         ct_row(&r, atomic_load(&reuse_done) == 1 && res.succeeded == 1,
-               "tether_scope_join/reuse_threads, after: expected the child's function returned got done %d, succeeded %u",
+               "tether_scope_join/reuse_threads, after: expected the child's function returned got "
+               "done %d, succeeded %u",
                atomic_load(&reuse_done), res.succeeded);
         CT_RC(&r, "tether_scope_free/reuse_threads", tether_scope_free(s), 0);
     }
@@ -722,22 +784,27 @@ START_TEST(contract_reuse_threads)
     s = NULL;
     if (tether_scope_open(&s, &o) == 0) {
         tether_task *t = NULL;
-        CT_RC(&r, "tether_spawn/reuse_threads, a thread is parked", tether_spawn(s, reuse_child, NULL, NULL, &t), 0);
+        CT_RC(&r, "tether_spawn/reuse_threads, a thread is parked",
+              tether_spawn(s, reuse_child, NULL, NULL, &t), 0);
         int res = -1;
         if (t)
             tether_task_wait(t, &res);
         ct_row(&r, res == 0 && atomic_load(&reuse_last_tid) == first,
-               "tether_spawn/reuse_threads, a thread is parked, child: expected on that thread, with its own current token got result %d, tid %d vs %d",
+               "tether_spawn/reuse_threads, a thread is parked, child: expected on that thread, "
+               "with its own current token got result %d, tid %d vs %d",
                res, atomic_load(&reuse_last_tid), first);
         tether_scope_cancel(s);
-        CT_RC(&r, "tether_spawn/reuse_threads, scope canceled", tether_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
+        CT_RC(&r, "tether_spawn/reuse_threads, scope canceled",
+              tether_spawn(s, ret0, NULL, NULL, NULL), ECANCELED);
         tether_scope_join(s, NULL);
         tether_scope_free(s);
     }
-    ct_row(&r, th_thread_count() == base.threads + 1, "tether_trim/reuse_threads, one thread parked: expected that thread alive got %d",
+    ct_row(&r, th_thread_count() == base.threads + 1,
+           "tether_trim/reuse_threads, one thread parked: expected that thread alive got %d",
            th_thread_count() - base.threads);
     tether_trim();
-    ct_row(&r, th_wait_thread_count(base.threads) == base.threads, "tether_trim/reuse_threads: expected the parked thread gone");
+    ct_row(&r, th_wait_thread_count(base.threads) == base.threads,
+           "tether_trim/reuse_threads: expected the parked thread gone");
     ct_done(&r);
     th_baseline_check(base);
 }

@@ -45,7 +45,8 @@ static int t_cw(int kind, pthread_cond_t *c, pthread_mutex_t *m, const struct ti
 
 static void cond_rows(ct_rows *r, int kind)
 {
-    static const char *fns[] = { "tether_cond_wait", "tether_cond_timedwait", "tether_cond_clockwait" };
+    static const char *fns[] = { "tether_cond_wait", "tether_cond_timedwait",
+                                 "tether_cond_clockwait" };
     const char *fn = fns[kind];
     clockid_t clk = kind == 1 ? CLOCK_REALTIME : CLOCK_MONOTONIC;
     pthread_mutex_t m;
@@ -88,7 +89,9 @@ static void cond_rows(ct_rows *r, int kind)
     struct {
         const char *what;
         const struct timespec *ts;
-    } rows[] = { { "abstime past", &past }, { "tv_nsec 1e9", &badns }, { "negative tv_sec", &negs } };
+    } rows[] = { { "abstime past", &past },
+                 { "tv_nsec 1e9", &badns },
+                 { "negative tv_sec", &negs } };
     const ct_state st2[] = { CT_NONE, CT_LIVE };
     for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
         for (size_t i = 0; i < 2; i++) {
@@ -100,8 +103,9 @@ static void cond_rows(ct_rows *r, int kind)
             ct_leave(t);
             int un = pthread_mutex_unlock(&m);
             snprintf(name, sizeof name, "%s/%s/%s", fn, rows[k].what, ct_state_name(st2[i]));
-            ct_row(r, tr == rr && un == 0, "%s: expected as the raw call (%s), mutex held, got %s (unlock %d)",
-                   name, rr ? strerrorname_np(rr) : "0", tr ? strerrorname_np(tr) : "0", un);
+            ct_row(r, tr == rr && un == 0,
+                   "%s: expected as the raw call (%s), mutex held, got %s (unlock %d)", name,
+                   rr ? strerrorname_np(rr) : "0", tr ? strerrorname_np(tr) : "0", un);
         }
     }
     if (kind == 2) {
@@ -114,8 +118,8 @@ static void cond_rows(ct_rows *r, int kind)
             ct_leave(t);
             pthread_mutex_unlock(&m);
             snprintf(name, sizeof name, "%s/clock CPUTIME/%s", fn, ct_state_name(st2[i]));
-            ct_row(r, tr == rr && tr == EINVAL, "%s: expected EINVAL as the raw call (%s), got %s", name,
-                   rr ? strerrorname_np(rr) : "0", tr ? strerrorname_np(tr) : "0");
+            ct_row(r, tr == rr && tr == EINVAL, "%s: expected EINVAL as the raw call (%s), got %s",
+                   name, rr ? strerrorname_np(rr) : "0", tr ? strerrorname_np(tr) : "0");
         }
         /* CLOCK_REALTIME is accepted. */
         struct timespec rt = abs_on(CLOCK_REALTIME, tether_ms(5));
@@ -142,7 +146,8 @@ static void *cond_waiter(void *arg)
     pthread_mutex_lock(&cm);
     ck_assert_int_eq(tether_token_enter(waiter_tok), 0);
     atomic_store(&waiter_tid, th_gettid());
-    struct timespec far = abs_on(waiter_kind == 1 ? CLOCK_REALTIME : CLOCK_MONOTONIC, tether_sec(30));
+    struct timespec far =
+        abs_on(waiter_kind == 1 ? CLOCK_REALTIME : CLOCK_MONOTONIC, tether_sec(30));
     res[0] = t_cw(waiter_kind, &cc, &cm, &far);
     res[1] = pthread_mutex_unlock(&cm);
     ck_assert_int_eq(tether_token_leave(waiter_tok), 0);
@@ -151,7 +156,8 @@ static void *cond_waiter(void *arg)
 
 static void cond_cancel_row(ct_rows *r, int kind)
 {
-    static const char *fns[] = { "tether_cond_wait", "tether_cond_timedwait", "tether_cond_clockwait" };
+    static const char *fns[] = { "tether_cond_wait", "tether_cond_timedwait",
+                                 "tether_cond_clockwait" };
     errcheck_mutex(&cm);
     ck_assert_int_eq(tether_token_new(&waiter_tok, NULL, TETHER_NEVER), 0);
     waiter_kind = kind;
@@ -165,7 +171,8 @@ static void cond_cancel_row(ct_rows *r, int kind)
     ck_assert_int_eq(tether_token_cancel(waiter_tok, EPIPE), 0);
     pthread_join(th, NULL);
     ct_row(r, res[0] == ECANCELED && res[1] == 0,
-           "%s/canceled while blocked (user error EPIPE): expected ECANCELED, mutex held; got %d, unlock %d",
+           "%s/canceled while blocked (user error EPIPE): expected ECANCELED, mutex held; got %d, "
+           "unlock %d",
            fns[kind], res[0], res[1]);
     ck_assert_int_eq(tether_token_free(waiter_tok), 0);
     pthread_mutex_destroy(&cm);
@@ -229,7 +236,8 @@ static void sem_rows(ct_rows *r, int timed)
     ct_leave(t);
     int v = -1;
     sem_getvalue(&s, &v);
-    ct_row(r, rc == 0 && v == 0, "%s/unit available/live: expected 0 value 0, got %d value %d", fn, rc, v);
+    ct_row(r, rc == 0 && v == 0, "%s/unit available/live: expected 0 value 0, got %d value %d", fn,
+           rc, v);
     /* Token deadline while waiting: ETIMEDOUT, nothing consumed. */
     ck_assert_int_eq(tether_token_new(&t, NULL, tether_deadline_after(tether_ms(20))), 0);
     ck_assert_int_eq(tether_token_enter(t), 0);
@@ -295,7 +303,9 @@ static long long abstime_call(void *ctx)
     alarm(5); /* a hang would end as SIGALRM, not as the suite's timeout */
     pthread_mutex_lock(&m);
     switch (a->kind) {
-    case 0: return a->tether ? tether_cond_timedwait(&c, &m, a->ts) : pthread_cond_timedwait(&c, &m, a->ts);
+    case 0:
+        return a->tether ? tether_cond_timedwait(&c, &m, a->ts)
+                         : pthread_cond_timedwait(&c, &m, a->ts);
     case 1:
         return a->tether ? tether_cond_clockwait(&c, &m, CLOCK_MONOTONIC, a->ts)
                          : pthread_cond_clockwait(&c, &m, CLOCK_MONOTONIC, a->ts);
@@ -307,7 +317,8 @@ START_TEST(contract_sync_unmapped_abstime)
 {
     th_baseline base = th_baseline_take();
     ct_rows r = { .test = __func__ };
-    static const char *fns[] = { "tether_cond_timedwait", "tether_cond_clockwait", "tether_sem_timedwait" };
+    static const char *fns[] = { "tether_cond_timedwait", "tether_cond_clockwait",
+                                 "tether_sem_timedwait" };
     void *bad = ct_unmapped();
     for (int k = 0; k < 3; k++) {
         struct abstime_call raw = { k, false, bad }, tc = { k, true, bad };
@@ -318,7 +329,10 @@ START_TEST(contract_sync_unmapped_abstime)
         ct_leave(t);
         ct_row(&r, (rs != 0) == (ts != 0) && ts != SIGALRM && (rs != 0 || (rr == tr && re == te)),
                "%s/unmapped abstime/live: expected as glibc's call (%s), got %s", fns[k],
-               rs ? "a crash" : "no crash", ts == SIGALRM ? "a hang" : ts ? "a crash" : "no crash");
+               rs ? "a crash" : "no crash",
+               ts == SIGALRM ? "a hang"
+               : ts          ? "a crash"
+                             : "no crash");
         (void)rr;
         (void)tr;
     }

@@ -82,7 +82,8 @@ START_TEST(contract_tether_poll)
             int tr = tether_poll(rows[k].fds, rows[k].n, 0);
             int te = errno;
             ct_leave(t);
-            snprintf(name, sizeof name, "tether_poll/%s/%s", rows[k].what, ct_state_name(states[i]));
+            snprintf(name, sizeof name, "tether_poll/%s/%s", rows[k].what,
+                     ct_state_name(states[i]));
             CT_SAME(&r, name, tr, te, rr, re);
         }
         /* A negative fd is ignored; a closed one reports POLLNVAL. */
@@ -148,7 +149,8 @@ START_TEST(contract_poll_nfds_limits)
     char *guard = ct_guarded();
     nfds_t lim = 64;
     struct pollfd *fds = (struct pollfd *)(guard - lim * sizeof(struct pollfd));
-    for (nfds_t k = 0; k < lim; k++) fds[k] = (struct pollfd){ -1, POLLIN, 0 };
+    for (nfds_t k = 0; k < lim; k++)
+        fds[k] = (struct pollfd){ -1, POLLIN, 0 };
     int p[2];
     mkpipe(p, 1);
     ck_assert_int_eq(write(p[1], "x", 1), 1);
@@ -168,9 +170,11 @@ START_TEST(contract_poll_nfds_limits)
         int tpr = tether_ppoll(fds, lim, &zero, NULL);
         int tpe = errno;
         ct_leave(t);
-        snprintf(name, sizeof name, "tether_poll/nfds == RLIMIT_NOFILE/%s", ct_state_name(states[i]));
+        snprintf(name, sizeof name, "tether_poll/nfds == RLIMIT_NOFILE/%s",
+                 ct_state_name(states[i]));
         CT_SAME(&r, name, tr, te, rr, re);
-        snprintf(name, sizeof name, "tether_ppoll/nfds == RLIMIT_NOFILE/%s", ct_state_name(states[i]));
+        snprintf(name, sizeof name, "tether_ppoll/nfds == RLIMIT_NOFILE/%s",
+                 ct_state_name(states[i]));
         CT_SAME(&r, name, tpr, tpe, rr, re);
     }
     ct_done(&r);
@@ -204,7 +208,8 @@ static long long over_call(void *ctx)
     struct timespec tmo = { 0, 1000000 }; /* not {0, 0}: that is the raw call */
     tether_token *t = ct_enter(a->st, 0);
     errno = 0;
-    long long rc = a->use_ppoll ? tether_ppoll(a->fds, a->n, &tmo, NULL) : tether_poll(a->fds, a->n, 1);
+    long long rc =
+        a->use_ppoll ? tether_ppoll(a->fds, a->n, &tmo, NULL) : tether_poll(a->fds, a->n, 1);
     int e = errno;
     ct_leave(t);
     errno = e;
@@ -223,7 +228,8 @@ START_TEST(contract_ppoll_nfds_over_limit)
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
     char *guard = ct_guarded();
     struct pollfd *fds = (struct pollfd *)(guard - 4 * sizeof(struct pollfd));
-    for (int k = 0; k < 4; k++) fds[k] = (struct pollfd){ -1, POLLIN, 0 };
+    for (int k = 0; k < 4; k++)
+        fds[k] = (struct pollfd){ -1, POLLIN, 0 };
     struct timespec tmo = { 0, 1000000 };
     nfds_t counts[] = { 65, (nfds_t)-1 };
     static const char *cn[] = { "nfds > RLIMIT_NOFILE", "nfds + 1 wraps" };
@@ -233,7 +239,8 @@ START_TEST(contract_ppoll_nfds_over_limit)
              * calls behind the sanitizer's interceptor, which reads the whole
              * array before the kernel can refuse it: nothing of tether's to
              * test there. */
-            if (TH_ASAN && states[i] == CT_NONE) continue;
+            if (TH_ASAN && states[i] == CT_NONE)
+                continue;
             for (int pp = 0; pp < 2; pp++) {
                 errno = 0;
                 /* The raw syscall: a sanitizer's poll interceptor would read
@@ -247,7 +254,9 @@ START_TEST(contract_ppoll_nfds_over_limit)
                 snprintf(name, sizeof name, "%s/%s/%s", pp ? "tether_ppoll" : "tether_poll", cn[c],
                          ct_state_name(states[i]));
                 if (sig)
-                    ct_row(&r, 0, "%s: expected as the raw call (%d/%s), got a crash (signal %d; -1: a sanitizer report)",
+                    ct_row(&r, 0,
+                           "%s: expected as the raw call (%d/%s), got a crash (signal %d; -1: a "
+                           "sanitizer report)",
                            name, rr, strerrorname_np(re), sig);
                 else
                     CT_SAME(&r, name, tr, te, rr, re);
@@ -313,10 +322,13 @@ START_TEST(contract_tether_ppoll)
             int te, sig;
             long long tr = ct_in_child(ppoll_call, &a, &te, &sig);
             ct_leave(t);
-            snprintf(name, sizeof name, "tether_ppoll/%s/%s", rows[k].what, ct_state_name(states[i]));
+            snprintf(name, sizeof name, "tether_ppoll/%s/%s", rows[k].what,
+                     ct_state_name(states[i]));
             if (sig)
-                ct_row(&r, 0, "%s: expected as the raw call (%d/%s), got a crash (signal %d; -1: a sanitizer report)", name, rr,
-                       rr == -1 ? strerrorname_np(re) : "-", sig);
+                ct_row(&r, 0,
+                       "%s: expected as the raw call (%d/%s), got a crash (signal %d; -1: a "
+                       "sanitizer report)",
+                       name, rr, rr == -1 ? strerrorname_np(re) : "-", sig);
             else
                 CT_SAME(&r, name, tr, te, rr, re);
         }
@@ -351,11 +363,8 @@ START_TEST(contract_sleeps)
             const char *what;
             const struct timespec *req;
         } rows[] = {
-            { "tv_nsec 1e9", &badns },
-            { "negative tv_sec", &neg },
-            { "NULL req", NULL },
-            { "unmapped req", bad },
-            { "zero", &zero },
+            { "tv_nsec 1e9", &badns }, { "negative tv_sec", &neg }, { "NULL req", NULL },
+            { "unmapped req", bad },   { "zero", &zero },
         };
         for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
             errno = 0;
@@ -366,17 +375,21 @@ START_TEST(contract_sleeps)
             int te, sig;
             long long tr = ct_in_child(nsleep_call, &a, &te, &sig);
             ct_leave(t);
-            snprintf(name, sizeof name, "tether_nanosleep/%s/%s", rows[k].what, ct_state_name(states[i]));
+            snprintf(name, sizeof name, "tether_nanosleep/%s/%s", rows[k].what,
+                     ct_state_name(states[i]));
             if (sig)
-                ct_row(&r, 0, "%s: expected as the raw call (%d/%s), got a crash (signal %d; -1: a sanitizer report)", name, rr,
-                       rr == -1 ? strerrorname_np(re) : "-", sig);
+                ct_row(&r, 0,
+                       "%s: expected as the raw call (%d/%s), got a crash (signal %d; -1: a "
+                       "sanitizer report)",
+                       name, rr, rr == -1 ? strerrorname_np(re) : "-", sig);
             else
                 CT_SAME(&r, name, tr, te, rr, re);
         }
         tether_token *t = ct_enter(states[i], 0);
         int a = tether_sleep_for(0), b = tether_sleep_for(-5), c = tether_sleep_until(0);
         ct_leave(t);
-        snprintf(name, sizeof name, "tether_sleep_for/0, negative; sleep_until past/%s", ct_state_name(states[i]));
+        snprintf(name, sizeof name, "tether_sleep_for/0, negative; sleep_until past/%s",
+                 ct_state_name(states[i]));
         ct_row(&r, a == 0 && b == 0 && c == 0, "%s: expected 0 0 0 got %d %d %d", name, a, b, c);
     }
     for (size_t i = 0; i < 2; i++) {
@@ -420,7 +433,9 @@ START_TEST(contract_sleeps)
     long long tl = ct_in_child(nsleep_call, &na, &te, &sig);
     ct_leave(t);
     if (sig)
-        ct_row(&r, 0, "tether_nanosleep/unmapped rem, completes/live: expected as the raw call (%d), got a crash (signal %d)",
+        ct_row(&r, 0,
+               "tether_nanosleep/unmapped rem, completes/live: expected as the raw call (%d), got "
+               "a crash (signal %d)",
                rr, sig);
     else
         CT_SAME(&r, "tether_nanosleep/unmapped rem, completes/live", tl, te, rr, re);
@@ -430,7 +445,10 @@ START_TEST(contract_sleeps)
     tl = ct_in_child(nsleep_call, &na, &te, &sig);
     ct_leave(t);
     if (sig)
-        ct_row(&r, 0, "tether_nanosleep/unmapped rem, deadline first: expected -1/EFAULT, got a crash (signal %d)", sig);
+        ct_row(&r, 0,
+               "tether_nanosleep/unmapped rem, deadline first: expected -1/EFAULT, got a crash "
+               "(signal %d)",
+               sig);
     else
         CT_ERR(&r, "tether_nanosleep/unmapped rem, deadline first", (errno = te, tl), EFAULT);
     munmap(bad, 4096);
@@ -483,7 +501,8 @@ static int interrupted_sleep(int kind, ct_state st, int *err)
     *err = errno;
     ct_leave(t);
     pthread_join(sg, NULL);
-    if (rc == -1 && *err == EINTR && kind <= 1 && rem.tv_sec == 0 && rem.tv_nsec == 0) *err = -1;
+    if (rc == -1 && *err == EINTR && kind <= 1 && rem.tv_sec == 0 && rem.tv_nsec == 0)
+        *err = -1;
     return rc;
 }
 
@@ -491,7 +510,8 @@ START_TEST(contract_sleep_signals)
 {
     th_baseline base = th_baseline_take();
     ct_rows r = { .test = __func__ };
-    static const char *kn[] = { "nanosleep", "tether_nanosleep", "tether_sleep_for", "tether_sleep_until" };
+    static const char *kn[] = { "nanosleep", "tether_nanosleep", "tether_sleep_for",
+                                "tether_sleep_until" };
     for (int restart = 0; restart < 2; restart++) {
         struct sigaction sa = { 0 };
         sa.sa_handler = on_usr1;
@@ -500,14 +520,18 @@ START_TEST(contract_sleep_signals)
         ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
         for (int kind = 0; kind < 4; kind++) {
             for (size_t i = 0; i < 2; i++) {
-                if (kind == 0 && i == 1) continue;
+                if (kind == 0 && i == 1)
+                    continue;
                 int err = 0;
                 int rc = interrupted_sleep(kind, states[i], &err);
                 char name[128];
                 snprintf(name, sizeof name, "%s/signal %s/%s", kn[kind],
-                         restart ? "with SA_RESTART" : "without SA_RESTART", ct_state_name(states[i]));
-                ct_row(&r, rc == -1 && err == EINTR, "%s: expected -1/EINTR (rem filled) got %d/%s", name,
-                       rc, rc == -1 ? (err == -1 ? "EINTR with rem unfilled" : strerrorname_np(err)) : "-");
+                         restart ? "with SA_RESTART" : "without SA_RESTART",
+                         ct_state_name(states[i]));
+                ct_row(&r, rc == -1 && err == EINTR, "%s: expected -1/EINTR (rem filled) got %d/%s",
+                       name, rc,
+                       rc == -1 ? (err == -1 ? "EINTR with rem unfilled" : strerrorname_np(err))
+                                : "-");
             }
         }
     }

@@ -63,7 +63,8 @@ static int mid_main(void *arg)
 {
     tree *t = arg;
     atomic_store(&t->mid_tid, (int)th_gettid());
-    tether_scope_opts o = { .name = "inner", .policy = TETHER_POLICY_SUPERVISOR,
+    tether_scope_opts o = { .name = "inner",
+                            .policy = TETHER_POLICY_SUPERVISOR,
                             .timeout_ns = tether_sec(30) };
     tether_scope *s;
     int rc = tether_scope_open(&s, &o);
@@ -131,14 +132,18 @@ START_TEST(test_dump_three_level_tree_text_and_json)
     snprintf(want, sizeof want, "\nscope 'top' fail-fast, live, deadline %lld ns (",
              (long long)top_deadline);
     ck_assert_msg(strstr(text, want), "no [%s] in:\n%s", want, text);
-    snprintf(want, sizeof want, "\n  child 'mid' #0 tid %d running, blocked in futex, live, "
-             "deadline %lld ns (", atomic_load(&t.mid_tid), (long long)top_deadline);
+    snprintf(want, sizeof want,
+             "\n  child 'mid' #0 tid %d running, blocked in futex, live, "
+             "deadline %lld ns (",
+             atomic_load(&t.mid_tid), (long long)top_deadline);
     ck_assert_msg(strstr(text, want), "no [%s] in:\n%s", want, text);
     snprintf(want, sizeof want, "\n    scope 'inner' supervisor, live, deadline %lld ns (",
              (long long)t.inner_deadline);
     ck_assert_msg(strstr(text, want), "no [%s] in:\n%s", want, text);
-    snprintf(want, sizeof want, "\n      child 'leaf' #0 tid %d running, blocked in read, live, "
-             "deadline %lld ns (", atomic_load(&t.leaf_tid), (long long)t.inner_deadline);
+    snprintf(want, sizeof want,
+             "\n      child 'leaf' #0 tid %d running, blocked in read, live, "
+             "deadline %lld ns (",
+             atomic_load(&t.leaf_tid), (long long)t.inner_deadline);
     ck_assert_msg(strstr(text, want), "no [%s] in:\n%s", want, text);
     ck_assert_msg(strstr(text, "\ntoken entered 0, canceled (explicit, "), "dump:\n%s", text);
     ck_assert_msg(strstr(text, " ms left)\n"), "dump:\n%s", text);
@@ -149,8 +154,10 @@ START_TEST(test_dump_three_level_tree_text_and_json)
     int depth = 0;
     ck_assert_msg(json_check(json, jn, &at, &depth), "invalid JSON at byte %zu:\n%s", at, json);
     ck_assert_int_eq(depth, 10);
-    snprintf(want, sizeof want, "{\"kind\":\"child\",\"name\":\"leaf\",\"index\":0,\"tid\":%d,"
-             "\"inherited\":false,\"running\":true,\"blocked_in\":\"read\"", atomic_load(&t.leaf_tid));
+    snprintf(want, sizeof want,
+             "{\"kind\":\"child\",\"name\":\"leaf\",\"index\":0,\"tid\":%d,"
+             "\"inherited\":false,\"running\":true,\"blocked_in\":\"read\"",
+             atomic_load(&t.leaf_tid));
     ck_assert_msg(strstr(json, want), "no [%s] in:\n%s", want, json);
     snprintf(want, sizeof want, "\"deadline_ns\":%lld,", (long long)t.inner_deadline);
     ck_assert_msg(strstr(json, want), "no [%s] in:\n%s", want, json);

@@ -41,8 +41,8 @@ static long sweep(const struct scenario *sc)
         if (tether_fault_absorbed_count() != absorbed)
             atomic_store(&observed, 1);
 
-        ck_assert_msg(bad_seen() == 0, "%s, failing acquisition %ld: %s", sc->name,
-                      nth, bad_first());
+        ck_assert_msg(bad_seen() == 0, "%s, failing acquisition %ld: %s", sc->name, nth,
+                      bad_first());
         ck_assert_msg(seen < nth || sc->may_absorb || atomic_load(&observed),
                       "%s: acquisition %ld failed but no call reported it", sc->name, nth);
         tether_trim(); /* the timer thread, idle now, is not a leak */
@@ -54,8 +54,8 @@ static long sweep(const struct scenario *sc)
                       nth, fds, b.fds);
         long now_blocks = atomic_load(&live_blocks);
         ck_assert_msg(now_blocks == blocks,
-                      "%s, failing acquisition %ld: %ld heap blocks live, not %ld", sc->name,
-                      nth, now_blocks, blocks);
+                      "%s, failing acquisition %ld: %ld heap blocks live, not %ld", sc->name, nth,
+                      now_blocks, blocks);
         ck_assert_msg(no_zombies(), "%s, failing acquisition %ld: a child process was left",
                       sc->name, nth);
         if (seen < nth)
@@ -77,13 +77,13 @@ enum gc_kind { GC_NONE, GC_READ, GC_SLEEP, GC_DEADLINE };
 
 struct gc {
     enum gc_kind kind;
-    atomic_bool used;  /* spawned (set before the spawn, cleared if it failed) */
-    atomic_int state;  /* 1: about to block, 2: done */
+    atomic_bool used; /* spawned (set before the spawn, cleared if it failed) */
+    atomic_int state; /* 1: about to block, 2: done */
     atomic_int tid;
 };
 
 static struct {
-    int pipe[2];       /* nobody writes: readers block until canceled */
+    int pipe[2]; /* nobody writes: readers block until canceled */
     atomic_int started, finished, settled;
     struct gc gc[TREE_KIDS][TREE_GC];
 } T;
@@ -123,8 +123,7 @@ static int gc_main(void *arg)
         rc = sleep_forever();
         EXPECT(ONE_OF(rc, ETIMEDOUT, ECANCELED), "sleep under a 1 ms child: %s", strerror(rc));
         break;
-    case GC_NONE:
-        break;
+    case GC_NONE: break;
     }
     saw(rc);
     atomic_store(&g->state, 2);
@@ -257,16 +256,16 @@ static void scenario_scope_tree(void)
     rc = tether_scope_join(s, &r);
     EXPECT(rc == 0, "tether_scope_join: %s", strerror(rc));
     EXPECT(r.spawned == (unsigned)spawned, "spawned %u, not %d", r.spawned, spawned);
-    EXPECT(r.succeeded + r.failed + r.canceled == r.spawned, "counts %u+%u+%u != %u",
-           r.succeeded, r.failed, r.canceled, r.spawned);
+    EXPECT(r.succeeded + r.failed + r.canceled == r.spawned, "counts %u+%u+%u != %u", r.succeeded,
+           r.failed, r.canceled, r.spawned);
     EXPECT(atomic_load(&T.started) == atomic_load(&T.finished),
            "%d threads started, %d finished when join returned", atomic_load(&T.started),
            atomic_load(&T.finished));
     if (!atomic_load(&observed)) {
         EXPECT(r.outcome == TETHER_OUTCOME_CANCELED && r.error == ECANCELED && r.failed == 0 &&
                    r.canceled == r.spawned,
-               "clean run: outcome %s error %d failed %u", tether_outcome_name(r.outcome),
-               r.error, r.failed);
+               "clean run: outcome %s error %d failed %u", tether_outcome_name(r.outcome), r.error,
+               r.failed);
     } else {
         EXPECT(r.outcome == TETHER_OUTCOME_CANCELED || r.outcome == TETHER_OUTCOME_FAILED,
                "outcome %s", tether_outcome_name(r.outcome));
@@ -478,8 +477,8 @@ static void scenario_job(void)
         saw(r.result);
         EXPECT(r.ran && (r.outcome == TETHER_OUTCOME_OK ||
                          (r.outcome == TETHER_OUTCOME_FAILED && injected(r.result))),
-               "tether_job_run: ran %d outcome %s result %d", r.ran,
-               tether_outcome_name(r.outcome), r.result);
+               "tether_job_run: ran %d outcome %s result %d", r.ran, tether_outcome_name(r.outcome),
+               r.result);
     }
     EXPECT(tether_token_free(parent) == 0, "parent token still busy");
 }

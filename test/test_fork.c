@@ -35,12 +35,12 @@
 #include "support/support.h"
 
 /* In a fork child: report a broken expectation and fail with its line. */
-#define CHILD_CHECK(cond)                                                             \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            dprintf(2, "fork child: line %d: %s\n", __LINE__, #cond);                 \
-            return __LINE__ % 250 + 1;                                                \
-        }                                                                             \
+#define CHILD_CHECK(cond)                                             \
+    do {                                                              \
+        if (!(cond)) {                                                \
+            dprintf(2, "fork child: line %d: %s\n", __LINE__, #cond); \
+            return __LINE__ % 250 + 1;                                \
+        }                                                             \
     } while (0)
 
 /* How long an idle wait lasts, and the most CPU it may burn doing so (a
@@ -388,8 +388,8 @@ static int fresh_work(void *arg)
     CHILD_CHECK(tether_with_timeout(tether_ms(10), child_sleeper, NULL, &fired) == ETIMEDOUT);
     CHILD_CHECK(fired);
     tether_job_result jr;
-    CHILD_CHECK(tether_job_run(NULL, tether_deadline_after(tether_ms(10)), child_sleeper, NULL,
-                               &jr) == 0);
+    CHILD_CHECK(
+        tether_job_run(NULL, tether_deadline_after(tether_ms(10)), child_sleeper, NULL, &jr) == 0);
     CHILD_CHECK(jr.ran && jr.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED);
     if (!(arg ? THREADS_AFTER_BUSY_FORK : THREADS_AFTER_FORK))
         return 0;
@@ -542,8 +542,8 @@ static int use_inherited_scope(void *arg)
     CHILD_CHECK(tether_token_check(tether_scope_token(inh_scope)) == ECANCELED);
     CHILD_CHECK(tether_token_check(tether_task_token(task)) == ECANCELED);
     tether_job_result jr; /* a job under an inherited (now canceled) parent: skipped */
-    CHILD_CHECK(tether_job_run(tether_scope_token(inh_scope), TETHER_NEVER, return_zero, NULL,
-                               &jr) == 0);
+    CHILD_CHECK(
+        tether_job_run(tether_scope_token(inh_scope), TETHER_NEVER, return_zero, NULL, &jr) == 0);
     CHILD_CHECK(!jr.ran && jr.outcome == TETHER_OUTCOME_CANCELED);
     CHILD_CHECK(tether_scope_free(inh_scope) == 0);
     /* A scope opened here is ordinary (F5). */

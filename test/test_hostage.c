@@ -37,7 +37,7 @@ typedef struct recorded {
 typedef struct watch {
     recorded r[MAX_REPORTS];
     int n;
-    int release_fd;          /* >= 0: the HELD hook writes a byte here */
+    int release_fd; /* >= 0: the HELD hook writes a byte here */
 } watch;
 
 static void record_hook(const tether_hostage_report *rep, void *arg)
@@ -114,8 +114,9 @@ START_TEST(test_hostage_reported_once_with_syscall_then_released)
     ck_assert_int_eq(pipe(fds), 0);
     watch w = { .release_fd = fds[1] };
     const int64_t grace = tether_ms(100);
-    tether_scope_opts o = { .name = "outer", .hostage_grace_ns = grace,
-                            .hostage_hook = record_hook, .hostage_arg = &w };
+    tether_scope_opts o = {
+        .name = "outer", .hostage_grace_ns = grace, .hostage_hook = record_hook, .hostage_arg = &w
+    };
     tether_scope *s = open_scope(&o);
     plain_reader p;
     spawn_reader(s, &p, fds[0], 0);
@@ -160,8 +161,10 @@ START_TEST(test_no_report_when_child_leaves_within_grace)
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
     watch w = { .release_fd = -1 };
-    tether_scope_opts o = { .hostage_grace_ns = tether_ms(50), .hostage_hook = record_hook,
-                            .hostage_arg = &w, .hostage_escalate = true };
+    tether_scope_opts o = { .hostage_grace_ns = tether_ms(50),
+                            .hostage_hook = record_hook,
+                            .hostage_arg = &w,
+                            .hostage_escalate = true };
     tether_scope *s = open_scope(&o);
     spawn_ok(s, tether_reader_main, &fds[0], "polite", NULL);
     ck_assert_int_eq(tether_scope_cancel(s), 0);
@@ -229,12 +232,13 @@ START_TEST(test_default_report_is_one_line_on_stderr)
     }
     l.text[l.n] = '\0';
     char expect[128];
-    snprintf(expect, sizeof expect, "tether: hostage: scope 'stuck' child 'reader' (#0, tid %d) still running ",
+    snprintf(expect, sizeof expect,
+             "tether: hostage: scope 'stuck' child 'reader' (#0, tid %d) still running ",
              atomic_load(&p.tid));
     ck_assert_msg(strstr(l.text, expect) != NULL, "stderr was: %s", l.text);
     ck_assert_msg(strstr(l.text, ", blocked in read\n") != NULL, "stderr was: %s", l.text);
-    ck_assert_msg(strstr(l.text, "child 'reader' (#0, tid ") &&
-                      strstr(l.text, ") released after "), "stderr was: %s", l.text);
+    ck_assert_msg(strstr(l.text, "child 'reader' (#0, tid ") && strstr(l.text, ") released after "),
+                  "stderr was: %s", l.text);
     /* Exactly two lines. */
     int lines = 0;
     for (size_t i = 0; i < l.n; i++)
@@ -254,8 +258,10 @@ START_TEST(test_escalation_interrupts_plain_read)
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
     watch w = { .release_fd = -1 };
-    tether_scope_opts o = { .name = "esc", .hostage_grace_ns = tether_ms(50),
-                            .hostage_hook = record_hook, .hostage_arg = &w,
+    tether_scope_opts o = { .name = "esc",
+                            .hostage_grace_ns = tether_ms(50),
+                            .hostage_hook = record_hook,
+                            .hostage_arg = &w,
                             .hostage_escalate = true };
     tether_scope *s = open_scope(&o);
     plain_reader p;
@@ -292,8 +298,10 @@ START_TEST(test_escalation_repeats_with_backoff)
     ck_assert_int_eq(pipe(fds), 0);
     watch w = { .release_fd = -1 };
     int sig = SIGRTMIN + 5;
-    tether_scope_opts o = { .hostage_grace_ns = tether_ms(10), .hostage_hook = record_hook,
-                            .hostage_arg = &w, .hostage_escalate = true,
+    tether_scope_opts o = { .hostage_grace_ns = tether_ms(10),
+                            .hostage_hook = record_hook,
+                            .hostage_arg = &w,
+                            .hostage_escalate = true,
                             .hostage_signal = sig };
     tether_scope *s = open_scope(&o);
     plain_reader p;
@@ -333,8 +341,10 @@ START_TEST(test_background_hostage_after_halt)
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
     watch w = { .release_fd = fds[1] };
-    tether_scope_opts o = { .name = "bg", .hostage_grace_ns = tether_ms(30),
-                            .hostage_hook = record_hook, .hostage_arg = &w };
+    tether_scope_opts o = { .name = "bg",
+                            .hostage_grace_ns = tether_ms(30),
+                            .hostage_hook = record_hook,
+                            .hostage_arg = &w };
     tether_scope *s = open_scope(&o);
     plain_reader p;
     memset(&p, 0, sizeof p);

@@ -28,8 +28,7 @@ static void op_check_ready_success(struct op *o, ssize_t r, int err)
         ck_assert_int_eq(r, 1);
         ck_assert_int_eq(o->revents, POLLIN);
         break;
-    case OP_COUNT:
-        break;
+    case OP_COUNT: break;
     }
 }
 

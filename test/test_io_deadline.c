@@ -80,7 +80,8 @@ START_TEST(test_deadline_inherited)
     struct op o;
     op_setup(&o, _i, false);
     tether_time_t dl = tether_deadline_after(tether_ms(40));
-    tether_token *g = new_token(NULL, dl), *p = new_token(g, TETHER_NEVER), *c = new_token(p, TETHER_NEVER);
+    tether_token *g = new_token(NULL, dl), *p = new_token(g, TETHER_NEVER),
+                 *c = new_token(p, TETHER_NEVER);
     ck_assert_int_eq(tether_token_deadline(c), dl);
     enter(c);
     int err;

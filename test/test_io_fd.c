@@ -36,8 +36,10 @@ START_TEST(test_regular_file_uncached)
     ssize_t r = tether_read(fd, buf, sizeof buf);
     int e = errno;
     leave(t);
-    ck_assert_msg(r == (ssize_t)sizeof buf, "tether_read on an uncached%s file: %zd errno %s; "
-                  "read(2) returns the data", _i ? " O_NONBLOCK" : "", r, strerror(e));
+    ck_assert_msg(r == (ssize_t)sizeof buf,
+                  "tether_read on an uncached%s file: %zd errno %s; "
+                  "read(2) returns the data",
+                  _i ? " O_NONBLOCK" : "", r, strerror(e));
     ck_assert(pattern_ok(buf, 0, sizeof buf));
     ck_assert_int_eq(read(fd, buf, sizeof buf), sizeof buf); /* the raw call, for the record */
     ck_assert(pattern_ok(buf, sizeof buf, sizeof buf));
@@ -209,8 +211,8 @@ static void fifo_open(struct fifo *f, bool nonblocking_reader, bool nonblocking_
     snprintf(path, sizeof path, "%s/fifo", dir);
     ck_assert_int_eq(mkfifo(path, 0600), 0);
     f->rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    f->wfd = f->rfd < 0 ? -1
-                        : open(path, O_WRONLY | O_CLOEXEC | (nonblocking_writer ? O_NONBLOCK : 0));
+    f->wfd =
+        f->rfd < 0 ? -1 : open(path, O_WRONLY | O_CLOEXEC | (nonblocking_writer ? O_NONBLOCK : 0));
     ck_assert_int_eq(unlink(path), 0);
     ck_assert_int_eq(rmdir(dir), 0);
     ck_assert_int_ge(f->rfd, 0);
@@ -401,7 +403,9 @@ START_TEST(test_ten_thousand_sleepers)
     /* 10,000 threads with 64 KiB stacks sleep under one token with the fd
      * limit at 1024: no descriptor is used, one cancel wakes them all. */
 #if defined(TS_TSAN)
-    enum { N = 100 }; /* TSan: 10,000 thread traces fail to map, and each
+    enum {
+        N = 100
+    }; /* TSan: 10,000 thread traces fail to map, and each
                          thread takes ~50 ms to start here */
 #elif defined(TS_ASAN)
     enum { N = 2000 }; /* ASan: thread creation is several times slower */

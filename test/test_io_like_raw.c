@@ -23,7 +23,8 @@ static tether_token *mode_begin(int mode)
     ck_assert_ptr_null(tether_current());
     if (mode == MODE_NONE)
         return NULL;
-    tether_time_t dl = mode == MODE_DEADLINE ? tether_deadline_after(tether_sec(3600)) : TETHER_NEVER;
+    tether_time_t dl =
+        mode == MODE_DEADLINE ? tether_deadline_after(tether_sec(3600)) : TETHER_NEVER;
     tether_token *t = new_token(NULL, dl);
     enter(t);
     return t;
@@ -322,7 +323,7 @@ START_TEST(test_poll_sizes_like_raw)
     fill(full[1]);
     xclose(hup[1]);
     xclose(err[0]);
-    const int pool[] = { data[0], data[1], empty[0], empty[1], full[0], full[1],
+    const int pool[] = { data[0], data[1], empty[0], empty[1],    full[0], full[1],
                          hup[0],  err[1],  -1,       unused_fd(), -5 };
     const short evs[] = { POLLIN, POLLOUT, POLLIN | POLLOUT, 0, POLLPRI | POLLIN };
     const nfds_t sizes[] = { 1, 2, 14, 15, 16, 17, 31, 64, 200, 1000 };
@@ -540,9 +541,11 @@ START_TEST(test_wakes_when_ready)
     int kind = kinds[_i / MODE_COUNT], mode = _i % MODE_COUNT;
     struct op o;
     op_setup(&o, kind, false);
-    tether_token *t = mode == MODE_NONE ? NULL
-                      : new_token(NULL, mode == MODE_DEADLINE ? tether_deadline_after(tether_sec(3600))
-                                                          : TETHER_NEVER);
+    tether_token *t =
+        mode == MODE_NONE
+            ? NULL
+            : new_token(NULL, mode == MODE_DEADLINE ? tether_deadline_after(tether_sec(3600))
+                                                    : TETHER_NEVER);
     struct runner r;
     runner_start(&r, &o, t);
     runner_wait_blocked(&r);

@@ -86,8 +86,8 @@ START_TEST(test_race_cancel)
         ck_assert_int_eq(tether_token_cancel(w.tok, 0), 0);
         ck_assert_msg(sem_wait_bounded(&w.done, th_bound_ns(5000)),
                       "%s: round %d: waiter never woke", op_name[_i], i);
-        ck_assert_msg(w.ret == -1 && w.err == ECANCELED, "%s: round %d: %zd errno %s",
-                      op_name[_i], i, w.ret, strerror(w.err));
+        ck_assert_msg(w.ret == -1 && w.err == ECANCELED, "%s: round %d: %zd errno %s", op_name[_i],
+                      i, w.ret, strerror(w.err));
         late += w.called_at < cancel_at;
         token_free(w.tok);
     }
@@ -122,7 +122,7 @@ START_TEST(test_race_conservation)
     int moved_rounds = 0, partial_rounds = 0;
     for (int i = 0; i < rounds; i++) {
         size_t before = (size_t)pending(o.p[0]);
-        size_t n = 1 + th_rand(&rng) % sizeof src; /* read: bytes written */
+        size_t n = 1 + th_rand(&rng) % sizeof src;    /* read: bytes written */
         size_t k = th_rand(&rng) % (sizeof sink + 1); /* write: bytes drained */
         if (reading) {
             for (size_t j = 0; j < n; j++)
@@ -146,8 +146,8 @@ START_TEST(test_race_conservation)
         if (data_first)
             ck_assert_int_eq(tether_token_cancel(w.tok, 0), 0);
         ck_assert_msg(sem_wait_bounded(&w.done, th_bound_ns(5000)), "round %d: never woke", i);
-        ck_assert_msg(w.ret > 0 || (w.ret == -1 && w.err == ECANCELED), "round %d: %zd errno %s",
-                      i, w.ret, strerror(w.err));
+        ck_assert_msg(w.ret > 0 || (w.ret == -1 && w.err == ECANCELED), "round %d: %zd errno %s", i,
+                      w.ret, strerror(w.err));
         size_t moved = w.ret > 0 ? (size_t)w.ret : 0;
         moved_rounds += moved > 0;
         partial_rounds += moved > 0 && moved < (reading ? n : o.wlen);
@@ -166,16 +166,16 @@ START_TEST(test_race_conservation)
         } else {
             ck_assert_msg(moved <= o.wlen, "round %d: wrote %zu of %zu", i, moved, o.wlen);
             ck_assert_msg(now == before - k + moved,
-                          "round %d: pipe holds %zu; expected %zu - %zu drained + %zu written",
-                          i, now, before, k, moved);
+                          "round %d: pipe holds %zu; expected %zu - %zu drained + %zu written", i,
+                          now, before, k, moved);
             fill(o.p[1]);
         }
         token_free(w.tok);
     }
     waiter_stop(&w);
-    fprintf(stderr, "race_conservation(%s): %d rounds: %d moved bytes (%d partially), %d canceled\n",
-            reading ? "read" : "write", rounds, moved_rounds, partial_rounds,
-            rounds - moved_rounds);
+    fprintf(
+        stderr, "race_conservation(%s): %d rounds: %d moved bytes (%d partially), %d canceled\n",
+        reading ? "read" : "write", rounds, moved_rounds, partial_rounds, rounds - moved_rounds);
     free(wsrc);
     op_teardown(&o);
     th_baseline_check(b);

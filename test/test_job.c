@@ -17,13 +17,13 @@
 /* What a job saw while it ran. */
 typedef struct probe {
     atomic_int calls;
-    tether_token *current;      /* its current token while it ran */
-    tether_time_t deadline;     /* that token's effective deadline */
-    sem_t *ready;               /* posted before it blocks (may be NULL) */
+    tether_token *current;  /* its current token while it ran */
+    tether_time_t deadline; /* that token's effective deadline */
+    sem_t *ready;           /* posted before it blocks (may be NULL) */
     pid_t tid;
-    int ret;                    /* what it returns when not blocking */
-    bool block;                 /* block until canceled, then ... */
-    bool commit;                /* ... return 0 anyway (a late success) */
+    int ret;     /* what it returns when not blocking */
+    bool block;  /* block until canceled, then ... */
+    bool commit; /* ... return 0 anyway (a late success) */
 } probe;
 
 static int probe_main(void *arg)
@@ -69,7 +69,7 @@ START_TEST(test_job_ok_under_fresh_token)
     ck_assert_int_eq(r.error, 0);
     ck_assert_int_eq(r.cause, TETHER_CAUSE_NONE);
     ck_assert_int_eq(tether_token_check(parent), 0); /* the parent is not touched */
-    ck_assert_int_eq(tether_token_free(parent), 0);   /* nothing left under it */
+    ck_assert_int_eq(tether_token_free(parent), 0);  /* nothing left under it */
 
     /* No parent, no deadline: a root token of its own. */
     r = run_ok(NULL, TETHER_NEVER, &p);

@@ -403,8 +403,9 @@ static ssize_t do_ppoll_ready(bool t)
     mkpipe(p);
     mkpipe(q);
     ck_assert_int_eq(write(p[1], "x", 1), 1);
-    struct pollfd fds[4] = { { p[0], POLLIN, 0 }, { q[0], POLLIN, 0 }, { -1, POLLIN, 0 },
-                             { q[1], POLLOUT, 0 } };
+    struct pollfd fds[4] = {
+        { p[0], POLLIN, 0 }, { q[0], POLLIN, 0 }, { -1, POLLIN, 0 }, { q[1], POLLOUT, 0 }
+    };
     struct timespec tmo = { .tv_sec = 1 };
     ssize_t n = t ? tether_ppoll(fds, 4, &tmo, NULL) : ppoll(fds, 4, &tmo, NULL);
     ck_assert_int_eq(fds[0].revents, POLLIN);
@@ -518,7 +519,8 @@ static char *big_src;
 static ssize_t t_writev_big(void *a)
 {
     (void)a;
-    struct iovec iov[3] = { { big_src, 100 }, { big_src + 100, BIG / 2 - 100 },
+    struct iovec iov[3] = { { big_src, 100 },
+                            { big_src + 100, BIG / 2 - 100 },
                             { big_src + BIG / 2, BIG / 2 } };
     ssize_t n = tether_writev(F.p[1], iov, 3);
     ck_assert_int_eq(iov[1].iov_len, BIG / 2 - 100); /* the caller's iovecs are untouched */

@@ -91,7 +91,7 @@ START_TEST(token_free_while_entered_here)
     tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_enter(t), 0);
     ck_assert_int_eq(tether_token_free(t), EBUSY);
-    ck_assert_ptr_eq(tether_current(), t); /* nothing changed */
+    ck_assert_ptr_eq(tether_current(), t);      /* nothing changed */
     ck_assert_int_eq(tether_token_enter(t), 0); /* entered twice */
     ck_assert_int_eq(tether_token_leave(t), 0);
     ck_assert_int_eq(tether_token_free(t), EBUSY); /* still entered once */
@@ -345,7 +345,9 @@ START_TEST(signals_bad_arguments)
     int stop_sig[] = { SIGUSR1, SIGSTOP };
     o = (tether_signals_opts){ .signals = stop_sig, .nsignals = 2 };
     ck_assert_int_eq(tether_signals_install(&h, t, &o), EINVAL);
-    int usr[9] = { SIGUSR1, SIGUSR2, SIGUSR1, SIGUSR2, SIGUSR1, SIGUSR2, SIGUSR1, SIGUSR2, SIGUSR1 };
+    int usr[9] = {
+        SIGUSR1, SIGUSR2, SIGUSR1, SIGUSR2, SIGUSR1, SIGUSR2, SIGUSR1, SIGUSR2, SIGUSR1
+    };
     o = (tether_signals_opts){ .signals = usr, .nsignals = 0 };
     ck_assert_int_eq(tether_signals_install(&h, t, &o), EINVAL);
     o = (tether_signals_opts){ .signals = usr, .nsignals = 9 };
@@ -462,7 +464,7 @@ START_TEST(retry_after_outside_attempt)
     ck_assert_int_eq(tether_retry(attempt_with_hints, &a, NULL, &r), 0);
     ck_assert_int_eq(a.in_attempt, 0);
     ck_assert_int_eq(a.negative, EINVAL);
-    ck_assert_int_eq(a.from_child, EPERM); /* another thread of the attempt */
+    ck_assert_int_eq(a.from_child, EPERM);                     /* another thread of the attempt */
     ck_assert_int_eq(tether_retry_after(tether_ms(1)), EPERM); /* over again */
     th_baseline_check(b);
 }

@@ -20,8 +20,9 @@ START_TEST(accept_same_as_raw)
         struct sockaddr_in peer, want;
         socklen_t pl = sizeof peer, wl = sizeof want;
         ck_assert_int_eq(getsockname(c, (struct sockaddr *)&want, &wl), 0);
-        int a = round ? tether_accept4(l, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC)
-                      : tether_accept(l, (struct sockaddr *)&peer, &pl);
+        int a = round
+                    ? tether_accept4(l, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC)
+                    : tether_accept(l, (struct sockaddr *)&peer, &pl);
         ck_assert_int_ge(a, 0);
         ck_assert_int_eq(pl, sizeof peer);
         ck_assert_int_eq(peer.sin_port, want.sin_port);

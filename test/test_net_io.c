@@ -81,13 +81,29 @@ static struct msghdr one_iov_msg(struct iovec *iov, void *buf, size_t len)
     return (struct msghdr){ .msg_iov = iov, .msg_iovlen = 1 };
 }
 
-static ssize_t t_recv(void *a) { (void)a; return tether_recv(F.sv[0], F.small, sizeof F.small, 0); }
+static ssize_t t_recv(void *a)
+{
+    (void)a;
+    return tether_recv(F.sv[0], F.small, sizeof F.small, 0);
+}
 
-static ssize_t r_recv(void *a) { (void)a; return recv(F.sv[0], F.small, sizeof F.small, 0); }
+static ssize_t r_recv(void *a)
+{
+    (void)a;
+    return recv(F.sv[0], F.small, sizeof F.small, 0);
+}
 
-static ssize_t t_recvfrom(void *a) { (void)a; return tether_recvfrom(F.sv[0], F.small, sizeof F.small, 0, NULL, NULL); }
+static ssize_t t_recvfrom(void *a)
+{
+    (void)a;
+    return tether_recvfrom(F.sv[0], F.small, sizeof F.small, 0, NULL, NULL);
+}
 
-static ssize_t r_recvfrom(void *a) { (void)a; return recvfrom(F.sv[0], F.small, sizeof F.small, 0, NULL, NULL); }
+static ssize_t r_recvfrom(void *a)
+{
+    (void)a;
+    return recvfrom(F.sv[0], F.small, sizeof F.small, 0, NULL, NULL);
+}
 
 static ssize_t t_recvmsg(void *a)
 {
@@ -105,13 +121,29 @@ static ssize_t r_recvmsg(void *a)
     return recvmsg(F.sv[0], &m, 0);
 }
 
-static ssize_t t_send(void *a) { (void)a; return tether_send(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL); }
+static ssize_t t_send(void *a)
+{
+    (void)a;
+    return tether_send(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL);
+}
 
-static ssize_t r_send(void *a) { (void)a; return send(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL); }
+static ssize_t r_send(void *a)
+{
+    (void)a;
+    return send(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL);
+}
 
-static ssize_t t_sendto(void *a) { (void)a; return tether_sendto(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL, NULL, 0); }
+static ssize_t t_sendto(void *a)
+{
+    (void)a;
+    return tether_sendto(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL, NULL, 0);
+}
 
-static ssize_t r_sendto(void *a) { (void)a; return sendto(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL, NULL, 0); }
+static ssize_t r_sendto(void *a)
+{
+    (void)a;
+    return sendto(F.sv[0], F.big, sizeof F.big, MSG_NOSIGNAL, NULL, 0);
+}
 
 static ssize_t t_sendmsg(void *a)
 {
@@ -129,13 +161,29 @@ static ssize_t r_sendmsg(void *a)
     return sendmsg(F.sv[0], &m, MSG_NOSIGNAL);
 }
 
-static ssize_t t_accept(void *a) { (void)a; return tether_accept(F.lfd, NULL, NULL); }
+static ssize_t t_accept(void *a)
+{
+    (void)a;
+    return tether_accept(F.lfd, NULL, NULL);
+}
 
-static ssize_t r_accept(void *a) { (void)a; return accept(F.lfd, NULL, NULL); }
+static ssize_t r_accept(void *a)
+{
+    (void)a;
+    return accept(F.lfd, NULL, NULL);
+}
 
-static ssize_t t_accept4(void *a) { (void)a; return tether_accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC); }
+static ssize_t t_accept4(void *a)
+{
+    (void)a;
+    return tether_accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC);
+}
 
-static ssize_t r_accept4(void *a) { (void)a; return accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC); }
+static ssize_t r_accept4(void *a)
+{
+    (void)a;
+    return accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC);
+}
 
 static ssize_t t_connect(void *a)
 {
@@ -377,7 +425,8 @@ static ssize_t do_send_timeo(int sv[2], bool t)
 
 static ssize_t do_dgram_sendrecv(int sv[2], bool t)
 {
-    ssize_t a = t ? tether_sendto(sv[0], "dgram", 5, 0, NULL, 0) : sendto(sv[0], "dgram", 5, 0, NULL, 0);
+    ssize_t a =
+        t ? tether_sendto(sv[0], "dgram", 5, 0, NULL, 0) : sendto(sv[0], "dgram", 5, 0, NULL, 0);
     ck_assert_int_eq(a, 5);
     char buf[16] = { 0 };
     struct sockaddr_un from;
@@ -398,8 +447,9 @@ static ssize_t do_msg_rights(int sv[2], bool t)
         struct cmsghdr align;
     } u;
     memset(&u, 0, sizeof u);
-    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                        .msg_controllen = sizeof u.buf };
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf
+    };
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -414,9 +464,11 @@ static ssize_t do_msg_rights(int sv[2], bool t)
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } ru;
-    struct msghdr rm = { .msg_iov = &riov, .msg_iovlen = 1, .msg_control = ru.buf,
-                         .msg_controllen = sizeof ru.buf };
-    ssize_t n = t ? tether_recvmsg(sv[0], &rm, MSG_CMSG_CLOEXEC) : recvmsg(sv[0], &rm, MSG_CMSG_CLOEXEC);
+    struct msghdr rm = {
+        .msg_iov = &riov, .msg_iovlen = 1, .msg_control = ru.buf, .msg_controllen = sizeof ru.buf
+    };
+    ssize_t n =
+        t ? tether_recvmsg(sv[0], &rm, MSG_CMSG_CLOEXEC) : recvmsg(sv[0], &rm, MSG_CMSG_CLOEXEC);
     ck_assert_str_eq(rbuf, "fd");
     struct cmsghdr *rc = CMSG_FIRSTHDR(&rm);
     ck_assert_ptr_nonnull(rc);

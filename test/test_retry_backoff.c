@@ -5,7 +5,7 @@
 #define _GNU_SOURCE
 #include "retry_fixtures.h"
 
-#define MIN_(x) tether_sec((int64_t)(x) * 60)
+#define MIN_(x) tether_sec((int64_t)(x)*60)
 
 /* ------------------------------------------- an independent reference model
  * of the documented sequence (splitmix64, random_between = lo + x mod span),
@@ -24,8 +24,8 @@ static int64_t ref_between(uint64_t *s, int64_t lo, int64_t hi)
     return lo + (int64_t)(ref_splitmix(s) % ((uint64_t)(hi - lo) + 1));
 }
 
-static void ref_sleeps(tether_retry_jitter j, uint64_t seed, int64_t base, int64_t cap,
-                       double mult, int n, int64_t *out)
+static void ref_sleeps(tether_retry_jitter j, uint64_t seed, int64_t base, int64_t cap, double mult,
+                       int n, int64_t *out)
 {
     uint64_t rng = seed;
     double d = (double)base;
@@ -57,9 +57,15 @@ static void run_sequence(tether_retry_jitter j, uint64_t seed, int64_t base, int
     struct script s = { .fake = f };
     script_fail(&s, EAGAIN);
     tether_retry_opts o = {
-        .initial_delay_ns = base, .max_delay_ns = cap, .multiplier = mult, .jitter = j,
-        .max_attempts = attempts, .seed = seed, .clock = fake_clock(f),
-        .on_retry = record_event, .ctx = ev,
+        .initial_delay_ns = base,
+        .max_delay_ns = cap,
+        .multiplier = mult,
+        .jitter = j,
+        .max_attempts = attempts,
+        .seed = seed,
+        .clock = fake_clock(f),
+        .on_retry = record_event,
+        .ctx = ev,
     };
     ck_assert_int_eq(tether_retry(scripted, &s, &o, res), EAGAIN);
     ck_assert_int_eq(res->stop, TETHER_RETRY_STOP_EXHAUSTED);
@@ -162,13 +168,14 @@ START_TEST(names_and_transient_set)
     ck_assert_str_eq(tether_retry_stop_name(TETHER_RETRY_STOP_DEADLINE), "deadline");
     ck_assert_str_eq(tether_retry_stop_name((tether_retry_stop)77), "unknown");
 
-    const int transient[] = { EAGAIN, EWOULDBLOCK, EINTR, EBUSY, ETIMEDOUT, ECONNREFUSED,
-                              ECONNRESET, ECONNABORTED, EPIPE, ENETDOWN, ENETUNREACH,
-                              ENETRESET, EHOSTDOWN, EHOSTUNREACH, EADDRNOTAVAIL, ENOBUFS };
+    const int transient[] = { EAGAIN,    EWOULDBLOCK,  EINTR,         EBUSY,
+                              ETIMEDOUT, ECONNREFUSED, ECONNRESET,    ECONNABORTED,
+                              EPIPE,     ENETDOWN,     ENETUNREACH,   ENETRESET,
+                              EHOSTDOWN, EHOSTUNREACH, EADDRNOTAVAIL, ENOBUFS };
     for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
         ck_assert_msg(tether_retry_transient(transient[i]), "%d", transient[i]);
-    const int permanent[] = { 0, -1, ECANCELED, EIO, ENOMEM, EINVAL, ENOENT, EACCES, EPERM,
-                              EBADF, ENOTCONN, EPROTO, EEXIST, ENOSPC, 100000 };
+    const int permanent[] = { 0,     -1,    ECANCELED, EIO,    ENOMEM, EINVAL, ENOENT, EACCES,
+                              EPERM, EBADF, ENOTCONN,  EPROTO, EEXIST, ENOSPC, 100000 };
     for (size_t i = 0; i < sizeof permanent / sizeof permanent[0]; i++)
         ck_assert_msg(!tether_retry_transient(permanent[i]), "%d", permanent[i]);
     th_baseline_check(b);
@@ -272,8 +279,7 @@ static void check_jitter(tether_retry_jitter j, const int64_t *pinned, int npinn
             ck_assert_int_le(s, prev * 3 < cap ? prev * 3 : cap);
             prev = s;
             break;
-        default:
-            ck_abort();
+        default: ck_abort();
         }
         d = d * 2 < cap ? d * 2 : cap;
     }
@@ -323,7 +329,8 @@ static void full_jitter_sleeps(int64_t *out)
     fake_init(&f);
     struct script s = { .fake = &f };
     script_fail(&s, EAGAIN);
-    tether_retry_opts o = { .initial_delay_ns = tether_sec(1000), .max_attempts = 4,
+    tether_retry_opts o = { .initial_delay_ns = tether_sec(1000),
+                            .max_attempts = 4,
                             .clock = fake_clock(&f) };
     ck_assert_int_eq(tether_retry(scripted, &s, &o, NULL), EAGAIN);
     memcpy(out, f.sleeps, 3 * sizeof *out);
@@ -358,9 +365,11 @@ START_TEST(unlimited_attempts_capped_delay)
     for (int i = 0; i < 99; i++)
         s.results[i] = EBUSY;
     s.results[99] = 0;
-    tether_retry_opts o = { .initial_delay_ns = MS(1), .max_delay_ns = MS(64),
+    tether_retry_opts o = { .initial_delay_ns = MS(1),
+                            .max_delay_ns = MS(64),
                             .jitter = TETHER_RETRY_JITTER_NONE,
-                            .max_attempts = TETHER_RETRY_UNLIMITED, .clock = fake_clock(&f) };
+                            .max_attempts = TETHER_RETRY_UNLIMITED,
+                            .clock = fake_clock(&f) };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), 0);
     ck_assert_uint_eq(r.attempts, 100);
@@ -389,9 +398,11 @@ START_TEST(no_attempt_at_or_after_deadline)
     enter(t);
     struct script s = { .fake = &f };
     script_fail(&s, EAGAIN);
-    tether_retry_opts o = { .initial_delay_ns = MIN_(10), .multiplier = 1.0,
+    tether_retry_opts o = { .initial_delay_ns = MIN_(10),
+                            .multiplier = 1.0,
                             .jitter = TETHER_RETRY_JITTER_NONE,
-                            .max_attempts = TETHER_RETRY_UNLIMITED, .clock = fake_clock(&f) };
+                            .max_attempts = TETHER_RETRY_UNLIMITED,
+                            .clock = fake_clock(&f) };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), ETIMEDOUT);
     ck_assert_int_eq(r.stop, TETHER_RETRY_STOP_DEADLINE);
@@ -432,16 +443,19 @@ START_TEST(delay_crossing_deadline_returns_without_sleeping)
     struct script s = { .fake = &f };
     script_fail(&s, EAGAIN);
     struct events ev = { 0 };
-    tether_retry_opts o = { .initial_delay_ns = MIN_(40), .max_delay_ns = MIN_(500),
+    tether_retry_opts o = { .initial_delay_ns = MIN_(40),
+                            .max_delay_ns = MIN_(500),
                             .jitter = TETHER_RETRY_JITTER_NONE,
-                            .max_attempts = TETHER_RETRY_UNLIMITED, .clock = fake_clock(&f),
-                            .on_retry = record_event, .ctx = &ev };
+                            .max_attempts = TETHER_RETRY_UNLIMITED,
+                            .clock = fake_clock(&f),
+                            .on_retry = record_event,
+                            .ctx = &ev };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), ETIMEDOUT);
     ck_assert_int_eq(r.stop, TETHER_RETRY_STOP_DEADLINE);
-    ck_assert_uint_eq(r.attempts, 2);          /* at 0 and 40 min */
-    ck_assert_int_eq(f.nsleeps, 1);            /* the 80 min one never started */
-    ck_assert_int_eq(ev.n, 1);                 /* nor was it announced */
+    ck_assert_uint_eq(r.attempts, 2); /* at 0 and 40 min */
+    ck_assert_int_eq(f.nsleeps, 1);   /* the 80 min one never started */
+    ck_assert_int_eq(ev.n, 1);        /* nor was it announced */
     ck_assert_int_eq(r.slept_ns, MIN_(40));
     ck_assert_int_eq(r.last_error, EAGAIN);
     ck_assert_int_eq(tether_token_check(t), 0); /* retry never cancels the token */
@@ -483,9 +497,11 @@ START_TEST(elapsed_budget)
     fake_init(&f);
     struct script s = { .fake = &f };
     script_fail(&s, ECONNRESET);
-    tether_retry_opts o = { .initial_delay_ns = MS(300), .jitter = TETHER_RETRY_JITTER_NONE,
+    tether_retry_opts o = { .initial_delay_ns = MS(300),
+                            .jitter = TETHER_RETRY_JITTER_NONE,
                             .max_attempts = TETHER_RETRY_UNLIMITED,
-                            .max_elapsed_ns = MS(1000), .clock = fake_clock(&f) };
+                            .max_elapsed_ns = MS(1000),
+                            .clock = fake_clock(&f) };
     tether_retry_result r;
     /* Attempts at 0, 300, 900 ms; the next sleep (1200 ms) would end past
      * the budget: the last error comes back, without sleeping. */

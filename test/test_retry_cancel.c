@@ -95,8 +95,10 @@ START_TEST(token_deadline_during_attempt_not_retried)
     tether_token *t = new_token(NULL, tether_deadline_after(MS(50)));
     enter(t);
     atomic_int consulted = 0;
-    tether_retry_opts o = { .retryable = retry_everything, .ctx = &consulted,
-                            .initial_delay_ns = 1, .max_attempts = TETHER_RETRY_UNLIMITED };
+    tether_retry_opts o = { .retryable = retry_everything,
+                            .ctx = &consulted,
+                            .initial_delay_ns = 1,
+                            .max_attempts = TETHER_RETRY_UNLIMITED };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(sleep_an_hour, NULL, &o, &r), ETIMEDOUT);
     tether_time_t took = tether_now() - t0;
@@ -126,7 +128,8 @@ START_TEST(cancel_from_on_retry_skips_sleep)
     struct script s = { .nresults = 1, .results = { EAGAIN } };
     tether_retry_opts o = { .initial_delay_ns = tether_sec(3600),
                             .jitter = TETHER_RETRY_JITTER_NONE,
-                            .on_retry = cancel_from_callback, .ctx = t };
+                            .on_retry = cancel_from_callback,
+                            .ctx = t };
     tether_retry_result r;
     tether_time_t t0 = tether_now();
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), ECANCELED);
@@ -189,7 +192,8 @@ START_TEST(cancel_during_hour_backoff)
     struct script s = { .nresults = 1, .results = { ECONNREFUSED } };
     tether_retry_opts o = { .initial_delay_ns = tether_sec(3600),
                             .jitter = TETHER_RETRY_JITTER_NONE,
-                            .on_retry = post_ready, .ctx = &c };
+                            .on_retry = post_ready,
+                            .ctx = &c };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), ECANCELED);
     int64_t retry_latency = tether_now() - c.canceled_at;
@@ -267,8 +271,10 @@ START_TEST(attempt_timeout_stops_hanging_attempt)
     enter(outer);
     struct hang_once h = { .outer = outer };
     struct events ev = { 0 };
-    tether_retry_opts o = { .attempt_timeout_ns = MS(50), .initial_delay_ns = MS(1),
-                            .on_retry = record_event, .ctx = &ev };
+    tether_retry_opts o = { .attempt_timeout_ns = MS(50),
+                            .initial_delay_ns = MS(1),
+                            .on_retry = record_event,
+                            .ctx = &ev };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(hang_then_succeed, &h, &o, &r), 0);
     ck_assert_int_eq(r.stop, TETHER_RETRY_STOP_SUCCEEDED);
@@ -304,8 +310,10 @@ START_TEST(outer_deadline_inside_attempt_timeout)
     tether_token *outer = new_token(NULL, tether_deadline_after(MS(40)));
     enter(outer);
     atomic_int consulted = 0;
-    tether_retry_opts o = { .attempt_timeout_ns = tether_sec(3600), .initial_delay_ns = 1,
-                            .retryable = retry_everything, .ctx = &consulted,
+    tether_retry_opts o = { .attempt_timeout_ns = tether_sec(3600),
+                            .initial_delay_ns = 1,
+                            .retryable = retry_everything,
+                            .ctx = &consulted,
                             .max_attempts = TETHER_RETRY_UNLIMITED };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(sleep_an_hour, NULL, &o, &r), ETIMEDOUT);
@@ -346,7 +354,9 @@ static int ff_retrier(void *arg)
     x->retry_tid = th_gettid();
     tether_retry_opts o = { .initial_delay_ns = tether_sec(3600),
                             .max_attempts = TETHER_RETRY_UNLIMITED,
-                            .jitter = TETHER_RETRY_JITTER_NONE, .on_retry = ff_post, .ctx = x };
+                            .jitter = TETHER_RETRY_JITTER_NONE,
+                            .on_retry = ff_post,
+                            .ctx = x };
     x->retry_rc = tether_retry(always_refused, NULL, &o, &x->r);
     x->retry_returned_at = tether_now();
     return x->retry_rc;

@@ -52,8 +52,9 @@ START_TEST(custom_classifier)
     fake_init(&f);
     struct script s = { .fake = &f, .results = { ENOENT, ENOENT, EAGAIN }, .nresults = 3 };
     struct classify c = { .n = 0 };
-    tether_retry_opts o = { .retryable = only_enoent, .ctx = &c, .max_attempts = 10,
-                            .clock = fake_clock(&f) };
+    tether_retry_opts o = {
+        .retryable = only_enoent, .ctx = &c, .max_attempts = 10, .clock = fake_clock(&f)
+    };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), EAGAIN);
     ck_assert_int_eq(r.stop, TETHER_RETRY_STOP_PERMANENT);
@@ -79,12 +80,17 @@ START_TEST(retry_after_honoured)
     struct fake f;
     fake_init(&f);
     struct script s = { .fake = &f,
-                        .results = { EAGAIN, EAGAIN, EAGAIN, 0 }, .nresults = 4,
+                        .results = { EAGAIN, EAGAIN, EAGAIN, 0 },
+                        .nresults = 4,
                         .hints = { tether_sec(5), MS(10), 0, tether_sec(9) } };
     struct events ev = { 0 };
-    tether_retry_opts o = { .initial_delay_ns = MS(100), .max_delay_ns = MS(1000),
-                            .jitter = TETHER_RETRY_JITTER_NONE, .max_attempts = 10,
-                            .clock = fake_clock(&f), .on_retry = record_event, .ctx = &ev };
+    tether_retry_opts o = { .initial_delay_ns = MS(100),
+                            .max_delay_ns = MS(1000),
+                            .jitter = TETHER_RETRY_JITTER_NONE,
+                            .max_attempts = 10,
+                            .clock = fake_clock(&f),
+                            .on_retry = record_event,
+                            .ctx = &ev };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), 0);
     ck_assert_uint_eq(r.attempts, 4);
@@ -114,8 +120,10 @@ START_TEST(retry_after_keeps_largest)
     th_baseline b = th_baseline_take();
     struct fake f;
     fake_init(&f);
-    tether_retry_opts o = { .initial_delay_ns = MS(1), .jitter = TETHER_RETRY_JITTER_NONE,
-                            .max_attempts = 2, .clock = fake_clock(&f) };
+    tether_retry_opts o = { .initial_delay_ns = MS(1),
+                            .jitter = TETHER_RETRY_JITTER_NONE,
+                            .max_attempts = 2,
+                            .clock = fake_clock(&f) };
     ck_assert_int_eq(tether_retry(hint_twice, NULL, &o, NULL), EBUSY);
     ck_assert_int_eq(f.nsleeps, 1);
     ck_assert_int_eq(f.sleeps[0], MS(700));
@@ -130,9 +138,11 @@ START_TEST(retry_after_capped_by_deadline_and_budget)
     fake_init(&f);
     tether_token *t = new_token(NULL, f.now + tether_sec(10));
     enter(t);
-    struct script s = { .fake = &f, .results = { EAGAIN }, .nresults = 1,
-                        .hints = { tether_sec(3600) } };
-    tether_retry_opts o = { .initial_delay_ns = MS(1), .max_attempts = 10,
+    struct script s = {
+        .fake = &f, .results = { EAGAIN }, .nresults = 1, .hints = { tether_sec(3600) }
+    };
+    tether_retry_opts o = { .initial_delay_ns = MS(1),
+                            .max_attempts = 10,
                             .clock = fake_clock(&f) };
     tether_retry_result r;
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), ETIMEDOUT);
@@ -142,8 +152,9 @@ START_TEST(retry_after_capped_by_deadline_and_budget)
     leave_free(t);
 
     fake_init(&f);
-    s = (struct script){ .fake = &f, .results = { EAGAIN }, .nresults = 1,
-                         .hints = { tether_sec(3600) } };
+    s = (struct script){
+        .fake = &f, .results = { EAGAIN }, .nresults = 1, .hints = { tether_sec(3600) }
+    };
     o.max_elapsed_ns = tether_sec(10);
     ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), EAGAIN);
     ck_assert_int_eq(r.stop, TETHER_RETRY_STOP_BUDGET);
@@ -195,7 +206,8 @@ static int inner_attempt(void *arg)
 static int outer_attempt(void *arg)
 {
     struct nested *n = arg;
-    tether_retry_opts o = { .initial_delay_ns = MS(1), .jitter = TETHER_RETRY_JITTER_NONE,
+    tether_retry_opts o = { .initial_delay_ns = MS(1),
+                            .jitter = TETHER_RETRY_JITTER_NONE,
                             .clock = fake_clock(n->inner_fake) };
     ck_assert_int_eq(tether_retry(inner_attempt, n, &o, NULL), 0);
     ck_assert_int_eq(tether_retry_after(MS(900)), 0);
@@ -211,8 +223,9 @@ START_TEST(retry_after_scope_of_effect)
     struct fake f;
     fake_init(&f);
     int rc = -1;
-    tether_retry_opts o = { .on_retry = hint_from_callback, .ctx = &rc, .max_attempts = 2,
-                            .clock = fake_clock(&f) };
+    tether_retry_opts o = {
+        .on_retry = hint_from_callback, .ctx = &rc, .max_attempts = 2, .clock = fake_clock(&f)
+    };
     ck_assert_int_eq(tether_retry(hint_and_fail_permanently, NULL, &o, NULL), ENOENT);
     ck_assert_int_eq(f.nsleeps, 0);
     ck_assert_int_eq(rc, -1); /* permanent: no retry, no callback */
@@ -223,14 +236,15 @@ START_TEST(retry_after_scope_of_effect)
 
     rc = -1;
     ck_assert_int_eq(tether_retry(hint_from_other_thread, &rc, &o, NULL), 0);
-    ck_assert_int_eq(rc, EPERM); /* another thread */
+    ck_assert_int_eq(rc, EPERM);                        /* another thread */
     ck_assert_int_eq(tether_retry_after(MS(1)), EPERM); /* after the call */
 
     struct fake inner;
     fake_init(&inner);
     fake_init(&f);
     struct nested n = { .inner_fake = &inner };
-    tether_retry_opts oo = { .initial_delay_ns = MS(1), .jitter = TETHER_RETRY_JITTER_NONE,
+    tether_retry_opts oo = { .initial_delay_ns = MS(1),
+                             .jitter = TETHER_RETRY_JITTER_NONE,
                              .clock = fake_clock(&f) };
     ck_assert_int_eq(tether_retry(outer_attempt, &n, &oo, NULL), 0);
     ck_assert_int_eq(inner.nsleeps, 1);

@@ -71,8 +71,10 @@ START_TEST(signal_does_not_end_backoff)
         ck_assert_int_eq(sem_init(&sg.ready, 0, 0), 0);
         pthread_t th = thread_start(signaller_main, &sg);
         struct script s = { .results = { EAGAIN, 0 }, .nresults = 2 };
-        tether_retry_opts o = { .initial_delay_ns = MS(300), .jitter = TETHER_RETRY_JITTER_NONE,
-                                .on_retry = post_signaller, .ctx = &sg };
+        tether_retry_opts o = { .initial_delay_ns = MS(300),
+                                .jitter = TETHER_RETRY_JITTER_NONE,
+                                .on_retry = post_signaller,
+                                .ctx = &sg };
         tether_retry_result r;
         ck_assert_int_eq(tether_retry(scripted, &s, &o, &r), 0);
         thread_join(th);

@@ -26,10 +26,10 @@ static const tether_scope_opts reuse_opts = { .reuse_threads = true };
 /* What a child saw of its thread. */
 struct seen {
     pid_t tid;
-    bool had_current;       /* a current token at entry */
-    int leave_rc;           /* leaving it */
-    int second_leave_rc;    /* leaving once more: EPERM when nothing else is entered */
-    int check_rc;           /* tether_check at entry */
+    bool had_current;    /* a current token at entry */
+    int leave_rc;        /* leaving it */
+    int second_leave_rc; /* leaving once more: EPERM when nothing else is entered */
+    int check_rc;        /* tether_check at entry */
     char name[16];
     sigset_t mask;
     size_t stack_size;
@@ -110,7 +110,7 @@ START_TEST(test_reused_thread_takes_the_childs_name)
     ck_assert_int_eq(a.tid, b.tid);
     ck_assert_int_eq(b.tid, c.tid);
     ck_assert_str_eq(a.name, "first-child-wit"); /* the kernel keeps 15 bytes */
-    ck_assert_str_eq(b.name, mine); /* unnamed: the spawner's, as a new thread */
+    ck_assert_str_eq(b.name, mine);              /* unnamed: the spawner's, as a new thread */
     ck_assert_str_eq(c.name, "third");
     tether_trim();
     th_baseline_check(base);

@@ -68,8 +68,8 @@ START_TEST(test_scope_deadline_children_never_counted_failed)
         tether_result r = join_and_free(s);
         ck_assert_int_eq(r.outcome, TETHER_OUTCOME_DEADLINE_EXCEEDED);
         ck_assert_msg(r.failed == 0 && r.canceled == n,
-                      "iteration %d: failed %u canceled %u (scope deadline counted as failure)",
-                      i, r.failed, r.canceled);
+                      "iteration %d: failed %u canceled %u (scope deadline counted as failure)", i,
+                      r.failed, r.canceled);
         for (unsigned k = 0; k < n; k++) {
             ck_assert_int_eq(b[k].err, ETIMEDOUT);
             ck_assert_msg(b[k].cause == TETHER_CAUSE_PARENT,
@@ -82,8 +82,8 @@ START_TEST(test_scope_deadline_children_never_counted_failed)
 END_TEST
 
 typedef struct slow_child {
-    int64_t ignore_for;      /* keeps running this long after seeing the cancel */
-    tether_time_t seen_at;   /* when tether_check() first reported it */
+    int64_t ignore_for;    /* keeps running this long after seeing the cancel */
+    tether_time_t seen_at; /* when tether_check() first reported it */
     int seen_err;
     tether_time_t returned_at;
     atomic_bool cleaned;

@@ -288,7 +288,7 @@ END_TEST
 /* A child (or grandchild) that calls join/free/task_wait on its own scope. */
 struct inside {
     tether_scope *s;
-    tether_task *self;       /* its own handle (set before it is released) */
+    tether_task *self; /* its own handle (set before it is released) */
     sem_t go;
     int join_rc, free_rc, wait_rc, halt_rc, spawn_after_rc;
 };
@@ -525,7 +525,7 @@ END_TEST
 typedef struct misuse_inside {
     tether_scope *outer;
     tether_task *self;
-    sem_t *published;        /* `self` is set */
+    sem_t *published; /* `self` is set */
     int join_rc, free_rc, wait_rc, halt_rc, check_after;
     int grand_join_rc, grand_free_rc;
 } misuse_inside;

@@ -46,7 +46,7 @@ static bool join_bounded(pthread_t th, int64_t base_ms)
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int units;          /* the predicate: wake-ups handed out */
+static int units; /* the predicate: wake-ups handed out */
 static bool stop;
 static tether_token *shared_tok;
 static _Atomic int timed_out;
@@ -58,9 +58,11 @@ static void *tether_waiter(void *arg)
     ck_assert_int_eq(tether_token_enter(shared_tok), 0);
     pthread_mutex_lock(&mu);
     int rc = 0;
-    while (!stop && rc == 0) rc = tether_cond_wait(&cv, &mu);
+    while (!stop && rc == 0)
+        rc = tether_cond_wait(&cv, &mu);
     pthread_mutex_unlock(&mu);
-    if (rc == ETIMEDOUT) atomic_fetch_add(&timed_out, 1);
+    if (rc == ETIMEDOUT)
+        atomic_fetch_add(&timed_out, 1);
     ck_assert_int_eq(tether_token_leave(shared_tok), 0);
     return NULL;
 }
@@ -70,7 +72,8 @@ static void *plain_waiter(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&mu);
-    while (!stop) pthread_cond_wait(&cv, &mu);
+    while (!stop)
+        pthread_cond_wait(&cv, &mu);
     pthread_mutex_unlock(&mu);
     return NULL;
 }
@@ -103,14 +106,17 @@ START_TEST(shared_condvar_deadline_many_waiters)
         int64_t dl_ns = tether_ms(1) + (int64_t)(th_rand(&rng) % (uint64_t)tether_ms(4));
         ck_assert_int_eq(tether_token_new(&shared_tok, NULL, tether_now() + dl_ns), 0);
         pthread_t t[NT], p[NP], sg;
-        for (int i = 0; i < NP; i++) ck_assert_int_eq(pthread_create(&p[i], NULL, plain_waiter, NULL), 0);
-        for (int i = 0; i < NT; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, tether_waiter, NULL), 0);
+        for (int i = 0; i < NP; i++)
+            ck_assert_int_eq(pthread_create(&p[i], NULL, plain_waiter, NULL), 0);
+        for (int i = 0; i < NT; i++)
+            ck_assert_int_eq(pthread_create(&t[i], NULL, tether_waiter, NULL), 0);
         uint64_t srng = th_rand(&rng);
         atomic_store(&signaling, true);
         ck_assert_int_eq(pthread_create(&sg, NULL, signaler, &srng), 0);
         for (int i = 0; i < NT; i++)
             ck_assert_msg(join_bounded(t[i], 500),
-                          "round %d: tether waiter %d still blocked long after the deadline (deadlock, item 1)",
+                          "round %d: tether waiter %d still blocked long after the deadline "
+                          "(deadlock, item 1)",
                           round, i);
         ck_assert_int_eq(atomic_load(&timed_out), NT);
         atomic_store(&signaling, false);
@@ -120,7 +126,8 @@ START_TEST(shared_condvar_deadline_many_waiters)
         pthread_cond_broadcast(&cv);
         pthread_mutex_unlock(&mu);
         for (int i = 0; i < NP; i++)
-            ck_assert_msg(join_bounded(p[i], 500), "round %d: plain waiter %d never woke", round, i);
+            ck_assert_msg(join_bounded(p[i], 500), "round %d: plain waiter %d never woke", round,
+                          i);
         ck_assert_int_eq(tether_token_free(shared_tok), 0);
     }
     th_baseline_check(base);
@@ -134,8 +141,10 @@ static int queue_worker(void *arg)
     (void)arg;
     pthread_mutex_lock(&mu);
     int rc = 0;
-    while (units == 0 && rc == 0) rc = tether_cond_wait(&cv, &mu);
-    if (rc == 0) units--;
+    while (units == 0 && rc == 0)
+        rc = tether_cond_wait(&cv, &mu);
+    if (rc == 0)
+        units--;
     pthread_mutex_unlock(&mu);
     return rc;
 }
@@ -153,7 +162,8 @@ static void *queue_owner(void *arg)
     for (int i = 0; i < 4; i++) {
         /* On a slow machine (sanitizers) the timeout may pass mid-spawn. */
         int rc = tether_spawn(s, queue_worker, NULL, NULL, NULL);
-        if (rc == ETIMEDOUT) break;
+        if (rc == ETIMEDOUT)
+            break;
         ck_assert_int_eq(rc, 0);
     }
     ck_assert_int_eq(tether_scope_join(s, &q_res), 0);
@@ -171,7 +181,8 @@ START_TEST(shared_condvar_scope_timeout_work_queue)
         q_timeout_ns = tether_ms(1) + (int64_t)(th_rand(&rng) % (uint64_t)tether_ms(4));
         pthread_t ot;
         ck_assert_int_eq(pthread_create(&ot, NULL, queue_owner, NULL), 0);
-        ck_assert_msg(join_bounded(ot, 500), "round %d: scope join hung past its timeout (deadlock, item 1)", round);
+        ck_assert_msg(join_bounded(ot, 500),
+                      "round %d: scope join hung past its timeout (deadlock, item 1)", round);
         ck_assert_int_eq(q_res.outcome, TETHER_OUTCOME_DEADLINE_EXCEEDED);
     }
     th_baseline_check(base);
@@ -191,8 +202,10 @@ static void *tw_thread(void *arg)
     pthread_mutex_lock(&mu);
     atomic_store(&tw_tid, th_gettid());
     int rc = 0;
-    while (units == 0 && rc == 0) rc = tether_cond_wait(&cv, &mu);
-    if (units > 0 && rc == 0) units--;
+    while (units == 0 && rc == 0)
+        rc = tether_cond_wait(&cv, &mu);
+    if (units > 0 && rc == 0)
+        units--;
     pthread_mutex_unlock(&mu);
     ck_assert_int_eq(tether_token_leave(tw_tok), 0);
     atomic_store(&tw_done, rc == 0 ? 1 : 2);
@@ -203,7 +216,8 @@ static void *pw_thread(void *arg)
     (void)arg;
     pthread_mutex_lock(&mu);
     atomic_store(&pw_tid, th_gettid());
-    while (units == 0) pthread_cond_wait(&cv, &mu);
+    while (units == 0)
+        pthread_cond_wait(&cv, &mu);
     units--;
     pthread_mutex_unlock(&mu);
     atomic_store(&pw_done, 1);
@@ -239,7 +253,8 @@ START_TEST(shared_condvar_signal_near_deadline)
         pthread_cond_signal(&cv);
         pthread_mutex_unlock(&mu);
         ck_assert_msg(join_bounded(a, 500), "round %d: tether waiter hung", round);
-        if (atomic_load(&tw_done) == 1) tether_took++;
+        if (atomic_load(&tw_done) == 1)
+            tether_took++;
         /* If the tether waiter did not take the unit, the plain one must. */
         int64_t until = tether_now() + th_bound_ns(100);
         while (!atomic_load(&pw_done) && tether_now() < until) {
@@ -247,12 +262,14 @@ START_TEST(shared_condvar_signal_near_deadline)
             nanosleep(&ms, NULL);
         }
         if (!atomic_load(&pw_done) && atomic_load(&tw_done) == 2) {
-            if (first_lost < 0) first_lost = round;
+            if (first_lost < 0)
+                first_lost = round;
             lost++;
         }
         /* Release the plain waiter either way. */
         pthread_mutex_lock(&mu);
-        if (!atomic_load(&pw_done)) units = 1;
+        if (!atomic_load(&pw_done))
+            units = 1;
         pthread_cond_broadcast(&cv);
         pthread_mutex_unlock(&mu);
         ck_assert_msg(join_bounded(b, 500), "round %d: plain waiter hung", round);
@@ -262,12 +279,15 @@ START_TEST(shared_condvar_signal_near_deadline)
             break;
         }
     }
-    fprintf(stderr, "shared_condvar_signal_near_deadline: %d rounds, tether waiter took the signal in %d, "
-            "signal lost in %d\n", rounds, tether_took, lost);
-    ck_assert_msg(lost == 0,
-                  "signal lost in %d of %d rounds (first: round %d): the tether waiter returned ETIMEDOUT "
-                  "without passing the consumed wake-up on, the plain waiter never woke (item 2)",
-                  lost, rounds, first_lost);
+    fprintf(stderr,
+            "shared_condvar_signal_near_deadline: %d rounds, tether waiter took the signal in %d, "
+            "signal lost in %d\n",
+            rounds, tether_took, lost);
+    ck_assert_msg(
+        lost == 0,
+        "signal lost in %d of %d rounds (first: round %d): the tether waiter returned ETIMEDOUT "
+        "without passing the consumed wake-up on, the plain waiter never woke (item 2)",
+        lost, rounds, first_lost);
     th_baseline_check(base);
 }
 END_TEST
@@ -316,8 +336,9 @@ START_TEST(shared_semaphore)
         atomic_store(&sem_taken, 0);
         pthread_t tt[4], pt[2];
         for (int i = 0; i < 4; i++) {
-            tether_time_t dl = i % 2 ? tether_now() + tether_ms(2) + (int64_t)(th_rand(&rng) % tether_ms(8))
-                                     : TETHER_NEVER;
+            tether_time_t dl =
+                i % 2 ? tether_now() + tether_ms(2) + (int64_t)(th_rand(&rng) % tether_ms(8))
+                      : TETHER_NEVER;
             ck_assert_int_eq(tether_token_new(&sem_tok[i], NULL, dl), 0);
             ck_assert_int_eq(pthread_create(&tt[i], NULL, sem_tether_taker, sem_tok[i]), 0);
         }
@@ -328,12 +349,14 @@ START_TEST(shared_semaphore)
             jitter(&rng, tether_us(200));
             sem_post(&sem);
             posted++;
-            if (i == 20) tether_token_cancel(sem_tok[0], 0);
+            if (i == 20)
+                tether_token_cancel(sem_tok[0], 0);
         }
         tether_token_cancel(sem_tok[2], 0);
         /* The deadline takers end by themselves; the others by cancel. */
         for (int i = 0; i < 4; i++) {
-            if (i % 2) tether_token_cancel(sem_tok[i], 0);
+            if (i % 2)
+                tether_token_cancel(sem_tok[i], 0);
             ck_assert_msg(join_bounded(tt[i], 500), "round %d: tether sem taker %d hung", round, i);
         }
         /* The plain takers still need their units: post what is missing. */
@@ -347,9 +370,10 @@ START_TEST(shared_semaphore)
         int left = 0;
         sem_getvalue(&sem, &left);
         ck_assert_msg(atomic_load(&sem_taken) + left == posted + extra,
-                      "round %d: %d taken + %d left != %d posted: a unit was lost or invented", round,
-                      atomic_load(&sem_taken), left, posted + extra);
-        for (int i = 0; i < 4; i++) ck_assert_int_eq(tether_token_free(sem_tok[i]), 0);
+                      "round %d: %d taken + %d left != %d posted: a unit was lost or invented",
+                      round, atomic_load(&sem_taken), left, posted + extra);
+        for (int i = 0; i < 4; i++)
+            ck_assert_int_eq(tether_token_free(sem_tok[i]), 0);
         sem_destroy(&sem);
     }
     th_baseline_check(base);
@@ -371,8 +395,10 @@ static void *acceptor(void *arg)
             close(c);
             continue;
         }
-        if (errno == ECANCELED || errno == ETIMEDOUT) break;
-        ck_assert_msg(errno == EAGAIN || errno == ECONNABORTED || errno == EINTR, "accept: %s", strerror(errno));
+        if (errno == ECANCELED || errno == ETIMEDOUT)
+            break;
+        ck_assert_msg(errno == EAGAIN || errno == ECONNABORTED || errno == EINTR, "accept: %s",
+                      strerror(errno));
     }
     ck_assert_int_eq(tether_token_leave(t), 0);
     return NULL;
@@ -408,21 +434,26 @@ START_TEST(shared_listener)
             int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
             ck_assert_int_eq(connect(c, (struct sockaddr *)&a, sizeof a), 0);
             close(c);
-            if (i == 10) tether_token_cancel(tok[0], 0);
-            if (i == 20) tether_token_cancel(tok[1], EPIPE);
+            if (i == 10)
+                tether_token_cancel(tok[0], 0);
+            if (i == 20)
+                tether_token_cancel(tok[1], EPIPE);
         }
         for (int i = 0; i < 4; i++) {
             tether_token_cancel(tok[i], 0);
-            ck_assert_msg(join_bounded(th[i], 500), "round %d: acceptor %d hung after cancel", round, i);
+            ck_assert_msg(join_bounded(th[i], 500), "round %d: acceptor %d hung after cancel",
+                          round, i);
         }
         int rest = 0, c;
         while ((c = accept(lfd, NULL, NULL)) >= 0) {
             rest++;
             close(c);
         }
-        ck_assert_msg(atomic_load(&accepted) + rest == conns, "round %d: %d accepted + %d queued != %d connections",
-                      round, atomic_load(&accepted), rest, conns);
-        for (int i = 0; i < 4; i++) ck_assert_int_eq(tether_token_free(tok[i]), 0);
+        ck_assert_msg(atomic_load(&accepted) + rest == conns,
+                      "round %d: %d accepted + %d queued != %d connections", round,
+                      atomic_load(&accepted), rest, conns);
+        for (int i = 0; i < 4; i++)
+            ck_assert_int_eq(tether_token_free(tok[i]), 0);
         close(lfd);
     }
     th_baseline_check(base);
@@ -443,12 +474,14 @@ static void *pipe_reader(void *arg)
         ssize_t n = tether_read(pfd[0], b, sizeof b);
         if (n > 0) {
             unsigned long s = 0;
-            for (ssize_t i = 0; i < n; i++) s += b[i];
+            for (ssize_t i = 0; i < n; i++)
+                s += b[i];
             atomic_fetch_add(&got_bytes, n);
             atomic_fetch_add(&got_sum, s);
             continue;
         }
-        if (n == 0) break;
+        if (n == 0)
+            break;
         ck_assert_msg(errno == ECANCELED || errno == ETIMEDOUT, "read: %s", strerror(errno));
         break;
     }
@@ -485,8 +518,10 @@ START_TEST(shared_pipe)
             }
             ck_assert_int_eq(write(pfd[1], b, sizeof b), sizeof b);
             sent += sizeof b;
-            if (i % 50 == 0) jitter(&rng, tether_us(200));
-            if (i == 100) tether_token_cancel(tok[0], 0);
+            if (i % 50 == 0)
+                jitter(&rng, tether_us(200));
+            if (i == 100)
+                tether_token_cancel(tok[0], 0);
         }
         /* The last live reader drains to EOF. */
         close(pfd[1]);
@@ -497,12 +532,14 @@ START_TEST(shared_pipe)
         ssize_t n;
         while ((n = read(pfd[0], b, sizeof b)) > 0) {
             atomic_fetch_add(&got_bytes, n);
-            for (ssize_t i = 0; i < n; i++) atomic_fetch_add(&got_sum, b[i]);
+            for (ssize_t i = 0; i < n; i++)
+                atomic_fetch_add(&got_sum, b[i]);
         }
         ck_assert_msg(atomic_load(&got_bytes) == sent && atomic_load(&got_sum) == sum,
-                      "round %d: read %ld bytes (sum %lu) of %ld (sum %lu)", round, atomic_load(&got_bytes),
-                      atomic_load(&got_sum), sent, sum);
-        for (int i = 0; i < 3; i++) ck_assert_int_eq(tether_token_free(tok[i]), 0);
+                      "round %d: read %ld bytes (sum %lu) of %ld (sum %lu)", round,
+                      atomic_load(&got_bytes), atomic_load(&got_sum), sent, sum);
+        for (int i = 0; i < 3; i++)
+            ck_assert_int_eq(tether_token_free(tok[i]), 0);
         close(pfd[0]);
     }
     th_baseline_check(base);
@@ -518,7 +555,8 @@ static _Atomic int waiter_rc[2];
 static int sleepy_child(void *arg)
 {
     int64_t ns = (int64_t)(intptr_t)arg;
-    if (tether_sleep_for(ns) == 0) return 0;
+    if (tether_sleep_for(ns) == 0)
+        return 0;
     return errno;
 }
 
@@ -542,9 +580,11 @@ START_TEST(shared_task_handle_vs_join)
     int rounds = stress(60);
     for (int round = 0; round < rounds; round++) {
         tether_scope *s;
-        ck_assert_int_eq(tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
+        ck_assert_int_eq(
+            tether_scope_open(&s, &(tether_scope_opts){ .policy = TETHER_POLICY_SUPERVISOR }), 0);
         int64_t life = tether_us(200) + (int64_t)(th_rand(&rng) % (uint64_t)tether_ms(2));
-        ck_assert_int_eq(tether_spawn(s, sleepy_child, (void *)(intptr_t)life, NULL, &shared_task), 0);
+        ck_assert_int_eq(tether_spawn(s, sleepy_child, (void *)(intptr_t)life, NULL, &shared_task),
+                         0);
         pthread_t w[2];
         int callers = 1 + (int)(th_rand(&rng) % 2);
         for (int i = 0; i < callers; i++) {
@@ -557,12 +597,14 @@ START_TEST(shared_task_handle_vs_join)
             th_wait_blocked(atomic_load(&waiter_tids[i]));
         }
         jitter(&rng, tether_us(500));
-        if (th_rand(&rng) % 3 == 0) tether_scope_cancel(s);
+        if (th_rand(&rng) % 3 == 0)
+            tether_scope_cancel(s);
         tether_result out;
         ck_assert_int_eq(tether_scope_join(s, &out), 0);
         ck_assert_int_eq(tether_scope_free(s), 0);
         for (int i = 0; i < callers; i++) {
-            ck_assert_msg(join_bounded(w[i], 500), "round %d: task caller %d hung after join", round, i);
+            ck_assert_msg(join_bounded(w[i], 500), "round %d: task caller %d hung after join",
+                          round, i);
             ck_assert_int_eq(atomic_load(&waiter_rc[i]), 0);
         }
     }
@@ -604,7 +646,8 @@ START_TEST(shared_watchdog_cancel_vs_join_free)
     for (int round = 0; round < rounds; round++) {
         ck_assert_int_eq(tether_scope_open(&wd_scope, NULL), 0);
         int kids = 1 + (int)(th_rand(&wd_rng) % 3);
-        for (int i = 0; i < kids; i++) ck_assert_int_eq(tether_spawn(wd_scope, wait_for_cancel, NULL, NULL, NULL), 0);
+        for (int i = 0; i < kids; i++)
+            ck_assert_int_eq(tether_spawn(wd_scope, wait_for_cancel, NULL, NULL, NULL), 0);
         pthread_t wd;
         ck_assert_int_eq(pthread_create(&wd, NULL, watchdog, NULL), 0);
         sem_post(&wd_go);
@@ -612,7 +655,8 @@ START_TEST(shared_watchdog_cancel_vs_join_free)
         ck_assert_int_eq(tether_scope_join(wd_scope, &out), 0);
         ck_assert_int_eq(out.outcome, TETHER_OUTCOME_CANCELED);
         ck_assert_int_eq(tether_scope_free(wd_scope), 0);
-        ck_assert_msg(join_bounded(wd, 500), "round %d: watchdog hung in tether_scope_cancel", round);
+        ck_assert_msg(join_bounded(wd, 500), "round %d: watchdog hung in tether_scope_cancel",
+                      round);
     }
     sem_destroy(&wd_go);
     th_baseline_check(base);

@@ -74,12 +74,12 @@ static void spin_ns(int64_t ns)
 /* ------------------------------------------------------------- children */
 
 enum kind {
-    K_QUICK,     /* sleeps a few µs, succeeds */
-    K_FAIL,      /* sleeps a few µs, fails with EIO */
-    K_BLOCK,     /* sleeps until canceled */
-    K_READ,      /* blocks in tether_read until canceled */
+    K_QUICK,       /* sleeps a few µs, succeeds */
+    K_FAIL,        /* sleeps a few µs, fails with EIO */
+    K_BLOCK,       /* sleeps until canceled */
+    K_READ,        /* blocks in tether_read until canceled */
     K_OWN_TIMEOUT, /* sleeps past its own deadline: ETIMEDOUT, a failure */
-    K_NESTED,    /* opens a scope of two quick children */
+    K_NESTED,      /* opens a scope of two quick children */
     K_KINDS
 };
 
@@ -100,15 +100,11 @@ static int kid_main(void *arg)
     struct kid *k = arg;
     char c;
     switch (k->kind) {
-    case K_QUICK:
-        return tether_sleep_for(k->ns) == 0 ? 0 : errno;
-    case K_FAIL:
-        return tether_sleep_for(k->ns) == 0 ? EIO : errno;
+    case K_QUICK: return tether_sleep_for(k->ns) == 0 ? 0 : errno;
+    case K_FAIL: return tether_sleep_for(k->ns) == 0 ? EIO : errno;
     case K_BLOCK:
-    case K_OWN_TIMEOUT:
-        return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;
-    case K_READ:
-        return tether_read(k->fd, &c, 1) < 0 ? errno : 0;
+    case K_OWN_TIMEOUT: return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;
+    case K_READ: return tether_read(k->fd, &c, 1) < 0 ? errno : 0;
     case K_NESTED: {
         tether_scope *s;
         int rc = tether_scope_open(&s, NULL);
@@ -122,8 +118,7 @@ static int kid_main(void *arg)
         EXPECT(tether_scope_free(s) == 0, "nested free");
         return r.outcome == TETHER_OUTCOME_OK ? 0 : r.error;
     }
-    case K_KINDS:
-        break;
+    case K_KINDS: break;
     }
     return EINVAL;
 }
@@ -168,9 +163,9 @@ static void one_scope(struct owner *o)
         /* Mostly work that ends by itself; failures rarer, so that most
          * scopes get all 8 children before fail-fast stops them. */
         static const enum kind mix[20] = {
-            K_QUICK, K_QUICK, K_QUICK, K_QUICK, K_QUICK, K_QUICK, K_FAIL, K_FAIL,
-            K_BLOCK, K_BLOCK, K_BLOCK, K_READ, K_READ, K_READ, K_OWN_TIMEOUT, K_OWN_TIMEOUT,
-            K_NESTED, K_NESTED, K_NESTED, K_NESTED,
+            K_QUICK,       K_QUICK,       K_QUICK,  K_QUICK,  K_QUICK,  K_QUICK,  K_FAIL,
+            K_FAIL,        K_BLOCK,       K_BLOCK,  K_BLOCK,  K_READ,   K_READ,   K_READ,
+            K_OWN_TIMEOUT, K_OWN_TIMEOUT, K_NESTED, K_NESTED, K_NESTED, K_NESTED,
         };
         kid[i] = (struct kid){ .kind = mix[x % 20],
                                .ns = (int64_t)((x >> 8) % 200000),
@@ -203,8 +198,8 @@ static void one_scope(struct owner *o)
     rc = tether_scope_join(s, &res);
     EXPECT(rc == 0, "join: %d", rc);
     EXPECT(res.spawned == spawned, "spawned %u, not %u", res.spawned, spawned);
-    EXPECT(res.succeeded + res.failed + res.canceled == spawned, "%u+%u+%u != %u",
-           res.succeeded, res.failed, res.canceled, spawned);
+    EXPECT(res.succeeded + res.failed + res.canceled == spawned, "%u+%u+%u != %u", res.succeeded,
+           res.failed, res.canceled, spawned);
     if (res.outcome == TETHER_OUTCOME_FAILED || res.outcome == TETHER_OUTCOME_PARTIAL)
         EXPECT(res.error == EIO || res.error == ETIMEDOUT, "failed with %d", res.error);
     if (res.outcome == TETHER_OUTCOME_DEADLINE_EXCEEDED)
@@ -274,8 +269,8 @@ START_TEST(soak)
     fprintf(stderr,
             "soak: %ld scopes, %ld children (%ld spawns refused) in %.1f s; outcomes ok %ld, "
             "partial %ld, failed %ld, canceled %ld, deadline %ld; RSS %ld -> %ld KiB\n",
-            total, spawned, refused, (double)(t1 - t0) / 1e9, outcomes[0], outcomes[1],
-            outcomes[2], outcomes[3], outcomes[4], rss0, rss1);
+            total, spawned, refused, (double)(t1 - t0) / 1e9, outcomes[0], outcomes[1], outcomes[2],
+            outcomes[3], outcomes[4], rss0, rss1);
     bool check_rss = !SOAK_ON_VALGRIND();
 #ifdef TS_SANITIZED
     check_rss = false; /* quarantine and shadow memory grow by design */

@@ -34,10 +34,8 @@ static long do_op(void)
 {
     char c;
     switch (R.op) {
-    case OP_SLEEP:
-        return tether_sleep_for(R.sleep_ns);
-    case OP_READ:
-        return tether_read(R.pipe[0], &c, 1);
+    case OP_SLEEP: return tether_sleep_for(R.sleep_ns);
+    case OP_READ: return tether_read(R.pipe[0], &c, 1);
     case OP_POLL: {
         struct pollfd p = { .fd = R.pipe[0], .events = POLLIN };
         int n = tether_poll(&p, 1, -1);
@@ -45,8 +43,7 @@ static long do_op(void)
             bad("poll: revents %#x", p.revents);
         return n;
     }
-    case OP_COUNT:
-        break;
+    case OP_COUNT: break;
     }
     return -2;
 }
@@ -109,8 +106,7 @@ START_TEST(cancel_at_random_moment)
 
         long want = R.op == OP_SLEEP ? 0 : 1;
         REQUIRE(R.result == want || (R.result == -1 && R.err == ECANCELED),
-                "%s, run %ld: returned %ld, errno %s", op_name[R.op], i, R.result,
-                strerror(R.err));
+                "%s, run %ld: returned %ld, errno %s", op_name[R.op], i, R.result, strerror(R.err));
         REQUIRE(R.again == -1 && R.again_err == ECANCELED,
                 "%s, run %ld: after the cancel: %ld, errno %s", op_name[R.op], i, R.again,
                 strerror(R.again_err));
@@ -193,14 +189,13 @@ START_TEST(cancel_vs_child_completion)
         REQUIRE(tether_scope_free(s) == 0, "free");
 
         REQUIRE(r.spawned == spawned, "spawned %u, not %u", r.spawned, spawned);
-        REQUIRE(r.succeeded + r.failed + r.canceled == spawned, "%u+%u+%u", r.succeeded,
-                r.failed, r.canceled);
+        REQUIRE(r.succeeded + r.failed + r.canceled == spawned, "%u+%u+%u", r.succeeded, r.failed,
+                r.canceled);
         REQUIRE(spawned == RACE_KIDS || r.outcome == TETHER_OUTCOME_FAILED,
                 "spawn refused, outcome %s", tether_outcome_name(r.outcome));
         switch (r.outcome) {
         case TETHER_OUTCOME_OK:
-            REQUIRE(r.succeeded == RACE_KIDS && r.error == 0, "ok with %u succeeded",
-                    r.succeeded);
+            REQUIRE(r.succeeded == RACE_KIDS && r.error == 0, "ok with %u succeeded", r.succeeded);
             break;
         case TETHER_OUTCOME_CANCELED:
             REQUIRE(r.error == ECANCELED && r.cause == TETHER_CAUSE_EXPLICIT,
@@ -214,14 +209,12 @@ START_TEST(cancel_vs_child_completion)
                     "failed: error %d task %d cause %s", r.error, r.error_task,
                     tether_cause_name(r.cause));
             break;
-        default:
-            REQUIRE(false, "outcome %s", tether_outcome_name(r.outcome));
+        default: REQUIRE(false, "outcome %s", tether_outcome_name(r.outcome));
         }
         tally[r.outcome]++;
     }
     fprintf(stderr, "cancel vs completion: %ld runs: %ld ok, %ld failed, %ld canceled\n", n,
-            tally[TETHER_OUTCOME_OK], tally[TETHER_OUTCOME_FAILED],
-            tally[TETHER_OUTCOME_CANCELED]);
+            tally[TETHER_OUTCOME_OK], tally[TETHER_OUTCOME_FAILED], tally[TETHER_OUTCOME_CANCELED]);
     th_baseline_check(b);
 }
 END_TEST
@@ -308,8 +301,7 @@ START_TEST(cancel_vs_spawn)
                 "%u canceled, %u failed, %u succeeded of %u", r.canceled, r.failed, r.succeeded,
                 r.spawned);
         REQUIRE(r.outcome == TETHER_OUTCOME_CANCELED && r.cause == TETHER_CAUSE_EXPLICIT,
-                "outcome %s cause %s", tether_outcome_name(r.outcome),
-                tether_cause_name(r.cause));
+                "outcome %s cause %s", tether_outcome_name(r.outcome), tether_cause_name(r.cause));
         refused_runs += refused > 0;
     }
     SP.stop = true;
@@ -472,8 +464,8 @@ START_TEST(cancel_vs_join)
         REQUIRE(JN.rc == 0 || JN.rc == EINVAL, "tether_scope_cancel: %s", strerror(JN.rc));
         REQUIRE(tether_scope_free(JN.s) == 0, "free");
 
-        REQUIRE(r.succeeded + r.canceled == KIDS && r.failed == 0, "%u+%u, %u failed",
-                r.succeeded, r.canceled, r.failed);
+        REQUIRE(r.succeeded + r.canceled == KIDS && r.failed == 0, "%u+%u, %u failed", r.succeeded,
+                r.canceled, r.failed);
         if (JN.rc == EINVAL) {
             /* Refused because join had finished: it cannot have counted. */
             REQUIRE(r.outcome == TETHER_OUTCOME_OK, "late cancel, outcome %s",
@@ -657,9 +649,8 @@ START_TEST(simultaneous_failures)
 
         REQUIRE(r.outcome == TETHER_OUTCOME_FAILED, "outcome %s", tether_outcome_name(r.outcome));
         REQUIRE(r.error_task >= 0 && r.error_task < kids, "error_task %d", r.error_task);
-        REQUIRE(r.error == fail_errors[r.error_task],
-                "reported %d for task %d, which returned %d", r.error, r.error_task,
-                fail_errors[r.error_task]);
+        REQUIRE(r.error == fail_errors[r.error_task], "reported %d for task %d, which returned %d",
+                r.error, r.error_task, fail_errors[r.error_task]);
         REQUIRE(r.cause == TETHER_CAUSE_SIBLING_FAILED && r.cause_task == r.error_task,
                 "cause %s from task %d, error from task %d", tether_cause_name(r.cause),
                 r.cause_task, r.error_task);

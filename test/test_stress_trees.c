@@ -113,10 +113,10 @@ START_TEST(random_token_trees)
             for (int a = k; a >= 0 && !want; a = TR.parent[a])
                 want = atomic_load(&TR.target[a]);
             tether_cause c = tether_token_cause(TR.t[k]);
-            REQUIRE((c != TETHER_CAUSE_NONE) == want, "run %ld node %d: cause %s, want %d",
-                    TR.run, k, tether_cause_name(c), want);
-            REQUIRE(atomic_load(&TR.hits[k]) == (want ? 1 : 0), "node %d: callback ran %d times",
-                    k, atomic_load(&TR.hits[k]));
+            REQUIRE((c != TETHER_CAUSE_NONE) == want, "run %ld node %d: cause %s, want %d", TR.run,
+                    k, tether_cause_name(c), want);
+            REQUIRE(atomic_load(&TR.hits[k]) == (want ? 1 : 0), "node %d: callback ran %d times", k,
+                    atomic_load(&TR.hits[k]));
             if (c == TETHER_CAUSE_EXPLICIT)
                 REQUIRE(atomic_load(&TR.target[k]), "node %d: explicit but no target", k);
             if (c == TETHER_CAUSE_PARENT) {
@@ -135,8 +135,8 @@ START_TEST(random_token_trees)
         REQUIRE(tether_token_cancel(TR.t[0], 0) == 0, "cancel root");
         for (int k = 0; k < 2; k++) {
             ck_assert_int_eq(pthread_join(wt[k], NULL), 0);
-            REQUIRE(w[k].result == -1 && w[k].err == ECANCELED, "waiter %d: %ld %s", k,
-                    w[k].result, strerror(w[k].err));
+            REQUIRE(w[k].result == -1 && w[k].err == ECANCELED, "waiter %d: %ld %s", k, w[k].result,
+                    strerror(w[k].err));
         }
         for (int k = TREE_NODES - 1; k >= 0; k--) {
             bool ran = false;
@@ -259,15 +259,15 @@ enum { SCOPE_NODES_MAX = 96 };
 
 static struct {
     tether_scope *_Atomic scope[SCOPE_NODES_MAX];
-    atomic_int nodes;      /* handed out */
-    atomic_int pending;    /* spawned, not yet settled */
+    atomic_int nodes;   /* handed out */
+    atomic_int pending; /* spawned, not yet settled */
     atomic_int canceled_ok;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool release;          /* owners may join now */
+    bool release; /* owners may join now */
     int pipe[2];
     uint64_t seed;
-    bool racing;           /* cancel while the tree is being built */
+    bool racing; /* cancel while the tree is being built */
     pthread_barrier_t go;
 } ST;
 

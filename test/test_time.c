@@ -63,7 +63,9 @@ END_TEST
 
 START_TEST(deadline_after_positive_and_zero)
 {
-    const int64_t durations[] = { 0, 1, 999, tether_ms(1), tether_sec(3600), tether_sec(86400) * 365 };
+    const int64_t durations[] = {
+        0, 1, 999, tether_ms(1), tether_sec(3600), tether_sec(86400) * 365
+    };
     for (size_t i = 0; i < sizeof durations / sizeof *durations; i++) {
         tether_time_t before = tether_now();
         tether_time_t d = tether_deadline_after(durations[i]);
@@ -91,7 +93,8 @@ END_TEST
 
 START_TEST(deadline_after_negative_is_past)
 {
-    const int64_t durations[] = { -1, -tether_ms(5), -tether_sec(1000000), INT64_MIN / 2, INT64_MIN };
+    const int64_t durations[] = { -1, -tether_ms(5), -tether_sec(1000000), INT64_MIN / 2,
+                                  INT64_MIN };
     for (size_t i = 0; i < sizeof durations / sizeof *durations; i++) {
         tether_time_t before = tether_now();
         tether_time_t d = tether_deadline_after(durations[i]);
@@ -125,8 +128,8 @@ START_TEST(converters_exact_in_range)
     const int64_t vals[] = { 0, 1, -1, 7, -7, 1000, -1000, lim, -lim, lim - 1, -(lim - 1) };
     for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
         int64_t got = c->fn(vals[i]);
-        ck_assert_msg(got == vals[i] * c->scale, "%s(%lld) = %lld", c->name,
-                      (long long)vals[i], (long long)got);
+        ck_assert_msg(got == vals[i] * c->scale, "%s(%lld) = %lld", c->name, (long long)vals[i],
+                      (long long)got);
     }
 }
 END_TEST
@@ -165,15 +168,21 @@ struct named {
     const char *ident;
 };
 
-#define CAUSE(x) { TETHER_CAUSE_##x, #x }
+#define CAUSE(x)             \
+    {                        \
+        TETHER_CAUSE_##x, #x \
+    }
 static const struct named causes[] = {
-    CAUSE(NONE),           CAUSE(EXPLICIT),          CAUSE(DEADLINE),
-    CAUSE(PARENT),         CAUSE(SIBLING_FAILED),    CAUSE(SIBLING_SUCCEEDED),
-    CAUSE(SCOPE_FINISHED), CAUSE(HALTED),            CAUSE(SIGNAL),
+    CAUSE(NONE),           CAUSE(EXPLICIT),       CAUSE(DEADLINE),
+    CAUSE(PARENT),         CAUSE(SIBLING_FAILED), CAUSE(SIBLING_SUCCEEDED),
+    CAUSE(SCOPE_FINISHED), CAUSE(HALTED),         CAUSE(SIGNAL),
 };
 #undef CAUSE
 
-#define OUTCOME(x) { TETHER_OUTCOME_##x, #x }
+#define OUTCOME(x)             \
+    {                          \
+        TETHER_OUTCOME_##x, #x \
+    }
 static const struct named outcomes[] = {
     OUTCOME(OK), OUTCOME(PARTIAL), OUTCOME(FAILED), OUTCOME(CANCELED), OUTCOME(DEADLINE_EXCEEDED),
 };
@@ -203,8 +212,14 @@ static void check_names(const struct named *tab, size_t n, const char *(*name)(i
     }
 }
 
-static const char *cause_name(int v) { return tether_cause_name((tether_cause)v); }
-static const char *outcome_name(int v) { return tether_outcome_name((tether_outcome)v); }
+static const char *cause_name(int v)
+{
+    return tether_cause_name((tether_cause)v);
+}
+static const char *outcome_name(int v)
+{
+    return tether_outcome_name((tether_outcome)v);
+}
 
 START_TEST(cause_names)
 {
@@ -231,8 +246,9 @@ END_TEST
 
 START_TEST(names_out_of_range_are_unknown)
 {
-    const int bad_causes[] = { TETHER_CAUSE_SIGNAL + 1, TETHER_CAUSE_SIGNAL + 2, 255, 256, -1,
-                               INT_MAX, INT_MIN };
+    const int bad_causes[] = {
+        TETHER_CAUSE_SIGNAL + 1, TETHER_CAUSE_SIGNAL + 2, 255, 256, -1, INT_MAX, INT_MIN
+    };
     for (size_t i = 0; i < sizeof bad_causes / sizeof *bad_causes; i++)
         ck_assert_str_eq(cause_name(bad_causes[i]), "unknown");
     const int bad_outcomes[] = { TETHER_OUTCOME_DEADLINE_EXCEEDED + 1, 100, -1, INT_MAX, INT_MIN };
@@ -248,8 +264,8 @@ START_TEST(version_matches_header)
     ck_assert_ptr_nonnull(tether_version());
     ck_assert_str_eq(tether_version(), TETHER_VERSION_STRING);
     ck_assert_int_eq(tether_version_number(), TETHER_VERSION_NUMBER);
-    ck_assert_int_eq(TETHER_VERSION_NUMBER,
-                     TETHER_VERSION_MAJOR * 10000 + TETHER_VERSION_MINOR * 100 + TETHER_VERSION_PATCH);
+    ck_assert_int_eq(TETHER_VERSION_NUMBER, TETHER_VERSION_MAJOR * 10000 +
+                                                TETHER_VERSION_MINOR * 100 + TETHER_VERSION_PATCH);
 
     /* The string is "major.minor.patch" and agrees with the number. */
     int major = -1, minor = -1, patch = -1, end = 0;

@@ -13,8 +13,8 @@ START_TEST(effective_deadline_is_min_over_ancestors)
     tether_time_t d10 = now + tether_sec(10), d20 = now + tether_sec(20), d5 = now + tether_sec(5);
 
     tether_token *root = new_token(NULL, d10);
-    tether_token *later = new_token(root, d20);   /* capped by the root */
-    tether_token *earlier = new_token(root, d5);  /* its own */
+    tether_token *later = new_token(root, d20);  /* capped by the root */
+    tether_token *earlier = new_token(root, d5); /* its own */
     tether_token *none = new_token(earlier, TETHER_NEVER);
     tether_token *same = new_token(root, d10);
     tether_token *free_root = new_token(NULL, TETHER_NEVER);

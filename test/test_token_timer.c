@@ -96,8 +96,7 @@ START_TEST(callback_fires_with_nobody_waiting)
 
     ck_assert_msg(sem_wait_bounded(&f.done, 2000), "the deadline's callback never ran");
     ck_assert_int_ge(f.at, d);
-    ck_assert_msg(f.at - d < th_bound_ns(500), "callback %lld ns late",
-                  (long long)(f.at - d));
+    ck_assert_msg(f.at - d < th_bound_ns(500), "callback %lld ns late", (long long)(f.at - d));
     ck_assert(!pthread_equal(f.thread, pthread_self()));
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_DEADLINE);
     ck_assert_int_eq(tether_token_error(t), ETIMEDOUT);
@@ -217,11 +216,11 @@ START_TEST(spawn_timeout_cancels_child_in_plain_read)
     r.spawned = tether_now();
     ck_assert_int_eq(tether_spawn(s, plain_reader, &r, &o, NULL), 0);
     tether_result res = join_and_free(s);
-    ck_assert_int_eq(r.got, 0);   /* EOF: the callback closed the write end */
+    ck_assert_int_eq(r.got, 0); /* EOF: the callback closed the write end */
     ck_assert_int_eq(r.wr, -1);
     ck_assert_int_ge(r.ended - r.spawned, tether_ms(50));
-    ck_assert_msg(r.ended - r.spawned < tether_ms(50) + th_bound_ns(500),
-                  "child blocked %lld ms", (long long)((r.ended - r.spawned) / 1000000));
+    ck_assert_msg(r.ended - r.spawned < tether_ms(50) + th_bound_ns(500), "child blocked %lld ms",
+                  (long long)((r.ended - r.spawned) / 1000000));
     ck_assert_int_eq(res.failed, 1);
     ck_assert_int_eq(res.error, ETIMEDOUT);
     close(p[0]);
@@ -349,8 +348,8 @@ START_TEST(many_random_deadlines_fire_in_order_never_early)
         ck_assert_msg(M.at[i] >= M.deadline[i], "token %d fired %lld ns early", i,
                       (long long)(M.deadline[i] - M.at[i]));
         if (k > 0)
-            ck_assert_msg(M.deadline[M.order[k - 1]] <= M.deadline[i],
-                          "fired out of order at %d", k);
+            ck_assert_msg(M.deadline[M.order[k - 1]] <= M.deadline[i], "fired out of order at %d",
+                          k);
         ck_assert_int_eq(tether_token_cause(t[i]), TETHER_CAUSE_DEADLINE);
     }
     for (int i = 0; i < MANY; i++) {
@@ -415,7 +414,8 @@ START_TEST(free_races_the_fire)
     atomic_int runs = 0;
     int ran = 0;
     for (int r = 0; r < rounds; r++) {
-        tether_token *t = new_token(NULL, tether_deadline_after((int64_t)(th_rand(&seed) % 200000)));
+        tether_token *t =
+            new_token(NULL, tether_deadline_after((int64_t)(th_rand(&seed) % 200000)));
         tether_token *below = new_token(t, TETHER_NEVER);
         tether_callback *cb = on_cancel(below, count_runs, &runs);
         busy_spin((unsigned)(th_rand(&seed) % 20000));

@@ -95,8 +95,10 @@ typedef int64_t tether_time_t;
  */
 static inline int64_t tether_us(int64_t us)
 {
-    if (us > INT64_MAX / 1000) return INT64_MAX;
-    if (us < INT64_MIN / 1000) return INT64_MIN;
+    if (us > INT64_MAX / 1000)
+        return INT64_MAX;
+    if (us < INT64_MIN / 1000)
+        return INT64_MIN;
     return us * 1000;
 }
 
@@ -116,8 +118,10 @@ static inline int64_t tether_us(int64_t us)
  */
 static inline int64_t tether_ms(int64_t ms)
 {
-    if (ms > INT64_MAX / 1000000) return INT64_MAX;
-    if (ms < INT64_MIN / 1000000) return INT64_MIN;
+    if (ms > INT64_MAX / 1000000)
+        return INT64_MAX;
+    if (ms < INT64_MIN / 1000000)
+        return INT64_MIN;
     return ms * 1000000;
 }
 
@@ -137,8 +141,10 @@ static inline int64_t tether_ms(int64_t ms)
  */
 static inline int64_t tether_sec(int64_t s)
 {
-    if (s > INT64_MAX / 1000000000) return INT64_MAX;
-    if (s < INT64_MIN / 1000000000) return INT64_MIN;
+    if (s > INT64_MAX / 1000000000)
+        return INT64_MAX;
+    if (s < INT64_MIN / 1000000000)
+        return INT64_MIN;
     return s * 1000000000;
 }
 
@@ -208,12 +214,12 @@ TETHER_API const char *tether_cause_name(tether_cause cause);
 
 /* How a scope ended. */
 typedef enum tether_outcome {
-    TETHER_OUTCOME_OK = 0,            /* every foreground child succeeded or was halted by
+    TETHER_OUTCOME_OK = 0,           /* every foreground child succeeded or was halted by
                                        * tether_task_halt (first-success: one won) */
-    TETHER_OUTCOME_PARTIAL,           /* supervisor: some succeeded, some failed */
-    TETHER_OUTCOME_FAILED,            /* a child failure decided the scope */
-    TETHER_OUTCOME_CANCELED,          /* canceled from outside (explicit, parent's cancel, signal) */
-    TETHER_OUTCOME_DEADLINE_EXCEEDED  /* the scope's effective deadline passed: cause deadline
+    TETHER_OUTCOME_PARTIAL,          /* supervisor: some succeeded, some failed */
+    TETHER_OUTCOME_FAILED,           /* a child failure decided the scope */
+    TETHER_OUTCOME_CANCELED,         /* canceled from outside (explicit, parent's cancel, signal) */
+    TETHER_OUTCOME_DEADLINE_EXCEEDED /* the scope's effective deadline passed: cause deadline
                                        * (its own) or parent (an ancestor's capped it) */
 } tether_outcome;
 

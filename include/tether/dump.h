@@ -17,8 +17,8 @@ extern "C" {
 
 /* The dump's format. */
 typedef enum tether_dump_format {
-    TETHER_DUMP_TEXT = 0,   /* an indented tree, one line per scope, child or token */
-    TETHER_DUMP_JSON = 1    /* one JSON object: {"pid", "now_ns", counts, "tree": [...]} */
+    TETHER_DUMP_TEXT = 0, /* an indented tree, one line per scope, child or token */
+    TETHER_DUMP_JSON = 1  /* one JSON object: {"pid", "now_ns", counts, "tree": [...]} */
 } tether_dump_format;
 
 typedef struct tether_dump_signal tether_dump_signal;

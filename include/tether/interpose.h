@@ -36,9 +36,9 @@ extern "C" {
 
 /* One entry point's counters. */
 typedef struct tether_interpose_counter {
-    const char *name;  /* the entry point, e.g. "recv" or "__poll_chk" (static) */
-    uint64_t seen;     /* calls made by a thread with a current token */
-    uint64_t stopped;  /* of those, the ones that ended in ECANCELED/ETIMEDOUT */
+    const char *name; /* the entry point, e.g. "recv" or "__poll_chk" (static) */
+    uint64_t seen;    /* calls made by a thread with a current token */
+    uint64_t stopped; /* of those, the ones that ended in ECANCELED/ETIMEDOUT */
 } tether_interpose_counter;
 
 /*

@@ -22,13 +22,13 @@ typedef struct tether_job_result {
      * returned, whatever fn returned (deadline_exceeded when the token's
      * error is ETIMEDOUT: its own deadline or an ancestor's). */
     tether_outcome outcome;
-    int result;           /* fn's return value; 0 if fn did not run */
-    int error;            /* failed: fn's error; canceled / deadline_exceeded:
+    int result;         /* fn's return value; 0 if fn did not run */
+    int error;          /* failed: fn's error; canceled / deadline_exceeded:
                            * the token's error (tether_token_error); ok: 0 */
-    tether_cause cause;   /* the job token's cause (deadline: its own; parent:
+    tether_cause cause; /* the job token's cause (deadline: its own; parent:
                            * an ancestor's cancel or deadline); none if not canceled */
-    bool ran;             /* fn was called (false: skipped, its token was dead) */
-    bool late;            /* fn returned 0 after its token was canceled: its
+    bool ran;           /* fn was called (false: skipped, its token was dead) */
+    bool late;          /* fn returned 0 after its token was canceled: its
                            * effect happened after the submitter gave up on it */
 } tether_job_result;
 

@@ -80,8 +80,8 @@ TETHER_API ssize_t tether_recv(int fd, void *buf, size_t len, int flags);
  * Ownership: buf, src and srclen are the caller's and used only during the
  * call.
  */
-TETHER_API ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags,
-                                   struct sockaddr *src, socklen_t *srclen);
+TETHER_API ssize_t tether_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
+                                   socklen_t *srclen);
 
 /*
  * tether_recvmsg — recvmsg(2) that can be canceled.

@@ -97,11 +97,11 @@ typedef struct tether_proc tether_proc;
 
 /* Options for tether_proc_spawn / tether_proc_run. Zero-initialise. */
 typedef struct tether_proc_opts {
-    int64_t grace_ns;     /* SIGTERM to SIGKILL; 0 = TETHER_PROC_GRACE_DEFAULT, < 0 = SIGKILL at once */
-    char *const *envp;    /* the child's environment; NULL = the caller's (environ) */
+    int64_t grace_ns; /* SIGTERM to SIGKILL; 0 = TETHER_PROC_GRACE_DEFAULT, < 0 = SIGKILL at once */
+    char *const *envp; /* the child's environment; NULL = the caller's (environ) */
     const posix_spawn_file_actions_t *file_actions; /* as posix_spawn; may be NULL */
     const posix_spawnattr_t *attr;                  /* as posix_spawn; may be NULL */
-    bool search_path;     /* posix_spawnp: look `file` up in PATH */
+    bool search_path;                               /* posix_spawnp: look `file` up in PATH */
 } tether_proc_opts;
 
 /*

@@ -73,7 +73,7 @@ extern "C" {
 
 /* Jitter strategies; see the formulas above. */
 typedef enum tether_retry_jitter {
-    TETHER_RETRY_JITTER_FULL = 0,    /* the default */
+    TETHER_RETRY_JITTER_FULL = 0, /* the default */
     TETHER_RETRY_JITTER_NONE,
     TETHER_RETRY_JITTER_EQUAL,
     TETHER_RETRY_JITTER_DECORRELATED
@@ -130,23 +130,23 @@ typedef struct tether_retry_clock {
 
 /* What on_retry is told before each backoff sleep. */
 typedef struct tether_retry_event {
-    unsigned attempt;          /* the attempt that just failed, from 1 */
-    int error;                 /* its error */
-    bool attempt_timed_out;    /* its own attempt_timeout_ns fired */
-    int64_t retry_after_ns;    /* its tether_retry_after hint, 0 if none */
-    int64_t delay_ns;          /* the sleep about to start (hint applied) */
-    int64_t elapsed_ns;        /* since tether_retry was called */
+    unsigned attempt;       /* the attempt that just failed, from 1 */
+    int error;              /* its error */
+    bool attempt_timed_out; /* its own attempt_timeout_ns fired */
+    int64_t retry_after_ns; /* its tether_retry_after hint, 0 if none */
+    int64_t delay_ns;       /* the sleep about to start (hint applied) */
+    int64_t elapsed_ns;     /* since tether_retry was called */
 } tether_retry_event;
 
 /* Options for tether_retry. Zero-initialise, then set what you need. */
 typedef struct tether_retry_opts {
-    int64_t initial_delay_ns;  /* d(0); 0 = 100 ms (use 1 for "almost none") */
-    int64_t max_delay_ns;      /* cap on d(n) and s(n); 0 = max(10 s, initial) */
-    double multiplier;         /* growth of d(n), >= 1.0; 0 = 2.0 */
+    int64_t initial_delay_ns;   /* d(0); 0 = 100 ms (use 1 for "almost none") */
+    int64_t max_delay_ns;       /* cap on d(n) and s(n); 0 = max(10 s, initial) */
+    double multiplier;          /* growth of d(n), >= 1.0; 0 = 2.0 */
     tether_retry_jitter jitter; /* default TETHER_RETRY_JITTER_FULL */
-    unsigned max_attempts;     /* attempts in all, first included; 0 = 5;
+    unsigned max_attempts;      /* attempts in all, first included; 0 = 5;
                                 * TETHER_RETRY_UNLIMITED = no limit */
-    int64_t max_elapsed_ns;    /* budget from the call's start; 0 = none */
+    int64_t max_elapsed_ns;     /* budget from the call's start; 0 = none */
     int64_t attempt_timeout_ns; /* each attempt runs under a child token of
                                  * the current one with this deadline; 0 = none */
     /* Whether an attempt's error is worth another attempt; NULL =
@@ -157,10 +157,10 @@ typedef struct tether_retry_opts {
      * may cancel the current token to stop: the sleep then returns at once.
      * Both hooks run in the calling thread, between attempts. */
     void (*on_retry)(const tether_retry_event *ev, void *ctx);
-    void *ctx;                 /* passed to retryable and on_retry */
-    uint64_t seed;             /* the generator's seed; 0 = from a per-thread
+    void *ctx;                /* passed to retryable and on_retry */
+    uint64_t seed;            /* the generator's seed; 0 = from a per-thread
                                 * generator seeded by time and thread */
-    tether_retry_clock clock;  /* zero = the real clock */
+    tether_retry_clock clock; /* zero = the real clock */
 } tether_retry_opts;
 
 /* max_attempts: retry until success, a permanent error, the budget or the
@@ -169,13 +169,13 @@ typedef struct tether_retry_opts {
 
 /* What tether_retry reports. */
 typedef struct tether_retry_result {
-    int error;                 /* tether_retry's return value */
-    int last_error;            /* the last attempt's own return value; 0 if
+    int error;          /* tether_retry's return value */
+    int last_error;     /* the last attempt's own return value; 0 if
                                 * none ran. Differs from error when a cancel or
                                 * deadline stopped the call after an attempt. */
-    unsigned attempts;         /* attempts started */
-    int64_t slept_ns;          /* total time in backoff sleeps (retry clock) */
-    int64_t elapsed_ns;        /* the whole call (retry clock) */
+    unsigned attempts;  /* attempts started */
+    int64_t slept_ns;   /* total time in backoff sleeps (retry clock) */
+    int64_t elapsed_ns; /* the whole call (retry clock) */
     tether_retry_stop stop;
 } tether_retry_result;
 
@@ -226,8 +226,8 @@ typedef struct tether_retry_result {
  * Ownership: opts and result are the caller's and used only during the
  * call; arg stays the caller's.
  */
-TETHER_API int tether_retry(int (*attempt)(void *arg), void *arg,
-                            const tether_retry_opts *opts, tether_retry_result *result);
+TETHER_API int tether_retry(int (*attempt)(void *arg), void *arg, const tether_retry_opts *opts,
+                            tether_retry_result *result);
 
 /*
  * tether_retry_after — from inside an attempt, set a minimum delay before

@@ -37,33 +37,33 @@ typedef enum tether_policy {
 
 /* What a hostage report is about (see tether_scope_opts.hostage_grace_ns). */
 typedef enum tether_hostage_event {
-    TETHER_HOSTAGE_HELD = 0,      /* still running grace after the cancel: reported once */
-    TETHER_HOSTAGE_INTERRUPTED,   /* escalation sent the signal (once per attempt) */
-    TETHER_HOSTAGE_RELEASED       /* a reported child finished at last */
+    TETHER_HOSTAGE_HELD = 0,    /* still running grace after the cancel: reported once */
+    TETHER_HOSTAGE_INTERRUPTED, /* escalation sent the signal (once per attempt) */
+    TETHER_HOSTAGE_RELEASED     /* a reported child finished at last */
 } tether_hostage_event;
 
 /* One hostage report, passed to the hook (valid only during the call). */
 typedef struct tether_hostage_report {
     tether_hostage_event event;
-    const char *scope_name;            /* "" when the scope has none */
-    const char *child_name;            /* "" when the child has none */
-    int child_index;                   /* the child's index in its scope */
-    int tid;                           /* the child's kernel thread id (0: not known yet) */
-    int64_t since_cancel_ns;           /* time from the cancellation to this report */
-    const char *blocked_in;            /* system call by name, "syscall N", "running", ... */
-    unsigned attempt;                  /* INTERRUPTED: 1 for the first signal, then 2, ... */
-    int signal;                        /* INTERRUPTED: the signal sent; otherwise 0 */
+    const char *scope_name;  /* "" when the scope has none */
+    const char *child_name;  /* "" when the child has none */
+    int child_index;         /* the child's index in its scope */
+    int tid;                 /* the child's kernel thread id (0: not known yet) */
+    int64_t since_cancel_ns; /* time from the cancellation to this report */
+    const char *blocked_in;  /* system call by name, "syscall N", "running", ... */
+    unsigned attempt;        /* INTERRUPTED: 1 for the first signal, then 2, ... */
+    int signal;              /* INTERRUPTED: the signal sent; otherwise 0 */
 } tether_hostage_report;
 
 /* Options for tether_scope_open. Zero-initialise, then set what you need. */
 typedef struct tether_scope_opts {
-    tether_policy policy;      /* default fail-fast */
-    tether_time_t deadline;    /* absolute; 0 = none of its own */
-    int64_t timeout_ns;        /* relative to open; 0 = none; with deadline, the earlier wins */
-    unsigned max_children;     /* live children at once; 0 = unbounded */
-    const char *name;          /* copied: up to 31 bytes, never read past its first NUL */
-    tether_token *parent;      /* NULL = the calling thread's current token */
-    bool detached;             /* true: no parent at all, even if there is a current token */
+    tether_policy policy;   /* default fail-fast */
+    tether_time_t deadline; /* absolute; 0 = none of its own */
+    int64_t timeout_ns;     /* relative to open; 0 = none; with deadline, the earlier wins */
+    unsigned max_children;  /* live children at once; 0 = unbounded */
+    const char *name;       /* copied: up to 31 bytes, never read past its first NUL */
+    tether_token *parent;   /* NULL = the calling thread's current token */
+    bool detached;          /* true: no parent at all, even if there is a current token */
     /* true: run children on threads kept from exited children (of any scope
      * that set this) when one with the same stack_size request is idle; at
      * most 16 idle threads are kept, each for at most 1 s, and tether_trim
@@ -75,21 +75,21 @@ typedef struct tether_scope_opts {
     bool reuse_threads;
     /* Hostage watchdog, kept by the thread in tether_scope_join: a child
      * still running hostage_grace_ns after its cancellation is reported. */
-    int64_t hostage_grace_ns;  /* 0 = no watchdog */
+    int64_t hostage_grace_ns;                                             /* 0 = no watchdog */
     void (*hostage_hook)(const tether_hostage_report *report, void *arg); /* NULL = stderr */
-    void *hostage_arg;         /* passed to hostage_hook */
-    bool hostage_escalate;     /* also interrupt the hostage's system call with a signal */
-    int hostage_signal;        /* the escalation signal, realtime; 0 = SIGRTMIN + 3 */
+    void *hostage_arg;     /* passed to hostage_hook */
+    bool hostage_escalate; /* also interrupt the hostage's system call with a signal */
+    int hostage_signal;    /* the escalation signal, realtime; 0 = SIGRTMIN + 3 */
 } tether_scope_opts;
 
 /* Options for tether_spawn. Zero-initialise, then set what you need. */
 typedef struct tether_spawn_opts {
-    const char *name;          /* copied as tether_scope_opts.name; the thread's name gets 15 */
-    int64_t timeout_ns;        /* the child's own deadline, relative to spawn; 0 = none.
+    const char *name;   /* copied as tether_scope_opts.name; the thread's name gets 15 */
+    int64_t timeout_ns; /* the child's own deadline, relative to spawn; 0 = none.
                                 * A child that returns ECANCELED/ETIMEDOUT because this
                                 * deadline fired counts as failed (not canceled). */
-    size_t stack_size;         /* 0 = the default; otherwise at least PTHREAD_STACK_MIN */
-    bool background;           /* halted automatically once the foreground work is done */
+    size_t stack_size;  /* 0 = the default; otherwise at least PTHREAD_STACK_MIN */
+    bool background;    /* halted automatically once the foreground work is done */
 } tether_spawn_opts;
 
 #define TETHER_NAME_MAX 32
@@ -106,16 +106,16 @@ typedef struct tether_spawn_opts {
  */
 typedef struct tether_result {
     tether_outcome outcome;
-    int error;                         /* the winning error, 0 if none */
-    int error_task;                    /* its task's index (spawn order), -1 if none */
+    int error;      /* the winning error, 0 if none */
+    int error_task; /* its task's index (spawn order), -1 if none */
     char error_task_name[TETHER_NAME_MAX];
-    tether_cause cause;                /* why the scope (or its background) was canceled */
-    int cause_task;                    /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
-    int winner;                        /* first-success: index of the winner, else -1 */
-    unsigned spawned;                  /* children spawned */
+    tether_cause cause;                   /* why the scope (or its background) was canceled */
+    int cause_task;                       /* the sibling behind SIBLING_FAILED/SUCCEEDED, else -1 */
+    int winner;                           /* first-success: index of the winner, else -1 */
+    unsigned spawned;                     /* children spawned */
     unsigned succeeded, failed, canceled; /* succeeded + failed + canceled == spawned */
-    int64_t convergence_ns;            /* first cancel request to last child's exit; 0 if none */
-    unsigned late_succeeded;           /* of the succeeded: late successes (below) */
+    int64_t convergence_ns;               /* first cancel request to last child's exit; 0 if none */
+    unsigned late_succeeded;              /* of the succeeded: late successes (below) */
 } tether_result;
 
 /*
@@ -529,7 +529,7 @@ TETHER_API int tether_scope_run(const tether_scope_opts *opts,
  * Thread safety: As tether_scope_open and tether_scope_join.
  * Ownership: The block owns the scope; do not free var yourself.
  */
-#define TETHER_SCOPE_GUARD(var, opts) \
+#define TETHER_SCOPE_GUARD(var, opts)                                     \
     tether_scope *var __attribute__((cleanup(tether__scope_guard_end))) = \
         tether__scope_guard_begin(opts)
 #endif

@@ -87,10 +87,10 @@ typedef struct tether_signals tether_signals;
 
 /* Options for tether_signals_install. Zero-initialise. */
 typedef struct tether_signals_opts {
-    const int *signals;   /* the signals to catch; NULL = SIGINT and SIGTERM */
-    size_t nsignals;      /* entries in signals (at most 8) */
-    int error;            /* recorded as the token's error; 0 = ECANCELED */
-    bool escalate;        /* a second signal restores the default disposition
+    const int *signals; /* the signals to catch; NULL = SIGINT and SIGTERM */
+    size_t nsignals;    /* entries in signals (at most 8) */
+    int error;          /* recorded as the token's error; 0 = ECANCELED */
+    bool escalate;      /* a second signal restores the default disposition
                              and re-raises it: the process dies as it would
                              have without tether */
 } tether_signals_opts;

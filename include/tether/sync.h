@@ -103,8 +103,8 @@ TETHER_API int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mute
  * Thread safety: Thread-safe as pthread_cond_clockwait.
  * Ownership: cond, mutex and abstime are the caller's.
  */
-TETHER_API int tether_cond_clockwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
-                                     clockid_t clock, const struct timespec *abstime);
+TETHER_API int tether_cond_clockwait(pthread_cond_t *cond, pthread_mutex_t *mutex, clockid_t clock,
+                                     const struct timespec *abstime);
 
 /*
  * tether_sem_wait — sem_wait(3) that can be canceled.

@@ -28,18 +28,34 @@
  * ---------------------------------------------------------------------- */
 
 static const char *const entry_name[E_COUNT] = {
-    [E_READ] = "read", [E_READV] = "readv", [E_RECV] = "recv",
-    [E_RECVFROM] = "recvfrom", [E_RECVMSG] = "recvmsg",
-    [E_WRITE] = "write", [E_WRITEV] = "writev", [E_SEND] = "send",
-    [E_SENDTO] = "sendto", [E_SENDMSG] = "sendmsg",
-    [E_CONNECT] = "connect", [E_ACCEPT] = "accept", [E_ACCEPT4] = "accept4",
-    [E_POLL] = "poll", [E_PPOLL] = "ppoll", [E_SELECT] = "select", [E_PSELECT] = "pselect",
-    [E_EPOLL_WAIT] = "epoll_wait", [E_EPOLL_PWAIT] = "epoll_pwait",
+    [E_READ] = "read",
+    [E_READV] = "readv",
+    [E_RECV] = "recv",
+    [E_RECVFROM] = "recvfrom",
+    [E_RECVMSG] = "recvmsg",
+    [E_WRITE] = "write",
+    [E_WRITEV] = "writev",
+    [E_SEND] = "send",
+    [E_SENDTO] = "sendto",
+    [E_SENDMSG] = "sendmsg",
+    [E_CONNECT] = "connect",
+    [E_ACCEPT] = "accept",
+    [E_ACCEPT4] = "accept4",
+    [E_POLL] = "poll",
+    [E_PPOLL] = "ppoll",
+    [E_SELECT] = "select",
+    [E_PSELECT] = "pselect",
+    [E_EPOLL_WAIT] = "epoll_wait",
+    [E_EPOLL_PWAIT] = "epoll_pwait",
     [E_EPOLL_PWAIT2] = "epoll_pwait2",
-    [E_NANOSLEEP] = "nanosleep", [E_CLOCK_NANOSLEEP] = "clock_nanosleep",
-    [E_USLEEP] = "usleep", [E_SLEEP] = "sleep",
-    [E_READ_CHK] = "__read_chk", [E_RECV_CHK] = "__recv_chk",
-    [E_RECVFROM_CHK] = "__recvfrom_chk", [E_POLL_CHK] = "__poll_chk",
+    [E_NANOSLEEP] = "nanosleep",
+    [E_CLOCK_NANOSLEEP] = "clock_nanosleep",
+    [E_USLEEP] = "usleep",
+    [E_SLEEP] = "sleep",
+    [E_READ_CHK] = "__read_chk",
+    [E_RECV_CHK] = "__recv_chk",
+    [E_RECVFROM_CHK] = "__recvfrom_chk",
+    [E_POLL_CHK] = "__poll_chk",
     [E_PPOLL_CHK] = "__ppoll_chk",
     [E_GETADDRINFO] = "getaddrinfo",
 };
@@ -61,7 +77,7 @@ typedef struct count_block {
 } count_block;
 
 static pthread_mutex_t blocks_lock = PTHREAD_MUTEX_INITIALIZER;
-static count_block *blocks;                              /* guarded by blocks_lock */
+static count_block *blocks;                                      /* guarded by blocks_lock */
 static uint64_t retired_seen[E_COUNT], retired_stopped[E_COUNT]; /* likewise */
 static count_block shared;
 static pthread_key_t block_key;
@@ -207,8 +223,8 @@ static void counts_sum(uint64_t seen[E_COUNT], uint64_t stopped[E_COUNT])
     pthread_mutex_lock(&blocks_lock);
     for (int e = 0; e < E_COUNT; e++) {
         seen[e] = retired_seen[e] + atomic_load_explicit(&shared.seen[e], memory_order_relaxed);
-        stopped[e] = retired_stopped[e] +
-                     atomic_load_explicit(&shared.stopped[e], memory_order_relaxed);
+        stopped[e] =
+            retired_stopped[e] + atomic_load_explicit(&shared.stopped[e], memory_order_relaxed);
     }
     for (count_block *b = blocks; b; b = b->next) {
         for (int e = 0; e < E_COUNT; e++) {

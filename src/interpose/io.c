@@ -111,7 +111,7 @@ LAYER_API ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int f
 }
 
 static NOINLINE ssize_t routed_recvfrom(enum entry e, int fd, void *buf, size_t len, int flags,
-                           struct sockaddr *src, socklen_t *srclen)
+                                        struct sockaddr *src, socklen_t *srclen)
 {
     if (!routed()) /* re-entered, or not resolved yet */
         return ((recvfrom_fn)next(E_RECVFROM))(fd, buf, len, flags, src, srclen);
@@ -240,8 +240,8 @@ static NOINLINE int routed_accept(enum entry e, int fd, struct sockaddr *addr, s
                                   int flags)
 {
     enter(e);
-    int r = e == E_ACCEPT ? tether_accept(fd, addr, addrlen)
-                          : tether_accept4(fd, addr, addrlen, flags);
+    int r =
+        e == E_ACCEPT ? tether_accept(fd, addr, addrlen) : tether_accept4(fd, addr, addrlen, flags);
     leave(e, r < 0);
     return r;
 }

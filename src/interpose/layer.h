@@ -32,11 +32,11 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#define LAYER_API __attribute__((visibility("default")))
+#define LAYER_API    __attribute__((visibility("default")))
 #define LAYER_HIDDEN __attribute__((visibility("hidden")))
 /* The routed half of a hot wrapper: kept out of line so that the no-token
  * half is a leaf that saves no registers. */
-#define NOINLINE __attribute__((noinline))
+#define NOINLINE     __attribute__((noinline))
 
 /* The calling thread's current token: libtether's own thread-local,
  * exported for this one reader (src/internal.h). Read directly, it makes the
@@ -51,13 +51,35 @@ extern void __chk_fail(void) __attribute__((noreturn));
 
 /* Every name the layer defines; entry_name (interpose.c) spells them. */
 enum entry {
-    E_READ, E_READV, E_RECV, E_RECVFROM, E_RECVMSG,
-    E_WRITE, E_WRITEV, E_SEND, E_SENDTO, E_SENDMSG,
-    E_CONNECT, E_ACCEPT, E_ACCEPT4,
-    E_POLL, E_PPOLL, E_SELECT, E_PSELECT,
-    E_EPOLL_WAIT, E_EPOLL_PWAIT, E_EPOLL_PWAIT2,
-    E_NANOSLEEP, E_CLOCK_NANOSLEEP, E_USLEEP, E_SLEEP,
-    E_READ_CHK, E_RECV_CHK, E_RECVFROM_CHK, E_POLL_CHK, E_PPOLL_CHK,
+    E_READ,
+    E_READV,
+    E_RECV,
+    E_RECVFROM,
+    E_RECVMSG,
+    E_WRITE,
+    E_WRITEV,
+    E_SEND,
+    E_SENDTO,
+    E_SENDMSG,
+    E_CONNECT,
+    E_ACCEPT,
+    E_ACCEPT4,
+    E_POLL,
+    E_PPOLL,
+    E_SELECT,
+    E_PSELECT,
+    E_EPOLL_WAIT,
+    E_EPOLL_PWAIT,
+    E_EPOLL_PWAIT2,
+    E_NANOSLEEP,
+    E_CLOCK_NANOSLEEP,
+    E_USLEEP,
+    E_SLEEP,
+    E_READ_CHK,
+    E_RECV_CHK,
+    E_RECVFROM_CHK,
+    E_POLL_CHK,
+    E_PPOLL_CHK,
     E_GETADDRINFO,
     E_COUNT
 };

@@ -79,8 +79,8 @@ LAYER_API int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout_ms, size_t
     return routed_poll(E_POLL_CHK, fds, nfds, timeout_ms);
 }
 
-static NOINLINE int routed_ppoll(enum entry e, struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
-                    const sigset_t *sigmask)
+static NOINLINE int routed_ppoll(enum entry e, struct pollfd *fds, nfds_t nfds,
+                                 const struct timespec *tmo, const sigset_t *sigmask)
 {
     if (!routed()) /* re-entered, or not resolved yet */
         return ((ppoll_fn)next(E_PPOLL))(fds, nfds, tmo, sigmask);
@@ -133,7 +133,7 @@ static int select_via_poll(enum entry e, int nfds, fd_set *rd, fd_set *wr, fd_se
         if (ex && FD_ISSET(fd, ex))
             ev |= POLLPRI;
         if (ev)
-            pfd[n++] = (struct pollfd){.fd = fd, .events = ev};
+            pfd[n++] = (struct pollfd){ .fd = fd, .events = ev };
     }
     enter(e);
     int r = tether_ppoll(pfd, n, tmo, sigmask);
@@ -186,7 +186,7 @@ LAYER_API int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeva
     struct timespec ts, *tsp = NULL;
     tether_time_t end = TETHER_NEVER;
     if (tv) {
-        ts = (struct timespec){.tv_sec = tv->tv_sec, .tv_nsec = (long)tv->tv_usec * 1000};
+        ts = (struct timespec){ .tv_sec = tv->tv_sec, .tv_nsec = (long)tv->tv_usec * 1000 };
         tsp = &ts;
         end = tether_deadline_after(tether_sec(tv->tv_sec) + tether_us(tv->tv_usec));
     }
@@ -242,10 +242,10 @@ static int epoll_via_poll(enum entry e, int epfd, struct epoll_event *events, in
             int64_t ns = end - tether_now();
             if (ns <= 0)
                 break; /* r == 0: the timeout elapsed */
-            left = (struct timespec){.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+            left = (struct timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
             lp = &left;
         }
-        struct pollfd p = {.fd = epfd, .events = POLLIN};
+        struct pollfd p = { .fd = epfd, .events = POLLIN };
         r = tether_ppoll(&p, 1, lp, sigmask);
         if (r <= 0)
             break; /* -1: stopped or failed; 0: the timeout elapsed */
@@ -256,7 +256,7 @@ static int epoll_via_poll(enum entry e, int epfd, struct epoll_event *events, in
 
 static struct timespec ms_to_timespec(int ms)
 {
-    return (struct timespec){.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    return (struct timespec){ .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
 }
 
 LAYER_API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms)
@@ -264,16 +264,14 @@ LAYER_API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, in
     if (!routed() || maxevents <= 0)
         return ((epoll_wait_fn)next(E_EPOLL_WAIT))(epfd, events, maxevents, timeout_ms);
     struct timespec ts = ms_to_timespec(timeout_ms);
-    return epoll_via_poll(E_EPOLL_WAIT, epfd, events, maxevents, timeout_ms < 0 ? NULL : &ts,
-                          NULL);
+    return epoll_via_poll(E_EPOLL_WAIT, epfd, events, maxevents, timeout_ms < 0 ? NULL : &ts, NULL);
 }
 
 LAYER_API int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms,
                           const sigset_t *sigmask)
 {
     if (!routed() || maxevents <= 0)
-        return ((epoll_pwait_fn)next(E_EPOLL_PWAIT))(epfd, events, maxevents, timeout_ms,
-                                                     sigmask);
+        return ((epoll_pwait_fn)next(E_EPOLL_PWAIT))(epfd, events, maxevents, timeout_ms, sigmask);
     struct timespec ts = ms_to_timespec(timeout_ms);
     return epoll_via_poll(E_EPOLL_PWAIT, epfd, events, maxevents, timeout_ms < 0 ? NULL : &ts,
                           sigmask);
@@ -364,7 +362,7 @@ LAYER_API unsigned sleep(unsigned seconds)
 {
     if (!routed())
         return ((sleep_fn)next(E_SLEEP))(seconds);
-    struct timespec req = {.tv_sec = (time_t)seconds}, rem = {0};
+    struct timespec req = { .tv_sec = (time_t)seconds }, rem = { 0 };
     enter(E_SLEEP);
     int r = tether_nanosleep(&req, &rem);
     leave(E_SLEEP, r < 0);

@@ -41,13 +41,13 @@ struct scope_slot {
     bool joined;
     int ntasks;
     tether_task *tasks[FUZZ_TASKS];
-    bool task_bg[FUZZ_TASKS];  /* spawned as a background child */
-    struct ref parent;         /* what it was opened under (owner's objects) */
-    unsigned anc;              /* the owner's scopes it descends from */
+    bool task_bg[FUZZ_TASKS]; /* spawned as a background child */
+    struct ref parent;        /* what it was opened under (owner's objects) */
+    unsigned anc;             /* the owner's scopes it descends from */
 };
 
 struct token_slot {
-    pthread_rwlock_t life;     /* readers: other workers' cancel; writer: free */
+    pthread_rwlock_t life; /* readers: other workers' cancel; writer: free */
     tether_token *t;
     struct ref parent;
     unsigned anc;
@@ -76,8 +76,14 @@ static struct worker g_workers[FUZZ_THREADS];
 static pthread_barrier_t g_step;
 struct shared g_shared;
 
-static struct scope_slot *sslot(int w, int i) { return &g_scopes[w * FUZZ_SCOPES + i]; }
-static struct token_slot *tslot(int w, int i) { return &g_tokens[w * FUZZ_TOKENS + i]; }
+static struct scope_slot *sslot(int w, int i)
+{
+    return &g_scopes[w * FUZZ_SCOPES + i];
+}
+static struct token_slot *tslot(int w, int i)
+{
+    return &g_tokens[w * FUZZ_TOKENS + i];
+}
 
 /* --- children ------------------------------------------------------------ */
 
@@ -104,7 +110,10 @@ static int child_fn(void *arg)
 
 /* --- ops on the worker's own objects -------------------------------------- */
 
-static bool ref_eq(struct ref a, struct ref b) { return a.kind == b.kind && a.idx == b.idx; }
+static bool ref_eq(struct ref a, struct ref b)
+{
+    return a.kind == b.kind && a.idx == b.idx;
+}
 
 static unsigned ref_anc(struct worker *w, struct ref r)
 {
@@ -163,8 +172,8 @@ static void op_token_new(struct worker *w, uint8_t a)
     struct ref parent = { REF_NONE, 0 };
     if ((a >> 2) & 1 && !pick_token(w, a >> 3, &parent))
         return;
-    tether_time_t deadline = (a & 0x80) ? tether_deadline_after(tether_us(300 * ((a >> 3) & 7)))
-                                        : TETHER_NEVER;
+    tether_time_t deadline =
+        (a & 0x80) ? tether_deadline_after(tether_us(300 * ((a >> 3) & 7))) : TETHER_NEVER;
     tether_token *tok = NULL;
     int rc = tether_token_new(&tok, ref_token(w, parent), deadline);
     FUZZ_CHECK(rc == 0 || rc == ENOMEM, "tether_token_new: %d", rc);
@@ -349,12 +358,12 @@ static void op_task(struct worker *w, uint8_t a)
         /* The opener's wait on a background task before join: EDEADLK. */
         int want = !halt && s->task_bg[k] && owner == w->id ? EDEADLK : 0;
         int result = -1;
-        int rc = halt ? tether_task_halt(s->tasks[k], &result)
-                      : tether_task_wait(s->tasks[k], &result);
+        int rc =
+            halt ? tether_task_halt(s->tasks[k], &result) : tether_task_wait(s->tasks[k], &result);
         FUZZ_CHECK(rc == want, "tether_task_%s: %d", halt ? "halt" : "wait", rc);
         FUZZ_CHECK(rc || result >= 0, "task result %d", result);
-        FUZZ_CHECK(rc || result == 0 || !tether_task_late(s->tasks[k]),
-                   "late with result %d", result);
+        FUZZ_CHECK(rc || result == 0 || !tether_task_late(s->tasks[k]), "late with result %d",
+                   result);
     }
     pthread_rwlock_unlock(&s->tasks_lk);
 }
@@ -416,8 +425,7 @@ static void scope_join(struct worker *w, int i)
     FUZZ_CHECK((unsigned)r.outcome <= TETHER_OUTCOME_DEADLINE_EXCEEDED, "outcome %d", r.outcome);
     FUZZ_CHECK(r.error_task >= -1 && r.error_task < (int)r.spawned, "error_task %d of %u",
                r.error_task, r.spawned);
-    FUZZ_CHECK(r.succeeded + r.failed + r.canceled == r.spawned &&
-                   r.late_succeeded <= r.succeeded,
+    FUZZ_CHECK(r.succeeded + r.failed + r.canceled == r.spawned && r.late_succeeded <= r.succeeded,
                "counts %u+%u+%u of %u, %u late", r.succeeded, r.failed, r.canceled, r.spawned,
                r.late_succeeded);
     s->joined = true;
@@ -459,10 +467,10 @@ static void op_scope_end(struct worker *w, uint8_t a)
 /* --- the program ------------------------------------------------------------ */
 
 static const char *const op_names[OP_COUNT] = {
-    "scope_open", "spawn", "spawn2", "scope_cancel", "scope_end", "task", "token_new",
-    "token_free", "token_cancel", "enter_leave", "callback", "sleep", "cond_wait",
-    "cond_signal", "sem_wait", "sem_post", "pipe_read", "pipe_write", "check", "sigcancel",
-    "shield", "retry", "scope_run",
+    "scope_open", "spawn",       "spawn2",       "scope_cancel", "scope_end", "task",
+    "token_new",  "token_free",  "token_cancel", "enter_leave",  "callback",  "sleep",
+    "cond_wait",  "cond_signal", "sem_wait",     "sem_post",     "pipe_read", "pipe_write",
+    "check",      "sigcancel",   "shield",       "retry",        "scope_run",
 };
 
 /* FUZZ_API_TRACE=1 prints every op, to read what a reproducer does. */

@@ -34,7 +34,10 @@ void fuzz_shared_reset(struct shared *sh)
 }
 
 /* -1/errno style to an error number, for a child's return value. */
-static int err_of(int rc) { return rc < 0 ? errno : 0; }
+static int err_of(int rc)
+{
+    return rc < 0 ? errno : 0;
+}
 
 static int cond_wait_once(void)
 {
@@ -103,7 +106,10 @@ int fuzz_blocking(int behaviour)
     }
 }
 
-static int blocking_fn(void *arg) { return fuzz_blocking(*(const int *)arg); }
+static int blocking_fn(void *arg)
+{
+    return fuzz_blocking(*(const int *)arg);
+}
 
 static void bounded(int behaviour, unsigned char a)
 {
@@ -151,8 +157,8 @@ static void op_sigcancel(unsigned char a)
     }
     tether_sigcancel *sc;
     int rc = tether_sigcancel_new(&sc, t, (a & 2) ? ECONNRESET : 0);
-    FUZZ_CHECK(rc == 0 || rc == ENOMEM || rc == EMFILE || rc == EAGAIN,
-               "tether_sigcancel_new: %d", rc);
+    FUZZ_CHECK(rc == 0 || rc == ENOMEM || rc == EMFILE || rc == EAGAIN, "tether_sigcancel_new: %d",
+               rc);
     if (!rc) {
         if (a & 1)
             tether_sigcancel_fire(sc);
@@ -197,13 +203,12 @@ static int run_body(tether_scope *s, void *arg)
 
 static void op_scope_run(unsigned char a)
 {
-    tether_scope_opts o = { .policy = (tether_policy)((a >> 5) % 3),
-                            .timeout_ns = tether_ms(2) };
+    tether_scope_opts o = { .policy = (tether_policy)((a >> 5) % 3), .timeout_ns = tether_ms(2) };
     tether_result r;
     int rc = tether_scope_run(&o, run_body, &a, &r);
     FUZZ_CHECK(rc == 0 || rc == ENOMEM, "tether_scope_run: %d", rc);
-    FUZZ_CHECK(rc || r.late_succeeded <= r.succeeded, "%u late of %u succeeded",
-               r.late_succeeded, r.succeeded);
+    FUZZ_CHECK(rc || r.late_succeeded <= r.succeeded, "%u late of %u succeeded", r.late_succeeded,
+               r.succeeded);
 }
 
 void fuzz_misc_op(int op, unsigned char a)

@@ -28,15 +28,15 @@
 #define FUZZ_WAIT_ACROSS_JOIN 0
 #endif
 
-#define FUZZ_THREADS 3
-#define FUZZ_MAX_STEPS 16    /* ops per worker thread */
-#define FUZZ_OP_BYTES 3      /* opcode, two arguments */
-#define FUZZ_SCOPES 4        /* per worker */
-#define FUZZ_TOKENS 4        /* per worker */
-#define FUZZ_CBS 4           /* per worker */
-#define FUZZ_TASKS 8         /* task handles kept per scope */
-#define FUZZ_ENTER 6         /* nesting of tether_token_enter per worker */
-#define FUZZ_ORDER (FUZZ_MAX_STEPS * 2)
+#define FUZZ_THREADS   3
+#define FUZZ_MAX_STEPS 16 /* ops per worker thread */
+#define FUZZ_OP_BYTES  3  /* opcode, two arguments */
+#define FUZZ_SCOPES    4  /* per worker */
+#define FUZZ_TOKENS    4  /* per worker */
+#define FUZZ_CBS       4  /* per worker */
+#define FUZZ_TASKS     8  /* task handles kept per scope */
+#define FUZZ_ENTER     6  /* nesting of tether_token_enter per worker */
+#define FUZZ_ORDER     (FUZZ_MAX_STEPS * 2)
 
 /* An invariant: print what broke and abort (libFuzzer saves the input). */
 #define FUZZ_CHECK(cond, ...)                                         \
@@ -54,13 +54,13 @@ enum op {
     OP_SPAWN,
     OP_SPAWN2,
     OP_SCOPE_CANCEL,
-    OP_SCOPE_END,     /* join, or free (which joins if needed) */
-    OP_TASK,          /* wait or halt */
+    OP_SCOPE_END, /* join, or free (which joins if needed) */
+    OP_TASK,      /* wait or halt */
     OP_TOKEN_NEW,
     OP_TOKEN_FREE,
     OP_TOKEN_CANCEL,
     OP_ENTER_LEAVE,
-    OP_CALLBACK,      /* register, or unregister */
+    OP_CALLBACK, /* register, or unregister */
     /* the rest: fuzz_misc_op */
     OP_SLEEP,
     OP_COND_WAIT,
@@ -85,17 +85,17 @@ enum child_behaviour {
     CHILD_COND,
     CHILD_SEM,
     CHILD_PIPE,
-    CHILD_SPAWN,      /* spawns a sleeping sibling into its own scope */
-    CHILD_NESTED,     /* opens, fills and joins a scope of its own */
-    CHILD_BUSY,       /* polls tether_check until canceled */
+    CHILD_SPAWN,  /* spawns a sleeping sibling into its own scope */
+    CHILD_NESTED, /* opens, fills and joins a scope of its own */
+    CHILD_BUSY,   /* polls tether_check until canceled */
     CHILD_WITH_TIMEOUT,
     CHILD_NBEHAVIOURS
 };
 
 struct child_arg {
-    int slot;               /* global scope slot */
+    int slot; /* global scope slot */
     int behaviour;
-    tether_scope *scope;    /* set by the owner when it opens the slot's scope */
+    tether_scope *scope; /* set by the owner when it opens the slot's scope */
 };
 
 enum ref_kind { REF_NONE, REF_TOKEN, REF_SCOPE };
@@ -108,9 +108,9 @@ struct ref {
 struct shared {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int cond_waiters;       /* under mu */
+    int cond_waiters; /* under mu */
     sem_t sem;
-    int pipe[2];            /* read end blocking, write end O_NONBLOCK */
+    int pipe[2]; /* read end blocking, write end O_NONBLOCK */
 };
 extern struct shared g_shared;
 

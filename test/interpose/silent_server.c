@@ -22,7 +22,7 @@ static int listen_any(int *port, int backlog)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof a;
     if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, backlog) ||
         getsockname(fd, (struct sockaddr *)&a, &len)) {

@@ -20,10 +20,10 @@ __attribute__((visibility("default"))) int getaddrinfo(const char *node, const c
     gai_fn next = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
     if (!node || strcmp(node, "slow.invalid") != 0)
         return next(node, service, hints, res);
-    struct timespec t = {.tv_sec = 1};
+    struct timespec t = { .tv_sec = 1 };
     while (nanosleep(&t, &t) != 0) {
     }
-    struct addrinfo h = {.ai_flags = AI_NUMERICHOST};
+    struct addrinfo h = { .ai_flags = AI_NUMERICHOST };
     if (hints) {
         h.ai_family = hints->ai_family;
         h.ai_socktype = hints->ai_socktype;

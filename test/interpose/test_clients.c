@@ -91,8 +91,8 @@ static int env_port(const char *key)
 static uint64_t seen_total(void)
 {
     size_t (*f)(tether_interpose_counter *, size_t) =
-        (size_t (*)(tether_interpose_counter *, size_t))dlsym(RTLD_DEFAULT,
-                                                              "tether_interpose_counters");
+        (size_t(*)(tether_interpose_counter *, size_t))dlsym(RTLD_DEFAULT,
+                                                             "tether_interpose_counters");
     ck_assert_msg(f, "libtether_interpose.so is not loaded");
     tether_interpose_counter c[64];
     size_t n = f(c, 64);
@@ -114,7 +114,7 @@ enum { DEADLINE_MS = 200 };
 static int64_t run_under_deadline(int (*fn)(void *), void *arg)
 {
     tether_scope *s;
-    tether_scope_opts o = {.timeout_ns = tether_ms(DEADLINE_MS), .name = "client"};
+    tether_scope_opts o = { .timeout_ns = tether_ms(DEADLINE_MS), .name = "client" };
     tether_time_t deadline = tether_now() + tether_ms(DEADLINE_MS);
     ck_assert_int_eq(tether_scope_open(&s, &o), 0);
     ck_assert_int_eq(tether_spawn(s, fn, arg, NULL, NULL), 0);
@@ -373,8 +373,7 @@ static PGconn *pg_connect(void)
 {
     char info[256], user[64];
     snprintf(user, sizeof user, "%s", server_env("PG_USER")); /* server_env's buffer is reused */
-    snprintf(info, sizeof info,
-             "host=127.0.0.1 port=%d user=%s dbname=postgres connect_timeout=20",
+    snprintf(info, sizeof info, "host=127.0.0.1 port=%d user=%s dbname=postgres connect_timeout=20",
              env_port("PG_PORT"), user);
     PGconn *c = PQconnectdb(info);
     ck_assert_ptr_nonnull(c);
@@ -487,7 +486,7 @@ static void glib_setup_jobs(void)
      * parked. Keep none, so every pool thread exits with its pool. */
     g_thread_pool_set_max_unused_threads(0);
     for (int i = 0; i < POOL_JOBS; i++) {
-        G.jobs[i] = (job){.fd = -1};
+        G.jobs[i] = (job){ .fd = -1 };
         G.pipes[i][0] = G.pipes[i][1] = -1;
         if (i % 2 == 0) {
             ck_assert_int_eq(pipe2(G.pipes[i], O_CLOEXEC), 0);
@@ -592,8 +591,9 @@ int main(void)
     load_env();
     const char *only = getenv("CK_RUN_CASE");
     if (only) {
-        static const struct { const char *tcase, *skip; } need[] = {
-            {"redis", "SKIP_REDIS"}, {"pq", "SKIP_PG"}};
+        static const struct {
+            const char *tcase, *skip;
+        } need[] = { { "redis", "SKIP_REDIS" }, { "pq", "SKIP_PG" } };
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
             const char *why = server_env(need[i].skip);
             if (strcmp(only, need[i].tcase) == 0 && why) {

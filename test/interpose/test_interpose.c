@@ -38,8 +38,8 @@ extern ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
 extern ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
                               struct sockaddr *a, socklen_t *al);
 extern int __poll_chk(struct pollfd *fds, nfds_t n, int tmo, size_t fdslen);
-extern int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *tmo,
-                       const sigset_t *ss, size_t fdslen);
+extern int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *tmo, const sigset_t *ss,
+                       size_t fdslen);
 
 /* ------------------------------------------------------------ the layer */
 
@@ -69,10 +69,10 @@ static tether_interpose_counter counter(const char *name)
 /* ------------------------------------------------------------ fixtures */
 
 static struct {
-    int p[2];      /* an empty pipe: its read end blocks */
-    int s[2];      /* a connected AF_UNIX stream pair, nothing to read */
-    int lst;       /* a TCP listener on 127.0.0.1 nobody connects to */
-    int ep;        /* an epoll set holding p[0] */
+    int p[2]; /* an empty pipe: its read end blocks */
+    int s[2]; /* a connected AF_UNIX stream pair, nothing to read */
+    int lst;  /* a TCP listener on 127.0.0.1 nobody connects to */
+    int ep;   /* an epoll set holding p[0] */
     th_baseline base;
 } F;
 
@@ -82,11 +82,11 @@ static void setup(void)
     ck_assert_int_eq(pipe2(F.p, O_CLOEXEC), 0);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, F.s), 0);
     F.lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     ck_assert_int_eq(bind(F.lst, (struct sockaddr *)&a, sizeof a), 0);
     ck_assert_int_eq(listen(F.lst, 4), 0);
     F.ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = F.p[0]};
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = F.p[0] };
     ck_assert_int_eq(epoll_ctl(F.ep, EPOLL_CTL_ADD, F.p[0], &ev), 0);
 }
 
@@ -107,31 +107,46 @@ static void teardown(void)
 /* One blocking call made through a plain libc name. Returns 0 on the
  * expected failure with errno set, as the raw call reports it. */
 typedef struct blocker {
-    const char *counter;  /* the entry point it goes through */
-    long (*call)(void);   /* -1 and errno, like the raw call */
+    const char *counter;   /* the entry point it goes through */
+    long (*call)(void);    /* -1 and errno, like the raw call */
     void (*prepare)(void); /* makes the call block (NULL: nothing to do) */
 } blocker;
 
 static char buf[256];
 
-static long b_read(void) { return read(F.p[0], buf, sizeof buf); }
-static long b_read_chk(void) { return __read_chk(F.p[0], buf, 16, sizeof buf); }
+static long b_read(void)
+{
+    return read(F.p[0], buf, sizeof buf);
+}
+static long b_read_chk(void)
+{
+    return __read_chk(F.p[0], buf, 16, sizeof buf);
+}
 static long b_readv(void)
 {
-    struct iovec iov[2] = {{buf, 8}, {buf + 8, 8}};
+    struct iovec iov[2] = { { buf, 8 }, { buf + 8, 8 } };
     return readv(F.p[0], iov, 2);
 }
-static long b_recv(void) { return recv(F.s[0], buf, sizeof buf, 0); }
-static long b_recv_chk(void) { return __recv_chk(F.s[0], buf, 16, sizeof buf, 0); }
-static long b_recvfrom(void) { return recvfrom(F.s[0], buf, sizeof buf, 0, NULL, NULL); }
+static long b_recv(void)
+{
+    return recv(F.s[0], buf, sizeof buf, 0);
+}
+static long b_recv_chk(void)
+{
+    return __recv_chk(F.s[0], buf, 16, sizeof buf, 0);
+}
+static long b_recvfrom(void)
+{
+    return recvfrom(F.s[0], buf, sizeof buf, 0, NULL, NULL);
+}
 static long b_recvfrom_chk(void)
 {
     return __recvfrom_chk(F.s[0], buf, 16, sizeof buf, 0, NULL, NULL);
 }
 static long b_recvmsg(void)
 {
-    struct iovec iov = {buf, sizeof buf};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct iovec iov = { buf, sizeof buf };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
     return recvmsg(F.s[0], &m, 0);
 }
 /* Writes block on a full pipe / socket. */
@@ -146,15 +161,21 @@ static void fill(int fd)
     }
     fcntl(fd, F_SETFL, fl);
 }
-static void fill_pipe(void) { fill(F.p[1]); }
-static void fill_socket(void) { fill(F.s[0]); }
+static void fill_pipe(void)
+{
+    fill(F.p[1]);
+}
+static void fill_socket(void)
+{
+    fill(F.s[0]);
+}
 static long b_write(void)
 {
     return write(F.p[1], buf, sizeof buf);
 }
 static long b_writev(void)
 {
-    struct iovec iov[1] = {{buf, sizeof buf}};
+    struct iovec iov[1] = { { buf, sizeof buf } };
     return writev(F.p[1], iov, 1);
 }
 static long b_send(void)
@@ -167,30 +188,36 @@ static long b_sendto(void)
 }
 static long b_sendmsg(void)
 {
-    struct iovec iov = {buf, sizeof buf};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct iovec iov = { buf, sizeof buf };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
     return sendmsg(F.s[0], &m, MSG_NOSIGNAL);
 }
-static long b_accept(void) { return accept(F.lst, NULL, NULL); }
-static long b_accept4(void) { return accept4(F.lst, NULL, NULL, SOCK_CLOEXEC); }
+static long b_accept(void)
+{
+    return accept(F.lst, NULL, NULL);
+}
+static long b_accept4(void)
+{
+    return accept4(F.lst, NULL, NULL, SOCK_CLOEXEC);
+}
 static long b_poll(void)
 {
-    struct pollfd p = {.fd = F.p[0], .events = POLLIN};
+    struct pollfd p = { .fd = F.p[0], .events = POLLIN };
     return poll(&p, 1, -1);
 }
 static long b_poll_chk(void)
 {
-    struct pollfd p = {.fd = F.p[0], .events = POLLIN};
+    struct pollfd p = { .fd = F.p[0], .events = POLLIN };
     return __poll_chk(&p, 1, -1, sizeof p);
 }
 static long b_ppoll(void)
 {
-    struct pollfd p = {.fd = F.p[0], .events = POLLIN};
+    struct pollfd p = { .fd = F.p[0], .events = POLLIN };
     return ppoll(&p, 1, NULL, NULL);
 }
 static long b_ppoll_chk(void)
 {
-    struct pollfd p = {.fd = F.p[0], .events = POLLIN};
+    struct pollfd p = { .fd = F.p[0], .events = POLLIN };
     return __ppoll_chk(&p, 1, NULL, NULL, sizeof p);
 }
 static long b_select(void)
@@ -221,12 +248,12 @@ static long b_epoll_pwait(void)
 }
 static long b_nanosleep(void)
 {
-    struct timespec t = {.tv_sec = 60};
+    struct timespec t = { .tv_sec = 60 };
     return nanosleep(&t, NULL);
 }
 static long b_clock_nanosleep(void)
 {
-    struct timespec t = {.tv_sec = 60};
+    struct timespec t = { .tv_sec = 60 };
     int e = clock_nanosleep(CLOCK_MONOTONIC, 0, &t, NULL);
     if (e == 0)
         return 0;
@@ -244,7 +271,10 @@ static long b_clock_nanosleep_abs(void)
     errno = e;
     return -1;
 }
-static long b_usleep(void) { return usleep(30 * 1000 * 1000); }
+static long b_usleep(void)
+{
+    return usleep(30 * 1000 * 1000);
+}
 static long b_sleep(void)
 {
     unsigned left = sleep(60);
@@ -252,34 +282,34 @@ static long b_sleep(void)
 }
 
 static const blocker blockers[] = {
-    {"read", b_read, NULL},
-    {"__read_chk", b_read_chk, NULL},
-    {"readv", b_readv, NULL},
-    {"recv", b_recv, NULL},
-    {"__recv_chk", b_recv_chk, NULL},
-    {"recvfrom", b_recvfrom, NULL},
-    {"__recvfrom_chk", b_recvfrom_chk, NULL},
-    {"recvmsg", b_recvmsg, NULL},
-    {"write", b_write, fill_pipe},
-    {"writev", b_writev, fill_pipe},
-    {"send", b_send, fill_socket},
-    {"sendto", b_sendto, fill_socket},
-    {"sendmsg", b_sendmsg, fill_socket},
-    {"accept", b_accept, NULL},
-    {"accept4", b_accept4, NULL},
-    {"poll", b_poll, NULL},
-    {"__poll_chk", b_poll_chk, NULL},
-    {"ppoll", b_ppoll, NULL},
-    {"__ppoll_chk", b_ppoll_chk, NULL},
-    {"select", b_select, NULL},
-    {"pselect", b_pselect, NULL},
-    {"epoll_wait", b_epoll_wait, NULL},
-    {"epoll_pwait", b_epoll_pwait, NULL},
-    {"nanosleep", b_nanosleep, NULL},
-    {"clock_nanosleep", b_clock_nanosleep, NULL},
-    {"clock_nanosleep", b_clock_nanosleep_abs, NULL},
-    {"usleep", b_usleep, NULL},
-    {"sleep", b_sleep, NULL},
+    { "read", b_read, NULL },
+    { "__read_chk", b_read_chk, NULL },
+    { "readv", b_readv, NULL },
+    { "recv", b_recv, NULL },
+    { "__recv_chk", b_recv_chk, NULL },
+    { "recvfrom", b_recvfrom, NULL },
+    { "__recvfrom_chk", b_recvfrom_chk, NULL },
+    { "recvmsg", b_recvmsg, NULL },
+    { "write", b_write, fill_pipe },
+    { "writev", b_writev, fill_pipe },
+    { "send", b_send, fill_socket },
+    { "sendto", b_sendto, fill_socket },
+    { "sendmsg", b_sendmsg, fill_socket },
+    { "accept", b_accept, NULL },
+    { "accept4", b_accept4, NULL },
+    { "poll", b_poll, NULL },
+    { "__poll_chk", b_poll_chk, NULL },
+    { "ppoll", b_ppoll, NULL },
+    { "__ppoll_chk", b_ppoll_chk, NULL },
+    { "select", b_select, NULL },
+    { "pselect", b_pselect, NULL },
+    { "epoll_wait", b_epoll_wait, NULL },
+    { "epoll_pwait", b_epoll_pwait, NULL },
+    { "nanosleep", b_nanosleep, NULL },
+    { "clock_nanosleep", b_clock_nanosleep, NULL },
+    { "clock_nanosleep", b_clock_nanosleep_abs, NULL },
+    { "usleep", b_usleep, NULL },
+    { "sleep", b_sleep, NULL },
 };
 enum { N_BLOCKERS = sizeof blockers / sizeof blockers[0] };
 
@@ -348,7 +378,7 @@ START_TEST(cancel_stops_each_call)
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, cancel_thread, NULL), 0);
     pthread_barrier_wait(&cancel_bar);
-    struct timespec t = {.tv_nsec = 50 * 1000 * 1000};
+    struct timespec t = { .tv_nsec = 50 * 1000 * 1000 };
     nanosleep(&t, NULL); /* no token here: the plain call; lets it block */
     tether_time_t at = tether_now();
     tether_token_cancel(cancel_tok, 0);
@@ -366,17 +396,18 @@ END_TEST
 /* Without a token every call is libc's: it works, and is not counted. */
 START_TEST(no_token_is_the_plain_call)
 {
-    tether_interpose_counter r0 = counter("read"), p0 = counter("poll"),
-                             s0 = counter("nanosleep"), g0 = counter("getaddrinfo");
+    tether_interpose_counter r0 = counter("read"), p0 = counter("poll"), s0 = counter("nanosleep"),
+                             g0 = counter("getaddrinfo");
     ck_assert_int_eq(write(F.p[1], "abc", 3), 3);
-    struct pollfd p = {.fd = F.p[0], .events = POLLIN};
+    struct pollfd p = { .fd = F.p[0], .events = POLLIN };
     ck_assert_int_eq(poll(&p, 1, 1000), 1);
     ck_assert_int_eq(read(F.p[0], buf, sizeof buf), 3);
     ck_assert_int_eq(poll(&p, 1, 10), 0);
-    struct timespec t = {.tv_nsec = 1000};
+    struct timespec t = { .tv_nsec = 1000 };
     ck_assert_int_eq(nanosleep(&t, NULL), 0);
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST};
+    struct addrinfo hints = { .ai_family = AF_INET,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST };
     struct addrinfo *res = NULL;
     ck_assert_int_eq(getaddrinfo("127.0.0.1", "80", &hints, &res), 0);
     freeaddrinfo(res);
@@ -399,17 +430,17 @@ static int live_token_body(void *arg)
     ck_assert_int_eq(read(F.p[0], buf, sizeof buf), 5);
     ck_assert_int_eq(send(F.s[1], "xy", 2, MSG_NOSIGNAL), 2);
     ck_assert_int_eq(recv(F.s[0], buf, sizeof buf, 0), 2);
-    struct pollfd p = {.fd = F.p[0], .events = POLLIN};
+    struct pollfd p = { .fd = F.p[0], .events = POLLIN };
     ck_assert_int_eq(poll(&p, 1, 20), 0); /* its own timeout first: 0, as poll */
     fd_set r;
     FD_ZERO(&r);
     FD_SET(F.p[0], &r);
-    struct timeval tv = {.tv_usec = 20000};
+    struct timeval tv = { .tv_usec = 20000 };
     ck_assert_int_eq(select(F.p[0] + 1, &r, NULL, NULL, &tv), 0);
     ck_assert(!FD_ISSET(F.p[0], &r));
     ck_assert_int_eq(write(F.p[1], "z", 1), 1);
     FD_SET(F.p[0], &r);
-    tv = (struct timeval){.tv_sec = 1};
+    tv = (struct timeval){ .tv_sec = 1 };
     ck_assert_int_eq(select(F.p[0] + 1, &r, NULL, NULL, &tv), 1);
     ck_assert(FD_ISSET(F.p[0], &r));
     struct epoll_event ev[2];
@@ -419,7 +450,7 @@ static int live_token_body(void *arg)
     ck_assert_int_eq(epoll_wait(F.ep, ev, 2, 20), 0);
     ck_assert_int_eq(usleep(1000), 0);
     ck_assert_uint_eq(sleep(0), 0);
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_flags = AI_NUMERICHOST};
+    struct addrinfo hints = { .ai_family = AF_INET, .ai_flags = AI_NUMERICHOST };
     struct addrinfo *res = NULL;
     ck_assert_int_eq(getaddrinfo("127.0.0.1", NULL, &hints, &res), 0);
     freeaddrinfo(res);
@@ -489,7 +520,7 @@ static int cancel_then_signal_body(void *arg)
     raise(SIGUSR1);
     ck_assert_int_eq(read(F.p[0], buf, sizeof buf), -1);
     ck_assert_int_eq(errno, ECANCELED);
-    struct timespec t = {.tv_sec = 10};
+    struct timespec t = { .tv_sec = 10 };
     ck_assert_int_eq(nanosleep(&t, NULL), -1);
     ck_assert_int_eq(errno, ECANCELED);
     return 0;
@@ -497,7 +528,7 @@ static int cancel_then_signal_body(void *arg)
 
 START_TEST(stopped_call_never_reports_eintr)
 {
-    struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART */
+    struct sigaction sa = { .sa_handler = on_alarm }; /* no SA_RESTART */
     sigaction(SIGUSR1, &sa, NULL);
     tether_with_timeout(tether_sec(30), cancel_then_signal_body, NULL, NULL);
 }
@@ -528,7 +559,7 @@ static int canceler_body(void *arg)
 {
     (void)arg;
     tether_token_cancel(tether_current(), 0); /* this thread's own token: canceled */
-    struct timespec t = {.tv_sec = 1};
+    struct timespec t = { .tv_sec = 1 };
     ck_assert_int_eq(nanosleep(&t, NULL), -1); /* at once: the token is canceled */
     ck_assert_int_eq(errno, ECANCELED);
     tether_token_cancel(waiter_tok, 0); /* its wake-up write must go through */
@@ -561,7 +592,7 @@ static int gai_rc, gai_err;
 static int gai_body(void *arg)
 {
     const char *host = arg;
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+    struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
     struct addrinfo *res = NULL;
     gai_rc = getaddrinfo(host, "80", &hints, &res);
     gai_err = errno;

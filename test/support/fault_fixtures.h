@@ -407,8 +407,8 @@ static inline void scenario_retry(void)
     EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_retry: %s", strerror(rc));
     saw(rc);
     EXPECT(res.error == rc, "result error %d, returned %d", res.error, rc);
-    EXPECT(res.stop == (rc ? TETHER_RETRY_STOP_PERMANENT : TETHER_RETRY_STOP_SUCCEEDED),
-           "stop %s", tether_retry_stop_name(res.stop));
+    EXPECT(res.stop == (rc ? TETHER_RETRY_STOP_PERMANENT : TETHER_RETRY_STOP_SUCCEEDED), "stop %s",
+           tether_retry_stop_name(res.stop));
 }
 
 #endif

@@ -122,8 +122,7 @@ int __wrap_tether__sys_pidfd_open(pid_t pid)
     return fd;
 }
 
-int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
-                          void *arg)
+int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
     funnel_mark = false;
     return __real_pthread_create(th, attr, fn, arg);

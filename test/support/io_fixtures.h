@@ -49,13 +49,13 @@
  * ====================================================================== */
 
 /* Assert that `expr` fails with -1 and errno `e`, printing both on mismatch. */
-#define ASSERT_FAILS(expr, e)                                                                   \
-    do {                                                                                        \
-        errno = 0;                                                                              \
-        ssize_t r_ = (ssize_t)(expr);                                                           \
-        int e_ = errno;                                                                         \
+#define ASSERT_FAILS(expr, e)                                                                  \
+    do {                                                                                       \
+        errno = 0;                                                                             \
+        ssize_t r_ = (ssize_t)(expr);                                                          \
+        int e_ = errno;                                                                        \
         ck_assert_msg(r_ == -1 && e_ == (e), "%s: returned %zd errno %d (%s); expected -1 %s", \
-                      #expr, r_, e_, strerror(e_), strerror(e));                                \
+                      #expr, r_, e_, strerror(e_), strerror(e));                               \
     } while (0)
 
 static inline void xpipe(int p[2])
@@ -211,10 +211,10 @@ struct op {
     enum op_kind kind;
     bool ready;
     int p[2];
-    size_t in_pipe;      /* bytes in the pipe after setup */
-    const void *wsrc;    /* what OP_WRITE writes: one byte unless changed */
+    size_t in_pipe;   /* bytes in the pipe after setup */
+    const void *wsrc; /* what OP_WRITE writes: one byte unless changed */
     size_t wlen;
-    short revents;       /* OP_POLL's result */
+    short revents; /* OP_POLL's result */
     unsigned char buf[64];
 };
 
@@ -246,26 +246,19 @@ static inline ssize_t op_call(struct op *o, int *err)
     ssize_t r = -2;
     errno = 0;
     switch (o->kind) {
-    case OP_SLEEP_FOR:
-        r = tether_sleep_for(o->ready ? 0 : DAY);
-        break;
+    case OP_SLEEP_FOR: r = tether_sleep_for(o->ready ? 0 : DAY); break;
     case OP_SLEEP_UNTIL:
         r = tether_sleep_until(o->ready ? tether_now() : tether_now() + DAY);
         break;
-    case OP_READ:
-        r = tether_read(o->p[0], o->buf, sizeof o->buf);
-        break;
-    case OP_WRITE:
-        r = tether_write(o->p[1], o->wsrc, o->wlen);
-        break;
+    case OP_READ: r = tether_read(o->p[0], o->buf, sizeof o->buf); break;
+    case OP_WRITE: r = tether_write(o->p[1], o->wsrc, o->wlen); break;
     case OP_POLL: {
         struct pollfd pfd = { .fd = o->p[0], .events = POLLIN, .revents = 0x5a5a };
         r = tether_poll(&pfd, 1, -1);
         o->revents = pfd.revents;
         break;
     }
-    case OP_COUNT:
-        break;
+    case OP_COUNT: break;
     }
     *err = errno;
     return r;
@@ -319,8 +312,8 @@ static inline void runner_start(struct runner *r, struct op *op, tether_token *t
 static inline void runner_wait_blocked(struct runner *r)
 {
     sem_wait_ok(&r->started);
-    ck_assert_msg(th_wait_blocked(r->tid) == 0, "%s: thread %d never blocked",
-                  op_name[r->op->kind], (int)r->tid);
+    ck_assert_msg(th_wait_blocked(r->tid) == 0, "%s: thread %d never blocked", op_name[r->op->kind],
+                  (int)r->tid);
 }
 
 static inline void runner_join(struct runner *r)
@@ -376,11 +369,11 @@ static inline void poll_agrees(const struct pollfd *fds, nfds_t n, int tether_ti
                   "nfds %lu: tether_poll %d errno %s; poll(2) %d errno %s", (unsigned long)n, got,
                   strerror(got_errno), raw, strerror(raw_errno));
     for (nfds_t i = 0; i < n; i++)
-        ck_assert_msg(a[i].fd == c[i].fd && a[i].events == c[i].events &&
-                          a[i].revents == c[i].revents,
-                      "nfds %lu entry %lu (fd %d events %#x): revents %#x, poll(2) gives %#x",
-                      (unsigned long)n, (unsigned long)i, c[i].fd, (unsigned)c[i].events,
-                      (unsigned)(unsigned short)c[i].revents, (unsigned)(unsigned short)a[i].revents);
+        ck_assert_msg(
+            a[i].fd == c[i].fd && a[i].events == c[i].events && a[i].revents == c[i].revents,
+            "nfds %lu entry %lu (fd %d events %#x): revents %#x, poll(2) gives %#x",
+            (unsigned long)n, (unsigned long)i, c[i].fd, (unsigned)c[i].events,
+            (unsigned)(unsigned short)c[i].revents, (unsigned)(unsigned short)a[i].revents);
     free(a);
     free(c);
 }

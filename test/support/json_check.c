@@ -13,8 +13,7 @@ typedef struct parser {
 
 static void skip_ws(parser *ps)
 {
-    while (ps->p < ps->end &&
-           (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
         ps->p++;
 }
 
@@ -147,22 +146,13 @@ static bool value(parser *ps)
     if (ps->p >= ps->end)
         return false;
     switch (*ps->p) {
-    case '{':
-        ps->p++;
-        return container(ps, '}', true);
-    case '[':
-        ps->p++;
-        return container(ps, ']', false);
-    case '"':
-        return string(ps);
-    case 't':
-        return literal(ps, "true");
-    case 'f':
-        return literal(ps, "false");
-    case 'n':
-        return literal(ps, "null");
-    default:
-        return number(ps);
+    case '{': ps->p++; return container(ps, '}', true);
+    case '[': ps->p++; return container(ps, ']', false);
+    case '"': return string(ps);
+    case 't': return literal(ps, "true");
+    case 'f': return literal(ps, "false");
+    case 'n': return literal(ps, "null");
+    default: return number(ps);
     }
 }
 

@@ -40,7 +40,8 @@ static inline int listener(struct sockaddr_in *addr, int backlog)
 {
     int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(l, 0);
-    *addr = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    *addr =
+        (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     ck_assert_int_eq(bind(l, (struct sockaddr *)addr, sizeof *addr), 0);
     ck_assert_int_eq(listen(l, backlog), 0);
     socklen_t len = sizeof *addr;

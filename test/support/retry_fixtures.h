@@ -39,10 +39,10 @@ static inline void leave_free(tether_token *t)
 
 struct fake {
     tether_time_t now;
-    int64_t oversleep;         /* added after each sleep: a late wakeup */
-    int sleep_rc;              /* what sleep_until returns (0: reached) */
+    int64_t oversleep; /* added after each sleep: a late wakeup */
+    int sleep_rc;      /* what sleep_until returns (0: reached) */
     int nsleeps;
-    int64_t sleeps[MAXREC];    /* each requested sleep, when - now */
+    int64_t sleeps[MAXREC]; /* each requested sleep, when - now */
 };
 
 static inline tether_time_t fake_now(void *ctx)
@@ -81,10 +81,10 @@ static inline tether_retry_clock fake_clock(struct fake *f)
 struct script {
     int results[MAXREC];
     int nresults;
-    int64_t hints[MAXREC];     /* tether_retry_after per call; 0: none */
-    int64_t takes;             /* fake time each attempt takes */
+    int64_t hints[MAXREC]; /* tether_retry_after per call; 0: none */
+    int64_t takes;         /* fake time each attempt takes */
     struct fake *fake;
-    int cancel_on;             /* call number (from 1) that cancels, 0: none */
+    int cancel_on; /* call number (from 1) that cancels, 0: none */
     tether_token *cancel_tok;
     int calls;
     tether_time_t starts[MAXREC];

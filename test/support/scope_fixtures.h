@@ -40,14 +40,14 @@ enum block_kind { BLOCK_SLEEP, BLOCK_READ };
 
 typedef struct blocker {
     enum block_kind kind;
-    sem_t *ready;            /* posted just before blocking (may be NULL) */
-    pid_t tid;               /* written before `ready` is posted */
-    int err;                 /* errno of the blocking call */
+    sem_t *ready; /* posted just before blocking (may be NULL) */
+    pid_t tid;    /* written before `ready` is posted */
+    int err;      /* errno of the blocking call */
     tether_time_t woke_at;
-    tether_token *token;     /* its current token */
+    tether_token *token; /* its current token */
     tether_cause cause, root_cause;
     int token_error;
-    atomic_bool cleaned;     /* ran its cleanup after the call returned */
+    atomic_bool cleaned; /* ran its cleanup after the call returned */
 } blocker;
 
 /* Block in tether_sleep_for(DAY) or tether_read on an empty pipe of its own;
@@ -102,8 +102,8 @@ static inline void wait_blocked(sem_t *ready, blocker *b, int n)
  * whether their token was touched: 0 if not. */
 typedef struct gated {
     sem_t *gate;
-    sem_t *ready;            /* optional */
-    int check;               /* tether_check() after release */
+    sem_t *ready; /* optional */
+    int check;    /* tether_check() after release */
 } gated;
 
 static inline int gated_main(void *arg)
@@ -125,7 +125,7 @@ static inline int return_int(void *arg)
 /* tether_scope_run and TETHER_SCOPE_GUARD                                */
 
 typedef struct worker {
-    int rc;                  /* what its 20 ms tether sleep returned */
+    int rc; /* what its 20 ms tether sleep returned */
     atomic_bool done;
 } worker;
 

@@ -38,10 +38,10 @@
 
 /* In the main thread: no Check call unless it fails (a passing ck_assert
  * writes to Check's pipe, which would slow the races down). */
-#define REQUIRE(cond, fmt, ...)                                                        \
-    do {                                                                               \
-        if (!(cond))                                                                   \
-            ck_abort_msg("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__);         \
+#define REQUIRE(cond, fmt, ...)                                                \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            ck_abort_msg("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__); \
     } while (0)
 
 static inline void no_bad(void)

@@ -52,7 +52,7 @@ int th_thread_count(void)
 
 int th_fd_count(void)
 {
-    tether_trim(); /* tether's spare eventfds are a cache, not a leak */
+    tether_trim();                         /* tether's spare eventfds are a cache, not a leak */
     return count_dir("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
@@ -189,8 +189,7 @@ tether_scope *open_scope(const tether_scope_opts *o)
     return s;
 }
 
-void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name,
-              tether_task **task)
+void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name, tether_task **task)
 {
     tether_spawn_opts o = { .name = name };
     ck_assert_int_eq(tether_spawn(s, fn, arg, &o, task), 0);

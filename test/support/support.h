@@ -90,8 +90,7 @@ tether_scope *open_scope(const tether_scope_opts *o);
 
 /* Spawn fn(arg) named `name` in `s` (task: NULL or where the handle goes);
  * asserts it started. */
-void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name,
-              tether_task **task);
+void spawn_ok(tether_scope *s, int (*fn)(void *), void *arg, const char *name, tether_task **task);
 
 /* Join and free `s`, assert every field of the result was written and the
  * counts add up (succeeded + failed + canceled == spawned, late_succeeded <=
@@ -141,10 +140,10 @@ const char *bad_first(void);
 void bad_reset(void);
 
 /* Record (not assert) that `cond` holds, with a printf-style message. */
-#define EXPECT(cond, fmt, ...)                                             \
-    do {                                                                   \
-        if (!(cond))                                                       \
-            bad("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__);      \
+#define EXPECT(cond, fmt, ...)                                        \
+    do {                                                              \
+        if (!(cond))                                                  \
+            bad("line %d: %s: " fmt, __LINE__, #cond, ##__VA_ARGS__); \
     } while (0)
 
 /* A const pointer as the plain pointer a POSIX struct (iovec, argv) wants;
