@@ -25,8 +25,8 @@
  * that needs only tokens and scopes can include <tether/core.h> and
  * <tether/scope.h> without the POSIX headers the drop-ins need:
  *
- *   tether/core.h     version, time, causes and outcomes, tokens, the
- *                     current token, in-thread deadlines
+ *   tether/base.h     TETHER_API, version, time, causes and outcomes
+ *   tether/core.h     tokens, the current token, in-thread deadlines, fork
  *   tether/scope.h    scopes, tasks, TETHER_SCOPE_GUARD
  *   tether/sleep.h    cancellable sleeps
  *   tether/shield.h   shielded regions for clean-up
@@ -44,11 +44,12 @@
  * layer (libtether_interpose.so, a library of its own).
  *
  * Every function is documented above its declaration in one fixed layout
- * (see tether/core.h), from which the man pages are generated.
+ * (see tether/base.h), from which the man pages are generated.
  */
 #ifndef TETHER_H
 #define TETHER_H
 
+#include "tether/base.h"
 #include "tether/core.h"
 #include "tether/scope.h"
 #include "tether/sleep.h"

@@ -1,7 +1,7 @@
 # tether-man.awk — generate tether's man pages from the headers' doc blocks.
 #
 #   awk -v outdir=DIR -v version=X.Y.Z -f scripts/tether-man.awk \
-#       include/tether.h include/tether/core.h include/tether/scope.h ...
+#       include/tether.h include/tether/base.h include/tether/core.h include/tether/scope.h ...
 #
 # POSIX awk (mawk, gawk, busybox). Writes DIR/<function>.3 for every
 # documented function, static inline helper and macro, and DIR/tether.7, an
@@ -12,7 +12,7 @@
 # A doc block is a comment that opens with "/*" on a line of its own and
 # whose first line is "name — summary" (or "name, name — summary"); the
 # declarations right after it (TETHER_API ...;, static inline ..., or
-# #define) are what it documents. Its layout (see include/tether/core.h):
+# #define) are what it documents. Its layout (see include/tether/base.h):
 #
 #   summary (up to the first blank line), description paragraphs, then the
 #   labelled parts Parameters:, Returns:, Errors:, Blocking:, Thread safety:
