@@ -535,23 +535,36 @@ TETHER_API int tether_scope_run(const tether_scope_opts *opts,
 #endif
 
 /*
- * tether__scope_guard_begin, tether__scope_guard_end — the two halves of
- * TETHER_SCOPE_GUARD; use the macro instead.
+ * tether__scope_guard_begin — the opening half of TETHER_SCOPE_GUARD; use
+ * the macro instead.
  *
- * The first opens a scope; the second joins (if not already joined) and
- * frees the scope *s, doing nothing when *s is NULL.
+ * Opens a scope as tether_scope_open does.
  *
  * Parameters:
  *  opts  as for tether_scope_open.
- *  s     the address of the guard's variable.
- * Returns: tether__scope_guard_begin returns the scope, or NULL if opening
- * failed; tether__scope_guard_end returns nothing.
- * Errors: None reported.
- * Blocking: tether__scope_guard_end blocks until every child has exited.
- * Thread safety: As tether_scope_open and tether_scope_free.
+ * Returns: The scope, or NULL if opening failed.
+ * Errors: None reported (the guard's variable is NULL).
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: As tether_scope_open.
  * Ownership: The scope belongs to the guard's block.
  */
 TETHER_API tether_scope *tether__scope_guard_begin(const tether_scope_opts *opts);
+
+/*
+ * tether__scope_guard_end — the closing half of TETHER_SCOPE_GUARD; use the
+ * macro instead.
+ *
+ * Joins the scope *s (if not already joined) and frees it; does nothing
+ * when *s is NULL.
+ *
+ * Parameters:
+ *  s  the address of the guard's variable.
+ * Returns: Nothing.
+ * Errors: None reported.
+ * Blocking: Blocks until every child has exited, as tether_scope_join.
+ * Thread safety: As tether_scope_free.
+ * Ownership: Ends the scope the guard's block owned.
+ */
 TETHER_API void tether__scope_guard_end(tether_scope **s);
 
 #ifdef __cplusplus
