@@ -61,11 +61,7 @@ static void helpers_postfork_child(void)
 static void helpers_init(void)
 {
     pthread_atfork(helpers_prefork, helpers_postfork_parent, helpers_postfork_child);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&helpers_idle, &a);
-    pthread_condattr_destroy(&a);
+    (void)tether__cond_init_monotonic(&helpers_idle); /* glibc: cannot fail */
 }
 
 /* A copy of s owned by the request (NULL stays NULL). */
