@@ -244,6 +244,8 @@ int tether_hook_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg, tet
     h->state = HOOK_REGISTERED;
     link_token(h, t);
     tether__unlock(&hook_lock);
+    /* Set first: the hook may run (and read it) before the next line returns. */
+    *out = h;
     /* Runs queue_hook at once if t is already canceled. */
     int rc = tether_token_on_cancel(t, queue_hook, h, &h->cb);
     if (rc) {
@@ -251,10 +253,9 @@ int tether_hook_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg, tet
         unlink_token(h);
         tether__unlock(&hook_lock);
         free(h);
-        return rc;
+        *out = NULL;
     }
-    *out = h;
-    return 0;
+    return rc;
 }
 
 int tether_hook_off(tether_hook *h, bool *ran)

@@ -39,7 +39,9 @@ typedef struct tether_hook tether_hook;
  *
  * Whoever owns t waits for its hooks: tether_token_free(t) (and so a scope's
  * join, which frees its children's tokens and its own) waits until t's
- * running hooks have returned, and hooks still waiting to run never run.
+ * running hooks have returned, and hooks not started yet never run — also
+ * one whose token was canceled a moment before but that no runner has
+ * picked up (the blocked call it was meant to stop has already returned).
  * A hook therefore must not wait for its own token's owner to free it,
  * must not call tether_token_free on its own token or tether_scope_join on
  * the scope that owns it, and must end on its own (bound it with a timeout
