@@ -64,8 +64,7 @@ struct spans {
     int fired; /* spans that shut their socket down */
 };
 
-static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
-                                 struct curl_sockaddr *address)
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 {
     struct spans *sp = clientp;
     (void)purpose;

@@ -46,10 +46,10 @@ static void unexpected(const char *what)
 
 struct query {
     PGconn *c;
-    PGcancel *cancel;   /* made before the query: PQcancel needs no lock on c */
-    int cancel_sent;    /* PQcancel's return: 1 if the request was sent */
+    PGcancel *cancel; /* made before the query: PQcancel needs no lock on c */
+    int cancel_sent;  /* PQcancel's return: 1 if the request was sent */
     char cancel_err[256];
-    char error[256];    /* the query's error */
+    char error[256]; /* the query's error */
     char sqlstate[6];
     tether_time_t deadline, returned;
 };

@@ -731,7 +731,8 @@ START_TEST(contract_tether_fd_span)
     CT_RC(&r, "tether_fd_span_end/live", tether_fd_span_end(s, &fired), 0);
     tether_token_cancel(t, 0);
     ct_row(&r, !fired && carries(sv[0], sv[1]),
-           "tether_fd_span_end/live (effect): expected not fired, socket untouched after a later cancel");
+           "tether_fd_span_end/live (effect): expected not fired, socket untouched after a later "
+           "cancel");
     ct_leave(t);
     /* Already canceled: the shutdown runs before begin returns. */
     t = ct_enter(CT_CANCELED, 0);
