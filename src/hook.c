@@ -40,7 +40,7 @@ enum hook_state {
 };
 
 struct tether_hook {
-    tether_hook *tnext, *tprev; /* its token's list, while token != NULL */
+    tether_hook *tnext; /* its token's list, while token != NULL */
     tether_hook *qnext;         /* the queue, while queued */
     tether_token *token;
     void (*fn)(void *arg);
@@ -68,13 +68,11 @@ static struct runner *idle;
 static unsigned runners; /* alive in this process, idle or not */
 static _Atomic bool hooks_used;
 
+/* A token's hooks are few: a singly linked list, searched to unlink. */
 static void link_token(tether_hook *h, tether_token *t)
 {
     h->token = t;
-    h->tprev = NULL;
     h->tnext = t->hooks;
-    if (t->hooks)
-        t->hooks->tprev = h;
     t->hooks = h;
 }
 
@@ -82,9 +80,10 @@ static void unlink_token(tether_hook *h)
 {
     if (!h->token)
         return;
-    *(h->tprev ? &h->tprev->tnext : &h->token->hooks) = h->tnext;
-    if (h->tnext)
-        h->tnext->tprev = h->tprev;
+    tether_hook **pp = &h->token->hooks;
+    while (*pp != h)
+        pp = &(*pp)->tnext;
+    *pp = h->tnext;
     h->token = NULL;
 }
 
@@ -356,11 +355,11 @@ void tether__hook_fork_child(void)
     /* The runners stayed in the parent: forget them (their condition
      * variables may count those waiters: freed, not destroyed), and the
      * hooks they would have run. */
-    while (idle) {
-        struct runner *next = idle->next;
-        free(idle);
-        idle = next;
+    for (struct runner *r = idle, *next; r; r = next) {
+        next = r->next;
+        free(r);
     }
+    idle = NULL;
     runners = 0;
     for (tether_hook *h = queue_head; h; h = h->qnext)
         h->state = HOOK_DETACHED;

@@ -36,11 +36,10 @@ int tether_fd_span_begin(int fd, int how, tether_fd_span **out)
         return EBADF;
     if (tether__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
         return errno;
-    tether_fd_span *s = tether__calloc(1, sizeof *s);
+    tether_fd_span *s = tether__malloc(sizeof *s);
     if (!s)
         return ENOMEM;
-    s->fd = fd;
-    s->how = how;
+    *s = (tether_fd_span){ .fd = fd, .how = how, .cb = NULL };
     tether_token *t = tether__current;
     int rc = t ? tether_token_on_cancel(t, fire, s, &s->cb) : 0;
     if (rc) {
