@@ -46,14 +46,6 @@
 
 enum { DEADLINE_MS = 200, LATENESS_BOUND_MS = 250, MAX_SOCKETS = 8 };
 
-static int failures;
-
-static void unexpected(const char *what)
-{
-    printf("UNEXPECTED: %s\n", what);
-    failures++;
-}
-
 /* ------------------------------------------------- the socket callbacks */
 
 /* The spans of the handle's open sockets (curl opens one at a time here;

@@ -36,14 +36,6 @@
 
 enum { DEADLINE_MS = 200, LATENESS_BOUND_MS = 250 };
 
-static int failures;
-
-static void unexpected(const char *what)
-{
-    printf("UNEXPECTED: %s\n", what);
-    failures++;
-}
-
 struct query {
     PGconn *c;
     PGcancel *cancel; /* made before the query: PQcancel needs no lock on c */

@@ -37,14 +37,6 @@
 
 enum { DEADLINE_MS = 200, LATENESS_BOUND_MS = 250 };
 
-static int failures;
-
-static void unexpected(const char *what)
-{
-    printf("UNEXPECTED: %s\n", what);
-    failures++;
-}
-
 struct blpop {
     redisContext *c;     /* the blocked client's connection */
     redisContext *admin; /* the second connection, for CLIENT UNBLOCK */

@@ -1,6 +1,7 @@
 /*
- * server_env.h — where the protocol-cancel examples (redis_unblock,
- * pg_cancel, curl_cancel) find their server: a variable KEY from the
+ * server_env.h — what the protocol-cancel examples (redis_unblock,
+ * pg_cancel, curl_cancel) share: how they report a broken expectation, and
+ * where they find their server: a variable KEY from the
  * environment (REDIS_PORT=6379 ./redis_unblock), else the KEY=VALUE file
  * named by TETHER_CLIENTS_ENV (written by the test servers' fixture,
  * test/interpose/servers.sh). A server the fixture could not start is
@@ -12,6 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Broken expectations so far; each is printed as an UNEXPECTED line (the
+ * examples' tests fail on it) and makes the example exit 1. */
+static int failures;
+
+static void unexpected(const char *what)
+{
+    printf("UNEXPECTED: %s\n", what);
+    failures++;
+}
 
 /* KEY's value (environment first, then the fixture's file), or NULL. The
  * result lives until the next call. */

@@ -41,7 +41,7 @@ enum hook_state {
 
 struct tether_hook {
     tether_hook *tnext; /* its token's list, while token != NULL */
-    tether_hook *qnext;         /* the queue, while queued */
+    tether_hook *qnext; /* the queue, while queued */
     tether_token *token;
     void (*fn)(void *arg);
     void *arg;

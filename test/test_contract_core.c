@@ -23,18 +23,6 @@ static void noop_cb(void *arg)
         (*n)++;
 }
 
-/* sem_trywait polled until bound_ns; whether it was posted. */
-static bool sem_wait_bounded_ns(sem_t *s, int64_t bound_ns)
-{
-    tether_time_t end = tether_now() + bound_ns;
-    while (sem_trywait(s) != 0) {
-        if (tether_now() >= end)
-            return false;
-        usleep(100);
-    }
-    return true;
-}
-
 static int ret_arg(void *a)
 {
     return (int)(intptr_t)a;
@@ -675,7 +663,7 @@ START_TEST(contract_tether_hook)
     ct_row(&r, !ran, "tether_hook_off/before cancel (effect): expected ran false");
     tether_token_cancel(t, 0);
     ck_assert_int_eq(tether_hook_on_cancel(t, hook_record, &seen, &h), 0);
-    bool posted = sem_wait_bounded_ns(&seen.done, th_bound_ns(2000));
+    bool posted = th_sem_wait_bounded(&seen.done, 2000);
     ct_row(&r, posted && !pthread_equal(seen.thread, pthread_self()),
            "tether_hook_on_cancel/already canceled: expected run on a runner thread, got "
            "posted %d",

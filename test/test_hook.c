@@ -18,7 +18,6 @@
 #define _GNU_SOURCE
 #include "support.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -29,41 +28,6 @@
 #include <unistd.h>
 
 enum { RUNNER_BOUND = 64 };
-
-/* Threads in this process, without tether_trim (th_thread_count trims). */
-static int raw_thread_count(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    if (!d)
-        return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-/* Wait up to a bound for the raw thread count to be n; the last count. */
-static int wait_raw_threads(int n)
-{
-    tether_time_t end = tether_now() + th_bound_ns(4000);
-    int c;
-    while ((c = raw_thread_count()) != n && tether_now() < end)
-        usleep(1000);
-    return c;
-}
-
-/* sem_wait bounded by base_ms (scaled); whether it was posted. */
-static bool sem_wait_bounded(sem_t *s, int64_t base_ms)
-{
-    tether_time_t end = tether_now() + th_bound_ns(base_ms);
-    while (sem_trywait(s) != 0) {
-        if (tether_now() >= end)
-            return false;
-        usleep(100);
-    }
-    return true;
-}
 
 /* What a hook saw; a blocking hook waits on `go` after posting `started`. */
 struct probe {
@@ -156,7 +120,7 @@ START_TEST(blocking_hook_delays_its_owner_and_nothing_else)
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     int64_t cancel_ns = tether_now() - t0;
     ck_assert_msg(cancel_ns < th_bound_ns(50), "cancel took %lld ns", (long long)cancel_ns);
-    ck_assert(sem_wait_bounded(&p.started, 2000));
+    ck_assert(th_sem_wait_bounded(&p.started, 2000));
     ck_assert(!pthread_equal(p.thread, pthread_self()));
     ck_assert_str_eq(p.name, "tether-hook");
 
@@ -167,7 +131,7 @@ START_TEST(blocking_hook_delays_its_owner_and_nothing_else)
     tether_token *u = new_token(NULL, when);
     tether_callback *cb;
     ck_assert_int_eq(tether_token_on_cancel(u, on_time, &d, &cb), 0);
-    ck_assert(sem_wait_bounded(&d.done, 2000));
+    ck_assert(th_sem_wait_bounded(&d.done, 2000));
     ck_assert_int_ge(d.at, when);
     ck_assert_msg(d.at - when < th_bound_ns(100), "late by %lld ns", (long long)(d.at - when));
     ck_assert_int_eq(tether_token_off_cancel(cb, NULL), 0);
@@ -280,7 +244,7 @@ START_TEST(hook_runs_once_under_concurrent_cancels)
         pthread_barrier_wait(&bar);
         for (int k = 0; k < CANCELERS; k++)
             thread_join(th[k]);
-        ck_assert(sem_wait_bounded(&p.done, 2000));
+        ck_assert(th_sem_wait_bounded(&p.done, 2000));
         ck_assert(hook_off(h));
         ck_assert_int_eq(tether_token_free(t), 0);
         pthread_barrier_destroy(&bar);
@@ -301,7 +265,7 @@ START_TEST(already_canceled_runs_on_a_runner)
     tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
     tether_hook *h = hook_on(t, probe_hook, &p);
-    ck_assert(sem_wait_bounded(&p.done, 2000));
+    ck_assert(th_sem_wait_bounded(&p.done, 2000));
     ck_assert(!pthread_equal(p.thread, pthread_self()));
     ck_assert(hook_off(h));
     ck_assert_int_eq(tether_token_free(t), 0);
@@ -320,7 +284,7 @@ START_TEST(deadline_fires_the_hook_off_the_timer_thread)
     tether_token *t = new_token(NULL, when);
     tether_token *child = new_token(t, TETHER_NEVER); /* inherits it */
     tether_hook *h = hook_on(child, probe_hook, &p);
-    ck_assert(sem_wait_bounded(&p.done, 2000)); /* nobody waits under t */
+    ck_assert(th_sem_wait_bounded(&p.done, 2000)); /* nobody waits under t */
     ck_assert_int_ge(p.at, when);
     ck_assert_msg(p.at - when < th_bound_ns(100), "late by %lld ns", (long long)(p.at - when));
     ck_assert_str_eq(p.name, "tether-hook");
@@ -344,7 +308,7 @@ START_TEST(off_before_cancel_never_runs)
     tether_hook *h = hook_on(t, probe_hook, &p);
     ck_assert(!hook_off(h));
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
-    ck_assert(!sem_wait_bounded(&p.done, 50));
+    ck_assert(!th_sem_wait_bounded(&p.done, 50));
     ck_assert_int_eq(atomic_load(&p.runs), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
     probe_destroy(&p);
@@ -374,7 +338,7 @@ START_TEST(off_during_run_waits_for_it)
     tether_token *t = new_token(NULL, TETHER_NEVER);
     struct offer o = { .h = hook_on(t, probe_hook, &p) };
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
-    ck_assert(sem_wait_bounded(&p.started, 2000));
+    ck_assert(th_sem_wait_bounded(&p.started, 2000));
     pthread_t th = thread_start(off_in_thread, &o);
     usleep(50 * 1000);
     ck_assert(!atomic_load(&o.returned));
@@ -407,7 +371,7 @@ START_TEST(off_from_inside_the_hook_returns_at_once)
     tether_token *t = new_token(NULL, TETHER_NEVER);
     self_hook = hook_on(t, off_itself, NULL);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
-    ck_assert(sem_wait_bounded(&self_done, 2000));
+    ck_assert(th_sem_wait_bounded(&self_done, 2000));
     ck_assert_int_eq(tether_token_free(t), 0); /* waits for the hook's end */
     sem_destroy(&self_done);
     ck_assert_int_eq(bad_seen(), 0);
@@ -427,7 +391,7 @@ static void fill_runners(struct probe *p, tether_token **ts, tether_hook **hs)
     for (int i = 0; i < RUNNER_BOUND; i++)
         ck_assert_int_eq(tether_token_cancel(ts[i], 0), 0);
     for (int i = 0; i < RUNNER_BOUND; i++)
-        ck_assert(sem_wait_bounded(&p->started, 4000));
+        ck_assert(th_sem_wait_bounded(&p->started, 4000));
 }
 
 static void drain_runners(struct probe *p, tether_token **ts, tether_hook **hs)
@@ -455,12 +419,12 @@ START_TEST(queued_hook_of_a_freed_token_never_runs)
     tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_hook *h = hook_on(t, probe_hook, &q);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
-    ck_assert(!sem_wait_bounded(&q.started, 50)); /* the bound holds */
+    ck_assert(!th_sem_wait_bounded(&q.started, 50)); /* the bound holds */
     tether_time_t t0 = tether_now();
     ck_assert_int_eq(tether_token_free(t), 0);
     ck_assert(tether_now() - t0 < th_bound_ns(50));
     drain_runners(&busy, ts, hs);
-    ck_assert(!sem_wait_bounded(&q.started, 50));
+    ck_assert(!th_sem_wait_bounded(&q.started, 50));
     ck_assert(!hook_off(h));
     ck_assert_int_eq(atomic_load(&q.runs), 0);
     probe_destroy(&busy);
@@ -501,7 +465,7 @@ START_TEST(more_hooks_than_runners_all_run)
     }
     ck_assert_int_eq(tether_token_cancel(root, 0), 0); /* one cancel, N hooks */
     for (int i = 0; i < N; i++)
-        ck_assert(sem_wait_bounded(&p.done, 4000));
+        ck_assert(th_sem_wait_bounded(&p.done, 4000));
     ck_assert_int_eq(atomic_load(&p.runs), N);
     ck_assert_int_le(atomic_load(&most_concurrent), RUNNER_BOUND);
     ck_assert_int_gt(atomic_load(&most_concurrent), 1);
@@ -519,19 +483,19 @@ START_TEST(runners_are_lazy_and_trim_releases_them)
 {
     (void)th_baseline_take(); /* under TSan, its runtime's thread first */
     tether_trim();
-    int n = wait_raw_threads(raw_thread_count());
+    int n = th_wait_thread_count(th_thread_count());
     struct probe p;
     probe_init(&p, false);
     tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_hook *h = hook_on(t, probe_hook, &p);
-    ck_assert_int_eq(raw_thread_count(), n); /* registered, never ran: none */
+    ck_assert_int_eq(th_thread_count(), n); /* registered, never ran: none */
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
-    ck_assert(sem_wait_bounded(&p.done, 2000));
+    ck_assert(th_sem_wait_bounded(&p.done, 2000));
     ck_assert(hook_off(h));
     ck_assert_int_eq(tether_token_free(t), 0);
-    ck_assert_int_eq(raw_thread_count(), n + 1); /* one idle runner */
+    ck_assert_int_eq(th_thread_count(), n + 1); /* one idle runner */
     tether_trim();
-    ck_assert_int_eq(wait_raw_threads(n), n);
+    ck_assert_int_eq(th_wait_thread_count(n), n);
     probe_destroy(&p);
 }
 END_TEST
@@ -540,7 +504,7 @@ static int fork_child_checks(void)
 {
     /* Only the forking thread came along: no runner of the parent. */
 #ifndef TS_TSAN
-    if (raw_thread_count() != 1)
+    if (th_thread_count() != 1)
         return 10;
 #endif
     struct probe p;
@@ -550,7 +514,7 @@ static int fork_child_checks(void)
     if (tether_token_new(&t, NULL, TETHER_NEVER) || tether_hook_on_cancel(t, probe_hook, &p, &h))
         return 11;
     tether_token_cancel(t, 0);
-    if (!sem_wait_bounded(&p.done, 2000))
+    if (!th_sem_wait_bounded(&p.done, 2000))
         return 12;
     bool ran = false;
     if (tether_hook_off(h, &ran) || !ran || tether_token_free(t))
@@ -566,10 +530,10 @@ START_TEST(fork_child_has_no_parent_runner_and_runs_its_own)
     tether_token *t = new_token(NULL, TETHER_NEVER);
     tether_hook *h = hook_on(t, probe_hook, &p);
     ck_assert_int_eq(tether_token_cancel(t, 0), 0);
-    ck_assert(sem_wait_bounded(&p.done, 2000));
+    ck_assert(th_sem_wait_bounded(&p.done, 2000));
     ck_assert(hook_off(h));
     /* An idle runner exists; let it park before forking. */
-    ck_assert_int_eq(wait_raw_threads(b.threads + 1), b.threads + 1);
+    ck_assert_int_eq(th_wait_thread_count(b.threads + 1), b.threads + 1);
     usleep(20 * 1000);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
