@@ -381,12 +381,22 @@ END_TEST
 
 /* ===================================================== runners */
 
+/* A blocking hook that many runners run at once on one probe: counts,
+ * records nothing else. */
+static void busy_hook(void *arg)
+{
+    struct probe *p = arg;
+    atomic_fetch_add(&p->runs, 1);
+    sem_post(&p->started);
+    sem_wait_ok(&p->go);
+}
+
 /* Fill every runner with a blocking hook; returns the tokens and hooks. */
 static void fill_runners(struct probe *p, tether_token **ts, tether_hook **hs)
 {
     for (int i = 0; i < RUNNER_BOUND; i++) {
         ts[i] = new_token(NULL, TETHER_NEVER);
-        hs[i] = hook_on(ts[i], probe_hook, p);
+        hs[i] = hook_on(ts[i], busy_hook, p);
     }
     for (int i = 0; i < RUNNER_BOUND; i++)
         ck_assert_int_eq(tether_token_cancel(ts[i], 0), 0);
