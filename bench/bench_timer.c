@@ -2,12 +2,16 @@
  * bench_timer.c — deadlines that fire with nobody waiting (the timer
  * thread): how late a deadline's cancel callback runs when no thread waits
  * under the token, against a thread sleeping with clock_nanosleep to the
- * same kind of deadline (the kernel's own lateness, the floor); and what
- * arming and disarming add to tether_token_new + tether_token_free.
+ * same kind of deadline (the kernel's own lateness, the floor); what
+ * arming and disarming add to tether_token_new + tether_token_free; and how
+ * late a cancel hook (tether_hook_on_cancel) starts on its runner thread
+ * after a tether_token_cancel, and after a deadline with nobody waiting,
+ * against a thread woken from sem_wait (the hand-off floor).
  */
 #include "bench_common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <time.h>
 
@@ -63,6 +67,98 @@ static double round_lateness_raw(void *ctx)
         ;
     need_rc(rc, "clock_nanosleep");
     return (double)(tether_now() - d);
+}
+
+/* A cancel hook: when it started. Its runner is idle between rounds (the
+ * steady state of a program that cancels now and then). */
+static double round_hook_cancel(void *ctx)
+{
+    struct fire *f = ctx;
+    tether_token *t;
+    tether_hook *h;
+    need_rc(tether_token_new(&t, NULL, TETHER_NEVER), "tether_token_new");
+    need_rc(tether_hook_on_cancel(t, on_fire, f, &h), "tether_hook_on_cancel");
+    tether_time_t t0 = tether_now();
+    need_rc(tether_token_cancel(t, 0), "tether_token_cancel");
+    sem_wait_ok(&f->done);
+    need_rc(tether_hook_off(h, NULL), "tether_hook_off");
+    need_rc(tether_token_free(t), "tether_token_free");
+    return (double)(f->at - t0);
+}
+
+static double round_hook_deadline(void *ctx)
+{
+    struct fire *f = ctx;
+    tether_token *t;
+    tether_hook *h;
+    tether_time_t d = tether_now() + LATENESS_AHEAD_NS;
+    need_rc(tether_token_new(&t, NULL, d), "tether_token_new");
+    need_rc(tether_hook_on_cancel(t, on_fire, f, &h), "tether_hook_on_cancel");
+    sem_wait_ok(&f->done);
+    need_rc(tether_hook_off(h, NULL), "tether_hook_off");
+    need_rc(tether_token_free(t), "tether_token_free");
+    if (f->at < d)
+        die("a hook ran %lld ns before its deadline", (long long)(d - f->at));
+    return (double)(f->at - d);
+}
+
+/* The floor: a parked thread woken by sem_post, as a runner is. */
+struct handoff {
+    sem_t go;
+    struct fire f;
+    bool stop;
+};
+
+static void *handoff_main(void *arg)
+{
+    struct handoff *h = arg;
+    for (;;) {
+        sem_wait_ok(&h->go);
+        if (h->stop)
+            return NULL;
+        on_fire(&h->f);
+    }
+}
+
+static double round_hook_raw(void *ctx)
+{
+    struct handoff *h = ctx;
+    tether_time_t t0 = tether_now();
+    sem_post(&h->go);
+    sem_wait_ok(&h->f.done);
+    return (double)(h->f.at - t0);
+}
+
+static void bench_hook(const struct config *cfg)
+{
+    struct fire f;
+    struct handoff raw = { .stop = false };
+    need_ok(sem_init(&f.done, 0, 0) == 0 && sem_init(&raw.go, 0, 0) == 0 &&
+                sem_init(&raw.f.done, 0, 0) == 0,
+            "sem_init");
+    pthread_t th;
+    need_rc(pthread_create(&th, NULL, handoff_main, &raw), "pthread_create");
+    struct variant v[3] = {
+        { .fn = round_hook_raw, .ctx = &raw },
+        { .fn = round_hook_cancel, .ctx = &f },
+        { .fn = round_hook_deadline, .ctx = &f },
+    };
+    interleave("hook_lateness", v, 3, cfg->timer_rounds, cfg->timer_warmup, cfg);
+    report_latency("hook_lateness_raw", &v[0].s);
+    double p50 = report_latency("hook_lateness", &v[1].s);
+    report("hook_lateness_us", p50 / 1000.0, "us", 1);
+    report("hook_lateness_p99_us", percentile(&v[1].s, 99) / 1000.0, "us", 1);
+    p50 = report_latency("hook_deadline_lateness", &v[2].s);
+    report("hook_deadline_lateness_us", p50 / 1000.0, "us", 1);
+    report("hook_deadline_lateness_p99_us", percentile(&v[2].s, 99) / 1000.0, "us", 1);
+    for (int i = 0; i < 3; i++)
+        samples_free(&v[i].s);
+    raw.stop = true;
+    sem_post(&raw.go);
+    need_rc(pthread_join(th, NULL), "pthread_join");
+    sem_destroy(&raw.go);
+    sem_destroy(&raw.f.done);
+    sem_destroy(&f.done);
 }
 
 static long g_token_iters;
@@ -127,5 +223,6 @@ void bench_timer(const struct config *cfg)
     for (int i = 0; i < 2; i++)
         samples_free(&w[i].s);
     need_rc(tether_token_free(other), "tether_token_free");
-    tether_trim(); /* the scale section forks: leave no timer thread behind */
+    bench_hook(cfg);
+    tether_trim(); /* the scale section forks: leave no timer or hook thread behind */
 }

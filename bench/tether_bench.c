@@ -29,7 +29,9 @@
  *                           baseline: absolute targets)
  *   timer   bench_timer.c   a deadline's callback with nobody waiting: its
  *                           lateness against clock_nanosleep's; token
- *                           new + free with a deadline against without
+ *                           new + free with a deadline against without;
+ *                           a cancel hook's start after a cancel and after
+ *                           a deadline, against a sem_post hand-off
  *   scale   bench_scale.c   10,000 small-stack sleepers, and cancel
  *                           convergence at 10, 100, 1000 and 10,000 children,
  *                           each run in a fresh process
@@ -206,6 +208,10 @@ static const char *const required[] = {
     "token_new_free_ns",
     "token_new_free_deadline_ns",
     "token_new_free_deadline_added_ns",
+    "hook_lateness_us",
+    "hook_lateness_p99_us",
+    "hook_deadline_lateness_us",
+    "hook_deadline_lateness_p99_us",
 };
 
 static const char *const required_gio[] = {

@@ -63,5 +63,6 @@
 #include "tether/dump.h"
 #include "tether/resolve.h"
 #include "tether/job.h"
+#include "tether/hook.h"
 
 #endif /* TETHER_H */

@@ -4,8 +4,8 @@
  * A child of a multithreaded process has only the thread that forked, so a
  * lock held by any other thread at that instant would stay held for good.
  * The prepare handler takes every process-wide tether lock (the scopes'
- * lineage lock, the tree lock, the timer lock, the eventfd pool's, then the
- * thread pool's: the order in which code nests them) so that no
+ * lineage lock, the tree lock, the timer lock, the eventfd pool's, the
+ * thread pool's, then the cancel hooks': the order in which code nests them) so that no
  * other thread is inside tether's critical sections during fork; the parent
  * and child handlers release them. The child handler also starts a new
  * process generation (wait.h), by which the child tells what it inherited
@@ -23,6 +23,7 @@
 #include "scope.h"
 #include "timer.h"
 
+#include "hook.h"
 #include "reuse.h"
 
 static pthread_once_t registered = PTHREAD_ONCE_INIT;
@@ -34,10 +35,12 @@ static void prepare(void)
     tether__timer_fork_prepare();
     tether__wake_fork_prepare();
     tether__reuse_fork_prepare();
+    tether__hook_fork_prepare();
 }
 
 static void in_parent(void)
 {
+    tether__hook_fork_parent();
     tether__reuse_fork_parent();
     tether__wake_fork_parent();
     tether__timer_fork_parent();
@@ -47,6 +50,7 @@ static void in_parent(void)
 
 static void in_child(void)
 {
+    tether__hook_fork_child();
     tether__reuse_fork_child();
     tether__wake_fork_child();
     tether__timer_fork_child();

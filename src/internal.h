@@ -13,8 +13,10 @@
  *   token.c     the token tree: create/free, cancel, propagation, callbacks,
  *               and the waits under a token
  *   timer.c     the timer thread: cancels tokens at their own deadlines
+ *   hook.c      cancel hooks that may block, on lazily started runners
  *   current.c   the calling thread's current token, tether_check,
  *               tether_with_deadline
+ *   span.c      descriptor spans: shutdown of a socket on cancel
  *   job.c       tether_job_run: one pool job under its own token
  *   shield.c    shielded regions
  *   sleep.c     cancellable sleeps (tether_sleep_*, tether_nanosleep)
@@ -42,6 +44,7 @@
  *   scope.h     scope and task structures (scope.c, join.c, hostage.c,
  *               dump.c)
  *   timer.h     the timer thread (token.c, timer.c)
+ *   hook.h      cancel hooks (token.c, reuse.c, fork.c)
  */
 #ifndef TETHER__INTERNAL_H
 #define TETHER__INTERNAL_H

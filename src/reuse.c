@@ -33,6 +33,7 @@
 
 #include "clock.h"
 #include "current.h"
+#include "hook.h"
 #include "timer.h"
 
 #include <signal.h>
@@ -262,6 +263,7 @@ int tether__reuse_trim(void)
 int tether_trim(void)
 {
     tether__reuse_trim();
+    tether__hook_trim();
     tether__timer_stop_idle();
     return tether__wake_trim();
 }

@@ -235,6 +235,11 @@ int tether__sys_getsockopt(int fd, int level, int opt, void *val, socklen_t *len
     return (int)SYS(SYS_getsockopt, fd, level, opt, val, len, 0);
 }
 
+int tether__sys_shutdown(int fd, int how)
+{
+    return (int)SYS(SYS_shutdown, fd, how, 0, 0, 0, 0);
+}
+
 int tether__sys_fcntl(int fd, int cmd, long arg)
 {
     return (int)SYS(SYS_fcntl, fd, cmd, arg, 0, 0, 0);

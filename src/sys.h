@@ -64,10 +64,11 @@ TETHER_HIDDEN ssize_t tether__sys_sendto(int fd, const void *buf, size_t n, int 
                                          const struct sockaddr *dst, socklen_t dstlen);
 TETHER_HIDDEN ssize_t tether__sys_recvmsg(int fd, struct msghdr *msg, int flags);
 TETHER_HIDDEN ssize_t tether__sys_sendmsg(int fd, const struct msghdr *msg, int flags);
-/* accept4(2), connect(2), getsockopt(2). */
+/* accept4(2), connect(2), getsockopt(2), shutdown(2). */
 TETHER_HIDDEN int tether__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 TETHER_HIDDEN int tether__sys_connect(int fd, const struct sockaddr *addr, socklen_t len);
 TETHER_HIDDEN int tether__sys_getsockopt(int fd, int level, int opt, void *val, socklen_t *len);
+TETHER_HIDDEN int tether__sys_shutdown(int fd, int how);
 /* fcntl(2) with an integer argument (F_GETFL, F_SETFL). */
 TETHER_HIDDEN int tether__sys_fcntl(int fd, int cmd, long arg);
 /* fstat(2). */

@@ -22,6 +22,7 @@
 #include "token.h"
 
 #include "clock.h"
+#include "hook.h"
 #include "timer.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -170,6 +171,7 @@ int tether_token_free(tether_token *t)
     tether__timer_disarm(t); /* under the tree lock, where the timer claims */
     detach_callbacks(t);
     tree_lock_drop();
+    tether__hook_token_free(t, true); /* its running hooks end first */
     /* Unlinked: no canceler can reach t's wake point any more. */
     tether__wake_release(&t->wake);
     free(t);
@@ -193,6 +195,7 @@ void tether__token_free_tree(tether_token *t)
         }
         tether__timer_disarm(n);
         detach_callbacks(n);
+        tether__hook_token_free(n, false);
         tether__wake_release(&n->wake);
         free(n);
         if (!up)

@@ -28,6 +28,7 @@ struct tether_token {
     /* Tree links and the callback list are guarded by the tree lock. */
     tether_token *first_child, *next_sibling, *prev_sibling;
     tether_callback *callbacks;
+    tether_hook *hooks;  /* its cancel hooks (hook.c, under the hook lock) */
     _Atomic int entered; /* threads that have it entered */
     size_t timer_pos;    /* 1 + its slot in the timer's heap; 0: not armed
                                  * (timer.c, under the timer lock) */

@@ -1,7 +1,7 @@
 /*
  * Contract matrix: version, time, names, tokens, callbacks, the current
- * token, with_deadline/timeout, sigcancel, shields, signals, retry and
- * tether_job_run.
+ * token, with_deadline/timeout, sigcancel, shields, signals, retry,
+ * tether_job_run, the dump, cancel hooks and descriptor spans.
  * One Check test per function (or per small family of accessors), one row
  * per documented error and per edge of the contract. Rows are listed in
  * docs/contract-matrix.md.
@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 static void noop_cb(void *arg)
 {
@@ -628,6 +629,116 @@ START_TEST(contract_tether_dump)
 }
 END_TEST
 
+/* A hook that records where it ran. */
+struct hook_seen {
+    sem_t done;
+    pthread_t thread;
+};
+
+static void hook_record(void *arg)
+{
+    struct hook_seen *h = arg;
+    h->thread = pthread_self();
+    sem_post(&h->done);
+}
+
+START_TEST(contract_tether_hook)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    struct hook_seen seen;
+    sem_init(&seen.done, 0, 0);
+    tether_token *t;
+    tether_hook *h;
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    CT_RC(&r, "tether_hook_on_cancel/t NULL", tether_hook_on_cancel(NULL, hook_record, &seen, &h),
+          EINVAL);
+    CT_RC(&r, "tether_hook_on_cancel/fn NULL", tether_hook_on_cancel(t, NULL, &seen, &h), EINVAL);
+    CT_RC(&r, "tether_hook_on_cancel/out NULL", tether_hook_on_cancel(t, hook_record, &seen, NULL),
+          EINVAL);
+    CT_RC(&r, "tether_hook_off/NULL", tether_hook_off(NULL, NULL), EINVAL);
+    ck_assert_int_eq(tether_hook_on_cancel(t, hook_record, &seen, &h), 0);
+    bool ran = true;
+    CT_RC(&r, "tether_hook_off/before cancel", tether_hook_off(h, &ran), 0);
+    ct_row(&r, !ran, "tether_hook_off/before cancel (effect): expected ran false");
+    tether_token_cancel(t, 0);
+    ck_assert_int_eq(tether_hook_on_cancel(t, hook_record, &seen, &h), 0);
+    bool posted = th_sem_wait_bounded(&seen.done, 2000);
+    ct_row(&r, posted && !pthread_equal(seen.thread, pthread_self()),
+           "tether_hook_on_cancel/already canceled: expected run on a runner thread, got "
+           "posted %d",
+           posted);
+    CT_RC(&r, "tether_hook_off/after it ran", tether_hook_off(h, &ran), 0);
+    ct_row(&r, ran, "tether_hook_off/after it ran (effect): expected ran true");
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    ck_assert_int_eq(tether_hook_on_cancel(t, hook_record, &seen, &h), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    ran = true;
+    CT_RC(&r, "tether_hook_off/token freed first", tether_hook_off(h, &ran), 0);
+    ct_row(&r, !ran, "tether_hook_off/token freed first (effect): expected ran false");
+    sem_destroy(&seen.done);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+/* Whether the socket pair carries a byte from a to b. */
+static bool carries(int a, int b)
+{
+    char c = 0;
+    return send(a, "x", 1, MSG_NOSIGNAL) == 1 && recv(b, &c, 1, MSG_DONTWAIT) == 1 && c == 'x';
+}
+
+START_TEST(contract_tether_fd_span)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    int sv[2], p[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    tether_fd_span *s;
+    CT_RC(&r, "tether_fd_span_begin/out NULL", tether_fd_span_begin(sv[0], SHUT_RDWR, NULL),
+          EINVAL);
+    CT_RC(&r, "tether_fd_span_begin/how out of range", tether_fd_span_begin(sv[0], 7, &s), EINVAL);
+    CT_RC(&r, "tether_fd_span_begin/fd -1", tether_fd_span_begin(-1, SHUT_RDWR, &s), EBADF);
+    int closed = dup(sv[0]);
+    close(closed);
+    CT_RC(&r, "tether_fd_span_begin/closed fd", tether_fd_span_begin(closed, SHUT_RDWR, &s), EBADF);
+    CT_RC(&r, "tether_fd_span_begin/pipe", tether_fd_span_begin(p[0], SHUT_RDWR, &s), ENOTSOCK);
+    CT_RC(&r, "tether_fd_span_end/NULL", tether_fd_span_end(NULL, NULL), EINVAL);
+    /* No current token: a span that never fires. */
+    CT_RC(&r, "tether_fd_span_begin/no-token", tether_fd_span_begin(sv[0], SHUT_RDWR, &s), 0);
+    bool fired = true;
+    CT_RC(&r, "tether_fd_span_end/no-token", tether_fd_span_end(s, &fired), 0);
+    ct_row(&r, !fired && carries(sv[1], sv[0]),
+           "tether_fd_span_end/no-token (effect): expected not fired, socket untouched");
+    /* Live token, ended before any cancel: never fires. */
+    tether_token *t = ct_enter(CT_LIVE, 0);
+    CT_RC(&r, "tether_fd_span_begin/live", tether_fd_span_begin(sv[0], SHUT_WR, &s), 0);
+    CT_RC(&r, "tether_fd_span_end/live", tether_fd_span_end(s, &fired), 0);
+    tether_token_cancel(t, 0);
+    ct_row(&r, !fired && carries(sv[0], sv[1]),
+           "tether_fd_span_end/live (effect): expected not fired, socket untouched after a later "
+           "cancel");
+    ct_leave(t);
+    /* Already canceled: the shutdown runs before begin returns. */
+    t = ct_enter(CT_CANCELED, 0);
+    CT_RC(&r, "tether_fd_span_begin/canceled", tether_fd_span_begin(sv[0], SHUT_WR, &s), 0);
+    ct_row(&r, send(sv[0], "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE,
+           "tether_fd_span_begin/canceled (effect): expected shut down at once (EPIPE)");
+    CT_RC(&r, "tether_fd_span_end/canceled", tether_fd_span_end(s, &fired), 0);
+    ct_row(&r, fired, "tether_fd_span_end/canceled (effect): expected fired true");
+    ct_leave(t);
+    close(sv[0]);
+    close(sv[1]);
+    close(p[0]);
+    close(p[1]);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 static Suite *contract_core_suite(void)
 {
     Suite *s = suite_create("contract_core");
@@ -645,6 +756,8 @@ static Suite *contract_core_suite(void)
     tcase_add_test(tc, contract_tether_retry);
     tcase_add_test(tc, contract_tether_job_run);
     tcase_add_test(tc, contract_tether_dump);
+    tcase_add_test(tc, contract_tether_hook);
+    tcase_add_test(tc, contract_tether_fd_span);
     suite_add_tcase(s, tc);
     return s;
 }

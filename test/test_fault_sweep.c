@@ -1,11 +1,13 @@
 /*
  * Fault sweep: every resource acquisition inside tether fails in turn, for
  * each representative scenario (scope tree, token tree, slots, retry, pool
- * job, legacy calls, processes); each run returns documented errors, surfaces the
+ * job, legacy calls, processes, cancel hooks and descriptor spans); each run returns documented errors, surfaces the
  * failure, and leaves no thread, fd or heap block behind.
  */
 #define _GNU_SOURCE
 #include "fault_fixtures.h"
+
+#include <sys/socket.h>
 
 /* ---------------------------------------------------------------- sweep */
 
@@ -555,6 +557,61 @@ static void scenario_legacy(void)
     EXPECT(tether_token_free(t) == 0, "free");
 }
 
+static void hook_post(void *arg)
+{
+    sem_post(arg);
+}
+
+static bool sem_posted(void *arg)
+{
+    return sem_trywait(arg) == 0;
+}
+
+/* A hook on a canceled token (the hook, its callback, a runner thread) and
+ * a span that fires at once (the span, its callback). */
+static void scenario_hooks(void)
+{
+    tether_token *t;
+    int rc = tether_token_new(&t, NULL, TETHER_NEVER);
+    saw(rc);
+    if (rc) {
+        EXPECT(rc == ENOMEM, "tether_token_new: %s", strerror(rc));
+        return;
+    }
+    sem_t done;
+    sem_init(&done, 0, 0);
+    tether_hook *h;
+    long absorbed = tether_fault_absorbed_count();
+    rc = tether_hook_on_cancel(t, hook_post, &done, &h);
+    saw(rc);
+    EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_hook_on_cancel: %s", strerror(rc));
+    EXPECT(tether_token_cancel(t, 0) == 0, "cancel");
+    if (rc == 0) {
+        /* No runner could be made (absorbed): the hook waits for one. */
+        bool no_runner = tether_fault_absorbed_count() != absorbed;
+        bool ran_seen = !no_runner && wait_until(sem_posted, &done);
+        EXPECT(no_runner || ran_seen, "the hook never ran");
+        bool ran = false;
+        EXPECT(tether_hook_off(h, &ran) == 0 && ran == ran_seen, "off: ran %d", ran);
+    }
+    sem_destroy(&done);
+
+    int sv[2];
+    EXPECT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+    EXPECT(tether_token_enter(t) == 0, "enter");
+    tether_fd_span *s;
+    rc = tether_fd_span_begin(sv[0], SHUT_RDWR, &s);
+    saw(rc);
+    EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_fd_span_begin: %s", strerror(rc));
+    bool fired = false;
+    if (rc == 0)
+        EXPECT(tether_fd_span_end(s, &fired) == 0 && fired, "span: fired %d", fired);
+    EXPECT(tether_token_leave(t) == 0, "leave");
+    close(sv[0]);
+    close(sv[1]);
+    EXPECT(tether_token_free(t) == 0, "free");
+}
+
 /* ------------------------------------------------------------ the sweeps */
 
 START_TEST(injection_controls)
@@ -623,6 +680,14 @@ START_TEST(sweep_process)
 }
 END_TEST
 
+START_TEST(sweep_hooks)
+{
+    /* A runner thread that cannot be created is absorbed by design. */
+    static const struct scenario sc = { "cancel hooks and spans", scenario_hooks, true };
+    ck_assert_int_gt(sweep(&sc), 3);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fault_sweep");
@@ -638,6 +703,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sweep_job);
     tcase_add_test(tc, sweep_legacy);
     tcase_add_test(tc, sweep_process);
+    tcase_add_test(tc, sweep_hooks);
     suite_add_tcase(s, tc);
 
     return s;

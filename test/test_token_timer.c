@@ -35,20 +35,6 @@ static int wait_raw_threads(int n)
     return c;
 }
 
-/* sem_wait bounded by base_ms (scaled); whether it was posted. Polls
- * sem_trywait (which TSan sees, unlike sem_clockwait): the callbacks
- * measure their own lateness, so the waiter's own delay does not matter. */
-static bool sem_wait_bounded(sem_t *s, int64_t base_ms)
-{
-    tether_time_t end = tether_now() + th_bound_ns(base_ms);
-    while (sem_trywait(s) != 0) {
-        if (tether_now() >= end)
-            return false;
-        usleep(100);
-    }
-    return true;
-}
-
 /* What a callback saw when it ran. */
 struct fired {
     sem_t done;
@@ -94,7 +80,7 @@ START_TEST(callback_fires_with_nobody_waiting)
     tether_token *below = new_token(t, TETHER_NEVER);
     tether_callback *cb = on_cancel(below, record, &f);
 
-    ck_assert_msg(sem_wait_bounded(&f.done, 2000), "the deadline's callback never ran");
+    ck_assert_msg(th_sem_wait_bounded(&f.done, 2000), "the deadline's callback never ran");
     ck_assert_int_ge(f.at, d);
     ck_assert_msg(f.at - d < th_bound_ns(500), "callback %lld ns late", (long long)(f.at - d));
     ck_assert(!pthread_equal(f.thread, pthread_self()));
@@ -119,7 +105,7 @@ START_TEST(expired_at_birth_is_canceled_soon)
     tether_callback *cb = on_cancel(t, record, &f);
     /* Either the timer thread got there first (then the callback ran here,
      * at registration) or it runs it now: either way, with no check. */
-    ck_assert(sem_wait_bounded(&f.done, 2000));
+    ck_assert(th_sem_wait_bounded(&f.done, 2000));
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_DEADLINE);
     ck_assert(off_cancel(cb));
     free_token(t);
@@ -259,7 +245,7 @@ START_TEST(thread_is_lazy_and_trim_stops_it)
     t = new_token(inherits, d);
     tether_callback *cb = on_cancel(t, record, &f);
     ck_assert_int_eq(raw_thread_count(), n + 1);
-    ck_assert(sem_wait_bounded(&f.done, 2000));
+    ck_assert(th_sem_wait_bounded(&f.done, 2000));
     ck_assert_int_ge(f.at, d);
     ck_assert(off_cancel(cb));
     free_token(t);
@@ -289,7 +275,7 @@ START_TEST(callback_on_timer_thread_may_trim_and_arm)
     struct fired f;
     fired_init(&f, -1, false);
     tether_callback *cb2 = on_cancel(t, record, &f);
-    ck_assert(sem_wait_bounded(&f.done, 2000));
+    ck_assert(th_sem_wait_bounded(&f.done, 2000));
     ck_assert(off_cancel(cb));
     ck_assert(off_cancel(cb2));
     ck_assert_int_eq(bad_seen(), 0);
@@ -297,7 +283,7 @@ START_TEST(callback_on_timer_thread_may_trim_and_arm)
     struct fired g;
     fired_init(&g, -1, false);
     tether_callback *cb3 = on_cancel(next, record, &g);
-    ck_assert(sem_wait_bounded(&g.done, 2000));
+    ck_assert(th_sem_wait_bounded(&g.done, 2000));
     ck_assert(off_cancel(cb3));
     free_token(next);
     free_token(t);
@@ -342,7 +328,7 @@ START_TEST(many_random_deadlines_fire_in_order_never_early)
         t[i] = new_token(NULL, M.deadline[i]);
         cb[i] = on_cancel(t[i], many_cb, (void *)(intptr_t)i);
     }
-    ck_assert_msg(sem_wait_bounded(&M.all, 5000), "%d of %d fired", atomic_load(&M.fired), MANY);
+    ck_assert_msg(th_sem_wait_bounded(&M.all, 5000), "%d of %d fired", atomic_load(&M.fired), MANY);
     for (int k = 0; k < MANY; k++) {
         int i = M.order[k];
         ck_assert_msg(M.at[i] >= M.deadline[i], "token %d fired %lld ns early", i,
@@ -387,7 +373,7 @@ START_TEST(free_before_deadline_never_fires)
     fired_init(&f, -1, false);
     tether_token *canary = new_token(NULL, d + N * tether_us(100) + tether_ms(5));
     tether_callback *ccb = on_cancel(canary, record, &f);
-    ck_assert(sem_wait_bounded(&f.done, 2000));
+    ck_assert(th_sem_wait_bounded(&f.done, 2000));
     for (int i = 0; i < N; i++)
         ck_assert(!off_cancel(cb[i]));
     ck_assert(off_cancel(ccb));
@@ -467,11 +453,11 @@ static int child_checks(tether_token *inherited, tether_time_t inherited_deadlin
     tether_time_t d = tether_deadline_after(tether_ms(20));
     if (tether_token_new(&t, NULL, d) || tether_token_on_cancel(t, record, &f, &cn))
         return 12;
-    if (!sem_wait_bounded(&f.done, 2000))
+    if (!th_sem_wait_bounded(&f.done, 2000))
         return 13;
     if (f.at < d)
         return 14;
-    if (!sem_wait_bounded(&g.done, 2000))
+    if (!th_sem_wait_bounded(&g.done, 2000))
         return 15;
     if (g.at < inherited_deadline || tether_token_cause(inherited) != TETHER_CAUSE_DEADLINE)
         return 16;

@@ -74,7 +74,8 @@ TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether
  *
  * Callbacks still registered on it are detached unrun:
  * tether_token_off_cancel still frees their handles and reports that they
- * did not run.
+ * did not run. Its cancel hooks (tether_hook_on_cancel) that have not
+ * started never run; running ones are waited for.
  *
  * Parameters:
  *  t  the token.
@@ -83,7 +84,10 @@ TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether
  *  EINVAL  t is NULL.
  *  EBUSY   t still has child tokens, or some thread has it entered
  *          (tether_token_enter without the matching leave). Nothing changes.
- * Blocking: Never blocks (a short internal lock); not a cancellation point.
+ * Blocking: Never blocks (a short internal lock), except while cancel hooks
+ * of t run on runner threads: it waits for them to return (do not hold a
+ * lock such a hook takes; from inside one of t's hooks it does not wait for
+ * that hook). Not a cancellation point.
  * Thread safety: Must not race with any other call on the same token (as
  * with pthread_mutex_destroy); calls on other tokens are fine. A
  * tether_token_cancel whose effect the caller has seen (directly, or through

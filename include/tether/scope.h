@@ -444,9 +444,10 @@ TETHER_API int tether_scope_cancel(tether_scope *s);
  *           that left its token still gets EDEADLK.
  *  ECHILD   in a fork child, the scope was opened before the fork: its
  *           children stayed in the parent (tether_scope_free releases it).
- * Blocking: Blocks until every child has exited; not a cancellation point
- * (a scope always waits for its children). Do not hold a lock that a child
- * needs to finish.
+ * Blocking: Blocks until every child has exited, and until the cancel hooks
+ * (tether_hook_on_cancel) running on its children's tokens and its own have
+ * returned; not a cancellation point (a scope always waits for its
+ * children). Do not hold a lock that a child or such a hook needs to finish.
  * Thread safety: One join per scope; other threads may still cancel it, and
  * threads inside tether_task_wait/halt on its tasks return before it does.
  * Ownership: The scope handle stays valid, in the joined state, until

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Start and stop the servers of the real-client tests, on 127.0.0.1 only.
 #
-#   servers.sh start DIR SILENT_SERVER   start them; DIR/env gets their ports
+#   servers.sh start DIR SILENT_SERVER [HTTP_SERVER]
+#                                        start them; DIR/env gets their ports
 #   servers.sh stop DIR                  stop them by pid, remove their files
 #
 # Servers: redis-server (random free port, no persistence), a throwaway
 # PostgreSQL cluster (initdb into a temporary directory, run as the
 # `postgres` user when we are root, unix socket in that directory, listening
-# on 127.0.0.1), and silent_server (accepts, never answers).
+# on 127.0.0.1), silent_server (accepts, never answers) and, when given,
+# http_server (a small HTTP/1.1 server with a path that stalls).
 #
 # A server whose package is missing is recorded in DIR/env as skipped, with
 # the reason, when we are not root; as root (CI, where .ci/run installs the
@@ -65,6 +67,16 @@ start() {
     [ -s "$dir/http.port" ] || { log "silent_server did not start"; cat "$dir/http.log"; exit 1; }
     echo "HTTP_PORT=$(cat "$dir/http.port")" >>"$dir/env"
 
+    # The HTTP/1.1 server of the libcurl example.
+    if [ -n "${2:-}" ]; then
+        rm -f "$dir/http11.port"
+        "$2" "$dir/http11.port" </dev/null >"$dir/http11.log" 2>&1 &
+        echo $! >"$dir/http11.pid"
+        for ((i = 0; i < 100; i++)); do [ -s "$dir/http11.port" ] && break; sleep 0.05; done
+        [ -s "$dir/http11.port" ] || { log "http_server did not start"; cat "$dir/http11.log"; exit 1; }
+        echo "HTTP11_PORT=$(cat "$dir/http11.port")" >>"$dir/env"
+    fi
+
     # redis-server.
     if command -v redis-server >/dev/null; then
         local port
@@ -120,6 +132,7 @@ start() {
 stop() {
     [ -d "$dir" ] || return 0
     stop_pid "$dir/http.pid" TERM
+    stop_pid "$dir/http11.pid" TERM
     stop_pid "$dir/redis.pid" TERM
     stop_pid "$dir/pg.pid" INT # fast shutdown: ends the backends still in pg_sleep
     if [ -f "$dir/pg.dir" ]; then
@@ -132,5 +145,5 @@ stop() {
 case "$cmd" in
     start) shift 2; start "$@" ;;
     stop) stop ;;
-    *) echo "usage: servers.sh start DIR SILENT_SERVER | stop DIR" >&2; exit 2 ;;
+    *) echo "usage: servers.sh start DIR SILENT_SERVER [HTTP_SERVER] | stop DIR" >&2; exit 2 ;;
 esac

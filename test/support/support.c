@@ -65,6 +65,17 @@ int th_wait_thread_count(int n)
     return c;
 }
 
+bool th_sem_wait_bounded(sem_t *s, int64_t base_ms)
+{
+    tether_time_t end = tether_now() + th_bound_ns(base_ms);
+    while (sem_trywait(s) != 0) {
+        if (tether_now() >= end)
+            return false;
+        usleep(100);
+    }
+    return true;
+}
+
 pid_t th_gettid(void)
 {
     return (pid_t)syscall(SYS_gettid);

@@ -37,6 +37,11 @@ int th_fd_count(void);
  * th_baseline_take and th_baseline_check call it). */
 int th_wait_thread_count(int n);
 
+/* sem_wait bounded by base_ms (scaled); whether it was posted. Polls
+ * sem_trywait (which TSan sees, unlike sem_clockwait), so the waiter's own
+ * delay is up to 100 us: measure lateness where the post happens. */
+bool th_sem_wait_bounded(sem_t *s, int64_t base_ms);
+
 /* Wait (up to a bound) until `tid` is blocked in the kernel (state S). */
 int th_wait_blocked(pid_t tid);
 
