@@ -172,6 +172,7 @@ int tether_token_free(tether_token *t)
     tree_lock_drop();
     /* Unlinked: no canceler can reach t's wake point any more. */
     tether__wake_release(&t->wake);
+    tether__context_release(t);
     free(t);
     return 0;
 }
@@ -194,6 +195,7 @@ void tether__token_free_tree(tether_token *t)
         tether__timer_disarm(n);
         detach_callbacks(n);
         tether__wake_release(&n->wake);
+        tether__context_release(n);
         free(n);
         if (!up)
             break;
