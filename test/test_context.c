@@ -526,8 +526,8 @@ START_TEST(test_context_across_fork)
             _exit(child_side(root, leaf, busy));
         int status;
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork %d: child status %#x",
-                      k, status);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork %d: child status %#x", k,
+                      status);
     }
     if (SETTER_ACROSS_FORK) {
         atomic_store(&st.stop, true);
