@@ -4,7 +4,8 @@
  * up the tree at the time of the lookup and returns the nearest value, so a
  * value set on a scope's token is what every child of that scope, their
  * nested scopes and a pool job run under it see, and what tether_dump shows
- * on that token.
+ * on that token. A fork child keeps the values of the tokens it inherited;
+ * a value set in either process afterwards stays in that process.
  */
 #ifndef TETHER_CONTEXT_H
 #define TETHER_CONTEXT_H
@@ -29,7 +30,8 @@ extern "C" {
  * again. Any bytes but NUL may appear in a value (tether_dump escapes
  * quotes, backslashes and control characters); the empty string is a value
  * like any other and hides the ancestors' values. Only t's own value
- * changes: a descendant's own value, if it has one, still wins below it.
+ * changes: a descendant's own value, if it has one, still wins below it. A
+ * canceled or expired token takes a value like a live one.
  *
  * Parameters:
  *  t      the token.
@@ -42,7 +44,6 @@ extern "C" {
  *          nothing changes.
  *  ENOMEM  out of memory for the copy; nothing changes.
  * Blocking: Never blocks (a short internal lock); not a cancellation point.
- * A canceled or expired token takes a value like a live one.
  * Thread safety: Thread-safe, also while other threads look the value up
  * from t or any descendant: each lookup sees the old value or the new one
  * whole, never a mix. Must not race with tether_token_free of t.
