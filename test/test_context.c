@@ -510,7 +510,9 @@ START_TEST(test_context_across_fork)
     tether_token *busy = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_set_context(root, "root-v"), 0);
     ck_assert_int_eq(tether_token_set_context(leaf, "leaf-v"), 0);
-    ck_assert_int_eq(tether_token_set_context(busy, "A"), 0);
+    char first[TETHER_CONTEXT_MAX];
+    value_k(first, 1);
+    ck_assert_int_eq(tether_token_set_context(busy, first), 0);
     setter st = { .t = busy };
     pthread_t th = { 0 };
     if (SETTER_ACROSS_FORK) {
