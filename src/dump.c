@@ -137,7 +137,7 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
  * byte outside printable ASCII escaped (\u00XX in JSON, \xXX in text). */
 static void put_quoted(struct out *o, const char *s, bool json)
 {
-    char q = json ? '"' : '\'';
+    unsigned char q = json ? '"' : '\'';
     put(o, "%c", q);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         if (*c == q || *c == '\\')
