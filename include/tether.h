@@ -27,6 +27,7 @@
  *
  *   tether/base.h     TETHER_API, version, time, causes and outcomes
  *   tether/core.h     tokens, the current token, in-thread deadlines, fork
+ *   tether/context.h  request context: a value on a token its descendants see
  *   tether/scope.h    scopes, tasks, TETHER_SCOPE_GUARD
  *   tether/sleep.h    cancellable sleeps
  *   tether/shield.h   shielded regions for clean-up
@@ -51,6 +52,7 @@
 
 #include "tether/base.h"
 #include "tether/core.h"
+#include "tether/context.h"
 #include "tether/scope.h"
 #include "tether/sleep.h"
 #include "tether/shield.h"

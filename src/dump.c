@@ -45,6 +45,8 @@ struct node {
     tether_cause cause;
     tether_time_t deadline, canceled_at;
     char blocked[BLOCKED_MAX];
+    bool has_context;
+    char context[TETHER_CONTEXT_MAX]; /* its own value, not an ancestor's */
 };
 
 struct snapshot {
@@ -52,7 +54,7 @@ struct snapshot {
     size_t n, cap;
 };
 
-/* The visitor: copy t. Allocation only, no other lock. */
+/* The visitor: copy t. Allocation and the context lock (a leaf) only. */
 static int copy_node(void *ctx, const tether_token *t, unsigned depth)
 {
     struct snapshot *sn = ctx;
@@ -70,6 +72,7 @@ static int copy_node(void *ctx, const tether_token *t, unsigned depth)
     nd->deadline = t->deadline;
     nd->entered = atomic_load_explicit(&t->entered, memory_order_relaxed);
     nd->canceled = tether__token_canceled(t);
+    nd->has_context = tether__context_own(t, nd->context);
     if (nd->canceled) {
         nd->cause = tether_token_cause(t);
         nd->canceled_at = t->canceled_at;
@@ -129,19 +132,22 @@ __attribute__((format(printf, 2, 3))) static void put(struct out *o, const char 
     }
 }
 
-/* s as a JSON string (every byte outside printable ASCII escaped). */
-static void put_json_string(struct out *o, const char *s)
+/* s quoted, on one line whatever it holds: as a JSON string (json), or
+ * between single quotes for the text form; a quote, a backslash and every
+ * byte outside printable ASCII escaped (\u00XX in JSON, \xXX in text). */
+static void put_quoted(struct out *o, const char *s, bool json)
 {
-    put(o, "\"");
+    unsigned char q = json ? '"' : '\'';
+    put(o, "%c", q);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\')
+        if (*c == q || *c == '\\')
             put(o, "\\%c", *c);
         else if (*c < 0x20 || *c >= 0x7f)
-            put(o, "\\u%04x", *c);
+            put(o, json ? "\\u%04x" : "\\x%02x", *c);
         else
             put(o, "%c", *c);
     }
-    put(o, "\"");
+    put(o, "%c", q);
 }
 
 static const char *policy_name(tether_policy p)
@@ -207,13 +213,17 @@ static void text_node(struct out *o, const struct node *nd, tether_time_t now)
     if (nd->kind == OWNER_NONE)
         put(o, " entered %d", nd->entered);
     put_state(o, nd, now, false);
+    if (nd->has_context) {
+        put(o, ", context ");
+        put_quoted(o, nd->context, false);
+    }
     put(o, "\n");
 }
 
 static void json_node(struct out *o, const struct node *nd, tether_time_t now)
 {
     put(o, "{\"kind\":\"%s\",\"name\":", kind_name(nd->kind));
-    put_json_string(o, nd->name);
+    put_quoted(o, nd->name, true);
     if (nd->kind == OWNER_SCOPE)
         put(o, ",\"policy\":\"%s\"", policy_name(nd->policy));
     if (nd->kind == OWNER_TASK) {
@@ -224,10 +234,15 @@ static void json_node(struct out *o, const struct node *nd, tether_time_t now)
         if (nd->exited || nd->inherited)
             put(o, "null");
         else
-            put_json_string(o, nd->blocked);
+            put_quoted(o, nd->blocked, true);
     }
     put(o, ",\"entered\":%d", nd->entered);
     put_state(o, nd, now, true);
+    put(o, ",\"context\":");
+    if (nd->has_context)
+        put_quoted(o, nd->context, true);
+    else
+        put(o, "null");
     put(o, ",\"children\":[");
 }
 

@@ -4,9 +4,10 @@
  * A child of a multithreaded process has only the thread that forked, so a
  * lock held by any other thread at that instant would stay held for good.
  * The prepare handler takes every process-wide tether lock (the scopes'
- * lineage lock, the tree lock, the timer lock, the eventfd pool's, the
- * thread pool's, then the cancel hooks': the order in which code nests them) so that no
- * other thread is inside tether's critical sections during fork; the parent
+ * lineage lock, the tree lock, the context lock, the timer lock, the
+ * eventfd pool's, the thread pool's, then the cancel hooks': the order in
+ * which code nests them) so that no other thread is inside tether's
+ * critical sections during fork; the parent
  * and child handlers release them. The child handler also starts a new
  * process generation (wait.h), by which the child tells what it inherited
  * (eventfds, scopes, signal relays) from what it made itself, and forgets
@@ -32,6 +33,7 @@ static void prepare(void)
 {
     tether__lineage_fork_prepare();
     tether__token_fork_prepare();
+    tether__context_fork_prepare();
     tether__timer_fork_prepare();
     tether__wake_fork_prepare();
     tether__reuse_fork_prepare();
@@ -44,6 +46,7 @@ static void in_parent(void)
     tether__reuse_fork_parent();
     tether__wake_fork_parent();
     tether__timer_fork_parent();
+    tether__context_fork_release();
     tether__token_fork_parent();
     tether__lineage_fork_release();
 }
@@ -54,6 +57,7 @@ static void in_child(void)
     tether__reuse_fork_child();
     tether__wake_fork_child();
     tether__timer_fork_child();
+    tether__context_fork_release();
     tether__token_fork_child();
     tether__signals_fork_child();
     tether__dump_fork_child();

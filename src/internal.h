@@ -12,6 +12,7 @@
  *   wait.c      futex sleeps, eventfd pool, wake-ups: the waiting layer
  *   token.c     the token tree: create/free, cancel, propagation, callbacks,
  *               and the waits under a token
+ *   context.c   request context: a value on a token, seen by descendants
  *   timer.c     the timer thread: cancels tokens at their own deadlines
  *   hook.c      cancel hooks that may block, on lazily started runners
  *   current.c   the calling thread's current token, tether_check,

@@ -174,6 +174,7 @@ int tether_token_free(tether_token *t)
     tether__hook_token_free(t, true); /* its running hooks end first */
     /* Unlinked: no canceler can reach t's wake point any more. */
     tether__wake_release(&t->wake);
+    tether__context_release(t);
     free(t);
     return 0;
 }
@@ -197,6 +198,7 @@ void tether__token_free_tree(tether_token *t)
         detach_callbacks(n);
         tether__hook_token_free(n, false);
         tether__wake_release(&n->wake);
+        tether__context_release(n);
         free(n);
         if (!up)
             break;

@@ -38,6 +38,9 @@ struct tether_token {
      * written; the owner outlives the token's place in the tree. */
     _Atomic(void *) owner;
     unsigned char owner_kind; /* enum tether__owner_kind, written before owner */
+    /* Its own request context (context.c): an immutable copy, swapped and
+     * followed only under the context lock; NULL: none. */
+    _Atomic(char *) context;
 };
 
 enum tether__owner_kind { OWNER_NONE, OWNER_SCOPE, OWNER_TASK, OWNER_BACKGROUND };
@@ -88,7 +91,8 @@ static inline int tether__check_or_fail(tether_token *t)
 }
 /* Call fn(ctx, t, depth) for every token in the process, depth-first, each
  * root (a token without parent) at depth 0 followed by its subtree, under
- * the tree lock: fn must not block, take a lock or touch any token's links.
+ * the tree lock: fn must not block, take a lock (but the context lock, a
+ * leaf: tether__context_own) or touch any token's links.
  * Stops at fn's first nonzero return and returns it; 0 after the last. */
 TETHER_HIDDEN int tether__token_visit(int (*fn)(void *ctx, const tether_token *t, unsigned depth),
                                       void *ctx);
@@ -114,6 +118,17 @@ TETHER_HIDDEN int tether__token_backoff(tether_token *t, int64_t *step_ns);
  * and children: only for what a fork child inherited from threads it does
  * not have (their callbacks never run). */
 TETHER_HIDDEN void tether__token_free_tree(tether_token *t);
+/* Request context (context.c). Copy t's own value (not an ancestor's) into
+ * buf; false if it has none. Takes the context lock, a leaf: callable under
+ * the tree lock. */
+TETHER_HIDDEN bool tether__context_own(const tether_token *t, char buf[TETHER_CONTEXT_MAX]);
+/* Free t's own value: t is unlinked and nobody else can reach it. */
+TETHER_HIDDEN void tether__context_release(tether_token *t);
+/* The context lock across fork (fork.c): taken after the tree lock,
+ * released in both processes; the child keeps every inherited value. */
+TETHER_HIDDEN void tether__context_fork_prepare(void);
+TETHER_HIDDEN void tether__context_fork_release(void);
+
 /* The token tree's part of the fork handlers (fork.c): take the tree lock
  * (prepare), release it (parent, child). */
 TETHER_HIDDEN void tether__token_fork_prepare(void);

@@ -734,6 +734,49 @@ START_TEST(contract_tether_fd_span)
     close(sv[1]);
     close(p[0]);
     close(p[1]);
+START_TEST(contract_tether_context)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    tether_token *c = new_token(t, TETHER_NEVER);
+    char buf[TETHER_CONTEXT_MAX];
+    CT_RC(&r, "tether_token_set_context/t NULL", tether_token_set_context(NULL, "x"), EINVAL);
+    char v[TETHER_CONTEXT_MAX + 1];
+    memset(v, 'v', sizeof v - 1);
+    v[TETHER_CONTEXT_MAX] = '\0';
+    CT_RC(&r, "tether_token_set_context/128 bytes", tether_token_set_context(t, v), ERANGE);
+    v[TETHER_CONTEXT_MAX - 1] = '\0';
+    CT_RC(&r, "tether_token_set_context/127 bytes", tether_token_set_context(t, v), 0);
+    v[TETHER_CONTEXT_MAX - 1] = 'v';
+    (void)tether_token_set_context(t, v);
+    ct_row(&r, tether_token_context(c, buf, sizeof buf) == 0 && strlen(buf) == 127,
+           "tether_token_set_context/refused: expected the old value kept");
+    CT_RC(&r, "tether_token_set_context/canceled token",
+          (tether_token_cancel(c, 0), tether_token_set_context(c, "dead")), 0);
+    CT_RC(&r, "tether_token_set_context/NULL removes", tether_token_set_context(c, NULL), 0);
+
+    CT_RC(&r, "tether_token_context/t NULL", tether_token_context(NULL, buf, sizeof buf), EINVAL);
+    CT_RC(&r, "tether_token_context/buf NULL", tether_token_context(c, NULL, sizeof buf), EINVAL);
+    CT_RC(&r, "tether_token_context/buffer one byte short", tether_token_context(c, buf, 127),
+          ERANGE);
+    CT_RC(&r, "tether_token_context/an ancestor's value", tether_token_context(c, buf, 128), 0);
+    (void)tether_token_set_context(t, NULL);
+    memset(buf, '#', sizeof buf);
+    CT_RC(&r, "tether_token_context/no value up the tree", tether_token_context(c, buf, 128),
+          ENOENT);
+    ct_row(&r, buf[0] == '#', "tether_token_context/ENOENT: expected buf untouched");
+
+    CT_RC(&r, "tether_context/buf NULL", tether_context(NULL, 16), EINVAL);
+    CT_RC(&r, "tether_context/no current token", tether_context(buf, sizeof buf), ENOENT);
+    enter(c);
+    CT_RC(&r, "tether_context/no value up the tree", tether_context(buf, sizeof buf), ENOENT);
+    (void)tether_token_set_context(t, "req-1");
+    CT_RC(&r, "tether_context/buffer one byte short", tether_context(buf, 5), ERANGE);
+    CT_RC(&r, "tether_context/canceled current token", tether_context(buf, sizeof buf), 0);
+    leave(c);
+    ck_assert_int_eq(tether_token_free(c), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
     ct_done(&r);
     th_baseline_check(base);
 }
@@ -758,6 +801,7 @@ static Suite *contract_core_suite(void)
     tcase_add_test(tc, contract_tether_dump);
     tcase_add_test(tc, contract_tether_hook);
     tcase_add_test(tc, contract_tether_fd_span);
+    tcase_add_test(tc, contract_tether_context);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -199,6 +199,72 @@ START_TEST(test_dump_json_escapes_names)
 }
 END_TEST
 
+/* Read everything from fd (its write end closed) into buf; NUL-ended. */
+static size_t read_all(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (ssize_t got; (got = read(fd, buf + n, cap - 1 - n)) > 0;)
+        n += (size_t)got;
+    buf[n] = '\0';
+    return n;
+}
+
+/* Request context: each token's own value, in both forms, escaped so that
+ * a value cannot break a text line or the JSON. */
+START_TEST(test_dump_shows_context)
+{
+    th_baseline base = th_baseline_take();
+    tether_token *request = new_token(NULL, TETHER_NEVER);
+    ck_assert_int_eq(tether_token_set_context(request, "req \"42\"\n\x01'\\\xc3\xa9"), 0);
+    tether_scope_opts o = { .name = "handler", .parent = request };
+    tether_scope *s = open_scope(&o);
+    ck_assert_int_eq(tether_token_set_context(tether_scope_token(s), "span-7"), 0);
+    tether_token *below = new_token(tether_scope_token(s), TETHER_NEVER); /* none of its own */
+
+    int out[2];
+    ck_assert_int_eq(pipe(out), 0);
+    ck_assert_int_eq(tether_dump(out[1], TETHER_DUMP_TEXT), 0);
+    ck_assert_int_eq(tether_dump(out[1], TETHER_DUMP_JSON), 0);
+    close(out[1]);
+    static char buf[DUMP_MAX];
+    read_all(out[0], buf, sizeof buf);
+    close(out[0]);
+    ck_assert_int_eq(tether_token_free(below), 0);
+    join_and_free(s);
+    ck_assert_int_eq(tether_token_free(request), 0);
+
+    /* Text: one line per token (the header, 3 tokens, then the JSON line). */
+    char *json = strstr(buf, "\n{\"pid\":");
+    ck_assert_msg(json, "%s", buf);
+    *json++ = '\0';
+    int lines = 0;
+    for (const char *c = buf; *c; c++)
+        lines += *c == '\n';
+    ck_assert_msg(lines == 3, "%d newlines in:\n%s", lines, buf); /* the 4th ended at json */
+    ck_assert_msg(strstr(buf, "\ntoken entered 0, live, no deadline, context "
+                              "'req \"42\"\\x0a\\x01\\'\\\\\\xc3\\xa9'\n"),
+                  "%s", buf);
+    ck_assert_msg(strstr(buf, "\n  scope 'handler' fail-fast, live, no deadline, context "
+                              "'span-7'\n"),
+                  "%s", buf);
+    ck_assert_msg(strstr(buf, "\n    token entered 0, live, no deadline"), "%s", buf);
+    ck_assert_msg(!strstr(buf, "    token entered 0, live, no deadline, context"),
+                  "the token below shows a value of its own:\n%s", buf);
+
+    /* JSON: strict, the values escaped, null where a token has none. */
+    size_t at = 0;
+    size_t jn = strlen(json);
+    ck_assert_msg(json_check(json, jn - 1, &at, NULL), "invalid JSON at byte %zu:\n%s", at, json);
+    ck_assert_msg(strstr(json, "\"context\":\"req \\\"42\\\"\\u000a\\u0001'\\\\\\u00c3\\u00a9\""),
+                  "%s", json);
+    ck_assert_msg(strstr(json, "\"name\":\"handler\""), "%s", json);
+    ck_assert_msg(strstr(json, "\"context\":\"span-7\",\"children\":[{\"kind\":\"token\""), "%s",
+                  json);
+    ck_assert_msg(strstr(json, "\"context\":null,\"children\":[]"), "%s", json);
+    th_baseline_check(base);
+}
+END_TEST
+
 /* An empty process: no tokens, still a valid dump. */
 START_TEST(test_dump_nothing_alive)
 {
@@ -333,6 +399,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, th_timeout_s(20));
     tcase_add_test(tc, test_dump_three_level_tree_text_and_json);
     tcase_add_test(tc, test_dump_json_escapes_names);
+    tcase_add_test(tc, test_dump_shows_context);
     tcase_add_test(tc, test_dump_nothing_alive);
     tcase_add_test(tc, test_dump_on_signal);
     tcase_add_test(tc, test_dump_on_signal_across_fork);

@@ -482,7 +482,8 @@ TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), voi
  * thread that called fork. In it:
  *
  * Tokens inherited from the parent stay valid and work: check, cancel,
- * callbacks, new children, enter/leave, free, and waits under them. The two
+ * callbacks, new children, enter/leave, free, waits under them, and their
+ * request context values (tether/context.h), which the child may replace. The two
  * processes' copies are independent: a cancel in one never wakes, fails or
  * busies a wait in the other (each process gives an inherited token its own
  * wake-up descriptor on first use). Callbacks registered by threads that

@@ -34,7 +34,10 @@ typedef struct tether_dump_signal tether_dump_signal;
  * /proc/self/task/TID/syscall, "syscall N", or "running"), the background
  * children's parent token, or a plain token (how many threads entered it).
  * Every entry has its state (live or canceled), the cause and the time since
- * the cancellation, and its effective deadline with the time left. Scopes
+ * the cancellation, its effective deadline with the time left, and the
+ * token's own request context (tether/context.h) if it has one: text
+ * ", context '...'" at the end of the line, JSON "context" (null when it has
+ * none; a descendant's entry does not repeat an ancestor's value). Scopes
  * opened inside a child appear below that child. The text form indents two
  * spaces per level; the JSON form nests entries in "children" arrays.
  *

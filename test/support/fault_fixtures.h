@@ -239,6 +239,24 @@ static inline void scenario_token_tree(void)
         }
     }
 
+    /* A request context on every other node: the copy needs memory; a
+     * refused one leaves the old value (none), and every copy goes with its
+     * token at the end. */
+    for (int k = 0; k < NODES; k += 2) {
+        if (!node[k])
+            continue;
+        rc = tether_token_set_context(node[k], k % 4 ? "req-id" : "");
+        char buf[TETHER_CONTEXT_MAX];
+        int got = tether_token_context(node[k], buf, sizeof buf);
+        if (rc) {
+            EXPECT(rc == ENOMEM, "tether_token_set_context: %s", strerror(rc));
+            EXPECT(got == ENOENT || (got == 0 && k > 0), "after a refused set: %d", got);
+            saw(rc);
+        } else {
+            EXPECT(got == 0 && strcmp(buf, k % 4 ? "req-id" : "") == 0, "lookup: %d", got);
+        }
+    }
+
     /* Entries beyond the 16 kept inline need memory. */
     tether_token *leaf = node[0];
     for (int k = NODES - 1; k > 0; k--)
