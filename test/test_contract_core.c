@@ -734,6 +734,11 @@ START_TEST(contract_tether_fd_span)
     close(sv[1]);
     close(p[0]);
     close(p[1]);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
 START_TEST(contract_tether_context)
 {
     th_baseline base = th_baseline_take();
