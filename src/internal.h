@@ -35,6 +35,9 @@
  *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
  *   resolve.c   tether_getaddrinfo: the lookup on a helper thread
+ *   metrics.c   metrics: the name registry, gauges, the fold at join,
+ *               snapshots
+ *   prometheus.c the metrics in the Prometheus text format
  *
  * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel
@@ -46,6 +49,8 @@
  *               dump.c)
  *   timer.h     the timer thread (token.c, timer.c)
  *   hook.h      cancel hooks (token.c, reuse.c, fork.c)
+ *   metrics.h   the metrics' series and gauges (scope files, token.c,
+ *               sync.c, retry.c)
  */
 #ifndef TETHER__INTERNAL_H
 #define TETHER__INTERNAL_H

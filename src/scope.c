@@ -164,6 +164,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     s->hostage_signal = hostage_signal;
     s->gen = tether__fork_generation();
     s->owner = pthread_self();
+    s->metrics = tether__metrics_open(s->name);
     lineage_link(s);
     *out = s;
     return 0;
@@ -241,6 +242,8 @@ static void child_finished(tether_task *task, int rc)
     if (task->pooled)
         tether__reuse_park_early(); /* no user code runs after this */
     task->done = true;
+    if (!tether__scope_inherited(s)) /* a fork child counts from zero */
+        tether__metrics_child_down(s->metrics);
     if (task->background)
         s->live_bg--;
     else
@@ -441,6 +444,7 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     /* Reserve the slot; join waits for `spawning` to drain. */
     task->index = s->next_index++;
     s->spawning++;
+    tether__metrics_child_up(s->metrics);
     if (task->background)
         s->live_bg++;
     else
@@ -479,6 +483,7 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     tether__scope_lock(s);
     s->spawning--;
     if (rc) {
+        tether__metrics_child_down(s->metrics);
         if (task->background)
             s->live_bg--;
         else

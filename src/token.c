@@ -23,6 +23,7 @@
 
 #include "clock.h"
 #include "hook.h"
+#include "metrics.h"
 #include "timer.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -546,10 +547,13 @@ void tether__token_fork_child(void)
 
 int tether__token_sleep(tether_token *t, tether_time_t until)
 {
-    for (;;) {
+    for (bool first = true;; first = false) {
         int c = tether__token_poll(t);
-        if (c)
+        if (c) {
+            if (!first) /* it waited: a blocking call stopped (metrics) */
+                tether__metrics_call_stopped(c);
             return c;
+        }
         if (tether_now() >= until)
             return 0;
         if (tether__wake_sleep(&t->wake, tether__min_time(until, t->deadline)) == EINTR)
@@ -562,8 +566,11 @@ int tether__token_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tet
 {
     for (bool first = true;; first = false) {
         int c = tether__token_poll(t);
-        if (c)
+        if (c) {
+            if (!first) /* it waited: a blocking call stopped (metrics) */
+                tether__metrics_call_stopped(c);
             return tether__fail(c);
+        }
         tether_time_t now = tether_now();
         if (now >= until && !first)
             return 0;
