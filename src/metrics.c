@@ -26,8 +26,8 @@ _Static_assert(TABLE_SLOTS >= 2 * TETHER_METRICS_NAMES, "table load");
 
 /* The histogram's bounds (prometheus.c writes the same as `le` labels). */
 static const int64_t bucket_le_ns[TETHER_METRICS_BUCKETS] = {
-    100000,    250000,    500000,    1000000,   2500000,    5000000,    10000000,   25000000,
-    50000000,  100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000
+    100000,   250000,    500000,    1000000,   2500000,    5000000,    10000000,   25000000,
+    50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000
 };
 
 struct tether__gauges tether__process_gauges;
@@ -42,8 +42,8 @@ static struct {
 /* pool[TETHER_METRICS_NAMES] is the overflow series. */
 static struct tether__series pool[TETHER_METRICS_NAMES + 1];
 static _Atomic(struct tether__series *) table[TABLE_SLOTS];
-static _Atomic unsigned registered;   /* pool entries published */
-static _Atomic bool overflow_used;    /* a scope counted into the overflow */
+static _Atomic unsigned registered; /* pool entries published */
+static _Atomic bool overflow_used;  /* a scope counted into the overflow */
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t series_init = PTHREAD_ONCE_INIT;
 

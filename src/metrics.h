@@ -48,9 +48,8 @@ extern TETHER_HIDDEN struct tether__gauges tether__process_gauges;
 static inline void tether__gauge_peak(struct tether__gauges *g, int64_t n)
 {
     int64_t p = atomic_load_explicit(&g->peak, memory_order_relaxed);
-    while (n > p &&
-           !atomic_compare_exchange_weak_explicit(&g->peak, &p, n, memory_order_relaxed,
-                                                  memory_order_relaxed))
+    while (n > p && !atomic_compare_exchange_weak_explicit(&g->peak, &p, n, memory_order_relaxed,
+                                                           memory_order_relaxed))
         ;
 }
 
@@ -80,9 +79,9 @@ TETHER_HIDDEN struct tether__series *tether__metrics_open(const char *name);
 
 /* What a scope counted itself, folded at its join. */
 struct tether__scope_tally {
-    unsigned hostages;      /* children reported held hostage */
-    unsigned halts;         /* tether_task_halt calls */
-    unsigned left_running;  /* children not done when join returned */
+    unsigned hostages;     /* children reported held hostage */
+    unsigned halts;        /* tether_task_halt calls */
+    unsigned left_running; /* children not done when join returned */
 };
 
 /* A scope counted in m was joined with result r. */

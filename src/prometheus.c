@@ -12,7 +12,7 @@
 
 static const char *const bucket_le_text[TETHER_METRICS_BUCKETS] = {
     "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-    "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "5",     "10"
+    "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "5",    "10"
 };
 
 /* Text appended to a caller's buffer, counted past its end as snprintf. */

@@ -40,17 +40,17 @@ extern "C" {
 #endif
 
 /* Distinct scope names with a series of their own. */
-#define TETHER_METRICS_NAMES 128
+#define TETHER_METRICS_NAMES         128
 /* The overflow series' name in the Prometheus output (and in
  * tether_metrics_series.scope): longer than TETHER_NAME_MAX - 1 bytes. */
 #define TETHER_METRICS_OVERFLOW_NAME "(other names past the first 128)"
 /* Finite buckets of the convergence histogram (100 us to 10 s). */
-#define TETHER_METRICS_BUCKETS 16
+#define TETHER_METRICS_BUCKETS       16
 /* Entries of tether_metrics_series.outcomes, indexed by tether_outcome. */
-#define TETHER_METRICS_OUTCOMES 5
+#define TETHER_METRICS_OUTCOMES      5
 /* Entries of tether_metrics_series.cancellations, indexed by tether_cause
  * (entry TETHER_CAUSE_NONE stays 0). */
-#define TETHER_METRICS_CAUSES 9
+#define TETHER_METRICS_CAUSES        9
 
 /* One series: a scope name's counts, or the whole process's. */
 typedef struct tether_metrics_series {
@@ -85,21 +85,21 @@ typedef struct tether_metrics_series {
 
 /* A snapshot of the process's metrics (tether_metrics_snapshot_take). */
 typedef struct tether_metrics_snapshot {
-    size_t count;                   /* entries in `series` */
-    tether_metrics_series *series;  /* registered names in order of first use, then the
+    size_t count;                    /* entries in `series` */
+    tether_metrics_series *series;   /* registered names in order of first use, then the
                                      * overflow series if any scope used it */
-    tether_metrics_series process;  /* the whole process: every counter and scopes_live
+    tether_metrics_series process;   /* the whole process: every counter and scopes_live
                                      * summed over the series; children_live and
                                      * children_peak are the process's own gauges;
                                      * scope is "" */
-    uint64_t retries_after_cancel;  /* tether_retry attempts started under a token already
+    uint64_t retries_after_cancel;   /* tether_retry attempts started under a token already
                                      * canceled: zero by construction (retry checks the
                                      * token first) but for a cancel landing between
                                      * that check and the attempt's start */
     uint64_t calls_stopped_canceled; /* blocking calls that waited and returned ECANCELED */
     uint64_t calls_stopped_deadline; /* blocking calls that waited and returned ETIMEDOUT */
     int64_t bucket_le_ns[TETHER_METRICS_BUCKETS]; /* the histogram's bounds, ascending */
-    bool enabled;                                  /* tether_metrics_enabled() when taken */
+    bool enabled;                                 /* tether_metrics_enabled() when taken */
 } tether_metrics_snapshot;
 
 /*
