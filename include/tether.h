@@ -41,6 +41,7 @@
  *   tether/resolve.h  name resolution that stops at cancellation
  *   tether/job.h      jobs of an existing thread pool under their own token
  *   tether/metrics.h  lifecycle metrics: snapshot, Prometheus text format
+ *   tether/events.h   event hooks: scopes, children, cancellations
  *
  * Not included here: tether/interpose.h, the controls of the interposition
  * layer (libtether_interpose.so, a library of its own).
@@ -66,6 +67,7 @@
 #include "tether/dump.h"
 #include "tether/resolve.h"
 #include "tether/metrics.h"
+#include "tether/events.h"
 #include "tether/job.h"
 #include "tether/hook.h"
 

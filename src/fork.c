@@ -57,6 +57,7 @@ static void in_child(void)
 {
     tether__metrics_fork_child();
     tether__hook_fork_child();
+    tether__events_fork_child();
     tether__reuse_fork_child();
     tether__wake_fork_child();
     tether__timer_fork_child();

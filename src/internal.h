@@ -38,6 +38,7 @@
  *   metrics.c   metrics: the name registry, gauges, the fold at join,
  *               snapshots
  *   prometheus.c the metrics in the Prometheus text format
+ *   events.c    event hooks: the registration, its read sections, reports
  *
  * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel
@@ -51,6 +52,7 @@
  *   hook.h      cancel hooks (token.c, reuse.c, fork.c)
  *   metrics.h   the metrics' series and gauges (scope files, token.c,
  *               sync.c, retry.c)
+ *   events.h    the event reports (scope files, token.c)
  */
 #ifndef TETHER__INTERNAL_H
 #define TETHER__INTERNAL_H

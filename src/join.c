@@ -259,7 +259,8 @@ int tether_scope_join(tether_scope *s, tether_result *result)
     /* The result is needed for the metrics even when the caller does not
      * ask for it. */
     tether_result own;
-    tether_result *r = result ? result : s->metrics ? &own : NULL;
+    bool report = tether__events_on();
+    tether_result *r = result ? result : s->metrics || report ? &own : NULL;
     if (r)
         fill_result(s, r);
     if (s->metrics) /* where join would notice a child it did not wait for */
@@ -289,6 +290,8 @@ int tether_scope_join(tether_scope *s, tether_result *result)
     /* After the phase: a snapshot that counts this join sees the scope
      * no longer live. */
     tether__metrics_joined(s->metrics, r, &tally);
+    if (report)
+        tether__event_scope_joined(s, s->name, s->token, r);
     return 0;
 }
 

@@ -167,6 +167,8 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     s->metrics = tether__metrics_open(s->name);
     lineage_link(s);
     *out = s;
+    if (tether__events_on())
+        tether__event_scope_opened(s, s->name, s->token);
     return 0;
 
 fail_mutex:
@@ -270,7 +272,11 @@ static void *child_main(void *arg)
         short_name[sizeof short_name - 1] = '\0';
         pthread_setname_np(pthread_self(), short_name);
     }
+    if (tether__events_on())
+        tether__event_child_started(task->scope, task->index, task->name, task->token);
     rc = task->fn(task->arg);
+    if (tether__events_on())
+        tether__event_child_exited(task->scope, task->index, task->name, task->token, rc);
     atomic_store_explicit(&task->exited, true, memory_order_relaxed);
     /* The child may have left the entry made for it (back at no current
      * token); anything else unbalanced is reported. */

@@ -6,6 +6,7 @@
 #define TETHER__SCOPE_H
 
 #include "current.h"
+#include "events.h"
 #include "metrics.h"
 #include "reuse.h"
 

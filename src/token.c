@@ -23,6 +23,7 @@
 
 #include "clock.h"
 #include "hook.h"
+#include "events.h"
 #include "metrics.h"
 #include "timer.h"
 
@@ -164,6 +165,15 @@ int tether_token_free(tether_token *t)
     if (!t)
         return EINVAL;
     tree_lock_take();
+    /* Its token_canceled hook holds it: wait, unless the hook is the caller
+     * (it would wait for itself) or stayed in the parent of a fork. */
+    while (t->event_busy && thread_here(t->event_runner, t->event_gen)) {
+        if (pthread_equal(t->event_runner, pthread_self())) {
+            tree_lock_drop();
+            return EBUSY;
+        }
+        pthread_cond_wait(&callback_done, &tree_lock);
+    }
     if (t->first_child || atomic_load_explicit(&t->entered, memory_order_acquire) > 0) {
         tree_lock_drop();
         return EBUSY;
@@ -340,6 +350,14 @@ static int cancel_locked(tether_token *t, tether_cause cause, int error)
     tether_callback *run = NULL;
     take_callbacks(t, &run);
     propagate(t, &run);
+    /* The event hook runs after the lock is dropped: mark t so that a free
+     * waits for it (the timer thread's cancel has no other hold on t). */
+    bool report = tether__events_on();
+    if (report) {
+        t->event_busy = true;
+        t->event_runner = pthread_self();
+        t->event_gen = tether__fork_generation();
+    }
     /* One wake for t's waiters and its near descendants' sleepers (see
      * propagate), once the whole subtree is published, so they wake to a
      * settled tree. Still under the lock: a woken thread may let its owner
@@ -349,6 +367,13 @@ static int cancel_locked(tether_token *t, tether_cause cause, int error)
     tether__wake_sleepers(&t->wake, old);
     tree_lock_drop();
     run_callbacks(run);
+    if (report) {
+        tether__event_token_canceled(t, cause, t->error);
+        tree_lock_take();
+        t->event_busy = false;
+        pthread_cond_broadcast(&callback_done);
+        tree_lock_drop();
+    }
     return 0;
 }
 
