@@ -156,17 +156,28 @@ static int fail_eio(void *arg)
     return EIO;
 }
 
-/* Check the child events of task: started once in the child's thread under
- * its token, exited once with `value`, in that order, before `joined`. */
-static void check_child(tether_scope *s, tether_task *task, const char *name, int value,
-                        const event *joined)
+/* A child's token and index, taken while its handle is valid (join frees
+ * the handles). */
+typedef struct child {
+    tether_token *token;
+    int index;
+} child;
+
+static child child_of(tether_task *task)
 {
-    tether_token *t = tether_task_token(task);
+    return (child){ tether_task_token(task), tether_task_index(task) };
+}
+
+/* Check the child events of c: started once in the child's thread under
+ * its token, exited once with `value`, in that order, before `joined`. */
+static void check_child(tether_scope *s, child c, const char *name, int value, const event *joined)
+{
+    tether_token *t = c.token;
     const event *st = the(STARTED, t), *ex = the(EXITED, t);
     ck_assert_ptr_eq(st->scope, s);
     ck_assert_ptr_eq(ex->scope, s);
-    ck_assert_int_eq(st->index, tether_task_index(task));
-    ck_assert_int_eq(ex->index, tether_task_index(task));
+    ck_assert_int_eq(st->index, c.index);
+    ck_assert_int_eq(ex->index, c.index);
     ck_assert_str_eq(st->name, name);
     ck_assert_str_eq(ex->name, name);
     ck_assert(st->current_is_token);
@@ -193,6 +204,7 @@ START_TEST(test_events_fail_fast_tree)
     spawn_ok(s, sleep_until_canceled, &z, "sleeper", &a);
     wait_asleep(&z);
     spawn_ok(s, fail_eio, NULL, "failer", &b);
+    child ca_ = child_of(a), cb_ = child_of(b);
     tether_result r;
     ck_assert_int_eq(tether_scope_join(s, &r), 0);
     const event *op = the(OPENED, st), *jo = the(JOINED, st), *ca = the(CANCELED, st);
@@ -200,13 +212,13 @@ START_TEST(test_events_fail_fast_tree)
     ck_assert_str_eq(op->name, "ff");
     ck_assert(pthread_equal(op->thread, pthread_self()));
     ck_assert_int_eq(position(op), 0);
-    check_child(s, a, "sleeper", ECANCELED, jo);
-    check_child(s, b, "failer", EIO, jo);
+    check_child(s, ca_, "sleeper", ECANCELED, jo);
+    check_child(s, cb_, "failer", EIO, jo);
     /* The failing child's thread canceled the scope, after its exit. */
     ck_assert_int_eq(ca->cause, TETHER_CAUSE_SIBLING_FAILED);
     ck_assert_int_eq(ca->value, EIO);
-    ck_assert(pthread_equal(ca->thread, the(EXITED, tether_task_token(b))->thread));
-    ck_assert_int_lt(position(the(EXITED, tether_task_token(b))), position(ca));
+    ck_assert(pthread_equal(ca->thread, the(EXITED, cb_.token)->thread));
+    ck_assert_int_lt(position(the(EXITED, cb_.token)), position(ca));
     ck_assert_int_eq(jo->result.outcome, TETHER_OUTCOME_FAILED);
     ck_assert_int_eq(jo->result.outcome, r.outcome);
     ck_assert_int_eq(jo->result.error, EIO);
@@ -233,10 +245,11 @@ START_TEST(test_events_supervisor_tree)
     tether_task *a, *b;
     spawn_ok(s, return_zero, NULL, "ok", &a);
     spawn_ok(s, fail_eio, NULL, "bad", &b);
+    child ca_ = child_of(a), cb_ = child_of(b);
     ck_assert_int_eq(tether_scope_join(s, NULL), 0); /* no result asked: the hook still has it */
     const event *jo = the(JOINED, st);
-    check_child(s, a, "ok", 0, jo);
-    check_child(s, b, "bad", EIO, jo);
+    check_child(s, ca_, "ok", 0, jo);
+    check_child(s, cb_, "bad", EIO, jo);
     ck_assert_int_eq(jo->result.outcome, TETHER_OUTCOME_PARTIAL);
     ck_assert_uint_eq(jo->result.spawned, 2);
     ck_assert_int_eq(count(CANCELED, NULL), 0);
@@ -257,11 +270,12 @@ START_TEST(test_events_deadline_tree)
     tether_task *a;
     spawn_ok(s, sleep_until_canceled, &z, "waiter", &a);
     wait_asleep(&z);
+    child ca_ = child_of(a);
     ck_assert_int_eq(tether_scope_join(s, NULL), 0);
     const event *ca = the(CANCELED, st), *jo = the(JOINED, st);
     ck_assert_int_eq(ca->cause, TETHER_CAUSE_DEADLINE);
     ck_assert_int_eq(ca->value, ETIMEDOUT);
-    check_child(s, a, "waiter", ETIMEDOUT, jo);
+    check_child(s, ca_, "waiter", ETIMEDOUT, jo);
     ck_assert_int_eq(jo->result.outcome, TETHER_OUTCOME_DEADLINE_EXCEEDED);
     ck_assert_int_eq(count(CANCELED, NULL), 1);
     ck_assert_int_eq(log_n, 5);
