@@ -10,8 +10,8 @@
  *   names.c     the names of causes and outcomes
  *   version.c   the runtime version query
  *   wait.c      futex sleeps, eventfd pool, wake-ups: the waiting layer
- *   token.c     the token tree: create/free, cancel, propagation, callbacks,
- *               and the waits under a token
+ *   token.c     the token tree: create/free, cancel, propagation, callbacks
+ *   token_wait.c the waits under a token (sleep, poll, backoff)
  *   context.c   request context: a value on a token, seen by descendants
  *   timer.c     the timer thread: cancels tokens at their own deadlines
  *   hook.c      cancel hooks that may block, on lazily started runners
