@@ -50,7 +50,7 @@
  *               dump.c)
  *   timer.h     the timer thread (token.c, timer.c)
  *   hook.h      cancel hooks (token.c, reuse.c, fork.c)
- *   metrics.h   the metrics' series and gauges (scope files, token.c,
+ *   metrics.h   the metrics' series and gauges (scope files, token_wait.c,
  *               sync.c, retry.c)
  *   events.h    the event reports (scope files, token.c)
  */

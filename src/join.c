@@ -256,13 +256,15 @@ int tether_scope_join(tether_scope *s, tether_result *result)
     tether_task *tasks = s->tasks;
     s->tasks = NULL;
     s->zombies = NULL;
-    /* The result is needed for the metrics even when the caller does not
-     * ask for it. */
-    tether_result own;
+    /* The result is needed for the metrics and the event hook even when
+     * the caller does not ask for it. */
+    tether_result own = { .outcome = TETHER_OUTCOME_OK };
     bool report = tether__events_on();
-    tether_result *r = result ? result : s->metrics || report ? &own : NULL;
-    if (r)
+    tether_result *r = NULL;
+    if (result || s->metrics || report) {
+        r = result ? result : &own;
         fill_result(s, r);
+    }
     if (s->metrics) /* where join would notice a child it did not wait for */
         for (tether_task *t = tasks; t; t = t->next)
             s->tally.left_running += !t->done;
