@@ -380,6 +380,62 @@ START_TEST(test_events_hooks_call_tether)
 }
 END_TEST
 
+/* Hooks print the request id a parent set on its token: a child's token
+ * and a canceled scope's token both see it. */
+static _Atomic int ctx_seen;
+
+static void ctx_check(const tether_token *t)
+{
+    char buf[TETHER_CONTEXT_MAX];
+    if (tether_token_context(t, buf, sizeof buf) == 0 && strcmp(buf, "req-42") == 0)
+        atomic_fetch_add(&ctx_seen, 1);
+}
+
+static void ctx_started(void *arg, tether_scope *s, int index, const char *name, tether_token *t)
+{
+    (void)arg, (void)s, (void)index, (void)name;
+    ctx_check(t);
+}
+
+static void ctx_canceled(void *arg, tether_token *t, tether_cause cause, int error)
+{
+    (void)arg, (void)cause, (void)error;
+    ctx_check(t);
+}
+
+static void ctx_joined(void *arg, tether_scope *s, const char *name, tether_token *t,
+                       const tether_result *r)
+{
+    (void)arg, (void)s, (void)name, (void)r;
+    ctx_check(t);
+}
+
+START_TEST(test_events_hooks_see_request_context)
+{
+    th_baseline base = th_baseline_take();
+    tether_events ev = { .child_started = ctx_started,
+                         .token_canceled = ctx_canceled,
+                         .scope_joined = ctx_joined };
+    ck_assert_int_eq(tether_events_set(&ev), 0);
+    tether_token *request = new_token(NULL, TETHER_NEVER);
+    ck_assert_int_eq(tether_token_set_context(request, "req-42"), 0);
+    tether_scope_opts o = { .name = "ctx", .parent = request };
+    tether_scope *s = open_scope(&o);
+    sleeper z = { 0 };
+    sem_init(&z.started, 0, 0);
+    spawn_ok(s, sleep_until_canceled, &z, "c", NULL);
+    wait_asleep(&z);
+    ck_assert_int_eq(tether_scope_cancel(s), 0);
+    join_and_free(s);
+    /* child_started, token_canceled (the scope's token), scope_joined. */
+    ck_assert_int_eq(atomic_load(&ctx_seen), 3);
+    ck_assert_int_eq(tether_events_set(NULL), 0);
+    ck_assert_int_eq(tether_token_free(request), 0);
+    sem_destroy(&z.started);
+    th_baseline_check(base);
+}
+END_TEST
+
 /* A token_canceled hook that takes a while keeps its token alive: a free
  * from another thread returns only after the hook. */
 static sem_t slow_entered;
@@ -585,6 +641,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_events_deadline_tree);
     tcase_add_test(tc, test_events_cleared_reports_nothing);
     tcase_add_test(tc, test_events_hooks_call_tether);
+    tcase_add_test(tc, test_events_hooks_see_request_context);
     tcase_add_test(tc, test_events_free_waits_for_canceled_hook);
     tcase_add_test(tc, test_events_replaced_while_firing);
     tcase_add_test(tc, test_events_fork_keeps_registration);

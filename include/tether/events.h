@@ -31,11 +31,12 @@
  *                   call: a free from another thread waits for the hook.
  *                   Descendants canceled with it (cause parent) are not
  *                   reported one by one.
- * A hook may call tether functions (tether_token_cause,
- * tether_cause_name, tether_outcome_name, the dump, tether_token_cancel on
- * another token, ...), but not tether_events_set, and not one that waits
- * for the scope the event is about (joining it from child_started would
- * never return).
+ * A hook may call tether functions (tether_token_context on the token it
+ * is given, to print the request id a parent set with
+ * tether_token_set_context; tether_token_cause, tether_cause_name,
+ * tether_outcome_name, the dump, tether_token_cancel on another token,
+ * ...), but not tether_events_set, and not one that waits for the scope the
+ * event is about (joining it from child_started would never return).
  */
 #ifndef TETHER_EVENTS_H
 #define TETHER_EVENTS_H
