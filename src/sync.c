@@ -220,8 +220,11 @@ static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
             return 0; /* a unit taken is returned, canceled or not */
         if (errno != ETIMEDOUT)
             return -1; /* EINTR, EINVAL */
-        if (tether__check_or_fail(t) < 0)
-            return -1;
+        int c = tether__token_poll(t);
+        if (c) {
+            tether__metrics_call_stopped(c); /* it waited: a blocking call stopped */
+            return tether__fail(c);
+        }
     }
 }
 

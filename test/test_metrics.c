@@ -364,6 +364,85 @@ START_TEST(test_metrics_hostages_counted)
 }
 END_TEST
 
+/* Blocking calls of each kind, each canceled once it blocked: counted once
+ * each; a call refused at its entry (token already canceled) is not. */
+typedef struct waiters {
+    blocker b;
+    int pipe[2];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sem_t sem;
+} waiters;
+
+static int wait_read(void *arg)
+{
+    waiters *w = arg;
+    atomic_store(&w->b.tid, th_gettid());
+    sem_post(&w->b.started);
+    char c;
+    return tether_read(w->pipe[0], &c, 1) < 0 ? errno : 0;
+}
+
+static int wait_cond(void *arg)
+{
+    waiters *w = arg;
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->b.tid, th_gettid());
+    sem_post(&w->b.started);
+    int rc = tether_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+static int wait_sem(void *arg)
+{
+    waiters *w = arg;
+    atomic_store(&w->b.tid, th_gettid());
+    sem_post(&w->b.started);
+    return tether_sem_wait(&w->sem) < 0 ? errno : 0;
+}
+
+static int wait_sleep(void *arg)
+{
+    return block_until_canceled(&((waiters *)arg)->b);
+}
+
+START_TEST(test_metrics_blocking_calls_stopped)
+{
+    th_baseline base = th_baseline_take();
+    waiters w = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    ck_assert_int_eq(pipe(w.pipe), 0);
+    sem_init(&w.sem, 0, 0);
+    sem_init(&w.b.started, 0, 0);
+    int (*const kinds[])(void *) = { wait_read, wait_cond, wait_sem, wait_sleep };
+    for (size_t i = 0; i < 4; i++) {
+        tether_scope *s = open_scope(NULL);
+        spawn_ok(s, kinds[i], &w, "waiter", NULL);
+        wait_blocked(&w.b);
+        ck_assert_int_eq(tether_scope_cancel(s), 0);
+        tether_result r = join_and_free(s);
+        ck_assert_uint_eq(r.canceled, 1);
+    }
+    /* Refused at the entry: it never blocked. */
+    tether_token *dead = new_token(NULL, TETHER_NEVER);
+    ck_assert_int_eq(tether_token_cancel(dead, 0), 0);
+    enter(dead);
+    ck_assert_int_eq(tether_sleep_for(DAY), -1);
+    leave(dead);
+    ck_assert_int_eq(tether_token_free(dead), 0);
+    tether_metrics_snapshot snap;
+    ck_assert_int_eq(tether_metrics_snapshot_take(&snap), 0);
+    ck_assert_uint_eq(snap.calls_stopped_canceled, 4);
+    ck_assert_uint_eq(snap.calls_stopped_deadline, 0);
+    tether_metrics_snapshot_release(&snap);
+    close(w.pipe[0]);
+    close(w.pipe[1]);
+    sem_destroy(&w.sem);
+    sem_destroy(&w.b.started);
+    th_baseline_check(base);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------- */
 /* Text format: escaping, overflow                                        */
 
@@ -635,6 +714,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_metrics_counts_match_what_ran);
     tcase_add_test(tc, test_metrics_live_gauges_and_peak);
     tcase_add_test(tc, test_metrics_hostages_counted);
+    tcase_add_test(tc, test_metrics_blocking_calls_stopped);
     tcase_add_test(tc, test_metrics_label_escaping);
     tcase_add_test(tc, test_metrics_registry_overflow);
     tcase_add_test(tc, test_metrics_off_switch);

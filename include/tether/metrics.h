@@ -85,19 +85,27 @@ typedef struct tether_metrics_series {
 
 /* A snapshot of the process's metrics (tether_metrics_snapshot_take). */
 typedef struct tether_metrics_snapshot {
-    size_t count;                    /* entries in `series` */
-    tether_metrics_series *series;   /* registered names in order of first use, then the
+    size_t count;                  /* entries in `series` */
+    tether_metrics_series *series; /* registered names in order of first use, then the
                                      * overflow series if any scope used it */
-    tether_metrics_series process;   /* the whole process: every counter and scopes_live
+    tether_metrics_series process; /* the whole process: every counter and scopes_live
                                      * summed over the series; children_live and
                                      * children_peak are the process's own gauges;
                                      * scope is "" */
-    uint64_t retries_after_cancel;   /* tether_retry attempts started under a token already
+    uint64_t retries_after_cancel; /* tether_retry attempts started under a token already
                                      * canceled: zero by construction (retry checks the
                                      * token first) but for a cancel landing between
                                      * that check and the attempt's start */
-    uint64_t calls_stopped_canceled; /* blocking calls that waited and returned ECANCELED */
-    uint64_t calls_stopped_deadline; /* blocking calls that waited and returned ETIMEDOUT */
+    /* Blocking calls stopped by cancellation: a drop-in (tether_read,
+     * tether_sleep_for, tether_cond_wait, tether_sem_wait, tether_poll, the
+     * process waits, tether_getaddrinfo, ...) that blocked and then returned
+     * ECANCELED, or ETIMEDOUT at its token's deadline. Counted where the
+     * wait ends (a call refused at its entry because the token was already
+     * canceled is not counted: it never blocked). Calls intercepted by
+     * libtether_interpose.so go through the same drop-ins, so they are
+     * counted too. */
+    uint64_t calls_stopped_canceled;
+    uint64_t calls_stopped_deadline;
     int64_t bucket_le_ns[TETHER_METRICS_BUCKETS]; /* the histogram's bounds, ascending */
     bool enabled;                                 /* tether_metrics_enabled() when taken */
 } tether_metrics_snapshot;
