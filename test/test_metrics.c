@@ -443,6 +443,38 @@ START_TEST(test_metrics_blocking_calls_stopped)
 }
 END_TEST
 
+/* A retry whose third attempt cancels its token: the retry stops without a
+ * fourth attempt, so no attempt started after a cancel. */
+static int attempt_then_cancel(void *arg)
+{
+    int *n = arg;
+    if (++*n == 3)
+        tether_token_cancel(tether_current(), 0);
+    return EAGAIN;
+}
+
+START_TEST(test_metrics_no_retry_after_cancel)
+{
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    enter(t);
+    int n = 0;
+    tether_retry_opts o = { .initial_delay_ns = 1, .max_attempts = 10 };
+    tether_retry_result res;
+    ck_assert_int_eq(tether_retry(attempt_then_cancel, &n, &o, &res), ECANCELED);
+    leave(t);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(res.stop, TETHER_RETRY_STOP_CANCELED);
+    tether_metrics_snapshot snap;
+    ck_assert_int_eq(tether_metrics_snapshot_take(&snap), 0);
+    ck_assert_uint_eq(snap.retries_after_cancel, 0);
+    char *text = format_text(&snap);
+    ck_assert(has_line(text, "tether_retries_after_cancel_total 0"));
+    free(text);
+    tether_metrics_snapshot_release(&snap);
+    ck_assert_int_eq(tether_token_free(t), 0);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------- */
 /* Text format: escaping, overflow                                        */
 
@@ -715,6 +747,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_metrics_live_gauges_and_peak);
     tcase_add_test(tc, test_metrics_hostages_counted);
     tcase_add_test(tc, test_metrics_blocking_calls_stopped);
+    tcase_add_test(tc, test_metrics_no_retry_after_cancel);
     tcase_add_test(tc, test_metrics_label_escaping);
     tcase_add_test(tc, test_metrics_registry_overflow);
     tcase_add_test(tc, test_metrics_off_switch);
