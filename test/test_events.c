@@ -262,7 +262,7 @@ END_TEST
 START_TEST(test_events_deadline_tree)
 {
     ck_assert_int_eq(tether_events_set(&logging), 0);
-    tether_scope_opts o = { .name = "dl", .timeout_ns = tether_ms(100) };
+    tether_scope_opts o = { .name = "dl", .timeout_ns = th_bound_ns(300) };
     tether_scope *s = open_scope(&o);
     tether_token *st = tether_scope_token(s);
     sleeper z = { 0 };

@@ -154,9 +154,10 @@ START_TEST(test_metrics_counts_match_what_ran)
     /* ep-cancel: 3 canceled while a child sleeps. */
     for (int i = 0; i < 3; i++)
         canceled_scope("ep-cancel");
-    /* ep-deadline: 2 whose deadline passes while a child sleeps. */
+    /* ep-deadline: 2 whose deadline passes while a child sleeps (long
+     * enough, scaled, for the child to be asleep first). */
     for (int i = 0; i < 2; i++) {
-        tether_scope_opts o = { .name = "ep-deadline", .timeout_ns = tether_ms(200) };
+        tether_scope_opts o = { .name = "ep-deadline", .timeout_ns = th_bound_ns(300) };
         tether_scope *s = open_scope(&o);
         blocker b = { 0 };
         sem_init(&b.started, 0, 0);
