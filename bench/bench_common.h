@@ -171,5 +171,6 @@ void bench_scale(const struct config *cfg);   /* bench_scale.c */
 void bench_gio(const struct config *cfg);     /* bench_gio.c, or a note without GIO */
 void bench_hostage(const struct config *cfg); /* bench_hostage.c */
 void bench_timer(const struct config *cfg);   /* bench_timer.c */
+void bench_metrics(const struct config *cfg); /* bench_metrics.c */
 
 #endif /* TETHER_BENCH_COMMON_H */

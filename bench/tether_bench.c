@@ -32,6 +32,8 @@
  *                           new + free with a deadline against without;
  *                           a cancel hook's start after a cancel and after
  *                           a deadline, against a sem_post hand-off
+ *   metrics_cost bench_metrics.c spawn + join, cancel and the fan-out with
+ *                           metrics on against off, interleaved
  *   scale   bench_scale.c   10,000 small-stack sleepers, and cancel
  *                           convergence at 10, 100, 1000 and 10,000 children,
  *                           each run in a fresh process
@@ -157,6 +159,9 @@ static const struct target {
     { "hostage_escalate_stop_us", true, 2000 },
     { "dump_100_children_us", true, 10000 },
     { "timer_lateness_us", true, 200 },
+    { "metrics_spawn_join_ratio", true, 1.02 },
+    { "metrics_cancel_read_ratio", true, 1.02 },
+    { "metrics_fanout_1000_ratio", true, 1.02 },
 };
 
 /* Every line the issues ask for; the run fails if one is missing. The gio
@@ -212,6 +217,15 @@ static const char *const required[] = {
     "hook_lateness_p99_us",
     "hook_deadline_lateness_us",
     "hook_deadline_lateness_p99_us",
+    "metrics_spawn_join_on_ns",
+    "metrics_spawn_join_off_ns",
+    "metrics_spawn_join_ratio",
+    "metrics_cancel_read_on_ns",
+    "metrics_cancel_read_off_ns",
+    "metrics_cancel_read_ratio",
+    "metrics_fanout_1000_on_ns",
+    "metrics_fanout_1000_off_ns",
+    "metrics_fanout_1000_ratio",
 };
 
 static const char *const required_gio[] = {
@@ -290,9 +304,11 @@ static const struct section {
     const char *name;
     void (*run)(const struct config *cfg);
 } sections[] = {
-    { "spawn", bench_spawn }, { "cancel", bench_cancel },   { "fanout", bench_fanout },
-    { "read", bench_read },   { "check", bench_check },     { "job", bench_job },
-    { "gio", bench_gio },     { "hostage", bench_hostage }, { "timer", bench_timer },
+    { "spawn", bench_spawn },   { "cancel", bench_cancel },
+    { "fanout", bench_fanout }, { "read", bench_read },
+    { "check", bench_check },   { "job", bench_job },
+    { "gio", bench_gio },       { "hostage", bench_hostage },
+    { "timer", bench_timer },   { "metrics_cost", bench_metrics },
     { "scale", bench_scale }, /* forks: must run while no other thread lives */
 };
 enum { NSECTIONS = sizeof sections / sizeof sections[0] };

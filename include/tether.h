@@ -40,6 +40,8 @@
  *   tether/dump.h     the dump of every live scope, child and token
  *   tether/resolve.h  name resolution that stops at cancellation
  *   tether/job.h      jobs of an existing thread pool under their own token
+ *   tether/metrics.h  lifecycle metrics: snapshot, Prometheus text format
+ *   tether/events.h   event hooks: scopes, children, cancellations
  *
  * Not included here: tether/interpose.h, the controls of the interposition
  * layer (libtether_interpose.so, a library of its own).
@@ -64,6 +66,8 @@
 #include "tether/retry.h"
 #include "tether/dump.h"
 #include "tether/resolve.h"
+#include "tether/metrics.h"
+#include "tether/events.h"
 #include "tether/job.h"
 #include "tether/hook.h"
 

@@ -46,7 +46,9 @@ export CC
 # --- dependencies ------------------------------------------------------------
 # Required: cmake, make, the compiler, pkg-config and Check (every suite is a
 # Check suite). Optional: GLib, for the pool_glib example only; CMake skips
-# that example when glib-2.0 is missing.
+# that example when glib-2.0 is missing. Optional: prometheus, whose promtool
+# checks the metrics' text format; test_metrics skips that check without it
+# (and fails instead under CI=true).
 banner "checking dependencies"
 can_install=false
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
@@ -105,6 +107,21 @@ if ! pkg-config --exists glib-2.0; then
     fi
     if ! pkg-config --exists glib-2.0; then
         echo "glib-2.0 not found: going on without it; only the pool_glib example is skipped"
+    fi
+fi
+
+if ! command -v promtool >/dev/null; then
+    if $can_install; then
+        echo "promtool missing: installing prometheus (for the metrics format check)"
+        if ! { apt-get update &&
+               DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                   prometheus </dev/null; }; then
+            echo "could not install prometheus"
+        fi
+    fi
+    if ! command -v promtool >/dev/null; then
+        echo "promtool not found: going on without it; test_metrics skips its promtool check"
+        echo "  (sudo apt-get install -y --no-install-recommends prometheus)"
     fi
 fi
 

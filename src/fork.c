@@ -5,9 +5,9 @@
  * lock held by any other thread at that instant would stay held for good.
  * The prepare handler takes every process-wide tether lock (the scopes'
  * lineage lock, the tree lock, the context lock, the timer lock, the
- * eventfd pool's, the thread pool's, then the cancel hooks': the order in
- * which code nests them) so that no other thread is inside tether's
- * critical sections during fork; the parent
+ * eventfd pool's, the thread pool's, the cancel hooks', then the metrics
+ * registry's, a leaf: the order in which code nests them) so that no other
+ * thread is inside tether's critical sections during fork; the parent
  * and child handlers release them. The child handler also starts a new
  * process generation (wait.h), by which the child tells what it inherited
  * (eventfds, scopes, signal relays) from what it made itself, and forgets
@@ -38,10 +38,12 @@ static void prepare(void)
     tether__wake_fork_prepare();
     tether__reuse_fork_prepare();
     tether__hook_fork_prepare();
+    tether__metrics_fork_prepare();
 }
 
 static void in_parent(void)
 {
+    tether__metrics_fork_parent();
     tether__hook_fork_parent();
     tether__reuse_fork_parent();
     tether__wake_fork_parent();
@@ -53,7 +55,9 @@ static void in_parent(void)
 
 static void in_child(void)
 {
+    tether__metrics_fork_child();
     tether__hook_fork_child();
+    tether__events_fork_child();
     tether__reuse_fork_child();
     tether__wake_fork_child();
     tether__timer_fork_child();

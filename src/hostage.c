@@ -440,6 +440,7 @@ tether_time_t tether__hostage_watch(tether_scope *s)
             }
             t->hostage_held = true;
             t->hostage_next = due;
+            s->tally.hostages++;
             describe(s, t, TETHER_HOSTAGE_HELD, at, &r, blocked);
             emit(s, &r);
         }

@@ -10,8 +10,8 @@
  *   names.c     the names of causes and outcomes
  *   version.c   the runtime version query
  *   wait.c      futex sleeps, eventfd pool, wake-ups: the waiting layer
- *   token.c     the token tree: create/free, cancel, propagation, callbacks,
- *               and the waits under a token
+ *   token.c     the token tree: create/free, cancel, propagation, callbacks
+ *   token_wait.c the waits under a token (sleep, poll, backoff)
  *   context.c   request context: a value on a token, seen by descendants
  *   timer.c     the timer thread: cancels tokens at their own deadlines
  *   hook.c      cancel hooks that may block, on lazily started runners
@@ -35,6 +35,10 @@
  *   fork.c      the atfork handlers; freeing a scope a fork child inherited
  *   retry.c     retry with backoff and jitter
  *   resolve.c   tether_getaddrinfo: the lookup on a helper thread
+ *   metrics.c   metrics: the name registry, gauges, the fold at join,
+ *               snapshots
+ *   prometheus.c the metrics in the Prometheus text format
+ *   events.c    event hooks: the registration, its read sections, reports
  *
  * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel
@@ -46,6 +50,9 @@
  *               dump.c)
  *   timer.h     the timer thread (token.c, timer.c)
  *   hook.h      cancel hooks (token.c, reuse.c, fork.c)
+ *   metrics.h   the metrics' series and gauges (scope files, token_wait.c,
+ *               sync.c, retry.c)
+ *   events.h    the event reports (scope files, token.c)
  */
 #ifndef TETHER__INTERNAL_H
 #define TETHER__INTERNAL_H

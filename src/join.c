@@ -67,6 +67,7 @@ static int task_call(tether_task *task, int *result, bool halt)
     }
     s->task_callers++;
     if (halt) {
+        s->tally.halts++;
         tether__scope_unlock(s);
         tether__token_cancel_cause(task->token, TETHER_CAUSE_HALTED, 0);
         tether__scope_lock(s);
@@ -255,8 +256,19 @@ int tether_scope_join(tether_scope *s, tether_result *result)
     tether_task *tasks = s->tasks;
     s->tasks = NULL;
     s->zombies = NULL;
-    if (result)
-        fill_result(s, result);
+    /* The result is needed for the metrics and the event hook even when
+     * the caller does not ask for it. */
+    tether_result own = { .outcome = TETHER_OUTCOME_OK };
+    bool report = tether__events_on();
+    tether_result *r = NULL;
+    if (result || s->metrics || report) {
+        r = result ? result : &own;
+        fill_result(s, r);
+    }
+    if (s->metrics) /* where join would notice a child it did not wait for */
+        for (tether_task *t = tasks; t; t = t->next)
+            s->tally.left_running += !t->done;
+    struct tether__scope_tally tally = s->tally;
     tether__scope_unlock(s);
 
     /* Everything has exited; reap threads and release what they used. */
@@ -277,6 +289,11 @@ int tether_scope_join(tether_scope *s, tether_result *result)
     tether__scope_lock(s);
     s->phase = PHASE_JOINED;
     tether__scope_unlock(s);
+    /* After the phase: a snapshot that counts this join sees the scope
+     * no longer live. */
+    tether__metrics_joined(s->metrics, r, &tally);
+    if (report)
+        tether__event_scope_joined(s, s->name, s->token, r);
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include "current.h"
 
 #include "clock.h"
+#include "metrics.h"
 
 #include <math.h>
 #include <unistd.h>
@@ -204,6 +205,10 @@ static int run_attempt(struct run *r, struct frame *f, int *rc, bool *timed_out)
     *timed_out = false;
     f->hint = 0;
     f->in_attempt = true;
+    /* The gate checked the token just before: counted only if a cancel
+     * landed in between (the metric is there to show it never matters). */
+    if (r->token && tether__token_canceled(r->token))
+        tether__metrics_retry_after_cancel();
     int e = 0;
     if (r->o.attempt_timeout_ns) {
         /* DEADLINE on the child itself means its own deadline fired; an

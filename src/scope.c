@@ -164,8 +164,11 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     s->hostage_signal = hostage_signal;
     s->gen = tether__fork_generation();
     s->owner = pthread_self();
+    s->metrics = tether__metrics_open(s->name);
     lineage_link(s);
     *out = s;
+    if (tether__events_on())
+        tether__event_scope_opened(s, s->name, s->token);
     return 0;
 
 fail_mutex:
@@ -241,6 +244,8 @@ static void child_finished(tether_task *task, int rc)
     if (task->pooled)
         tether__reuse_park_early(); /* no user code runs after this */
     task->done = true;
+    if (!tether__scope_inherited(s)) /* a fork child counts from zero */
+        tether__metrics_child_down(s->metrics);
     if (task->background)
         s->live_bg--;
     else
@@ -267,7 +272,11 @@ static void *child_main(void *arg)
         short_name[sizeof short_name - 1] = '\0';
         pthread_setname_np(pthread_self(), short_name);
     }
+    if (tether__events_on())
+        tether__event_child_started(task->scope, task->index, task->name, task->token);
     rc = task->fn(task->arg);
+    if (tether__events_on())
+        tether__event_child_exited(task->scope, task->index, task->name, task->token, rc);
     atomic_store_explicit(&task->exited, true, memory_order_relaxed);
     /* The child may have left the entry made for it (back at no current
      * token); anything else unbalanced is reported. */
@@ -441,6 +450,7 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     /* Reserve the slot; join waits for `spawning` to drain. */
     task->index = s->next_index++;
     s->spawning++;
+    tether__metrics_child_up(s->metrics);
     if (task->background)
         s->live_bg++;
     else
@@ -479,6 +489,7 @@ static int spawn(tether_scope *s, int (*fn)(void *), void *arg, const tether_spa
     tether__scope_lock(s);
     s->spawning--;
     if (rc) {
+        tether__metrics_child_down(s->metrics);
         if (task->background)
             s->live_bg--;
         else

@@ -6,6 +6,8 @@
 #define TETHER__SCOPE_H
 
 #include "current.h"
+#include "events.h"
+#include "metrics.h"
 #include "reuse.h"
 
 struct tether_task {
@@ -89,6 +91,11 @@ struct tether_scope {
     void *hostage_arg;
     int hostage_signal; /* 0: no escalation */
     unsigned gen;       /* the process generation that opened it */
+
+    /* Metrics (metrics.h): the name's series (NULL: not counted; set at
+     * open, immutable) and what join folds into it (under mu). */
+    struct tether__series *metrics;
+    struct tether__scope_tally tally;
 };
 
 /* Whether s was opened before a fork (its children are the parent's

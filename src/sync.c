@@ -33,6 +33,7 @@
 #include "dropin.h"
 
 #include "clock.h"
+#include "metrics.h"
 
 #include <semaphore.h>
 
@@ -119,6 +120,8 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
             rc = pthread_cond_clockwait(cond, mutex, CLOCK_MONOTONIC, &ts);
         }
         c = tether__token_poll(t);
+        if (c)
+            tether__metrics_call_stopped(c); /* it waited: a blocking call stopped */
         if (c && rc == 0)
             pthread_cond_signal(cond); /* the wake-up may have been someone's: pass it on */
         if (c)
@@ -217,8 +220,11 @@ static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
             return 0; /* a unit taken is returned, canceled or not */
         if (errno != ETIMEDOUT)
             return -1; /* EINTR, EINVAL */
-        if (tether__check_or_fail(t) < 0)
-            return -1;
+        int c = tether__token_poll(t);
+        if (c) {
+            tether__metrics_call_stopped(c); /* it waited: a blocking call stopped */
+            return tether__fail(c);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 /*
  * The token tree: creation, freeing, cancellation and its propagation,
- * cancellation callbacks, and the waits under a token.
+ * cancellation callbacks (the waits under a token are in token_wait.c).
  *
  * Canceling is two steps, both under the tree lock. The first canceler
  * *claims* the token (an atomic exchange, so exactly one wins and its cause
@@ -23,6 +23,7 @@
 
 #include "clock.h"
 #include "hook.h"
+#include "events.h"
 #include "timer.h"
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -163,6 +164,15 @@ int tether_token_free(tether_token *t)
     if (!t)
         return EINVAL;
     tree_lock_take();
+    /* Its token_canceled hook holds it: wait, unless the hook is the caller
+     * (it would wait for itself) or stayed in the parent of a fork. */
+    while (t->event_busy && thread_here(t->event_runner, t->event_gen)) {
+        if (pthread_equal(t->event_runner, pthread_self())) {
+            tree_lock_drop();
+            return EBUSY;
+        }
+        pthread_cond_wait(&callback_done, &tree_lock);
+    }
     if (t->first_child || atomic_load_explicit(&t->entered, memory_order_acquire) > 0) {
         tree_lock_drop();
         return EBUSY;
@@ -339,6 +349,14 @@ static int cancel_locked(tether_token *t, tether_cause cause, int error)
     tether_callback *run = NULL;
     take_callbacks(t, &run);
     propagate(t, &run);
+    /* The event hook runs after the lock is dropped: mark t so that a free
+     * waits for it (the timer thread's cancel has no other hold on t). */
+    bool report = tether__events_on();
+    if (report) {
+        t->event_busy = true;
+        t->event_runner = pthread_self();
+        t->event_gen = tether__fork_generation();
+    }
     /* One wake for t's waiters and its near descendants' sleepers (see
      * propagate), once the whole subtree is published, so they wake to a
      * settled tree. Still under the lock: a woken thread may let its owner
@@ -348,6 +366,13 @@ static int cancel_locked(tether_token *t, tether_cause cause, int error)
     tether__wake_sleepers(&t->wake, old);
     tree_lock_drop();
     run_callbacks(run);
+    if (report) {
+        tether__event_token_canceled(t, cause, t->error);
+        tree_lock_take();
+        t->event_busy = false;
+        pthread_cond_broadcast(&callback_done);
+        tree_lock_drop();
+    }
     return 0;
 }
 
@@ -537,62 +562,4 @@ void tether__token_fork_child(void)
     if (!known_since)
         known_since = tether__fork_generation() + 1;
     tree_lock_drop();
-}
-
-/* ---------------------------------------------------------------------- */
-/* Waiting under a token: the waiting layer, with the token looked at      */
-/* (and its deadline enforced) between the waits. A wait that returns      */
-/* before its instant loops, so a deadline never fires early.             */
-
-int tether__token_sleep(tether_token *t, tether_time_t until)
-{
-    for (;;) {
-        int c = tether__token_poll(t);
-        if (c)
-            return c;
-        if (tether_now() >= until)
-            return 0;
-        if (tether__wake_sleep(&t->wake, tether__min_time(until, t->deadline)) == EINTR)
-            return EINTR;
-    }
-}
-
-int tether__token_wait_fds(tether_token *t, struct pollfd *fds, nfds_t nfds, tether_time_t until,
-                           const sigset_t *sigmask)
-{
-    for (bool first = true;; first = false) {
-        int c = tether__token_poll(t);
-        if (c)
-            return tether__fail(c);
-        tether_time_t now = tether_now();
-        if (now >= until && !first)
-            return 0;
-        tether_time_t end = tether__min_time(until, t->deadline);
-        struct timespec ts = tether__timespec(tether__time_left(end, now));
-        int n = tether__wake_poll(&t->wake, fds, nfds, end == TETHER_NEVER ? NULL : &ts, sigmask);
-        if (n < 0)
-            return -1;
-        if (fds[nfds].revents)
-            continue; /* canceled: the check above reports it */
-        if (n > 0)
-            return n;
-        if (now >= until)
-            return 0; /* a wait whose time had passed still looks once, as poll(2) */
-    }
-}
-
-int tether__token_wait_fd(tether_token *t, int fd, short events, tether_time_t until)
-{
-    struct pollfd p[2] = { { .fd = fd, .events = events } };
-    int n = tether__token_wait_fds(t, p, 1, until, NULL);
-    return n < 0 ? -1 : n > 0;
-}
-
-int tether__token_backoff(tether_token *t, int64_t *step_ns)
-{
-    *step_ns = *step_ns ? *step_ns * 2 : tether_ms(1);
-    if (*step_ns > TETHER_BACKOFF_CAP_NS)
-        *step_ns = TETHER_BACKOFF_CAP_NS;
-    int r = tether__token_sleep(t, tether_deadline_after(*step_ns));
-    return r ? tether__fail(r) : 0;
 }

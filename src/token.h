@@ -41,6 +41,11 @@ struct tether_token {
     /* Its own request context (context.c): an immutable copy, swapped and
      * followed only under the context lock; NULL: none. */
     _Atomic(char *) context;
+    /* Its token_canceled event hook is running in `event_runner` (seen in
+     * generation event_gen): free waits for it. Under the tree lock. */
+    bool event_busy;
+    unsigned event_gen;
+    pthread_t event_runner;
 };
 
 enum tether__owner_kind { OWNER_NONE, OWNER_SCOPE, OWNER_TASK, OWNER_BACKGROUND };

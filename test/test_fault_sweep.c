@@ -1,7 +1,8 @@
 /*
  * Fault sweep: every resource acquisition inside tether fails in turn, for
  * each representative scenario (scope tree, token tree, slots, retry, pool
- * job, legacy calls, processes, cancel hooks and descriptor spans); each run returns documented errors, surfaces the
+ * job, legacy calls, processes, cancel hooks and descriptor spans, metrics
+ * and event hooks); each run returns documented errors, surfaces the
  * failure, and leaves no thread, fd or heap block behind.
  */
 #define _GNU_SOURCE
@@ -612,6 +613,41 @@ static void scenario_hooks(void)
     EXPECT(tether_token_free(t) == 0, "free");
 }
 
+/* Metrics and event hooks: the snapshot's series array, the text buffer,
+ * the hooks' copy. */
+static void observe_opened(void *arg, tether_scope *s, const char *name, tether_token *t)
+{
+    (void)arg, (void)s, (void)name, (void)t;
+}
+
+static void scenario_observe(void)
+{
+    tether_scope_opts o = { .name = "sweep" };
+    tether_scope *s;
+    int rc = tether_scope_open(&s, &o);
+    saw(rc);
+    EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_scope_open: %s", strerror(rc));
+    if (rc == 0)
+        EXPECT(tether_scope_free(s) == 0, "free");
+    tether_metrics_snapshot snap;
+    rc = tether_metrics_snapshot_take(&snap);
+    saw(rc);
+    EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_metrics_snapshot_take: %s", strerror(rc));
+    EXPECT(rc == 0 || (snap.count == 0 && snap.series == NULL), "snapshot not empty on failure");
+    tether_metrics_snapshot_release(&snap);
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    EXPECT(fd >= 0, "open /dev/null");
+    rc = tether_metrics_write_prometheus(fd);
+    saw(rc);
+    EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_metrics_write_prometheus: %s", strerror(rc));
+    close(fd);
+    tether_events ev = { .scope_opened = observe_opened };
+    rc = tether_events_set(&ev);
+    saw(rc);
+    EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_events_set: %s", strerror(rc));
+    EXPECT(tether_events_set(NULL) == 0, "tether_events_set(NULL)");
+}
+
 /* ------------------------------------------------------------ the sweeps */
 
 START_TEST(injection_controls)
@@ -688,6 +724,13 @@ START_TEST(sweep_hooks)
 }
 END_TEST
 
+START_TEST(sweep_observe)
+{
+    static const struct scenario sc = { "metrics and events", scenario_observe, false };
+    ck_assert_int_gt(sweep(&sc), 3);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fault_sweep");
@@ -704,6 +747,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sweep_legacy);
     tcase_add_test(tc, sweep_process);
     tcase_add_test(tc, sweep_hooks);
+    tcase_add_test(tc, sweep_observe);
     suite_add_tcase(s, tc);
 
     return s;

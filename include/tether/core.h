@@ -83,11 +83,14 @@ TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether
  * Errors:
  *  EINVAL  t is NULL.
  *  EBUSY   t still has child tokens, or some thread has it entered
- *          (tether_token_enter without the matching leave). Nothing changes.
+ *          (tether_token_enter without the matching leave), or the call
+ *          comes from the token_canceled event hook reporting t
+ *          (tether/events.h). Nothing changes.
  * Blocking: Never blocks (a short internal lock), except while cancel hooks
  * of t run on runner threads: it waits for them to return (do not hold a
  * lock such a hook takes; from inside one of t's hooks it does not wait for
- * that hook). Not a cancellation point.
+ * that hook), and while a token_canceled event hook reporting t runs in
+ * another thread (tether/events.h). Not a cancellation point.
  * Thread safety: Must not race with any other call on the same token (as
  * with pthread_mutex_destroy); calls on other tokens are fine. A
  * tether_token_cancel whose effect the caller has seen (directly, or through
