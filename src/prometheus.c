@@ -211,8 +211,11 @@ int tether_metrics_format(const tether_metrics_snapshot *snap, char *buf, size_t
     process_wide(&o, snap);
     if (length)
         *length = o.len;
-    if (o.len >= size)
+    if (o.len >= size) {
+        if (size)
+            buf[size - 1] = '\0'; /* as snprintf: what fits, NUL-terminated */
         return ERANGE;
+    }
     buf[o.len] = '\0';
     return 0;
 }

@@ -74,6 +74,35 @@ START_TEST(span_begin_errors_leave_errno)
 }
 END_TEST
 
+/* ------------------------------------------------ snprintf-like truncation */
+
+START_TEST(metrics_format_truncates_as_snprintf)
+{
+    tether_metrics_snapshot snap;
+    ck_assert_int_eq(tether_metrics_snapshot_take(&snap), 0);
+    size_t need = 0;
+    ck_assert_int_eq(tether_metrics_format(&snap, NULL, 0, &need), ERANGE);
+    ck_assert_uint_gt(need, 0);
+    char *full = malloc(need + 1);
+    char *buf = malloc(need + 1);
+    ck_assert_int_eq(tether_metrics_format(&snap, full, need + 1, NULL), 0);
+    ck_assert_uint_eq(strlen(full), need);
+    size_t sizes[] = { 1, 2, need / 2, need };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t size = sizes[i], len = 0;
+        memset(buf, 'x', need + 1);
+        ck_assert_int_eq(tether_metrics_format(&snap, buf, size, &len), ERANGE);
+        ck_assert_uint_eq(len, need);
+        ck_assert_msg(buf[size - 1] == '\0', "size %zu: no NUL at the end", size);
+        ck_assert_msg(strncmp(buf, full, size - 1) == 0, "size %zu: not a prefix", size);
+        ck_assert_msg(buf[size] == 'x', "size %zu: wrote past the end", size);
+    }
+    free(buf);
+    free(full);
+    tether_metrics_snapshot_release(&snap);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("adversarial_api");
@@ -81,6 +110,10 @@ static Suite *suite(void)
     tcase_set_timeout(tc, th_timeout_s(10));
     tcase_add_test(tc, span_shutdown_failing_leaves_the_cancelers_errno);
     tcase_add_test(tc, span_begin_errors_leave_errno);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("truncation");
+    tcase_set_timeout(tc, th_timeout_s(10));
+    tcase_add_test(tc, metrics_format_truncates_as_snprintf);
     suite_add_tcase(s, tc);
     return s;
 }
