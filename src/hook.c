@@ -317,6 +317,18 @@ void tether__hook_token_free(tether_token *t, bool wait)
     tether__unlock(&hook_lock);
 }
 
+bool tether__hook_runs_here(tether_token *t)
+{
+    if (!atomic_load_explicit(&hooks_used, memory_order_relaxed))
+        return false;
+    bool mine = false;
+    tether__lock(&hook_lock);
+    for (tether_hook *h = t->hooks; h && !mine; h = h->tnext)
+        mine = running_here(h) && pthread_equal(h->runner, pthread_self());
+    tether__unlock(&hook_lock);
+    return mine;
+}
+
 int tether__hook_trim(void)
 {
     tether__lock(&hook_lock);

@@ -103,6 +103,41 @@ START_TEST(metrics_format_truncates_as_snprintf)
 }
 END_TEST
 
+/* -------------------------------------------------- hooks inside hooks */
+
+struct self_free {
+    tether_token *t;
+    atomic_int rc;
+    sem_t done;
+};
+
+static void free_own_token(void *arg)
+{
+    struct self_free *sf = arg;
+    atomic_store(&sf->rc, tether_token_free(sf->t));
+    sem_post(&sf->done);
+}
+
+/* A cancel hook that frees its own token (the header forbids it) is told
+ * EBUSY, as an event hook is, and the token stays its owner's to free. */
+START_TEST(hook_freeing_its_own_token_gets_ebusy)
+{
+    struct self_free sf = { .t = new_token(NULL, TETHER_NEVER) };
+    atomic_init(&sf.rc, -1);
+    sem_init(&sf.done, 0, 0);
+    tether_hook *h;
+    ck_assert_int_eq(tether_hook_on_cancel(sf.t, free_own_token, &sf, &h), 0);
+    ck_assert_int_eq(tether_token_cancel(sf.t, 0), 0);
+    ck_assert(th_sem_wait_bounded(&sf.done, 2000));
+    ck_assert_int_eq(atomic_load(&sf.rc), EBUSY);
+    bool ran = false;
+    ck_assert_int_eq(tether_hook_off(h, &ran), 0);
+    ck_assert(ran);
+    ck_assert_int_eq(tether_token_free(sf.t), 0);
+    sem_destroy(&sf.done);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("adversarial_api");
@@ -114,6 +149,10 @@ static Suite *suite(void)
     tc = tcase_create("truncation");
     tcase_set_timeout(tc, th_timeout_s(10));
     tcase_add_test(tc, metrics_format_truncates_as_snprintf);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("reentrancy");
+    tcase_set_timeout(tc, th_timeout_s(10));
+    tcase_add_test(tc, hook_freeing_its_own_token_gets_ebusy);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -43,8 +43,9 @@ typedef struct tether_hook tether_hook;
  * one whose token was canceled a moment before but that no runner has
  * picked up (the blocked call it was meant to stop has already returned).
  * A hook therefore must not wait for its own token's owner to free it,
- * must not call tether_token_free on its own token or tether_scope_join on
- * the scope that owns it, and must end on its own (bound it with a timeout
+ * must not call tether_token_free on its own token (that returns EBUSY and
+ * the token stays its owner's) or tether_scope_join on the scope that owns
+ * it, and must end on its own (bound it with a timeout
  * of its own, or run it under a token).
  *
  * A fork child has no runners of the parent: hooks queued or running there
