@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,39 @@ START_TEST(metrics_format_truncates_as_snprintf)
 }
 END_TEST
 
+/* ------------------------------------------------------- signal handlers */
+
+static volatile sig_atomic_t was_on, now_on;
+
+static void toggle_metrics(int sig)
+{
+    (void)sig;
+    was_on = tether_metrics_set_enabled(!tether_metrics_enabled());
+    now_on = tether_metrics_enabled();
+}
+
+/* The metrics switch says async-signal-safe: a handler flips it while the
+ * interrupted thread takes snapshots and opens scopes. */
+START_TEST(metrics_switch_from_a_signal_handler)
+{
+    struct sigaction sa = { .sa_handler = toggle_metrics }, old;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    for (int i = 0; i < 200; i++) {
+        bool before = tether_metrics_enabled();
+        tether_metrics_snapshot snap;
+        ck_assert_int_eq(tether_metrics_snapshot_take(&snap), 0);
+        ck_assert_int_eq(raise(SIGUSR1), 0);
+        ck_assert(was_on == before && now_on == !before);
+        tether_metrics_snapshot_release(&snap);
+        tether_scope *s = open_scope(&(tether_scope_opts){ .name = "adv" });
+        join_and_free(s);
+    }
+    tether_metrics_set_enabled(true);
+    ck_assert_int_eq(sigaction(SIGUSR1, &old, NULL), 0);
+}
+END_TEST
+
 /* -------------------------------------------------- hooks inside hooks */
 
 struct self_free {
@@ -145,6 +179,10 @@ static Suite *suite(void)
     tcase_set_timeout(tc, th_timeout_s(10));
     tcase_add_test(tc, span_shutdown_failing_leaves_the_cancelers_errno);
     tcase_add_test(tc, span_begin_errors_leave_errno);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("signals");
+    tcase_set_timeout(tc, th_timeout_s(10));
+    tcase_add_test(tc, metrics_switch_from_a_signal_handler);
     suite_add_tcase(s, tc);
     tc = tcase_create("truncation");
     tcase_set_timeout(tc, th_timeout_s(10));

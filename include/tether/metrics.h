@@ -125,7 +125,7 @@ typedef struct tether_metrics_snapshot {
  * Returns: Whether counting was on before the call.
  * Errors: None.
  * Blocking: Never blocks; not a cancellation point.
- * Thread safety: Thread-safe.
+ * Thread safety: Thread-safe and async-signal-safe.
  * Ownership: Nothing is allocated.
  */
 TETHER_API bool tether_metrics_set_enabled(bool on);
@@ -138,7 +138,7 @@ TETHER_API bool tether_metrics_set_enabled(bool on);
  * tether_metrics_set_enabled(false).
  * Errors: None.
  * Blocking: Never blocks; not a cancellation point.
- * Thread safety: Thread-safe.
+ * Thread safety: Thread-safe and async-signal-safe.
  * Ownership: Nothing is allocated.
  */
 TETHER_API bool tether_metrics_enabled(void);
