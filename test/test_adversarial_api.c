@@ -172,6 +172,131 @@ START_TEST(hook_freeing_its_own_token_gets_ebusy)
 }
 END_TEST
 
+/* ------------------------------------------------------ many threads */
+
+enum { CHURNERS = 4 };
+
+static atomic_bool stop;
+
+static void post_hook(void *arg)
+{
+    sem_post(arg);
+}
+
+/* Register, cancel, wait for the run, unregister, free: over and over. */
+static void *hook_churn(void *arg)
+{
+    (void)arg;
+    sem_t ran;
+    sem_init(&ran, 0, 0);
+    while (!atomic_load(&stop)) {
+        tether_token *t = new_token(NULL, TETHER_NEVER);
+        tether_hook *h;
+        EXPECT(tether_hook_on_cancel(t, post_hook, &ran, &h) == 0, "on_cancel");
+        EXPECT(tether_token_cancel(t, 0) == 0, "cancel");
+        EXPECT(th_sem_wait_bounded(&ran, 4000), "the hook never ran");
+        bool did = false;
+        EXPECT(tether_hook_off(h, &did) == 0 && did, "off: ran %d", did);
+        EXPECT(tether_token_free(t) == 0, "free");
+    }
+    sem_destroy(&ran);
+    return NULL;
+}
+
+/* tether_trim releasing idle runners while other threads register hooks,
+ * cancel and unregister: every hook runs once, nothing leaks or hangs. */
+START_TEST(trim_races_hook_registration)
+{
+    th_baseline b = th_baseline_take();
+    atomic_store(&stop, false);
+    pthread_t th[CHURNERS];
+    for (int i = 0; i < CHURNERS; i++)
+        th[i] = thread_start(hook_churn, NULL);
+    tether_time_t end = tether_deadline_after(tether_ms(300));
+    int trims = 0;
+    while (tether_now() < end) {
+        tether_trim();
+        trims++;
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < CHURNERS; i++)
+        thread_join(th[i]);
+    ck_assert_int_gt(trims, 0);
+    ck_assert_int_eq(bad_seen(), 0);
+    th_baseline_check(b);
+}
+END_TEST
+
+/* An event hook that takes a snapshot, formats it and reads the request
+ * context of the token it is given. */
+static atomic_long seen_events;
+
+static void on_joined(void *arg, tether_scope *s, const char *name, tether_token *t,
+                      const tether_result *r)
+{
+    (void)arg, (void)s, (void)name, (void)r;
+    tether_metrics_snapshot snap;
+    EXPECT(tether_metrics_snapshot_take(&snap) == 0, "snapshot in a hook");
+    size_t len = 0;
+    EXPECT(tether_metrics_format(&snap, NULL, 0, &len) == ERANGE && len > 0, "format");
+    tether_metrics_snapshot_release(&snap);
+    char buf[TETHER_CONTEXT_MAX];
+    int rc = tether_token_context(t, buf, sizeof buf);
+    EXPECT(rc == 0 && strcmp(buf, "req") == 0, "context: %d", rc);
+    EXPECT(tether_events_set(NULL) == EDEADLK, "events_set from a hook");
+    atomic_fetch_add(&seen_events, 1);
+}
+
+static void *events_churn(void *arg)
+{
+    const tether_events *ev = arg;
+    while (!atomic_load(&stop)) {
+        EXPECT(tether_events_set(ev) == 0, "set");
+        EXPECT(tether_events_set(NULL) == 0, "clear");
+    }
+    return NULL;
+}
+
+static void *scope_churn(void *arg)
+{
+    tether_token *root = arg;
+    while (!atomic_load(&stop)) {
+        tether_scope *s = open_scope(&(tether_scope_opts){ .parent = root, .name = "churn" });
+        spawn_ok(s, return_zero, NULL, "c", NULL);
+        join_and_free(s);
+    }
+    return NULL;
+}
+
+/* Registrations replaced while scopes are joined in other threads whose
+ * hooks take snapshots and read the context. */
+START_TEST(events_replaced_while_hooks_snapshot)
+{
+    th_baseline b = th_baseline_take();
+    tether_token *root = new_token(NULL, TETHER_NEVER);
+    ck_assert_int_eq(tether_token_set_context(root, "req"), 0);
+    tether_events ev = { .scope_joined = on_joined };
+    atomic_store(&stop, false);
+    atomic_store(&seen_events, 0);
+    pthread_t th[CHURNERS];
+    th[0] = thread_start(events_churn, &ev);
+    for (int i = 1; i < CHURNERS; i++)
+        th[i] = thread_start(scope_churn, root);
+    tether_sleep_for(tether_ms(300));
+    atomic_store(&stop, true);
+    for (int i = 0; i < CHURNERS; i++)
+        thread_join(th[i]);
+    ck_assert_int_eq(tether_events_set(&ev), 0);
+    long before = atomic_load(&seen_events);
+    join_and_free(open_scope(&(tether_scope_opts){ .parent = root }));
+    ck_assert_int_eq(atomic_load(&seen_events), before + 1);
+    ck_assert_int_eq(tether_events_set(NULL), 0);
+    ck_assert_int_eq(bad_seen(), 0);
+    ck_assert_int_eq(tether_token_free(root), 0);
+    th_baseline_check(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("adversarial_api");
@@ -183,6 +308,11 @@ static Suite *suite(void)
     tc = tcase_create("signals");
     tcase_set_timeout(tc, th_timeout_s(10));
     tcase_add_test(tc, metrics_switch_from_a_signal_handler);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("threads");
+    tcase_set_timeout(tc, th_timeout_s(20));
+    tcase_add_test(tc, trim_races_hook_registration);
+    tcase_add_test(tc, events_replaced_while_hooks_snapshot);
     suite_add_tcase(s, tc);
     tc = tcase_create("truncation");
     tcase_set_timeout(tc, th_timeout_s(10));
