@@ -220,9 +220,10 @@ int tether_metrics_format(const tether_metrics_snapshot *snap, char *buf, size_t
     return 0;
 }
 
-int tether_metrics_write_prometheus(int fd)
+/* Format a snapshot taken now and write it to fd: 0 or an error number,
+ * errno changed. */
+static int write_snapshot(int fd)
 {
-    int saved = errno; /* an error number is returned: errno stays as it was */
     tether_metrics_snapshot snap;
     int rc = tether_metrics_snapshot_take(&snap);
     if (rc)
@@ -241,6 +242,13 @@ int tether_metrics_write_prometheus(int fd)
     if (tether_write_all(fd, text, need, &moved) < 0)
         rc = errno;
     free(text);
+    return rc;
+}
+
+int tether_metrics_write_prometheus(int fd)
+{
+    int saved = errno; /* an error number is returned: errno stays as it was */
+    int rc = write_snapshot(fd);
     errno = saved;
     return rc;
 }
