@@ -19,6 +19,9 @@
  *    int64_t nanoseconds.
  *  - Every object with a lifecycle is an opaque handle with one owner and one
  *    call that ends it.
+ *  - A signal handler may call only the functions whose doc block says
+ *    async-signal-safe (tether_sigcancel_fire, tether_now, ...): the others
+ *    may take a lock the interrupted thread holds, or allocate.
  *
  * This is the umbrella header: it includes every part of the API. Each part
  * is a header of its own under tether/ that compiles alone, so a program

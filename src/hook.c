@@ -66,6 +66,9 @@ static pthread_cond_t hook_done = PTHREAD_COND_INITIALIZER; /* a hook finished *
 static tether_hook *queue_head, *queue_tail;
 static struct runner *idle;
 static unsigned runners; /* alive in this process, idle or not */
+/* A runner could not be created for a queued hook: the next registration,
+ * unregistration or queued hook tries again (none may be alive to run it). */
+static bool starved;
 static _Atomic bool hooks_used;
 
 /* A token's hooks are few: a singly linked list, searched to unlink. */
@@ -197,8 +200,22 @@ static void start_runner(void)
     free(r);
     tether__lock(&hook_lock);
     runners--; /* the hook stays queued for the next runner */
+    starved = true;
     tether__unlock(&hook_lock);
     tether__fault_absorbed();
+}
+
+/* After a runner could not be created: whether to try again now (a slot is
+ * then reserved; the caller calls start_runner once the lock is dropped). A
+ * busy runner would drain the queue too, but only once its own hook
+ * returns. Lock held. */
+static bool retry_locked(void)
+{
+    if (!starved || !queue_head || idle || runners >= MAX_RUNNERS)
+        return false;
+    starved = false;
+    runners++;
+    return true;
 }
 
 /* The cancellation callback: queue the hook, wake or start a runner. Never
@@ -220,6 +237,7 @@ static void queue_hook(void *arg)
             pthread_cond_signal(&r->wake);
         } else if (runners < MAX_RUNNERS) {
             runners++;
+            starved = false;
             start = true;
         }
     }
@@ -242,7 +260,10 @@ int tether_hook_on_cancel(tether_token *t, void (*fn)(void *arg), void *arg, tet
     tether__lock(&hook_lock);
     h->state = HOOK_REGISTERED;
     link_token(h, t);
+    bool retry = retry_locked();
     tether__unlock(&hook_lock);
+    if (retry)
+        start_runner();
     /* Set first: the hook may run (and read it) before the next line returns. */
     *out = h;
     /* Runs queue_hook at once if t is already canceled. */
@@ -284,8 +305,11 @@ int tether_hook_off(tether_hook *h, bool *ran)
     case HOOK_DONE: break;
     }
     unlink_token(h);
+    bool retry = retry_locked();
     tether__unlock(&hook_lock);
     free(h);
+    if (retry)
+        start_runner();
     if (ran)
         *ran = did_run;
     return 0;
@@ -315,6 +339,18 @@ void tether__hook_token_free(tether_token *t, bool wait)
     while (t->hooks)
         unlink_token(t->hooks);
     tether__unlock(&hook_lock);
+}
+
+bool tether__hook_runs_here(tether_token *t)
+{
+    if (!atomic_load_explicit(&hooks_used, memory_order_relaxed))
+        return false;
+    bool mine = false;
+    tether__lock(&hook_lock);
+    for (tether_hook *h = t->hooks; h && !mine; h = h->tnext)
+        mine = running_here(h) && pthread_equal(h->runner, pthread_self());
+    tether__unlock(&hook_lock);
+    return mine;
 }
 
 int tether__hook_trim(void)
@@ -361,6 +397,7 @@ void tether__hook_fork_child(void)
     }
     idle = NULL;
     runners = 0;
+    starved = false;
     for (tether_hook *h = queue_head; h; h = h->qnext)
         h->state = HOOK_DETACHED;
     queue_head = queue_tail = NULL;

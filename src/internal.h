@@ -59,6 +59,7 @@
 
 #include "tether.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -132,22 +133,29 @@ static inline int tether__cond_init_monotonic(pthread_cond_t *cv)
     return rc;
 }
 
+/* An injected allocation failure: NULL with errno ENOMEM, as glibc's. */
+static inline void *tether__no_memory(void)
+{
+    errno = ENOMEM;
+    return NULL;
+}
+
 /* calloc(3) through the funnel: NULL when injected. */
 static inline void *tether__calloc(size_t n, size_t size)
 {
-    return tether__fault_hit() ? NULL : calloc(n, size);
+    return tether__fault_hit() ? tether__no_memory() : calloc(n, size);
 }
 
 /* malloc(3) through the funnel: NULL when injected. */
 static inline void *tether__malloc(size_t size)
 {
-    return tether__fault_hit() ? NULL : malloc(size);
+    return tether__fault_hit() ? tether__no_memory() : malloc(size);
 }
 
 /* realloc(3) through the funnel: NULL (p untouched) when injected. */
 static inline void *tether__realloc(void *p, size_t size)
 {
-    return tether__fault_hit() ? NULL : realloc(p, size);
+    return tether__fault_hit() ? tether__no_memory() : realloc(p, size);
 }
 
 /* pthread_create(3) through the funnel: EAGAIN when injected. */

@@ -211,15 +211,19 @@ int tether_metrics_format(const tether_metrics_snapshot *snap, char *buf, size_t
     process_wide(&o, snap);
     if (length)
         *length = o.len;
-    if (o.len >= size)
+    if (o.len >= size) {
+        if (size)
+            buf[size - 1] = '\0'; /* as snprintf: what fits, NUL-terminated */
         return ERANGE;
+    }
     buf[o.len] = '\0';
     return 0;
 }
 
-int tether_metrics_write_prometheus(int fd)
+/* Format a snapshot taken now and write it to fd: 0 or an error number,
+ * errno changed. */
+static int write_snapshot(int fd)
 {
-    int saved = errno; /* an error number is returned: errno stays as it was */
     tether_metrics_snapshot snap;
     int rc = tether_metrics_snapshot_take(&snap);
     if (rc)
@@ -238,6 +242,13 @@ int tether_metrics_write_prometheus(int fd)
     if (tether_write_all(fd, text, need, &moved) < 0)
         rc = errno;
     free(text);
+    return rc;
+}
+
+int tether_metrics_write_prometheus(int fd)
+{
+    int saved = errno; /* an error number is returned: errno stays as it was */
+    int rc = write_snapshot(fd);
     errno = saved;
     return rc;
 }

@@ -22,8 +22,13 @@ struct tether_fd_span {
 static void fire(void *arg)
 {
     const tether_fd_span *s = arg;
-    /* Fails only if the caller broke the contract and closed fd. */
+    /* Runs in the canceler (tether_token_cancel, the timer thread, a drop-in
+     * that found the deadline passed): its errno is not ours to change.
+     * shutdown fails on a socket that is not connected (ENOTCONN) or one the
+     * caller closed; the span has done what it could either way. */
+    int saved = errno;
     (void)tether__sys_shutdown(s->fd, s->how);
+    errno = saved;
 }
 
 int tether_fd_span_begin(int fd, int how, tether_fd_span **out)
@@ -34,8 +39,12 @@ int tether_fd_span_begin(int fd, int how, tether_fd_span **out)
     socklen_t len = sizeof type;
     if (fd < 0)
         return EBADF;
-    if (tether__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
-        return errno;
+    int saved = errno; /* an error number is returned: errno stays as it was */
+    if (tether__sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+        int rc = errno;
+        errno = saved;
+        return rc;
+    }
     tether_fd_span *s = tether__malloc(sizeof *s);
     if (!s)
         return ENOMEM;

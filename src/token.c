@@ -173,7 +173,10 @@ int tether_token_free(tether_token *t)
         }
         pthread_cond_wait(&callback_done, &tree_lock);
     }
-    if (t->first_child || atomic_load_explicit(&t->entered, memory_order_acquire) > 0) {
+    /* From inside one of t's own cancel hooks: t is still its owner's (who
+     * may be using it, or about to free it); as for the event hook, EBUSY. */
+    if (t->first_child || atomic_load_explicit(&t->entered, memory_order_acquire) > 0 ||
+        tether__hook_runs_here(t)) {
         tree_lock_drop();
         return EBUSY;
     }

@@ -633,12 +633,16 @@ END_TEST
 struct hook_seen {
     sem_t done;
     pthread_t thread;
+    tether_token *own; /* if set, the hook tries to free it */
+    int free_rc;
 };
 
 static void hook_record(void *arg)
 {
     struct hook_seen *h = arg;
     h->thread = pthread_self();
+    if (h->own)
+        h->free_rc = tether_token_free(h->own);
     sem_post(&h->done);
 }
 
@@ -646,7 +650,7 @@ START_TEST(contract_tether_hook)
 {
     th_baseline base = th_baseline_take();
     ct_rows r = { .test = __func__ };
-    struct hook_seen seen;
+    struct hook_seen seen = { .own = NULL };
     sem_init(&seen.done, 0, 0);
     tether_token *t;
     tether_hook *h;
@@ -677,6 +681,15 @@ START_TEST(contract_tether_hook)
     ran = true;
     CT_RC(&r, "tether_hook_off/token freed first", tether_hook_off(h, &ran), 0);
     ct_row(&r, !ran, "tether_hook_off/token freed first (effect): expected ran false");
+    ck_assert_int_eq(tether_token_new(&t, NULL, TETHER_NEVER), 0);
+    seen.own = t;
+    seen.free_rc = -1;
+    ck_assert_int_eq(tether_hook_on_cancel(t, hook_record, &seen, &h), 0);
+    tether_token_cancel(t, 0);
+    ck_assert(th_sem_wait_bounded(&seen.done, 2000));
+    CT_RC(&r, "tether_token_free/from its own cancel hook", seen.free_rc, EBUSY);
+    ck_assert_int_eq(tether_hook_off(h, &ran), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
     sem_destroy(&seen.done);
     ct_done(&r);
     th_baseline_check(base);

@@ -79,6 +79,9 @@ START_TEST(contract_tether_metrics_format)
     ck_assert_ptr_nonnull(buf);
     CT_RC(&r, "tether_metrics_format/size == length", tether_metrics_format(&snap, buf, need, &len),
           ERANGE);
+    ct_row(&r, len == need && buf[need - 1] == '\0' && strlen(buf) == need - 1,
+           "tether_metrics_format/size == length, truncated: expected the first size - 1 bytes "
+           "and a NUL");
     CT_RC(&r, "tether_metrics_format/size == length + 1",
           tether_metrics_format(&snap, buf, need + 1, &len), 0);
     ct_row(&r, len == need && strlen(buf) == need,

@@ -1,7 +1,7 @@
 /*
  * Fault funnel coverage: every allocation tether makes goes through the
  * injection funnel (a wrapped allocation made without it is named); the
- * timer thread that could not be started.
+ * timer thread and a hook runner that could not be started.
  */
 #define _GNU_SOURCE
 #include "fault_fixtures.h"
@@ -162,6 +162,56 @@ START_TEST(timer_thread_not_started)
 }
 END_TEST
 
+static void hook_post(void *arg)
+{
+    sem_post(arg);
+}
+
+/* No runner could be created for a canceled token's hook (the failure the
+ * absorbed count shows): the hook stays queued, no thread appears, and the
+ * next tether_hook_on_cancel, on another token, starts the runner that runs
+ * it (it used to wait for another cancel that queued a hook). */
+START_TEST(hook_runner_not_started)
+{
+    th_baseline b = th_baseline_take(); /* trims: no runner */
+    sem_t ran;
+    sem_init(&ran, 0, 0);
+    tether_token *t = NULL;
+    tether_hook *h = NULL;
+    long before = tether_fault_absorbed_count();
+    for (long nth = 1; nth < 10 && tether_fault_absorbed_count() == before; nth++) {
+        if (t) { /* the runner started: the hook ran */
+            ck_assert(th_sem_wait_bounded(&ran, 2000));
+            ck_assert_int_eq(tether_hook_off(h, NULL), 0);
+            ck_assert_int_eq(tether_token_free(t), 0);
+            tether_trim();
+        }
+        t = new_token(NULL, TETHER_NEVER);
+        ck_assert_int_eq(tether_hook_on_cancel(t, hook_post, &ran, &h), 0);
+        tether_fault_arm(nth);
+        ck_assert_int_eq(tether_token_cancel(t, 0), 0);
+        tether_fault_arm(0);
+    }
+    ck_assert_msg(tether_fault_absorbed_count() == before + 1, "no acquisition started a runner");
+    ck_assert(!th_sem_wait_bounded(&ran, 50)); /* queued, not run */
+    ck_assert_int_eq(th_thread_count(), b.threads);
+
+    tether_token *u = new_token(NULL, TETHER_NEVER);
+    tether_hook *hu;
+    ck_assert_int_eq(tether_hook_on_cancel(u, hook_post, &ran, &hu), 0);
+    ck_assert_msg(th_sem_wait_bounded(&ran, 2000), "the queued hook never ran");
+    bool did = false;
+    ck_assert_int_eq(tether_hook_off(h, &did), 0);
+    ck_assert(did);
+    ck_assert_int_eq(tether_hook_off(hu, &did), 0);
+    ck_assert(!did);
+    ck_assert_int_eq(tether_token_free(u), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    sem_destroy(&ran);
+    th_baseline_check(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fault_funnel");
@@ -175,6 +225,7 @@ static Suite *suite(void)
     tcase_add_test(tc, funnel_covers_signals);
     tcase_add_test(tc, funnel_covers_process);
     tcase_add_test(tc, timer_thread_not_started);
+    tcase_add_test(tc, hook_runner_not_started);
     suite_add_tcase(s, tc);
 
     return s;

@@ -637,9 +637,11 @@ static void scenario_observe(void)
     tether_metrics_snapshot_release(&snap);
     int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     EXPECT(fd >= 0, "open /dev/null");
+    errno = EXDEV; /* an error number is returned: errno stays as it was */
     rc = tether_metrics_write_prometheus(fd);
     saw(rc);
     EXPECT(ONE_OF(rc, 0, ENOMEM), "tether_metrics_write_prometheus: %s", strerror(rc));
+    EXPECT(errno == EXDEV, "tether_metrics_write_prometheus: errno %s", strerrorname_np(errno));
     close(fd);
     tether_events ev = { .scope_opened = observe_opened };
     rc = tether_events_set(&ev);

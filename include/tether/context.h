@@ -96,7 +96,8 @@ TETHER_API int tether_token_context(const tether_token *t, char *buf, size_t siz
  *  ERANGE  the value and its NUL do not fit in size bytes; buf is
  *          untouched.
  * Blocking: Never blocks (a short internal lock); not a cancellation point.
- * Thread safety: Thread-safe.
+ * Thread safety: Thread-safe. Not async-signal-safe: a handler that
+ * interrupted a lookup or a set in its own thread would wait for itself.
  * Ownership: The copy in buf is the caller's.
  */
 TETHER_API int tether_context(char *buf, size_t size);

@@ -85,11 +85,11 @@ TETHER_API int tether_token_new(tether_token **out, tether_token *parent, tether
  *  EBUSY   t still has child tokens, or some thread has it entered
  *          (tether_token_enter without the matching leave), or the call
  *          comes from the token_canceled event hook reporting t
- *          (tether/events.h). Nothing changes.
+ *          (tether/events.h) or from one of t's own cancel hooks
+ *          (tether/hook.h). Nothing changes.
  * Blocking: Never blocks (a short internal lock), except while cancel hooks
  * of t run on runner threads: it waits for them to return (do not hold a
- * lock such a hook takes; from inside one of t's hooks it does not wait for
- * that hook), and while a token_canceled event hook reporting t runs in
+ * lock such a hook takes), and while a token_canceled event hook reporting t runs in
  * another thread (tether/events.h). Not a cancellation point.
  * Thread safety: Must not race with any other call on the same token (as
  * with pthread_mutex_destroy); calls on other tokens are fine. A

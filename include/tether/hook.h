@@ -34,8 +34,10 @@ typedef struct tether_hook tether_hook;
  * most 64 at once, one hook each, so a slow hook never delays another's
  * while fewer than 64 run; beyond that hooks queue and run in cancel order
  * as runners free up. A runner idle for 2 s exits; tether_trim releases
- * idle ones at once. If no runner can be created (EAGAIN), a queued hook
- * waits for the next runner that is.
+ * idle ones at once. If no runner can be created (EAGAIN, out of memory),
+ * the hook stays queued: the next tether_hook_on_cancel or tether_hook_off
+ * (of any hook), or the next cancel that queues a hook, tries again, and a
+ * runner that finishes its hook runs it.
  *
  * Whoever owns t waits for its hooks: tether_token_free(t) (and so a scope's
  * join, which frees its children's tokens and its own) waits until t's
@@ -43,8 +45,9 @@ typedef struct tether_hook tether_hook;
  * one whose token was canceled a moment before but that no runner has
  * picked up (the blocked call it was meant to stop has already returned).
  * A hook therefore must not wait for its own token's owner to free it,
- * must not call tether_token_free on its own token or tether_scope_join on
- * the scope that owns it, and must end on its own (bound it with a timeout
+ * must not call tether_token_free on its own token (that returns EBUSY and
+ * the token stays its owner's) or tether_scope_join on the scope that owns
+ * it, and must end on its own (bound it with a timeout
  * of its own, or run it under a token).
  *
  * A fork child has no runners of the parent: hooks queued or running there

@@ -125,7 +125,7 @@ typedef struct tether_metrics_snapshot {
  * Returns: Whether counting was on before the call.
  * Errors: None.
  * Blocking: Never blocks; not a cancellation point.
- * Thread safety: Thread-safe.
+ * Thread safety: Thread-safe and async-signal-safe.
  * Ownership: Nothing is allocated.
  */
 TETHER_API bool tether_metrics_set_enabled(bool on);
@@ -138,7 +138,7 @@ TETHER_API bool tether_metrics_set_enabled(bool on);
  * tether_metrics_set_enabled(false).
  * Errors: None.
  * Blocking: Never blocks; not a cancellation point.
- * Thread safety: Thread-safe.
+ * Thread safety: Thread-safe and async-signal-safe.
  * Ownership: Nothing is allocated.
  */
 TETHER_API bool tether_metrics_enabled(void);
@@ -191,8 +191,9 @@ TETHER_API void tether_metrics_snapshot_release(tether_metrics_snapshot *snap);
  * tether_metrics_format — a snapshot in the Prometheus text format.
  *
  * Writes snap as the Prometheus text exposition format 0.0.4 into buf, with
- * a terminating NUL, as snprintf does: if size is too small nothing useful
- * is left in buf and *length tells the size needed. Metric names start with
+ * a terminating NUL, as snprintf does: if size is too small (but not 0),
+ * buf receives the text's first size - 1 bytes and a NUL, and *length
+ * tells the size needed. Metric names start with
  * tether_, counters end in _total, every family has its HELP and TYPE
  * lines, and the scope label escapes backslash, double quote and newline
  * (as \\, \" and \n). The families:
