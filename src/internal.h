@@ -39,6 +39,7 @@
  *               snapshots
  *   prometheus.c the metrics in the Prometheus text format
  *   events.c    event hooks: the registration, its read sections, reports
+ *   budget.c    a deadline as a grpc-timeout value and back
  *
  * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel

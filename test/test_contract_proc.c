@@ -1,6 +1,8 @@
 /*
  * Contract matrix: child processes (tether_waitpid, tether_waitid,
- * tether_proc_spawn, tether_proc_pid, tether_proc_wait, tether_proc_run).
+ * tether_proc_spawn, tether_proc_pid, tether_proc_wait, tether_proc_run) and
+ * the network budgets a deadline crosses process boundaries with
+ * (tether_budget_*).
  * One Check test per function, one row per documented error and per
  * difference from the raw call. Rows are listed in docs/contract-matrix.md.
  */
@@ -386,6 +388,94 @@ START_TEST(contract_proc_wait_exit_races_cancel)
 }
 END_TEST
 
+START_TEST(contract_tether_budget)
+{
+    ct_rows r = { .test = __func__ };
+    char b[TETHER_BUDGET_SIZE];
+    int rc = tether_budget_format_ns(1, NULL, 10);
+    ct_row(&r, rc == EINVAL, "tether_budget_format_ns/buf NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format_ns(0, b, sizeof b);
+    ct_row(&r, rc == ETIMEDOUT && strcmp(b, "0n") == 0,
+           "tether_budget_format_ns/zero: expected ETIMEDOUT with \"0n\", got %d", rc);
+    rc = tether_budget_format_ns(123456789, b, 6);
+    ct_row(&r, rc == ERANGE && b[0] == '\0',
+           "tether_budget_format_ns/buffer too small: expected ERANGE with \"\", got %d", rc);
+    rc = tether_budget_format_ns(123456789, b, sizeof b);
+    ct_row(
+        &r, rc == 0 && strcmp(b, "123456u") == 0,
+        "tether_budget_format_ns/123456789 ns: expected 0 with \"123456u\" (rounded down), got %d",
+        rc);
+    rc = tether_budget_format(tether_now(), NULL, 10);
+    ct_row(&r, rc == EINVAL, "tether_budget_format/buf NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format(TETHER_NEVER, b, sizeof b);
+    ct_row(&r, rc == ENOENT && b[0] == '\0',
+           "tether_budget_format/NEVER: expected ENOENT with \"\", got %d", rc);
+    rc = tether_budget_format(tether_now() - 1, b, sizeof b);
+    ct_row(&r, rc == ETIMEDOUT && strcmp(b, "0n") == 0,
+           "tether_budget_format/passed: expected ETIMEDOUT with \"0n\", got %d", rc);
+    rc = tether_budget_format(tether_deadline_after(tether_sec(3600)), b, 3);
+    ct_row(&r, rc == ERANGE && b[0] == '\0',
+           "tether_budget_format/buffer too small: expected ERANGE with \"\", got %d", rc);
+
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    rc = tether_budget_format_token(NULL, b, sizeof b);
+    ct_row(&r, rc == EINVAL, "tether_budget_format_token/t NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format_token(t, NULL, 10);
+    ct_row(&r, rc == EINVAL, "tether_budget_format_token/buf NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format_token(t, b, sizeof b);
+    ct_row(&r, rc == ENOENT, "tether_budget_format_token/no deadline: expected ENOENT, got %d", rc);
+    tether_token *d = new_token(t, tether_deadline_after(tether_sec(3600)));
+    rc = tether_budget_format_token(d, b, 3);
+    ct_row(&r, rc == ERANGE, "tether_budget_format_token/buffer too small: expected ERANGE, got %d",
+           rc);
+    rc = tether_budget_format_token(d, b, sizeof b);
+    ct_row(&r, rc == 0 && strchr("mS", b[strlen(b) - 1]) != NULL,
+           "tether_budget_format_token/1 h left: expected 0 in ms or s, got %d \"%s\"", rc, b);
+    tether_token_cancel(t, 0);
+    rc = tether_budget_format_token(d, b, sizeof b);
+    ct_row(&r, rc == ECANCELED && strcmp(b, "0n") == 0,
+           "tether_budget_format_token/canceled: expected ECANCELED with \"0n\", got %d", rc);
+    tether_token_free(d);
+    tether_token_free(t);
+    t = new_token(NULL, tether_now() - 1);
+    rc = tether_budget_format_token(t, b, sizeof b);
+    ct_row(&r, rc == ETIMEDOUT && strcmp(b, "0n") == 0,
+           "tether_budget_format_token/expired: expected ETIMEDOUT with \"0n\", got %d", rc);
+    tether_token_free(t);
+
+    int64_t ns = 0;
+    rc = tether_budget_parse_ns(NULL, 2, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/s NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("1S", 2, NULL);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/out NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("123456789S", 10, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/9 digits: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("-1S", 3, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/sign: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("1s", 2, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/unknown unit: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("99999999H", 9, &ns);
+    ct_row(&r, rc == 0 && ns == INT64_MAX,
+           "tether_budget_parse_ns/overflow: expected 0 with INT64_MAX, got %d", rc);
+    tether_time_t dl = 0;
+    rc = tether_budget_parse(NULL, 2, &dl);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse/s NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse("1S", 2, NULL);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse/deadline NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse("1 S", 3, &dl);
+    ct_row(&r, rc == EINVAL && dl == 0,
+           "tether_budget_parse/junk: expected EINVAL, deadline untouched, got %d", rc);
+    tether_time_t before = tether_now();
+    rc = tether_budget_parse("2S", 2, &dl);
+    ct_row(&r, rc == 0 && dl >= before + tether_sec(2) && dl <= tether_now() + tether_sec(2),
+           "tether_budget_parse/2S: expected now + 2 s, got %d", rc);
+    rc = tether_budget_parse("99999999H", 9, &dl);
+    ct_row(&r, rc == 0 && dl == TETHER_NEVER,
+           "tether_budget_parse/overflow: expected 0 with NEVER, got %d", rc);
+    ct_done(&r);
+}
+END_TEST
+
 static Suite *contract_proc_suite(void)
 {
     Suite *s = suite_create("contract_proc");
@@ -398,6 +488,7 @@ static Suite *contract_proc_suite(void)
     tcase_add_test(tc, contract_tether_proc_pid_wait_run);
     tcase_add_test(tc, contract_proc_wait_exited_before_cancel);
     tcase_add_test(tc, contract_proc_wait_exit_races_cancel);
+    tcase_add_test(tc, contract_tether_budget);
     suite_add_tcase(s, tc);
     return s;
 }
