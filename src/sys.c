@@ -299,3 +299,8 @@ int tether__sys_open_read(const char *path)
 {
     return fd_refused() ? -1 : (int)SYS(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0, 0, 0);
 }
+
+ssize_t tether__sys_getdents64(int fd, void *buf, size_t n)
+{
+    return SYS(SYS_getdents64, fd, buf, n, 0, 0, 0);
+}
