@@ -14,12 +14,7 @@ TETHER_API extern _Thread_local tether_token *tether__current
 /* The process root (root.c): the token of the deadline inherited in
  * TETHER_DEADLINE, under which a thread without a current token runs.
  * Resolved once, by the first call that needs it. */
-enum {
-    TETHER__ROOT_UNRESOLVED,
-    TETHER__ROOT_RESOLVING,
-    TETHER__ROOT_NONE,
-    TETHER__ROOT_ADOPTED
-};
+enum { TETHER__ROOT_UNRESOLVED, TETHER__ROOT_RESOLVING, TETHER__ROOT_NONE, TETHER__ROOT_ADOPTED };
 TETHER_HIDDEN extern _Atomic int tether__root_state;
 TETHER_HIDDEN extern tether_token *tether__root_token; /* set before ADOPTED is published */
 /* Resolve the root (or wait for the thread resolving it): the root, or NULL

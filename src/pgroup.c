@@ -17,18 +17,12 @@
 
 /* From /proc/<pid>/stat: whether the process is in `pgid` and not a zombie
  * (or dead). A process that vanished meanwhile is not a member. */
-static bool live_member(const char *pid, pid_t pgid)
+static bool live_member(int proc, const char *pid, pid_t pgid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%s/stat", pid);
-    int fd = tether__sys_open_read(path);
-    if (fd < 0)
+    char path[32], buf[512];
+    snprintf(path, sizeof path, "%s/stat", pid);
+    if (tether__sys_read_at(proc, path, buf, sizeof buf) <= 0)
         return false;
-    ssize_t n = tether__sys_read(fd, buf, sizeof buf - 1);
-    tether__sys_close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
     /* "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses,
      * so the fields start after the last ')'. */
     char *p = strrchr(buf, ')');
@@ -58,7 +52,7 @@ bool tether__pgroup_alive(pid_t pgid, pid_t except)
             off += reclen;
             if (name[0] < '1' || name[0] > '9' || strcmp(name, ex) == 0)
                 continue;
-            found = live_member(name, pgid);
+            found = live_member(dir, name, pgid);
         }
     }
     if (n < 0)

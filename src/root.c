@@ -65,8 +65,7 @@ static void resolve(void)
     tether_token *t;
     if (tether__token_new(&t, NULL, d) != 0) {
         /* No memory for it: unresolved again, the next call retries. */
-        atomic_store_explicit(&tether__root_state, TETHER__ROOT_UNRESOLVED,
-                              memory_order_release);
+        atomic_store_explicit(&tether__root_state, TETHER__ROOT_UNRESOLVED, memory_order_release);
         return;
     }
     tether__root_token = t;

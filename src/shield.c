@@ -28,7 +28,8 @@ int tether_shield_enter(tether_shield **out, tether_time_t deadline)
     tether_shield *s = tether__malloc(sizeof *s);
     if (!s)
         return ENOMEM;
-    int rc = tether__token_new(&s->token, NULL, deadline); /* detached, even from the process root */
+    /* No parent at all, not even the process root. */
+    int rc = tether__token_new(&s->token, NULL, deadline);
     if (rc) {
         free(s);
         return rc;
