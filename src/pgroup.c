@@ -26,9 +26,15 @@ static bool live_member(int proc, const char *pid, pid_t pgid)
     /* "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses,
      * so the fields start after the last ')'. */
     char *p = strrchr(buf, ')');
-    char state;
-    int ppid, pgrp;
-    if (!p || sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) != 3)
+    if (!p || p[1] != ' ' || !p[2] || p[3] != ' ')
+        return false;
+    char state = p[2];
+    char *end;
+    (void)strtol(p + 4, &end, 10); /* ppid */
+    if (end == p + 4 || *end != ' ')
+        return false;
+    long pgrp = strtol(end + 1, &end, 10);
+    if (*end != ' ')
         return false;
     return pgrp == pgid && state != 'Z' && state != 'X' && state != 'x';
 }

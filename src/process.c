@@ -180,6 +180,8 @@ int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
     rc = o.search_path ? posix_spawnp(&p->pid, file, o.file_actions, attr, argv, cenv)
                        : posix_spawn(&p->pid, file, o.file_actions, attr, argv, cenv);
     free(env);
+    if (attr == &own)
+        posix_spawnattr_destroy(&own); /* a no-op in glibc and musl, even for the copy */
     if (rc) {
         free(p);
         return rc;

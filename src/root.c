@@ -57,7 +57,9 @@ static void set_root_check(unsigned int v)
 static void resolve(void)
 {
     tether_time_t d;
-    if (tether__deadline_parse(getenv(TETHER_DEADLINE_ENV), &d) != 0 || d == TETHER_NEVER) {
+    /* Read once per process; racing a setenv is the caller's (documented). */
+    const char *v = getenv(TETHER_DEADLINE_ENV); // NOLINT(concurrency-mt-unsafe)
+    if (tether__deadline_parse(v, &d) != 0 || d == TETHER_NEVER) {
         set_root_check(0);
         atomic_store_explicit(&tether__root_state, TETHER__ROOT_NONE, memory_order_release);
         return;

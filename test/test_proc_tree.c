@@ -89,6 +89,19 @@ static bool dies_within(pid_t pid, int64_t ms)
     return false;
 }
 
+/* Whether pid runs the program `sleep` (its /proc comm). */
+static bool runs_sleep(pid_t pid)
+{
+    char path[64], comm[32] = { 0 };
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool yes = fgets(comm, sizeof comm, f) && strcmp(comm, "sleep\n") == 0;
+    fclose(f);
+    return yes;
+}
+
 static void kill_grandchild(pid_t pid)
 {
     kill(pid, SIGKILL);
@@ -151,6 +164,35 @@ START_TEST(sigterm_ignored_then_killed_after_grace)
     ck_assert_int_lt(took, tether_ms(400) + th_bound_ns(2000));
     ck_assert(dies_within(gc, 2000));
     ck_assert_int_eq(proc_state(child), 0);
+    leave(t);
+    ck_assert_int_eq(tether_token_free(t), 0);
+}
+END_TEST
+
+/* The child dies of SIGTERM but its grandchild ignores it: the grace period
+ * waits for the member that is left (found in /proc), then SIGKILL to the
+ * group ends it. */
+START_TEST(member_ignoring_sigterm_outlives_the_child)
+{
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    enter(t);
+    tether_proc_opts o = { .grace_ns = tether_ms(400) };
+    tether_proc *p = spawn_sh("sh -c 'trap \"\" TERM; exec sleep 60' & echo $! > \"$1\"; wait", &o);
+    pid_t gc = grandchild_pid();
+    /* The trap is set once the inner shell has exec'ed sleep. */
+    tether_time_t end = tether_now() + th_bound_ns(5000);
+    while (!runs_sleep(gc) && tether_now() < end)
+        usleep(2000);
+    ck_assert(runs_sleep(gc));
+    ck_assert_int_eq(tether_token_cancel(t, 0), 0);
+    tether_time_t t0 = tether_now();
+    int ws;
+    ck_assert_int_eq(tether_proc_wait(p, &ws), ECANCELED);
+    int64_t took = tether_now() - t0;
+    ck_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGTERM);
+    ck_assert_int_ge(took, tether_ms(400));
+    ck_assert_int_lt(took, tether_ms(400) + th_bound_ns(2000));
+    ck_assert(dies_within(gc, 2000));
     leave(t);
     ck_assert_int_eq(tether_token_free(t), 0);
 }
@@ -309,6 +351,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, th_timeout_s(30));
     tcase_add_test(tc, cancel_ends_the_grandchild);
     tcase_add_test(tc, sigterm_ignored_then_killed_after_grace);
+    tcase_add_test(tc, member_ignoring_sigterm_outlives_the_child);
     tcase_add_test(tc, members_left_after_the_child_exited);
     tcase_add_test(tc, no_cancel_leaves_members_alone);
     tcase_add_test(tc, same_group_signals_the_child_alone);
