@@ -17,19 +17,23 @@ TETHER_API extern _Thread_local tether_token *tether__current
 enum { TETHER__ROOT_UNRESOLVED, TETHER__ROOT_RESOLVING, TETHER__ROOT_NONE, TETHER__ROOT_ADOPTED };
 TETHER_HIDDEN extern _Atomic int tether__root_state;
 TETHER_HIDDEN extern tether_token *tether__root_token; /* set before ADOPTED is published */
+/* Set by tether's own threads whose user code is clean-up (hook runners):
+ * the process root does not apply there. */
+TETHER_HIDDEN extern _Thread_local bool tether__outside_root;
 /* Resolve the root (or wait for the thread resolving it): the root, or NULL
- * for none (no valid variable, opted out, or no memory this time). */
+ * for none (no valid variable, opted out, or no memory this time), on any
+ * thread. */
 TETHER_HIDDEN tether_token *tether__root_slow(void);
 
-/* The process root, or NULL: one acquire load once resolved. */
+/* The process root, or NULL (also on a thread outside it): one acquire
+ * load once resolved. */
 static inline tether_token *tether__root(void)
 {
     int s = atomic_load_explicit(&tether__root_state, memory_order_acquire);
     if (__builtin_expect(s == TETHER__ROOT_NONE, 1))
         return NULL;
-    if (s == TETHER__ROOT_ADOPTED)
-        return tether__root_token;
-    return tether__root_slow();
+    tether_token *r = s == TETHER__ROOT_ADOPTED ? tether__root_token : tether__root_slow();
+    return tether__outside_root ? NULL : r;
 }
 
 /* The token a cancellation point of the calling thread runs under: its

@@ -22,6 +22,7 @@
 
 _Atomic int tether__root_state = TETHER__ROOT_UNRESOLVED;
 tether_token *tether__root_token;
+_Thread_local bool tether__outside_root;
 /* Nonzero while a thread with no token must call into tether_check: before
  * the resolution, and for good once a deadline is adopted. Written with
  * __atomic builtins: the inline check (core.h) reads it as a plain word. */
@@ -97,7 +98,7 @@ tether_token *tether__root_slow(void)
 
 tether_time_t tether_process_deadline(void)
 {
-    tether_token *r = tether__root();
+    tether_token *r = tether__root_slow(); /* the process's, from any thread */
     return r ? tether_token_deadline(r) : TETHER_NEVER;
 }
 

@@ -241,6 +241,41 @@ START_TEST(which_calls_see_the_root)
 }
 END_TEST
 
+/* A cancel hook is clean-up: it runs outside the process root, so its own
+ * tether calls work after the inherited deadline passed. */
+static void hook_fn(void *arg)
+{
+    int *out = arg;
+    tether_token *t;
+    int ok = tether_sleep_for(tether_ms(1)) == 0 && tether_check() == 0 &&
+             tether_token_new(&t, NULL, TETHER_NEVER) == 0;
+    if (ok) {
+        ok = tether_token_deadline(t) == TETHER_NEVER && tether_token_check(t) == 0;
+        tether_token_free(t);
+    }
+    atomic_store((atomic_int *)out, ok ? 1 : 2);
+}
+
+START_TEST(hooks_run_outside_the_root)
+{
+    tether_time_t d = tether_now() - 1; /* already passed */
+    set_deadline_env(d);
+    ck_assert_int_eq(tether_check(), ETIMEDOUT);
+    tether_token *t = new_token(NULL, TETHER_NEVER); /* born canceled under the root */
+    ck_assert_int_eq(tether_token_check(t), ETIMEDOUT);
+    atomic_int out = 0;
+    tether_hook *h;
+    ck_assert_int_eq(tether_hook_on_cancel(t, hook_fn, &out, &h), 0);
+    tether_time_t end = tether_now() + th_bound_ns(2000);
+    while (atomic_load(&out) == 0 && tether_now() < end)
+        usleep(1000);
+    ck_assert_int_eq(atomic_load(&out), 1);
+    ck_assert_int_eq(tether_process_deadline(), d); /* the same, asked from any thread */
+    ck_assert_int_eq(tether_hook_off(h, NULL), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+}
+END_TEST
+
 START_TEST(opt_out_before_first_use)
 {
     set_deadline_env(tether_now() - 1); /* already passed */
@@ -441,6 +476,7 @@ static Suite *suite(void)
     tcase_add_test(tc, adopted_by_a_thread_without_token);
     tcase_add_test(tc, root_deadline_fires_by_the_timer);
     tcase_add_test(tc, which_calls_see_the_root);
+    tcase_add_test(tc, hooks_run_outside_the_root);
     tcase_add_test(tc, opt_out_before_first_use);
     tcase_add_test(tc, opt_out_after_adoption_is_refused);
     tcase_add_test(tc, no_variable_no_root);

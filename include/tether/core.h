@@ -515,7 +515,8 @@ TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), voi
  *    its child.
  * Not under it: tether_current() still returns only the tokens the thread
  * entered (NULL otherwise); a scope opened with .detached and a shield have
- * no parent at all; libtether_interpose.so routes only calls made under an
+ * no parent at all; a cancel hook (<tether/hook.h>) is clean-up and runs
+ * outside it; libtether_interpose.so routes only calls made under an
  * entered token. A fork child keeps the adopted root.
  *
  * A value that is not 1 to 19 digits within int64_t (empty, signed, spaces,
