@@ -450,9 +450,15 @@ START_TEST(child_program_stops_at_parent_deadline)
     char *const argv[] = { "test_proc_deadline", "--child", NULL };
     tether_proc *p;
     ck_assert_int_eq(tether_proc_spawn(&p, "/proc/self/exe", argv, NULL), 0);
-    leave(t); /* wait without the token: the child must stop by itself */
+    leave(t);
+    /* Wait under a later deadline: the child must stop by itself at d; if
+     * it does not, this one ends it (ETIMEDOUT) rather than the test hang. */
+    tether_token *bound = new_token(NULL, d + th_bound_ns(3000));
+    enter(bound);
     int ws;
     ck_assert_int_eq(tether_proc_wait(p, &ws), 0);
+    leave(bound);
+    ck_assert_int_eq(tether_token_free(bound), 0);
     ck_assert(WIFEXITED(ws));
     ck_assert_int_eq(WEXITSTATUS(ws), 0);
     ck_assert_int_ge(tether_now(), d);

@@ -516,8 +516,10 @@ TETHER_API int tether_with_timeout(int64_t timeout_ns, int (*fn)(void *arg), voi
  * Not under it: tether_current() still returns only the tokens the thread
  * entered (NULL otherwise); a scope opened with .detached and a shield have
  * no parent at all; a cancel hook (<tether/hook.h>) is clean-up and runs
- * outside it; libtether_interpose.so routes only calls made under an
- * entered token. A fork child keeps the adopted root.
+ * outside it. libtether_interpose.so routes the plain calls of a thread
+ * under the process root to tether too, so a program that is not written
+ * with tether but runs with the layer stops at its parent's deadline. A
+ * fork child keeps the adopted root.
  *
  * A value that is not 1 to 19 digits within int64_t (empty, signed, spaces,
  * anything else) is ignored, as is the largest int64_t (TETHER_NEVER): the
