@@ -1,7 +1,8 @@
 /*
  * bench_check.c — the cancellation check: tether_check with a current
  * token and no deadline, against a hand-rolled thread-local flag check and
- * pthread_testcancel.
+ * pthread_testcancel; and tether_check in a thread with no token at all
+ * (the common case of code that merely may run under one).
  */
 #include "bench_common.h"
 
@@ -56,6 +57,21 @@ static double round_check_tether(void *ctx)
     return (double)(t1 - t0) / (double)g_check_iters;
 }
 
+/* The same loop with no current token: ctx is the bench's token, left for
+ * the round. */
+static double round_check_no_token(void *ctx)
+{
+    need_rc(tether_token_leave(ctx), "tether_token_leave");
+    long acc = 0;
+    tether_time_t t0 = tether_now();
+    CHECK_LOOP(g_check_iters, tether_check());
+    tether_time_t t1 = tether_now();
+    need_rc(tether_token_enter(ctx), "tether_token_enter");
+    if (acc)
+        die("tether_check without a token: canceled");
+    return (double)(t1 - t0) / (double)g_check_iters;
+}
+
 static double round_check_testcancel(void *ctx)
 {
     (void)ctx;
@@ -76,18 +92,20 @@ void bench_check(const struct config *cfg)
     struct raw_flag flag = { false };
     raw_current = &flag;
     g_check_iters = cfg->check_iters;
-    struct variant v[3] = {
+    struct variant v[4] = {
         { .fn = round_check_raw },
         { .fn = round_check_tether },
         { .fn = round_check_testcancel },
+        { .fn = round_check_no_token, .ctx = tok },
     };
-    interleave("check", v, 3, cfg->check_rounds, 1, cfg);
+    interleave("check", v, 4, cfg->check_rounds, 1, cfg);
     double raw = median(&v[0].s), tether = median(&v[1].s);
     report("check_raw_ns", raw, "ns", 2);
     report("check_ns", tether, "ns", 2);
     report("check_ratio", ratio(tether, raw), "x", 3);
     report("check_pthread_testcancel_ns", median(&v[2].s), "ns", 2);
-    for (int i = 0; i < 3; i++)
+    report("check_no_token_ns", median(&v[3].s), "ns", 2);
+    for (int i = 0; i < 4; i++)
         samples_free(&v[i].s);
     raw_current = NULL;
     need_rc(tether_token_leave(tok), "tether_token_leave");

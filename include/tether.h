@@ -45,6 +45,7 @@
  *   tether/job.h      jobs of an existing thread pool under their own token
  *   tether/metrics.h  lifecycle metrics: snapshot, Prometheus text format
  *   tether/events.h   event hooks: scopes, children, cancellations
+ *   tether/budget.h   a deadline as a network budget (grpc-timeout) and back
  *
  * Not included here: tether/interpose.h, the controls of the interposition
  * layer (libtether_interpose.so, a library of its own).
@@ -73,5 +74,6 @@
 #include "tether/events.h"
 #include "tether/job.h"
 #include "tether/hook.h"
+#include "tether/budget.h"
 
 #endif /* TETHER_H */

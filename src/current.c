@@ -103,7 +103,7 @@ int tether_token_leave(tether_token *t)
 
 int(tether_check)(void)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return 0;
     uint32_t s = atomic_load_explicit(&t->wake.state, memory_order_acquire);

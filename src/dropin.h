@@ -32,7 +32,7 @@ static inline void *tether__unconst(const void *p)
  * errno ECANCELED/ETIMEDOUT when *t is canceled or past its deadline. */
 static inline int tether__dropin_entry(tether_token **t)
 {
-    *t = tether__current;
+    *t = tether__current_or_root();
     if (!*t)
         return 0;
     int c = tether__token_poll(*t);

@@ -21,6 +21,7 @@
  * which stayed in the parent.
  */
 #define _GNU_SOURCE
+#include "current.h"
 #include "scope.h"
 #include "timer.h"
 
@@ -31,6 +32,7 @@ static pthread_once_t registered = PTHREAD_ONCE_INIT;
 
 static void prepare(void)
 {
+    tether__root_fork_prepare(); /* first: it waits for a thread that may take the locks below */
     tether__lineage_fork_prepare();
     tether__token_fork_prepare();
     tether__context_fork_prepare();

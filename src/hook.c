@@ -24,6 +24,7 @@
 #include "hook.h"
 
 #include "clock.h"
+#include "current.h"
 
 #include <signal.h>
 
@@ -145,6 +146,7 @@ static void *runner_main(void *arg)
 {
     struct runner *r = arg;
     (void)pthread_setname_np(pthread_self(), "tether-hook");
+    tether__outside_root = true; /* a hook is clean-up: an inherited deadline does not stop it */
     tether__lock(&hook_lock);
     r->thread = pthread_self();
     for (;;) {

@@ -39,6 +39,10 @@
  *               snapshots
  *   prometheus.c the metrics in the Prometheus text format
  *   events.c    event hooks: the registration, its read sections, reports
+ *   budget.c    a deadline as a grpc-timeout value and back
+ *   root.c      the process root: TETHER_DEADLINE adopted, and written for
+ *               children; tether_token_new's NULL parent
+ *   pgroup.c    whether a process group has live members (/proc)
  *
  * Internal headers (each includes only headers above it in this list):
  *   internal.h  this file: visibility, errors, assertions, the funnel

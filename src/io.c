@@ -476,7 +476,7 @@ int tether_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
 int tether_ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
                  const sigset_t *sigmask)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return tether__sys_ppoll(fds, nfds, tmo, sigmask);
     if (tmo && !tether__timespec_valid(tmo))

@@ -8,8 +8,13 @@
  * a process group, stop/continue events) re-check with WNOHANG in short
  * sleeps on the token.
  *
- * tether_proc_wait ends a child's life on cancellation: SIGTERM through its
- * pidfd (no pid-reuse race), the grace period, SIGKILL, and always the reap.
+ * tether_proc_spawn starts the child in a process group of its own (unless
+ * asked not to) and hands it the token's deadline in TETHER_DEADLINE
+ * (root.c builds the environment). tether_proc_wait ends the child's whole
+ * tree on cancellation: SIGTERM to the group (or through the pidfd to the
+ * child alone), the grace period, SIGKILL, and always the reap of the
+ * direct child, last: until then its pid, which is the group's id, cannot
+ * name another process or group, so the signals to the group cannot stray.
  */
 #define _GNU_SOURCE
 #include "dropin.h"
@@ -43,7 +48,7 @@ static void close_keep_errno(int fd)
 
 pid_t tether_waitpid(pid_t pid, int *wstatus, int options)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return tether__sys_waitpid(pid, wstatus, options);
     if (tether__check_or_fail(t) < 0) /* WNOHANG too, as every non-blocking form */
@@ -71,7 +76,7 @@ pid_t tether_waitpid(pid_t pid, int *wstatus, int options)
 
 int tether_waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return tether__sys_waitid(idtype, id, info, options);
     if (tether__check_or_fail(t) < 0) /* WNOHANG too, as every non-blocking form */
@@ -113,7 +118,39 @@ struct tether_proc {
     pid_t pid;
     int pidfd;
     int64_t grace_ns;
+    bool group; /* the child leads a process group of its own: end the group */
 };
+
+/* The attributes to spawn with: opts' (copied) plus a process group of the
+ * child's own unless the caller keeps it in theirs. Sets *group when the
+ * child will lead its own group (asked for here, or by the caller's
+ * attributes: a new group or a new session). */
+static const posix_spawnattr_t *spawn_attr(const tether_proc_opts *o, posix_spawnattr_t *own,
+                                           bool *group)
+{
+    *group = false;
+    if (o->same_group)
+        return o->attr;
+    short flags = 0;
+    if (o->attr) {
+        *own = *o->attr; /* a plain structure in glibc and musl */
+        posix_spawnattr_getflags(own, &flags);
+    } else {
+        posix_spawnattr_init(own);
+    }
+    pid_t pg = 0;
+    if (flags & POSIX_SPAWN_SETSID) {
+        *group = true;
+    } else if (flags & POSIX_SPAWN_SETPGROUP) {
+        posix_spawnattr_getpgroup(own, &pg);
+        *group = pg == 0; /* the caller's own choice of an existing group: not ours to end */
+    } else {
+        posix_spawnattr_setflags(own, (short)(flags | POSIX_SPAWN_SETPGROUP));
+        posix_spawnattr_setpgroup(own, 0);
+        *group = true;
+    }
+    return own;
+}
 
 int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
                       const tether_proc_opts *opts)
@@ -121,7 +158,8 @@ int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
     if (!out || !file || !argv)
         return EINVAL;
     *out = NULL;
-    int c = tether_check();
+    tether_token *t = tether__current_or_root();
+    int c = t ? tether_token_check(t) : 0;
     if (c)
         return c;
     tether_proc_opts o = opts ? *opts : (tether_proc_opts){ 0 };
@@ -130,8 +168,20 @@ int tether_proc_spawn(tether_proc **out, const char *file, char *const argv[],
         return ENOMEM;
     p->grace_ns = o.grace_ns ? o.grace_ns : TETHER_PROC_GRACE_DEFAULT;
     char *const *envp = o.envp ? o.envp : environ;
-    int rc = o.search_path ? posix_spawnp(&p->pid, file, o.file_actions, o.attr, argv, envp)
-                           : posix_spawn(&p->pid, file, o.file_actions, o.attr, argv, envp);
+    char **env = NULL;
+    int rc = tether__child_env(envp, t ? tether_token_deadline(t) : TETHER_NEVER, &env);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    posix_spawnattr_t own;
+    const posix_spawnattr_t *attr = spawn_attr(&o, &own, &p->group);
+    char *const *cenv = env ? env : envp;
+    rc = o.search_path ? posix_spawnp(&p->pid, file, o.file_actions, attr, argv, cenv)
+                       : posix_spawn(&p->pid, file, o.file_actions, attr, argv, cenv);
+    free(env);
+    if (attr == &own)
+        posix_spawnattr_destroy(&own); /* a no-op in glibc and musl, even for the copy */
     if (rc) {
         free(p);
         return rc;
@@ -195,19 +245,61 @@ static int wait_exit(tether_token *t, int pidfd)
     }
 }
 
+/* Send sig to the child's tree: its group, or the child alone. */
+static void signal_tree(const tether_proc *p, int sig)
+{
+    if (p->group)
+        tether__sys_kill(-p->pid, sig);
+    else
+        tether__sys_pidfd_send_signal(p->pidfd, sig);
+}
+
+/* Whether the tree is gone within `ns`: the child exited and, for a group,
+ * no other member is left (looked at every few milliseconds). */
+static bool tree_gone_within(const tether_proc *p, int64_t ns)
+{
+    tether_time_t until = tether_deadline_after(ns);
+    if (!exited_within(p->pidfd, ns))
+        return false;
+    if (!p->group)
+        return true;
+    for (int64_t step = tether_ms(1);; step = tether__min_time(step * 2, tether_ms(20))) {
+        if (!tether__pgroup_alive(p->pid, p->pid))
+            return true;
+        int64_t left = tether__time_left(until, tether_now());
+        if (left == 0)
+            return false;
+        struct timespec ts = tether__timespec(tether__min_time(step, left));
+        tether__sys_clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+    }
+}
+
+/* End the tree of a canceled child: SIGTERM, the grace period, SIGKILL.
+ * `running`: the child itself has not exited (else only its group's other
+ * members are left, if any). */
+static void end_tree(const tether_proc *p, bool running)
+{
+    if (!running && (!p->group || !tether__pgroup_alive(p->pid, p->pid)))
+        return;
+    if (p->grace_ns >= 0) {
+        signal_tree(p, SIGTERM);
+        if (tree_gone_within(p, p->grace_ns))
+            return;
+    }
+    signal_tree(p, SIGKILL);
+}
+
 int tether_proc_wait(tether_proc *p, int *wstatus)
 {
     if (!p)
         return EINVAL;
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     int rc = t ? wait_exit(t, p->pidfd) : 0;
-    if (rc && !exited_within(p->pidfd, 0)) {
-        if (p->grace_ns < 0 || tether__sys_pidfd_send_signal(p->pidfd, SIGTERM) < 0 ||
-            !exited_within(p->pidfd, p->grace_ns))
-            tether__sys_pidfd_send_signal(p->pidfd, SIGKILL);
-    } else {
+    bool running = !exited_within(p->pidfd, 0);
+    if (rc || (t && tether_token_check(t) != 0))
+        end_tree(p, running); /* before the reap: the group's id stays the child's */
+    if (!rc || !running)
         rc = 0; /* it exited on its own, whatever the token says */
-    }
     /* The kernel stores the status (EFAULT for a bad wstatus, after the
      * reap, as waitpid(2)). */
     int status = 0;

@@ -12,7 +12,7 @@
  * out frees it. Helpers are counted, bounded and can be drained.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "current.h"
 
 #include <netdb.h>
 #include <pthread.h>
@@ -189,7 +189,7 @@ static gai_request *request_new(const char *node, const char *service, const str
 int tether_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                        struct addrinfo **res)
 {
-    if (!tether_current())
+    if (!tether__current_or_root())
         return getaddrinfo(node, service, hints, res);
     int c = tether_check();
     if (c) {

@@ -47,7 +47,8 @@ struct run {
     int (*attempt)(void *arg);
     void *arg;
     tether_retry_opts o;
-    tether_token *token;    /* the current token at the call, or NULL */
+    tether_token *entered;  /* the current token at the call, or NULL */
+    tether_token *token;    /* that, or the process root, or NULL */
     tether_time_t deadline; /* its effective deadline, or TETHER_NEVER */
     tether_time_t start;
     tether_time_t budget_end; /* start + max_elapsed_ns, or TETHER_NEVER */
@@ -217,7 +218,7 @@ static int run_attempt(struct run *r, struct frame *f, int *rc, bool *timed_out)
                               rc, timed_out, who);
     } else {
         *rc = r->attempt(r->arg);
-        if (tether__current != r->token)
+        if (tether__current != r->entered)
             tether__misuse(who, NULL,
                            "returned with a token still entered "
                            "(tether_token_enter without tether_token_leave)");
@@ -323,7 +324,8 @@ int tether_retry(int (*attempt)(void *arg), void *arg, const tether_retry_opts *
     if (!attempt || apply_defaults(&r.o) != 0)
         return finish(res, TETHER_RETRY_STOP_PERMANENT, EINVAL);
 
-    r.token = tether__current;
+    r.entered = tether__current;
+    r.token = tether__current_or_root();
     r.deadline = tether_token_deadline(r.token);
     r.start = now_of(&r);
     r.budget_end = r.o.max_elapsed_ns ? add_sat(r.start, r.o.max_elapsed_ns) : TETHER_NEVER;

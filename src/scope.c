@@ -138,7 +138,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     tether_time_t deadline = o->deadline ? o->deadline : TETHER_NEVER;
     if (o->timeout_ns)
         deadline = tether__min_time(deadline, tether_deadline_after(o->timeout_ns));
-    tether_token *parent = o->detached ? NULL : o->parent ? o->parent : tether__current;
+    tether_token *parent = o->detached ? NULL : o->parent ? o->parent : tether__current_or_root();
 
     tether_scope *s = tether__calloc(1, sizeof *s);
     if (!s)
@@ -149,7 +149,7 @@ int tether_scope_open(tether_scope **out, const tether_scope_opts *opts)
     rc = pthread_mutex_init(&s->mu, NULL);
     if (rc)
         goto fail_cond;
-    rc = tether_token_new(&s->token, parent, deadline);
+    rc = tether__token_new(&s->token, parent, deadline);
     if (rc)
         goto fail_mutex;
     s->policy = o->policy;
@@ -363,7 +363,7 @@ static int wait_for_slot(tether_scope *s, bool may_wait)
         return EAGAIN;
     /* Wake when the caller's token or the scope is canceled (either may be
      * unrelated to the other). The callbacks may run at once and take s->mu. */
-    tether_token *ct = tether__current;
+    tether_token *ct = tether__current_or_root();
     tether_callback *cb = NULL, *scope_cb = NULL;
     tether__scope_unlock(s);
     int rc = tether_token_on_cancel(s->token, wake_waiters, s, &scope_cb);

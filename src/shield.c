@@ -2,18 +2,19 @@
  * Shielded regions: clean-up that must still do blocking I/O after its
  * thread was canceled.
  *
- * Entering a shield creates a root token (no parent, so no cancellation or
- * deadline from outside reaches it) with the shield's own deadline, and
+ * Entering a shield creates a root token (no parent, not even the process
+ * root, so no cancellation or deadline from outside reaches it) with the
+ * shield's own deadline, and
  * enters it: every cancellation point in the region uses it. Leaving leaves
  * and frees it; the tokens entered before are untouched, so a cancellation
  * that arrived meanwhile is seen at the next cancellation point.
  *
  * Its own file rather than part of current.c: a shield is an opaque handle
- * with a lifecycle of its own, built only on the public token calls, so it
- * needs no internal header beyond internal.h (the funnel).
+ * with a lifecycle of its own, built on the public token calls and the one
+ * internal call that makes a token with no parent at all.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "current.h"
 
 struct tether_shield {
     tether_token *token;
@@ -27,7 +28,8 @@ int tether_shield_enter(tether_shield **out, tether_time_t deadline)
     tether_shield *s = tether__malloc(sizeof *s);
     if (!s)
         return ENOMEM;
-    int rc = tether_token_new(&s->token, NULL, deadline);
+    /* No parent at all, not even the process root. */
+    int rc = tether__token_new(&s->token, NULL, deadline);
     if (rc) {
         free(s);
         return rc;

@@ -11,7 +11,7 @@
 
 int tether_sleep_until(tether_time_t when)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t) {
         struct timespec ts = tether__timespec(when);
         return tether__sys_clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
@@ -31,7 +31,7 @@ int tether_sleep_for(int64_t duration_ns)
 
 int tether_nanosleep(const struct timespec *req, struct timespec *rem)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t) /* nanosleep(2) measures CLOCK_REALTIME, as libc's does */
         return tether__sys_clock_nanosleep(CLOCK_REALTIME, 0, req, rem);
     /* The kernel looks at req first (EFAULT, EINVAL), as for nanosleep(2). */

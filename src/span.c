@@ -49,7 +49,7 @@ int tether_fd_span_begin(int fd, int how, tether_fd_span **out)
     if (!s)
         return ENOMEM;
     *s = (tether_fd_span){ .fd = fd, .how = how, .cb = NULL };
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     int rc = t ? tether_token_on_cancel(t, fire, s, &s->cb) : 0;
     if (rc) {
         free(s);

@@ -145,7 +145,7 @@ static int cond_wait_token(tether_token *t, pthread_cond_t *cond, pthread_mutex_
 
 int tether_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return pthread_cond_wait(cond, mutex);
     return cond_wait_token(t, cond, mutex, TETHER_NEVER);
@@ -178,7 +178,7 @@ static int to_monotonic(clockid_t clock, const struct timespec *abstime, tether_
 int tether_cond_clockwait(pthread_cond_t *cond, pthread_mutex_t *mutex, clockid_t clock,
                           const struct timespec *abstime)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return pthread_cond_clockwait(cond, mutex, clock, abstime);
     tether_time_t until;
@@ -191,7 +191,7 @@ int tether_cond_clockwait(pthread_cond_t *cond, pthread_mutex_t *mutex, clockid_
 int tether_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
                           const struct timespec *abstime)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return pthread_cond_timedwait(cond, mutex, abstime);
     return tether_cond_clockwait(cond, mutex, CLOCK_REALTIME, abstime);
@@ -230,7 +230,7 @@ static int sem_wait_token(tether_token *t, sem_t *sem, tether_time_t until)
 
 int tether_sem_wait(sem_t *sem)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return sem_wait(sem);
     return sem_wait_token(t, sem, TETHER_NEVER);
@@ -238,7 +238,7 @@ int tether_sem_wait(sem_t *sem)
 
 int tether_sem_timedwait(sem_t *sem, const struct timespec *abstime)
 {
-    tether_token *t = tether__current;
+    tether_token *t = tether__current_or_root();
     if (!t)
         return sem_timedwait(sem, abstime);
     if (tether__check_or_fail(t) < 0)

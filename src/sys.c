@@ -299,3 +299,21 @@ int tether__sys_open_read(const char *path)
 {
     return fd_refused() ? -1 : (int)SYS(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0, 0, 0);
 }
+
+ssize_t tether__sys_read_at(int dirfd, const char *path, char *buf, size_t size)
+{
+    int fd = fd_refused() ? -1 : (int)SYS(SYS_openat, dirfd, path, O_RDONLY | O_CLOEXEC, 0, 0, 0);
+    if (fd < 0)
+        return -1;
+    ssize_t n = tether__sys_read(fd, buf, size - 1);
+    int saved = errno;
+    tether__sys_close(fd);
+    errno = saved;
+    buf[n > 0 ? n : 0] = '\0';
+    return n;
+}
+
+ssize_t tether__sys_getdents64(int fd, void *buf, size_t n)
+{
+    return SYS(SYS_getdents64, fd, buf, n, 0, 0, 0);
+}

@@ -91,5 +91,16 @@ TETHER_HIDDEN int tether__sys_tgkill(pid_t tid, int sig);
 /* openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC); EMFILE when the funnel injects
  * a failure. For reading /proc. */
 TETHER_HIDDEN int tether__sys_open_read(const char *path);
+/* One read(2) of at most size - 1 bytes of the file at `path` relative to
+ * the directory dirfd (a /proc file), opened and closed here; buf is
+ * NUL-terminated (empty on failure). The bytes read, or -1 with errno. */
+TETHER_HIDDEN ssize_t tether__sys_read_at(int dirfd, const char *path, char *buf, size_t size);
+/* getdents64(2): directory entries (struct linux_dirent64) of fd. */
+TETHER_HIDDEN ssize_t tether__sys_getdents64(int fd, void *buf, size_t n);
+
+/* Whether process group `pgid` has a member other than `except` that has
+ * not exited (zombies do not count), read from /proc (pgroup.c); true when
+ * /proc cannot be read, so a caller waits and kills rather than assume. */
+TETHER_HIDDEN bool tether__pgroup_alive(pid_t pgid, pid_t except);
 
 #endif /* TETHER__SYS_H */

@@ -106,7 +106,7 @@ static void unlink_token(tether_token *t)
         t->next_sibling->prev_sibling = t->prev_sibling;
 }
 
-int tether_token_new(tether_token **out, tether_token *parent, tether_time_t deadline)
+int tether__token_new(tether_token **out, tether_token *parent, tether_time_t deadline)
 {
     if (!out)
         return EINVAL;

@@ -78,6 +78,11 @@ static inline int tether__token_errno(const tether_token *t)
     return t->root_cause == TETHER_CAUSE_DEADLINE ? ETIMEDOUT : ECANCELED;
 }
 
+/* tether_token_new as it was before the process root: a NULL parent makes
+ * a root of the tree (a shield, a detached scope, the process root itself).
+ * out must not be NULL. */
+TETHER_HIDDEN int tether__token_new(tether_token **out, tether_token *parent,
+                                    tether_time_t deadline);
 /* Cancel t with an explicit cause; 0 if this call won, EALREADY if not. May
  * run callbacks; hold no lock a callback could take. */
 TETHER_HIDDEN int tether__token_cancel_cause(tether_token *t, tether_cause cause, int error);

@@ -1,6 +1,9 @@
 /*
  * Contract matrix: child processes (tether_waitpid, tether_waitid,
- * tether_proc_spawn, tether_proc_pid, tether_proc_wait, tether_proc_run).
+ * tether_proc_spawn, tether_proc_pid, tether_proc_wait, tether_proc_run) and
+ * what carries a deadline across process boundaries: TETHER_DEADLINE and
+ * the process root (tether_process_deadline*), network budgets
+ * (tether_budget_*).
  * One Check test per function, one row per documented error and per
  * difference from the raw call. Rows are listed in docs/contract-matrix.md.
  */
@@ -8,7 +11,9 @@
 #include "contract.h"
 
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -386,6 +391,285 @@ START_TEST(contract_proc_wait_exit_races_cancel)
 }
 END_TEST
 
+/* What fn(arg) returns in a fork of this process: each Check test runs in a
+ * fresh fork of a runner that never used tether, so the fork resolves the
+ * process root (TETHER_DEADLINE) on its own. */
+static int64_t in_fork(int64_t (*fn)(const char *arg), const char *arg)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int64_t v = fn(arg);
+        _exit(write(fds[1], &v, sizeof v) == sizeof v ? 0 : 1);
+    }
+    close(fds[1]);
+    int64_t v = -1;
+    if (read(fds[0], &v, sizeof v) != sizeof v)
+        v = -1;
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    return v;
+}
+
+static int64_t adopt(const char *value)
+{
+    if (value)
+        setenv(TETHER_DEADLINE_ENV, value, 1);
+    else
+        unsetenv(TETHER_DEADLINE_ENV);
+    return tether_process_deadline();
+}
+
+static int64_t ignore_then_adopt(const char *value)
+{
+    setenv(TETHER_DEADLINE_ENV, value, 1);
+    int rc = tether_process_deadline_ignore();
+    return rc ? -rc : tether_process_deadline();
+}
+
+static int64_t adopt_then_ignore(const char *value)
+{
+    setenv(TETHER_DEADLINE_ENV, value, 1);
+    (void)tether_process_deadline();
+    return tether_process_deadline_ignore();
+}
+
+static int64_t null_parent_deadline(const char *value)
+{
+    setenv(TETHER_DEADLINE_ENV, value, 1);
+    tether_token *t;
+    if (tether_token_new(&t, NULL, TETHER_NEVER) != 0)
+        return -1;
+    int64_t d = tether_token_deadline(t);
+    tether_token_free(t);
+    return d;
+}
+
+static int64_t check_no_token(const char *value)
+{
+    setenv(TETHER_DEADLINE_ENV, value, 1);
+    return tether_check();
+}
+
+/* Start `sh -c script` with o, its stdout the write end of a pipe whose
+ * read end *out receives. */
+static int spawn_sh_out(const char *script, tether_proc_opts o, tether_proc **p, int *out)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    char *const argv[] = { "sh", "-c", th_unconst(script), NULL };
+    o.file_actions = &fa;
+    int rc = tether_proc_spawn(p, "/bin/sh", argv, &o);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    *out = fds[0];
+    return rc;
+}
+
+/* The TETHER_DEADLINE a child of `envp` sees, as a number (-1: none). */
+static int64_t child_value(char *const *envp, bool same_group, pid_t *pgid)
+{
+    tether_proc_opts o = { .envp = envp, .same_group = same_group };
+    tether_proc *p;
+    int fd;
+    int rc = spawn_sh_out("echo ${TETHER_DEADLINE--1} $(cut -d' ' -f5 /proc/$$/stat)", o, &p, &fd);
+    if (rc == 0)
+        rc = tether_proc_wait(p, NULL);
+    char buf[96] = { 0 };
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    long long v = -2;
+    int g = 0;
+    if (rc != 0 || n <= 0 || sscanf(buf, "%lld %d", &v, &g) != 2)
+        return -2;
+    *pgid = g;
+    return v;
+}
+
+START_TEST(contract_process_deadline)
+{
+    ct_rows r = { .test = __func__ };
+    char v[32];
+    tether_time_t d = tether_deadline_after(tether_sec(60));
+    snprintf(v, sizeof v, "%lld", (long long)d);
+    int64_t got = in_fork(adopt, NULL);
+    ct_row(&r, got == TETHER_NEVER, "tether_process_deadline/no variable: expected NEVER");
+    got = in_fork(adopt, v);
+    ct_row(&r, got == d, "tether_process_deadline/valid value: expected that deadline");
+    got = in_fork(adopt, "12 ");
+    ct_row(&r, got == TETHER_NEVER, "tether_process_deadline/malformed: expected NEVER (ignored)");
+    got = in_fork(ignore_then_adopt, v);
+    ct_row(&r, got == TETHER_NEVER,
+           "tether_process_deadline_ignore/before first use: expected 0, nothing adopted");
+    got = in_fork(adopt_then_ignore, v);
+    ct_row(&r, got == EBUSY, "tether_process_deadline_ignore/after adoption: expected EBUSY");
+    got = in_fork(null_parent_deadline, v);
+    ct_row(&r, got == d,
+           "tether_token_new/NULL parent, adopted deadline: expected under the process root");
+    got = in_fork(check_no_token, "1");
+    ct_row(&r, got == ETIMEDOUT,
+           "tether_check/no token, adopted deadline passed: expected ETIMEDOUT");
+
+    pid_t pg = 0;
+    got = child_value(NULL, false, &pg);
+    ct_row(&r, got == -1, "tether_proc_spawn/no deadline: expected no TETHER_DEADLINE");
+    ct_row(&r, pg != 0 && pg != getpgrp(),
+           "tether_proc_spawn/default: expected a process group of its own");
+    got = child_value(NULL, true, &pg);
+    ct_row(&r, pg == getpgrp(), "tether_proc_spawn/same_group: expected the caller's group");
+    tether_token *t = new_token(NULL, d);
+    enter(t);
+    got = child_value(NULL, false, &pg);
+    ct_row(&r, got == d, "tether_proc_spawn/token deadline: expected TETHER_DEADLINE=<it>");
+    char early[48];
+    snprintf(early, sizeof early, "TETHER_DEADLINE=%lld", (long long)(d - 5));
+    char *const env[] = { early, early, NULL };
+    got = child_value(env, false, &pg);
+    ct_row(&r, got == d - 5, "tether_proc_spawn/envp has an earlier value: expected it kept");
+    leave(t);
+    tether_token_free(t);
+    ct_done(&r);
+}
+END_TEST
+
+/* A canceled child's group member (a grandchild) ends with it. */
+START_TEST(contract_proc_wait_tree)
+{
+    th_baseline base = th_baseline_take();
+    ct_rows r = { .test = __func__ };
+    tether_proc_opts o = { .grace_ns = tether_sec(5) };
+    tether_token *t = ct_enter(CT_LIVE, 0);
+    tether_proc *p;
+    int fd;
+    int rc = spawn_sh_out("sleep 60 & echo $!; wait", o, &p, &fd);
+    ck_assert_int_eq(rc, 0);
+    char buf[32] = { 0 };
+    ck_assert_int_gt(read(fd, buf, sizeof buf - 1), 0);
+    close(fd);
+    pid_t gc = (pid_t)atoi(buf);
+    ck_assert_int_gt(gc, 0);
+    tether_token_cancel(t, 0);
+    tether_time_t t0 = tether_now();
+    rc = tether_proc_wait(p, NULL);
+    int64_t took = tether_now() - t0;
+    ct_row(&r, rc == ECANCELED,
+           "tether_proc_wait/canceled, child leads a group: expected ECANCELED");
+    bool gone = false;
+    for (tether_time_t end = tether_now() + th_bound_ns(2000); !gone && tether_now() < end;) {
+        char path[64], st[256] = { 0 };
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)gc);
+        FILE *f = fopen(path, "r");
+        gone = !f;
+        if (f) {
+            gone = fgets(st, sizeof st, f) && strstr(st, ") Z ");
+            fclose(f);
+        }
+        if (!gone)
+            usleep(2000);
+    }
+    ct_row(&r, gone && took < tether_sec(5),
+           "tether_proc_wait/canceled, grandchild in the group: expected it ended by SIGTERM, "
+           "before the grace period");
+    ct_leave(t);
+    ct_done(&r);
+    th_baseline_check(base);
+}
+END_TEST
+
+START_TEST(contract_tether_budget)
+{
+    ct_rows r = { .test = __func__ };
+    char b[TETHER_BUDGET_SIZE];
+    int rc = tether_budget_format_ns(1, NULL, 10);
+    ct_row(&r, rc == EINVAL, "tether_budget_format_ns/buf NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format_ns(0, b, sizeof b);
+    ct_row(&r, rc == ETIMEDOUT && strcmp(b, "0n") == 0,
+           "tether_budget_format_ns/zero: expected ETIMEDOUT with \"0n\", got %d", rc);
+    rc = tether_budget_format_ns(123456789, b, 6);
+    ct_row(&r, rc == ERANGE && b[0] == '\0',
+           "tether_budget_format_ns/buffer too small: expected ERANGE with \"\", got %d", rc);
+    rc = tether_budget_format_ns(123456789, b, sizeof b);
+    ct_row(
+        &r, rc == 0 && strcmp(b, "123456u") == 0,
+        "tether_budget_format_ns/123456789 ns: expected 0 with \"123456u\" (rounded down), got %d",
+        rc);
+    rc = tether_budget_format(tether_now(), NULL, 10);
+    ct_row(&r, rc == EINVAL, "tether_budget_format/buf NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format(TETHER_NEVER, b, sizeof b);
+    ct_row(&r, rc == ENOENT && b[0] == '\0',
+           "tether_budget_format/NEVER: expected ENOENT with \"\", got %d", rc);
+    rc = tether_budget_format(tether_now() - 1, b, sizeof b);
+    ct_row(&r, rc == ETIMEDOUT && strcmp(b, "0n") == 0,
+           "tether_budget_format/passed: expected ETIMEDOUT with \"0n\", got %d", rc);
+    rc = tether_budget_format(tether_deadline_after(tether_sec(3600)), b, 3);
+    ct_row(&r, rc == ERANGE && b[0] == '\0',
+           "tether_budget_format/buffer too small: expected ERANGE with \"\", got %d", rc);
+
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    rc = tether_budget_format_token(NULL, b, sizeof b);
+    ct_row(&r, rc == EINVAL, "tether_budget_format_token/t NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format_token(t, NULL, 10);
+    ct_row(&r, rc == EINVAL, "tether_budget_format_token/buf NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_format_token(t, b, sizeof b);
+    ct_row(&r, rc == ENOENT, "tether_budget_format_token/no deadline: expected ENOENT, got %d", rc);
+    tether_token *d = new_token(t, tether_deadline_after(tether_sec(3600)));
+    rc = tether_budget_format_token(d, b, 3);
+    ct_row(&r, rc == ERANGE, "tether_budget_format_token/buffer too small: expected ERANGE, got %d",
+           rc);
+    rc = tether_budget_format_token(d, b, sizeof b);
+    ct_row(&r, rc == 0 && strchr("mS", b[strlen(b) - 1]) != NULL,
+           "tether_budget_format_token/1 h left: expected 0 in ms or s, got %d \"%s\"", rc, b);
+    tether_token_cancel(t, 0);
+    rc = tether_budget_format_token(d, b, sizeof b);
+    ct_row(&r, rc == ECANCELED && strcmp(b, "0n") == 0,
+           "tether_budget_format_token/canceled: expected ECANCELED with \"0n\", got %d", rc);
+    tether_token_free(d);
+    tether_token_free(t);
+    t = new_token(NULL, tether_now() - 1);
+    rc = tether_budget_format_token(t, b, sizeof b);
+    ct_row(&r, rc == ETIMEDOUT && strcmp(b, "0n") == 0,
+           "tether_budget_format_token/expired: expected ETIMEDOUT with \"0n\", got %d", rc);
+    tether_token_free(t);
+
+    int64_t ns = 0;
+    rc = tether_budget_parse_ns(NULL, 2, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/s NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("1S", 2, NULL);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/out NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("123456789S", 10, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/9 digits: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("-1S", 3, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/sign: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("1s", 2, &ns);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse_ns/unknown unit: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse_ns("99999999H", 9, &ns);
+    ct_row(&r, rc == 0 && ns == INT64_MAX,
+           "tether_budget_parse_ns/overflow: expected 0 with INT64_MAX, got %d", rc);
+    tether_time_t dl = 0;
+    rc = tether_budget_parse(NULL, 2, &dl);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse/s NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse("1S", 2, NULL);
+    ct_row(&r, rc == EINVAL, "tether_budget_parse/deadline NULL: expected EINVAL, got %d", rc);
+    rc = tether_budget_parse("1 S", 3, &dl);
+    ct_row(&r, rc == EINVAL && dl == 0,
+           "tether_budget_parse/junk: expected EINVAL, deadline untouched, got %d", rc);
+    tether_time_t before = tether_now();
+    rc = tether_budget_parse("2S", 2, &dl);
+    ct_row(&r, rc == 0 && dl >= before + tether_sec(2) && dl <= tether_now() + tether_sec(2),
+           "tether_budget_parse/2S: expected now + 2 s, got %d", rc);
+    rc = tether_budget_parse("99999999H", 9, &dl);
+    ct_row(&r, rc == 0 && dl == TETHER_NEVER,
+           "tether_budget_parse/overflow: expected 0 with NEVER, got %d", rc);
+    ct_done(&r);
+}
+END_TEST
+
 static Suite *contract_proc_suite(void)
 {
     Suite *s = suite_create("contract_proc");
@@ -398,6 +682,9 @@ static Suite *contract_proc_suite(void)
     tcase_add_test(tc, contract_tether_proc_pid_wait_run);
     tcase_add_test(tc, contract_proc_wait_exited_before_cancel);
     tcase_add_test(tc, contract_proc_wait_exit_races_cancel);
+    tcase_add_test(tc, contract_process_deadline);
+    tcase_add_test(tc, contract_proc_wait_tree);
+    tcase_add_test(tc, contract_tether_budget);
     suite_add_tcase(s, tc);
     return s;
 }

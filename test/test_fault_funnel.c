@@ -1,7 +1,8 @@
 /*
  * Fault funnel coverage: every allocation tether makes goes through the
  * injection funnel (a wrapped allocation made without it is named); the
- * timer thread and a hook runner that could not be started.
+ * timer thread and a hook runner that could not be started; the process
+ * root and a child's environment when their allocations fail.
  */
 #define _GNU_SOURCE
 #include "fault_fixtures.h"
@@ -81,6 +82,17 @@ static void probe_process(void)
     EXPECT(rc == 0, "tether_proc_run: %s", strerror(rc));
 }
 
+/* tether_proc_run under a deadline: the child's environment is built. */
+static void probe_process_deadline(void)
+{
+    tether_token *t;
+    EXPECT(tether_token_new(&t, NULL, tether_deadline_after(DAY)) == 0, "token");
+    EXPECT(tether_token_enter(t) == 0, "enter");
+    probe_process();
+    EXPECT(tether_token_leave(t) == 0, "leave");
+    EXPECT(tether_token_free(t) == 0, "free");
+}
+
 START_TEST(funnel_covers_scopes_and_tokens)
 {
     th_baseline b = th_baseline_take();
@@ -118,6 +130,7 @@ START_TEST(funnel_covers_process)
 {
     th_baseline b = th_baseline_take();
     expect_funnelled("tether_proc_run", probe_process);
+    expect_funnelled("tether_proc_run under a deadline", probe_process_deadline);
     ck_assert(no_zombies());
     th_baseline_check(b);
 }
@@ -212,6 +225,36 @@ START_TEST(hook_runner_not_started)
 }
 END_TEST
 
+/* The process root's first resolution fails at each acquisition in turn:
+ * nothing is adopted then (TETHER_NEVER), a later call adopts. A spawn whose
+ * environment cannot be built starts nothing. */
+START_TEST(process_root_and_child_env_under_faults)
+{
+    tether_time_t d = tether_deadline_after(DAY);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)d);
+    ck_assert_int_eq(setenv(TETHER_DEADLINE_ENV, v, 1), 0);
+    tether_fault_arm(1);
+    ck_assert_int_eq(tether_process_deadline(), TETHER_NEVER); /* its token's allocation */
+    tether_fault_arm(0);
+    ck_assert_int_eq(tether_process_deadline(), d);
+
+    char *argv[] = { "true", NULL };
+    bool refused = false;
+    for (long nth = 1; nth < 20; nth++) {
+        tether_fault_arm(nth);
+        int rc = tether_proc_run("/bin/true", argv, NULL, NULL); /* under the root */
+        tether_fault_arm(0);
+        ck_assert_msg(rc == 0 || rc == ENOMEM || rc == EMFILE, "nth %ld: %s", nth, strerror(rc));
+        refused = refused || rc == ENOMEM;
+        if (rc == 0 && tether_fault_seen() < nth)
+            break; /* every acquisition was passed */
+    }
+    ck_assert(refused);
+    ck_assert(no_zombies());
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fault_funnel");
@@ -226,6 +269,7 @@ static Suite *suite(void)
     tcase_add_test(tc, funnel_covers_process);
     tcase_add_test(tc, timer_thread_not_started);
     tcase_add_test(tc, hook_runner_not_started);
+    tcase_add_test(tc, process_root_and_child_env_under_faults);
     suite_add_tcase(s, tc);
 
     return s;

@@ -48,7 +48,9 @@ typedef struct tether_hook tether_hook;
  * must not call tether_token_free on its own token (that returns EBUSY and
  * the token stays its owner's) or tether_scope_join on the scope that owns
  * it, and must end on its own (bound it with a timeout
- * of its own, or run it under a token).
+ * of its own, or run it under a token). A hook runs outside the process
+ * root (a deadline inherited from the parent process, see <tether/core.h>):
+ * like a shield's clean-up, it still works once that deadline has passed.
  *
  * A fork child has no runners of the parent: hooks queued or running there
  * at the fork do not run in the child; the child starts its own runners.

@@ -53,7 +53,8 @@ typedef struct tether_job_result {
  *
  * Parameters:
  *  parent    the job's parent token (the submitter's, e.g. one token per
- *            pool or per request), or NULL for none.
+ *            pool or per request), or NULL for none (the process root
+ *            when there is one: see <tether/core.h>).
  *  deadline  the job's own absolute deadline, or TETHER_NEVER; the job's
  *            effective deadline is the earlier of it and parent's.
  *  fn        the job: returns 0 for success or an error number.

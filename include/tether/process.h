@@ -102,6 +102,8 @@ typedef struct tether_proc_opts {
     const posix_spawn_file_actions_t *file_actions; /* as posix_spawn; may be NULL */
     const posix_spawnattr_t *attr;                  /* as posix_spawn; may be NULL */
     bool search_path;                               /* posix_spawnp: look `file` up in PATH */
+    bool same_group; /* keep the child in the caller's process group (job control); a cancel
+                      * then signals the child alone, not its tree */
 } tether_proc_opts;
 
 /*
@@ -111,6 +113,41 @@ typedef struct tether_proc_opts {
  * The child is started with posix_spawn (posix_spawnp with search_path).
  * The handle holds a pidfd (close-on-exec). The caller must not reap the
  * child by other means (waitpid(-1), SIGCHLD set to SIG_IGN).
+ *
+ * Process group: unless opts->same_group, the child leads a process group
+ * of its own (POSIX_SPAWN_SETPGROUP with group 0, added to a copy of
+ * opts->attr), which its descendants join unless they leave it (setsid,
+ * setpgid): tether_proc_wait ends that whole group on cancellation. With
+ * attributes that already set POSIX_SPAWN_SETSID or a new group (group
+ * 0), the child's group is still ended; attributes that put it into an
+ * existing group are kept as given, and a cancel then signals the child
+ * alone. A child in its own group is not in the terminal's foreground group: the
+ * terminal's Ctrl-C (SIGINT) reaches the caller, not the child (a caller
+ * that turns SIGINT into a cancel, tether_signals_install, ends the child's
+ * tree through that), and a child that reads the terminal stops (SIGTTIN);
+ * set same_group for a child that needs the terminal.
+ *
+ * Deadline: the child's environment (opts->envp, else environ; the
+ * caller's own is never modified) gets TETHER_DEADLINE=<ns>, the absolute
+ * CLOCK_MONOTONIC deadline in decimal nanoseconds (see "The process root"
+ * in <tether/core.h>): the earlier of the current token's effective
+ * deadline (the process root's when the thread has no token) and every
+ * valid TETHER_DEADLINE already in that environment, so a deadline passed
+ * on never loosens. Every TETHER_DEADLINE entry of that environment is
+ * replaced by that one value, never duplicated. With no deadline in either,
+ * the environment is passed as it is (a malformed value in it too). A
+ * program not written with tether honours the variable in a few lines:
+ *
+ *   const char *v = getenv("TETHER_DEADLINE");
+ *   char *end;
+ *   errno = 0;
+ *   long long d = v ? strtoll(v, &end, 10) : -1;
+ *   if (v && *v >= '0' && *v <= '9' && *end == '\0' && errno == 0) {
+ *       struct timespec now;
+ *       clock_gettime(CLOCK_MONOTONIC, &now);
+ *       long long left_ns = d - (now.tv_sec * 1000000000LL + now.tv_nsec);
+ *       // left_ns <= 0: out of time; else use it as the timeout
+ *   }
  *
  * Parameters:
  *  out   receives the handle.
@@ -153,10 +190,21 @@ TETHER_API pid_t tether_proc_pid(const tether_proc *p);
  * tether_proc_wait — wait for a child process to exit, reap it and free the
  * handle.
  *
- * If the current token is canceled (or its deadline passes) before the child
- * exits, the child receives SIGTERM; if it has not exited after the grace
- * period, SIGKILL. Either way it is reaped before this returns: no zombie,
- * no orphan. Signal handlers do not interrupt it (no EINTR). A child that
+ * If the current token (the process root's when the thread has no token)
+ * is canceled (or its deadline passes) before the child exits, the child's
+ * tree receives SIGTERM: its process group (see tether_proc_spawn), or the
+ * child alone with same_group. The grace period ends when the child has
+ * exited and no other member of its group is left (looked up in /proc,
+ * zombies not counted), or after grace_ns: then the group (or the child)
+ * receives SIGKILL. When the token is canceled and the child has already
+ * exited, the members of its group still left get the same sequence. The
+ * direct child is always reaped by tether, last: no zombie. Its descendants
+ * are reparented to init (or the nearest PR_SET_CHILD_SUBREAPER ancestor),
+ * which reaps them once the group signals end them; tether does not make
+ * the caller a subreaper, which would make it inherit every orphan of its
+ * other children too. A descendant that left the group (setsid, setpgid)
+ * is not reached. A child that exits on its own, without a cancellation,
+ * leaves its group's other members alone. Signal handlers do not interrupt it (no EINTR). A child that
  * exits on its own while the cancellation lands is reported as exited: if
  * its status is not death by SIGTERM or SIGKILL, 0 is returned (so a child
  * that handles SIGTERM and exits counts as exited too; *wstatus tells).
@@ -174,7 +222,8 @@ TETHER_API pid_t tether_proc_pid(const tether_proc *p);
  *             when it stores the status; the child is reaped all the same).
  *  EINVAL     p is NULL.
  * Blocking: Blocks; a cancellation point whose clean-up can take up to the
- * grace period (plus the kill).
+ * grace period (plus the kill; while group members remain, /proc is read
+ * every 20 ms at most).
  * Thread safety: One call per handle; uses the calling thread's current
  * token.
  * Ownership: The handle is freed in every case except EINVAL.

@@ -63,7 +63,8 @@ typedef struct tether_scope_opts {
     unsigned max_children;  /* live children at once; 0 = unbounded */
     const char *name;       /* copied: up to 31 bytes, never read past its first NUL */
     tether_token *parent;   /* NULL = the calling thread's current token */
-    bool detached;          /* true: no parent at all, even if there is a current token */
+    bool detached;          /* true: no parent at all, even if there is a current token
+                             * (or a process root) */
     /* true: run children on threads kept from exited children (of any scope
      * that set this) when one with the same stack_size request is idle; at
      * most 16 idle threads are kept, each for at most 1 s, and tether_trim
@@ -142,7 +143,9 @@ typedef struct tether_result {
  * tether_scope_open — open a scope.
  *
  * The scope's token is a child of opts->parent, or of the calling thread's
- * current token, or of nothing (opts->detached). Its deadline is the earlier
+ * current token, or, in a thread without one, of the process root when
+ * there is one (an inherited deadline, see <tether/core.h>), or of nothing
+ * (opts->detached: not even the process root). Its deadline is the earlier
  * of opts->deadline and opts->timeout_ns from now.
  *
  * Hostage watchdog (opts->hostage_grace_ns > 0): once the scope is canceled

@@ -18,7 +18,8 @@ typedef struct tether_shield tether_shield;
  * tether_shield_enter — start a shielded region on the calling thread.
  *
  * Until tether_shield_leave, cancellation of the tokens entered before (and
- * their deadlines) is deferred, so clean-up can still do blocking I/O. The
+ * their deadlines, and the process root's inherited deadline, see
+ * <tether/core.h>) is deferred, so clean-up can still do blocking I/O. The
  * region has its own deadline to keep that clean-up bounded, and its own
  * token (tether_shield_token): scopes opened and tokens created inside
  * descend from it, so cancellations that start inside the shield still

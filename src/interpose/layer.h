@@ -115,22 +115,32 @@ static inline void *next(enum entry e)
     return __builtin_expect(p != NULL, 1) ? p : tether__layer_next_slow(e);
 }
 
+/* Whether the thread is under no token at all: no current token, and no
+ * process root (libtether's tether__root_check, core.h, is zero once the
+ * process is known to have none; until the first call resolves that, calls
+ * go to tether, which resolves it). */
+static inline bool untethered(void)
+{
+    return tether__current == NULL && __atomic_load_n(&tether__root_check, __ATOMIC_RELAXED) == 0;
+}
+
 /*
- * The fast path's test: entry e's next definition when the thread has no
- * current token and that definition is resolved, else NULL (then the
- * wrapper's out-of-line routed half decides). Both outcomes end in a tail
- * call, so the forwarding wrapper saves no registers.
+ * The fast path's test: entry e's next definition when the thread is under
+ * no token and that definition is resolved, else NULL (then the wrapper's
+ * out-of-line routed half decides). Both outcomes end in a tail call, so
+ * the forwarding wrapper saves no registers.
  */
 static inline void *fast(enum entry e)
 {
     void *p = atomic_load_explicit(&tether__layer_next_fn[e], memory_order_acquire);
-    return __builtin_expect(tether__current == NULL, 1) ? p : NULL;
+    return __builtin_expect(untethered(), 1) ? p : NULL;
 }
 
-/* True when the call is to go to tether: a current token, not re-entered. */
+/* True when the call is to go to tether: a current token or the process
+ * root, not re-entered. */
 static inline bool routed(void)
 {
-    return __builtin_expect(tether__current != NULL, 0) && !tether__layer_depth;
+    return __builtin_expect(!untethered(), 0) && !tether__layer_depth;
 }
 
 static inline void enter(enum entry e)

@@ -650,6 +650,49 @@ START_TEST(getaddrinfo_canceled_before)
 }
 END_TEST
 
+/* --------------------------------------------------- the process root */
+
+/* Run as "--root-child": a plain read() on an empty pipe, in a process
+ * whose parent handed it a deadline (TETHER_DEADLINE) and no token: the
+ * layer routes it to tether, which stops it at that deadline. */
+static int root_child(void)
+{
+    int p[2];
+    char c;
+    if (pipe(p) != 0)
+        return 2;
+    tether_time_t d = tether_process_deadline();
+    if (d == TETHER_NEVER)
+        return 3;
+    if (read(p[0], &c, 1) != -1 || errno != ETIMEDOUT)
+        return 4;
+    return tether_now() >= d ? 0 : 5;
+}
+
+START_TEST(process_root_stops_plain_calls)
+{
+    tether_time_t d = tether_deadline_after(tether_ms(300));
+    tether_token *t = new_token(NULL, d);
+    enter(t);
+    char *const argv[] = { "test_interpose", "--root-child", NULL };
+    tether_proc *p;
+    ck_assert_int_eq(tether_proc_spawn(&p, "/proc/self/exe", argv, NULL), 0);
+    leave(t);
+    /* Wait under a later deadline: the child must stop by itself at d; if
+     * it does not, this one ends it (ETIMEDOUT) rather than the test hang. */
+    tether_token *bound = new_token(NULL, d + th_bound_ns(3000));
+    enter(bound);
+    int ws;
+    ck_assert_int_eq(tether_proc_wait(p, &ws), 0);
+    leave(bound);
+    ck_assert_int_eq(tether_token_free(bound), 0);
+    ck_assert(WIFEXITED(ws));
+    ck_assert_int_eq(WEXITSTATUS(ws), 0);
+    ck_assert_int_lt(tether_now(), d + th_bound_ns(3000));
+    ck_assert_int_eq(tether_token_free(t), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------ the suite */
 
 static Suite *interpose_suite(void)
@@ -669,12 +712,15 @@ static Suite *interpose_suite(void)
     tcase_add_test(tc, getaddrinfo_stops_at_deadline);
     tcase_add_test(tc, getaddrinfo_answers_under_token);
     tcase_add_test(tc, getaddrinfo_canceled_before);
+    tcase_add_test(tc, process_root_stops_plain_calls);
     suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--root-child") == 0)
+        return root_child();
     signal(SIGPIPE, SIG_IGN);
     return th_run_suite(interpose_suite());
 }
