@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# examples/service_test.sh SERVICE — drive examples/service.c with a real
+# HTTP client under load and check what it promises (CTest: example_service).
+#
+#   1. 2,000 requests, 50 at a time (curl --parallel), half to /a (fail-fast)
+#      and half to /b (supervisor); 20% of them stall the stock backend (10%
+#      of all backend calls), 5% make it fail, 10% carry a tighter
+#      grpc-timeout (80 ms) than the 250 ms SLO budget.
+#   2. Every response has the status and partial marker its request calls
+#      for, and arrives by its deadline plus a generous bound.
+#   3. /metrics passes `promtool check metrics`, and its counters moved by
+#      exactly the requests sent.
+#   4. The service's thread count (/proc/PID/status) is back at its baseline.
+#   5. SIGUSR2 writes the scope dump; SIGTERM under load exits 0 in time.
+# Prints p50/p99/max latency. Bounds scale with TETHER_TEST_TIME_FACTOR.
+set -euo pipefail
+
+service=${1:?usage: service_test.sh path/to/service}
+factor=${TETHER_TEST_TIME_FACTOR:-1}
+total=${SERVICE_TEST_REQUESTS:-2000}
+parallel=50
+slo_ms=250
+bound_ms=$(awk -v f="$factor" 'BEGIN { printf "%d", 200 * (f > 1 ? f : 1) }')
+
+for tool in curl promtool; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "service_test: $tool is missing (Debian: curl, prometheus)"
+        [ "${CI:-}" = true ] && exit 1
+        exit 77 # skipped
+    fi
+done
+
+work=$(mktemp -d)
+pid=
+cleanup() {
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+    echo "UNEXPECTED: $*"
+    echo "--- service stderr (tail)"
+    tail -n 40 "$work/stderr" || true
+    exit 1
+}
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+threads() { awk '/^Threads:/ { print $2 }' "/proc/$pid/status"; }
+
+# Wait until the thread count has not changed for 1.5 s (parked reusable
+# threads leave after 1 s idle); prints it. Fails after 20 s x factor.
+settled_threads() {
+    local last now stable=0 limit=$(($(ms_now) + 20000 * ${factor%.*}))
+    last=$(threads)
+    while [ "$stable" -lt 15 ]; do
+        sleep 0.1
+        now=$(threads)
+        if [ "$now" = "$last" ]; then stable=$((stable + 1)); else stable=0; last=$now; fi
+        [ "$(ms_now)" -lt "$limit" ] || fail "the thread count never settled (last $now)"
+    done
+    echo "$last"
+}
+
+start_service() {
+    "$service" --port 0 --slo-ms "$slo_ms" >"$work/stdout" 2>"$work/stderr" &
+    pid=$!
+    local i
+    for i in $(seq 1 $((100 * ${factor%.*}))); do
+        port=$(sed -n 's/^service: listening on 127.0.0.1:\([0-9]*\) .*/\1/p' "$work/stdout")
+        [ -n "$port" ] && return 0
+        kill -0 "$pid" 2>/dev/null || fail "the service exited at start"
+        sleep 0.05
+    done
+    fail "the service never said where it listens"
+}
+
+# metric NAME ENDPOINT [CODE]: a counter's value in a saved /metrics file.
+metric() {
+    local file=$1 name=$2 ep=$3 code=${4:-}
+    awk -v n="$name" -v ep="$ep" -v code="$code" '
+        index($0, n "{") == 1 && index($0, "endpoint=\"" ep "\"") &&
+        (code == "" || index($0, "code=\"" code "\"")) { sum += $NF }
+        END { printf "%d\n", sum }' "$file"
+}
+
+start_service
+base="http://127.0.0.1:$port"
+echo "service: pid $pid, port $port; $total requests, $parallel at a time, bound +${bound_ms} ms"
+
+# --- warm-up and baseline ------------------------------------------------------
+for u in /a /b '/a?stock=stall' '/b?stock=fail'; do
+    curl -s -o /dev/null "$base$u" || fail "warm-up request $u"
+done
+baseline=$(settled_threads)
+curl -s "$base/metrics" >"$work/metrics.before" || fail "GET /metrics"
+
+# --- the load --------------------------------------------------------------------
+# One curl config: a group per request (url, header, write-out), split by
+# "next"; the expected status and marker ride along in the query (ignored
+# by the service: unknown keys are).
+RANDOM=14
+fmt='%{url} %{http_code} %{time_total} %header{x-deadline-ms} [%header{x-partial}]\n'
+: >"$work/load.cfg"
+for i in $(seq 1 "$total"); do
+    ep=$([ $((RANDOM % 2)) -eq 0 ] && echo a || echo b)
+    r=$((RANDOM % 100))
+    mode=ok
+    [ "$r" -lt 20 ] && mode=stall
+    [ "$r" -ge 20 ] && [ "$r" -lt 25 ] && mode=fail
+    budget=$slo_ms
+    [ $((RANDOM % 10)) -eq 0 ] && budget=80
+    {
+        echo "url = \"$base/$ep?stock=$mode&budget=$budget&n=$i\""
+        [ "$budget" != "$slo_ms" ] && echo "header = \"grpc-timeout: ${budget}m\""
+        echo "output = \"/dev/null\""
+        echo "write-out = \"$fmt\""
+        [ "$i" -lt "$total" ] && echo next
+    } >>"$work/load.cfg"
+done
+t0=$(ms_now)
+curl -s --parallel --parallel-max "$parallel" -K "$work/load.cfg" >"$work/load.out" 2>>"$work/curl.err" ||
+    fail "curl reported an error: $(head -c 300 "$work/curl.err")"
+t1=$(ms_now)
+[ "$(wc -l <"$work/load.out")" -eq "$total" ] || fail "$(wc -l <"$work/load.out") responses for $total requests"
+
+# --- every response: status, marker, deadline ------------------------------------
+awk -v bound="$bound_ms" -v slo="$slo_ms" -v out="$work/lat" '
+    {
+        url = $1; code = $2; ms = $3 * 1000; deadline = $4; marker = $5
+        ep = url ~ /\/a\?/ ? "a" : "b"
+        match(url, /stock=[a-z]+/); mode = substr(url, RSTART + 6, RLENGTH - 6)
+        match(url, /budget=[0-9]+/); budget = substr(url, RSTART + 7, RLENGTH - 7) + 0
+        want = ep == "a" ? (mode == "ok" ? 200 : mode == "stall" ? 504 : 502) : 200
+        wmark = ep == "b" && mode != "ok" ? "[stock]" : "[]"
+        if (code != want || marker != wmark) {
+            printf "%s: status %s %s, wanted %d %s\n", url, code, marker, want, wmark; bad++
+        }
+        if (deadline + 0 != budget) { printf "%s: deadline %s ms, sent %d\n", url, deadline, budget; bad++ }
+        if (ms > budget + bound) { printf "%s: %.1f ms, deadline %d ms + %d\n", url, ms, budget, bound; bad++ }
+        n[ep " " code " " marker]++
+        print ms > out
+    }
+    END {
+        for (k in n) printf "  %-22s %5d\n", k, n[k]
+        exit bad > 0
+    }' "$work/load.out" | sort || fail "responses that break the contract (above)"
+sort -n "$work/lat" | awk -v wall=$((t1 - t0)) '
+    { v[NR] = $1 }
+    END {
+        p50 = v[int(NR * 0.50 + 0.5)]; p99 = v[int(NR * 0.99 + 0.5)]
+        printf "latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d requests in %d ms (%.0f req/s)\n",
+               p50, p99, v[NR], NR, wall, NR * 1000 / wall
+    }'
+
+# --- /metrics ------------------------------------------------------------------------
+curl -s "$base/metrics" >"$work/metrics.after" || fail "GET /metrics"
+promtool check metrics <"$work/metrics.after" || fail "promtool check metrics"
+echo "promtool check metrics: ok ($(grep -vc '^#' "$work/metrics.after") samples)"
+for ep in a b; do
+    for code in 200 502 504; do
+        sent=$(awk -v ep="/$ep?" -v c="$code" 'index($1, ep) && $2 == c' "$work/load.out" | wc -l)
+        moved=$(($(metric "$work/metrics.after" service_http_requests_total "/$ep" "$code") -
+                 $(metric "$work/metrics.before" service_http_requests_total "/$ep" "$code")))
+        [ "$sent" -eq "$moved" ] || fail "/$ep $code: $sent answered, the counter moved by $moved"
+    done
+    sent=$(grep -c "/$ep?" "$work/load.out" || true)
+    moved=$(($(metric "$work/metrics.after" service_http_requests_total "/$ep") -
+             $(metric "$work/metrics.before" service_http_requests_total "/$ep")))
+    [ "$sent" -eq "$moved" ] || fail "/$ep: $sent requests sent, the counter moved by $moved"
+done
+partial=$(grep -c '\[stock\]$' "$work/load.out" || true)
+moved=$(($(metric "$work/metrics.after" service_http_partial_responses_total /b) -
+         $(metric "$work/metrics.before" service_http_partial_responses_total /b)))
+[ "$partial" -eq "$moved" ] || fail "$partial partial answers, the counter moved by $moved"
+echo "metrics: the counters moved by exactly the requests sent ($partial partial)"
+
+# --- threads back at the baseline -------------------------------------------------
+after=$(settled_threads)
+[ "$after" -eq "$baseline" ] || fail "$after threads after the load, $baseline before"
+echo "threads: $after after the load, $baseline before"
+
+# stalled_load N FILE URL: N requests to URL, 50 at a time, in the
+# background ($load); their status codes go to FILE. Returns once at least
+# 20 threads more than the baseline run in the service: requests in flight.
+stalled_load() {
+    local i
+    for i in $(seq 1 "$1"); do
+        printf 'url = "%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' "$3"
+        [ "$i" -lt "$1" ] && echo next
+    done >"$work/stalled.cfg"
+    curl -s --parallel --parallel-max "$parallel" -K "$work/stalled.cfg" >"$2" 2>>"$work/curl.err" &
+    load=$!
+    for i in $(seq 1 $((200 * ${factor%.*}))); do
+        [ "$(threads)" -ge $((baseline + 20)) ] && return 0
+        sleep 0.01
+    done
+    fail "no requests in flight: $(threads) threads, $baseline at rest"
+}
+
+# --- SIGUSR2: the dump, with requests in flight -----------------------------------
+stalled_load 100 "$work/usr2.out" "$base/a?stock=stall"
+kill -USR2 "$pid"
+wait "$load" || true
+for i in $(seq 1 $((50 * ${factor%.*}))); do
+    grep -q 'connections' "$work/stderr" && break
+    sleep 0.05
+done
+grep -q 'connections' "$work/stderr" || fail "no dump on stderr after SIGUSR2"
+echo "SIGUSR2: a dump of $(grep -c . "$work/stderr") lines, $(grep -c 'req-' "$work/stderr" || true) naming a request"
+
+# --- SIGTERM under load ------------------------------------------------------------
+stalled_load 400 "$work/term.out" "$base/b?stock=stall&users=stall"
+term=$(ms_now)
+kill -TERM "$pid"
+limit=$((term + 2000 * ${factor%.*}))
+while kill -0 "$pid" 2>/dev/null && [ "$(ms_now)" -lt "$limit" ]; do sleep 0.01; done
+kill -0 "$pid" 2>/dev/null && fail "still running $((limit - term)) ms after SIGTERM"
+status=0
+wait "$pid" || status=$?
+stopped=$(($(ms_now) - term))
+pid=
+wait "$load" || true
+[ "$status" -eq 0 ] || fail "exit status $status after SIGTERM"
+grep -q 'stopped (canceled, cause signal)' "$work/stderr" || fail "no clean stop reported"
+# Before the signal: 504 (both backends stalled); in flight: 503; after: no
+# connection (000). Nothing else.
+codes=$(sort "$work/term.out" | uniq -c | awk '{ printf "%s%d x %s", (NR > 1 ? ", " : ""), $1, $2 }')
+grep -qv -e '^503$' -e '^504$' -e '^000$' "$work/term.out" && fail "answers under SIGTERM: $codes"
+canceled=$(sed -n 's/.*; \([0-9]*\) requests canceled in flight$/\1/p' "$work/stderr")
+[ "${canceled:-0}" -ge 1 ] && grep -q '^503$' "$work/term.out" ||
+    fail "no request was canceled in flight (answers: $codes)"
+echo "SIGTERM: exit 0 in $stopped ms; $canceled requests canceled in flight; answers: $codes"
+echo "service_test: all checks passed"
