@@ -236,7 +236,7 @@ static int backend(void *arg)
 
 enum { EP_A, EP_B, EP_METRICS, EP_OTHER, EP_COUNT };
 static const char *const ep_names[EP_COUNT] = { "/a", "/b", "/metrics", "other" };
-static const int codes[] = { 200, 400, 404, 405, 502, 503, 504 };
+static const int codes[] = { 200, 400, 404, 405, 431, 502, 503, 504 };
 enum { NCODES = sizeof codes / sizeof codes[0] };
 static const double buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1 };
 enum { NBUCKETS = sizeof buckets / sizeof buckets[0] };
@@ -350,20 +350,14 @@ static int call_backend(void *arg)
     return c->rc;
 }
 
-/* Make a request's id show in the dump: its token's context, or without
- * request contexts (an older tether) its children's names. */
+/* Make a request's id show in the dump: its calls are named after it
+ * ("stock req-42"). */
 static void label_request(tether_scope *req, const char *id, tether_spawn_opts *child, char *name,
                           size_t size)
 {
-#ifdef TETHER_HAS_CONTEXT
-    (void)name;
-    (void)size;
-    tether_token_set_context(tether_scope_token(req), id);
-#else
-    (void)req;
+    (void)req; /* tether has no request context on tokens yet */
     snprintf(name, size, "%s %s", child->name, id);
     child->name = name;
-#endif
 }
 
 struct response {
@@ -660,6 +654,23 @@ static int connection(void *arg)
         size_t head_len;
         while ((rc = read_head(c, &head_len)) == 0 && (rc = handle_one(c, head_len)) == 0)
             ;
+        if (rc == EMSGSIZE) { /* a head over HEAD_MAX: say so, then hang up */
+            static const char too_big[] = "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                          "Content-Length: 0\r\nConnection: close\r\n\r\n";
+            rc = tether_write_all(fd, too_big, sizeof too_big - 1, NULL) < 0 ? errno : 0;
+            count_response(EP_OTHER, 431, false, 0);
+            /* Closing with unread bytes would reset the connection and could
+             * drop the answer: finish sending, then read what the client
+             * still sends (100 ms, 64 KiB at most). */
+            shutdown(fd, SHUT_WR);
+            struct pollfd p = { .fd = fd, .events = POLLIN };
+            for (size_t n = 0; n < 64 * 1024 && tether_poll(&p, 1, 100) == 1;) {
+                ssize_t got = tether_read(fd, c->head, HEAD_MAX);
+                if (got <= 0)
+                    break;
+                n += (size_t)got;
+            }
+        }
         free(c);
     }
     close(fd);

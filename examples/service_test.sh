@@ -90,6 +90,24 @@ echo "service: pid $pid, port $port; $total requests, $parallel at a time, bound
 for u in /a /b '/a?stock=stall' '/b?stock=fail'; do
     curl -s -o /dev/null "$base$u" || fail "warm-up request $u"
 done
+# Bad input: an answer that says what is wrong, and the service goes on.
+check_status() {
+    local want=$1 got
+    shift
+    got=$(curl -s -o /dev/null -w '%{http_code}' "$@") || true
+    [ "$got" = "$want" ] || fail "curl $*: status $got, wanted $want"
+}
+check_status 400 -H 'grpc-timeout: 12x' "$base/a"
+check_status 400 -H 'grpc-timeout: 123456789m' "$base/a"
+check_status 400 "$base/b?stock=sometimes"
+check_status 400 -d 'a body' -X GET "$base/a"
+check_status 405 -X DELETE "$base/a"
+check_status 404 "$base/nothing-here"
+check_status 431 -H "X-Big: $(head -c 9000 /dev/zero | tr '\0' x)" "$base/a"
+bad_line=$(printf 'NONSENSE\r\n\r\n' | timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port; cat >&3; head -n 1 <&3")
+[ "${bad_line%$'\r'}" = "HTTP/1.1 400 Bad Request" ] || fail "a malformed request line: '$bad_line'"
+check_status 200 -H 'grpc-timeout: 1S' "$base/a"
+echo "bad input: 400, 405, 404 and 431 answered; the service goes on"
 baseline=$(settled_threads)
 curl -s "$base/metrics" >"$work/metrics.before" || fail "GET /metrics"
 
@@ -205,6 +223,8 @@ for i in $(seq 1 $((50 * ${factor%.*}))); do
     sleep 0.05
 done
 grep -q 'connections' "$work/stderr" || fail "no dump on stderr after SIGUSR2"
+grep -q "scope '/a'.*left" "$work/stderr" || fail "the dump shows no request's scope and deadline"
+grep -q 'req-[0-9]' "$work/stderr" || fail "the dump names no request"
 echo "SIGUSR2: a dump of $(grep -c . "$work/stderr") lines, $(grep -c 'req-' "$work/stderr" || true) naming a request"
 
 # --- SIGTERM under load ------------------------------------------------------------
