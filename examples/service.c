@@ -424,6 +424,8 @@ static void fan_out(int ep, const char *query, tether_time_t start, int64_t budg
     }
     if (rc != 0) {
         r->code = rc == ECANCELED ? 503 : 502;
+        if (rc == ECANCELED)
+            atomic_fetch_add(&stats.canceled_in_flight, 1);
         snprintf(r->outcome, sizeof r->outcome, "%s", rc == ECANCELED ? "canceled" : "failed");
         snprintf(r->body, sizeof r->body, "{\"error\": \"%s\"}\n", strerror(rc));
         return;
@@ -739,7 +741,7 @@ static int usage(const char *argv0)
 int main(int argc, char **argv)
 {
     int port = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         char *end;
         long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
         if (i + 1 >= argc || *end != '\0' || v < 0)
@@ -752,7 +754,6 @@ int main(int argc, char **argv)
             cfg.max_conns = (unsigned)v;
         else
             return usage(argv[0]);
-        i++;
     }
     signal(SIGPIPE, SIG_IGN); /* a client that hung up is an EPIPE, not a kill */
     setvbuf(stdout, NULL, _IOLBF, 0);
