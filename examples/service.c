@@ -332,7 +332,7 @@ static int call_backend(void *arg)
     struct sockaddr_in sa = { .sin_family = AF_INET,
                               .sin_port = c->port,
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    char req[96], budget[16];
+    char req[96], budget[24];
     budget_format(tether_token_deadline(tether_current()) - tether_now() - tether_ms(WIRE_MS),
                   budget, sizeof budget);
     int len = snprintf(req, sizeof req, "GET %s %s %s\n", c->backend, c->mode, budget);
@@ -653,7 +653,7 @@ static int connection(void *arg)
     if (c) {
         c->fd = fd;
         c->have = 0;
-        size_t head_len;
+        size_t head_len = 0;
         while ((rc = read_head(c, &head_len)) == 0 && (rc = handle_one(c, head_len)) == 0)
             ;
         if (rc == EMSGSIZE) { /* a head over HEAD_MAX: say so, then hang up */
