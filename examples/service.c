@@ -171,20 +171,22 @@ static int backend_work(void *arg)
     return tether_sleep_for(tether_ms(BACKEND_OK_MS)) < 0 ? errno : 0;
 }
 
-/* One call: "GET <name> <ok|fail|stall> <grpc-timeout>\n", answered with
+/* One call: "GET <name> <ok|fail|stall> <grpc-timeout> <request id>\n"
+ * (the id becomes this call's context, for the dump), answered with
  * "OK ...\n" or "ERR ...\n". The work runs under the budget the caller
  * sent, so a stall ends when the caller stops waiting: then the answer is
  * "ERR deadline exceeded". */
 static int backend_connection(void *arg)
 {
     struct backend_call c = { .fd = (int)(intptr_t)arg };
-    char line[128], name[16], budget[16], reply[96];
+    char line[160], name[16], budget[16], id[48], reply[96];
     int64_t ns;
     int rc = 0;
     if (read_line(c.fd, line, sizeof line) < 0) {
         rc = errno;
-    } else if (sscanf(line, "GET %15s %15s %15s", name, c.mode, budget) != 3 ||
-               budget_parse(budget, &ns) != 0) {
+    } else if (sscanf(line, "GET %15s %15s %15s %47s", name, c.mode, budget, id) != 4 ||
+               budget_parse(budget, &ns) != 0 ||
+               tether_token_set_context(tether_current(), id) != 0) {
         snprintf(reply, sizeof reply, "ERR bad request\n");
         rc = tether_write(c.fd, reply, strlen(reply)) < 0 ? errno : 0;
     } else if (strcmp(c.mode, "fail") == 0) {
@@ -332,10 +334,13 @@ static int call_backend(void *arg)
     struct sockaddr_in sa = { .sin_family = AF_INET,
                               .sin_port = c->port,
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    char req[96], budget[24];
+    char req[192], budget[24], id[TETHER_CONTEXT_MAX];
     budget_format(tether_token_deadline(tether_current()) - tether_now() - tether_ms(WIRE_MS),
                   budget, sizeof budget);
-    int len = snprintf(req, sizeof req, "GET %s %s %s\n", c->backend, c->mode, budget);
+    /* The request's id, looked up from the scope above this child. */
+    if (tether_context(id, sizeof id) != 0)
+        snprintf(id, sizeof id, "-");
+    int len = snprintf(req, sizeof req, "GET %s %s %s %.40s\n", c->backend, c->mode, budget, id);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return c->rc = errno;
@@ -350,14 +355,11 @@ static int call_backend(void *arg)
     return c->rc;
 }
 
-/* Make a request's id show in the dump: its calls are named after it
- * ("stock req-42"). */
-static void label_request(tether_scope *req, const char *id, tether_spawn_opts *child, char *name,
-                          size_t size)
+/* The request's id as its scope's context: every call below it sees it
+ * (tether_context), and the dump shows it on the request's scope. */
+static int label_request(tether_scope *req, const char *id)
 {
-    (void)req; /* tether has no request context on tokens yet */
-    snprintf(name, size, "%s %s", child->name, id);
-    child->name = name;
+    return tether_token_set_context(tether_scope_token(req), id);
 }
 
 struct response {
@@ -411,10 +413,9 @@ static void fan_out(int ep, const char *query, tether_time_t start, int64_t budg
     tether_scope *req;
     int rc = tether_scope_open(&req, &so);
     if (rc == 0) {
+        rc = label_request(req, id);
         for (int i = 0; i < 2 && rc == 0; i++) {
             tether_spawn_opts o = { .name = calls[i].backend, .timeout_ns = child_ns };
-            char name[TETHER_NAME_MAX];
-            label_request(req, id, &o, name, sizeof name);
             calls[i].rc = ECANCELED;
             rc = tether_spawn(req, call_backend, &calls[i], &o, NULL);
         }

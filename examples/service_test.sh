@@ -233,8 +233,8 @@ for i in $(seq 1 $((50 * ${factor%.*}))); do
 done
 grep -q 'connections' "$work/stderr" || fail "no dump on stderr after SIGUSR2"
 grep -q "scope '/a'.*left" "$work/stderr" || fail "the dump shows no request's scope and deadline"
-grep -q 'req-[0-9]' "$work/stderr" || fail "the dump names no request"
-echo "SIGUSR2: a dump of $(grep -c . "$work/stderr") lines, $(grep -c 'req-' "$work/stderr" || true) naming a request"
+grep -q "context 'req-[0-9]*'" "$work/stderr" || fail "the dump shows no request's id (context)"
+echo "SIGUSR2: a dump of $(grep -c . "$work/stderr") lines, $(grep -c "context 'req-" "$work/stderr" || true) showing a request's id"
 
 # --- SIGTERM under load ------------------------------------------------------------
 stalled_load 400 "$work/term.out" "$base/b?stock=stall&users=stall"
