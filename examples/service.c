@@ -265,15 +265,12 @@ static void count_response(int ep, int code, bool partial, int64_t ns)
     atomic_fetch_add(&stats.ns_sum[ep], (unsigned long)ns);
 }
 
-/* tether's own series: scopes, outcomes, convergence, per scope name. */
+/* tether's own series (tether_metrics_write_prometheus): per scope name,
+ * so per endpoint here, scopes opened and live, outcomes by kind,
+ * cancellations by cause, convergence time, hostages, late successes. */
 static int write_tether_metrics(int fd)
 {
-#ifdef TETHER_METRICS_H
     return tether_metrics_write_prometheus(fd);
-#else
-    (void)fd; /* this tether has no metrics writer yet (include/tether/metrics.h) */
-    return 0;
-#endif
 }
 
 /* The service's own series; tether's follow them. */

@@ -73,13 +73,25 @@ start_service() {
     fail "the service never said where it listens"
 }
 
-# metric NAME ENDPOINT [CODE]: a counter's value in a saved /metrics file.
+# metric FILE NAME [LABEL=VALUE...]: the sum of a family's samples in a
+# saved /metrics file whose labels include every one given.
 metric() {
-    local file=$1 name=$2 ep=$3 code=${4:-}
-    awk -v n="$name" -v ep="$ep" -v code="$code" '
-        index($0, n "{") == 1 && index($0, "endpoint=\"" ep "\"") &&
-        (code == "" || index($0, "code=\"" code "\"")) { sum += $NF }
+    local file=$1 name=$2
+    shift 2
+    awk -v n="$name" -v want="$*" '
+        BEGIN { k = split(want, w, " ") }
+        index($0, n "{") == 1 || index($0, n " ") == 1 {
+            for (i = 1; i <= k; i++) {
+                split(w[i], kv, "=")
+                if (!index($0, kv[1] "=\"" kv[2] "\"")) next
+            }
+            sum += $NF
+        }
         END { printf "%d\n", sum }' "$file"
+}
+# moved NAME [LABEL=VALUE...]: how much it moved during the load.
+moved() {
+    echo $(($(metric "$work/metrics.after" "$@") - $(metric "$work/metrics.before" "$@")))
 }
 
 start_service
@@ -116,7 +128,7 @@ curl -s "$base/metrics" >"$work/metrics.before" || fail "GET /metrics"
 # "next"; the expected status and marker ride along in the query (ignored
 # by the service: unknown keys are).
 RANDOM=14
-fmt='%{url} %{http_code} %{time_total} %header{x-deadline-ms} [%header{x-partial}]\n'
+fmt='%{url} %{http_code} %{time_total} %header{x-deadline-ms} [%header{x-partial}] %header{x-outcome}\n'
 : >"$work/load.cfg"
 for i in $(seq 1 "$total"); do
     ep=$([ $((RANDOM % 2)) -eq 0 ] && echo a || echo b)
@@ -182,23 +194,40 @@ sort -n "$work/lat" | awk -v wall=$((t1 - t0)) '
 curl -s "$base/metrics" >"$work/metrics.after" || fail "GET /metrics"
 promtool check metrics <"$work/metrics.after" || fail "promtool check metrics"
 echo "promtool check metrics: ok ($(grep -vc '^#' "$work/metrics.after") samples)"
+# The service's counters (by status) and tether's (by scope name, which is
+# the endpoint): each moved by exactly what the answers say happened.
 for ep in a b; do
-    for code in 200 502 504; do
-        sent=$(awk -v ep="/$ep?" -v c="$code" 'index($1, ep) && $2 == c' "$work/load.out" | wc -l)
-        moved=$(($(metric "$work/metrics.after" service_http_requests_total "/$ep" "$code") -
-                 $(metric "$work/metrics.before" service_http_requests_total "/$ep" "$code")))
-        [ "$sent" -eq "$moved" ] || fail "/$ep $code: $sent answered, the counter moved by $moved"
-    done
     sent=$(grep -c "/$ep?" "$work/load.out" || true)
-    moved=$(($(metric "$work/metrics.after" service_http_requests_total "/$ep") -
-             $(metric "$work/metrics.before" service_http_requests_total "/$ep")))
-    [ "$sent" -eq "$moved" ] || fail "/$ep: $sent requests sent, the counter moved by $moved"
+    for code in 200 502 504; do
+        n=$(awk -v ep="/$ep?" -v c="$code" 'index($1, ep) && $2 == c' "$work/load.out" | wc -l)
+        m=$(moved service_http_requests_total endpoint="/$ep" code="$code")
+        [ "$n" -eq "$m" ] || fail "/$ep $code: $n answered, the counter moved by $m"
+    done
+    m=$(moved service_http_requests_total endpoint="/$ep")
+    [ "$sent" -eq "$m" ] || fail "/$ep: $sent requests sent, service_http_requests_total moved by $m"
+    m=$(moved tether_scopes_opened_total scope="/$ep")
+    [ "$sent" -eq "$m" ] || fail "/$ep: $sent requests sent, tether_scopes_opened_total moved by $m"
+    for outcome in ok partial failed deadline_exceeded canceled; do
+        n=$(awk -v ep="/$ep?" -v o="$outcome" 'index($1, ep) && $NF == o' "$work/load.out" | wc -l)
+        m=$(moved tether_scope_outcomes_total scope="/$ep" outcome="$outcome")
+        [ "$n" -eq "$m" ] || fail "/$ep: $n answers say $outcome, tether_scope_outcomes_total moved by $m"
+    done
+    for gauge in tether_scopes_live tether_children_live; do
+        m=$(metric "$work/metrics.after" $gauge scope="/$ep")
+        [ "$m" -eq 0 ] || fail "/$ep: $gauge is $m after the load"
+    done
 done
-partial=$(grep -c '\[stock\]$' "$work/load.out" || true)
-moved=$(($(metric "$work/metrics.after" service_http_partial_responses_total /b) -
-         $(metric "$work/metrics.before" service_http_partial_responses_total /b)))
-[ "$partial" -eq "$moved" ] || fail "$partial partial answers, the counter moved by $moved"
-echo "metrics: the counters moved by exactly the requests sent ($partial partial)"
+m=$(metric "$work/metrics.after" tether_children_left_running_total)
+[ "$m" -eq 0 ] || fail "tether_children_left_running_total is $m"
+partial=$(grep -c '\[stock\] partial$' "$work/load.out" || true)
+m=$(moved service_http_partial_responses_total endpoint=/b)
+[ "$partial" -eq "$m" ] || fail "$partial partial answers, the counter moved by $m"
+conv_n=$(moved tether_scope_convergence_seconds_count scope=/a)
+conv_s=$(awk '/^tether_scope_convergence_seconds_sum\{scope="\/a"\}/ { print $NF }' "$work/metrics.after")
+echo "metrics: the counters moved by exactly the requests sent ($partial partial); /a canceled" \
+    "$conv_n times, $(awk -v s="$conv_s" -v n="$(metric "$work/metrics.after" \
+        tether_scope_convergence_seconds_count scope=/a)" 'BEGIN { printf "%.3f", n ? s / n * 1e3 : 0 }')" \
+    "ms from cancel to the last child's exit on average"
 
 # --- threads back at the baseline -------------------------------------------------
 after=$(settled_threads)
