@@ -106,51 +106,6 @@ static int listen_loopback(int port, in_port_t *bound)
     return fd;
 }
 
-/* ---- Deadlines across the wire (grpc-timeout) ------------------------------ */
-
-/* The gRPC header's value: at most 8 digits and a unit (H M S m u n).
- * Returns 0 and the duration, or EINVAL. */
-static int budget_parse(const char *s, int64_t *ns)
-{
-    static const struct {
-        char unit;
-        int64_t ns;
-    } units[] = { { 'H', 3600000000000 }, { 'M', 60000000000 }, { 'S', 1000000000 },
-                  { 'm', 1000000 },       { 'u', 1000 },        { 'n', 1 } };
-    int64_t v = 0;
-    size_t n = 0;
-    for (; s[n] >= '0' && s[n] <= '9'; n++)
-        v = v * 10 + (s[n] - '0');
-    if (n == 0 || n > 8 || s[n] == '\0' || s[n + 1] != '\0')
-        return EINVAL;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (s[n] == units[i].unit) {
-            *ns = v > INT64_MAX / units[i].ns ? INT64_MAX : v * units[i].ns;
-            return 0;
-        }
-    return EINVAL;
-}
-
-/* A duration as a grpc-timeout value, rounded up to the finest unit that
- * fits in 8 digits (never shorter than the time really left). */
-static void budget_format(int64_t ns, char *buf, size_t size)
-{
-    static const struct {
-        char unit;
-        int64_t ns;
-    } units[] = { { 'n', 1 }, { 'u', 1000 }, { 'm', 1000000 }, { 'S', 1000000000 } };
-    if (ns < 0)
-        ns = 0;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        int64_t v = (ns + units[i].ns - 1) / units[i].ns;
-        if (v < 100000000) {
-            snprintf(buf, size, "%" PRId64 "%c", v, units[i].unit);
-            return;
-        }
-    }
-    snprintf(buf, size, "99999999S");
-}
-
 /* ---- The backends ----------------------------------------------------------- */
 
 struct backend {
@@ -179,13 +134,13 @@ static int backend_work(void *arg)
 static int backend_connection(void *arg)
 {
     struct backend_call c = { .fd = (int)(intptr_t)arg };
-    char line[160], name[16], budget[16], id[48], reply[96];
+    char line[160], name[16], budget[TETHER_BUDGET_SIZE], id[48], reply[96];
     int64_t ns;
     int rc = 0;
     if (read_line(c.fd, line, sizeof line) < 0) {
         rc = errno;
-    } else if (sscanf(line, "GET %15s %15s %15s %47s", name, c.mode, budget, id) != 4 ||
-               budget_parse(budget, &ns) != 0 ||
+    } else if (sscanf(line, "GET %15s %15s %9s %47s", name, c.mode, budget, id) != 4 ||
+               tether_budget_parse_ns(budget, strlen(budget), &ns) != 0 ||
                tether_token_set_context(tether_current(), id) != 0) {
         snprintf(reply, sizeof reply, "ERR bad request\n");
         rc = tether_write(c.fd, reply, strlen(reply)) < 0 ? errno : 0;
@@ -331,9 +286,12 @@ static int call_backend(void *arg)
     struct sockaddr_in sa = { .sin_family = AF_INET,
                               .sin_port = c->port,
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    char req[192], budget[24], id[TETHER_CONTEXT_MAX];
-    budget_format(tether_token_deadline(tether_current()) - tether_now() - tether_ms(WIRE_MS),
-                  budget, sizeof budget);
+    char req[192], budget[TETHER_BUDGET_SIZE], id[TETHER_CONTEXT_MAX];
+    /* The time this call has left, minus the answer's trip back: "0n" when
+     * none is left (the backend then answers at once). */
+    tether_budget_format_ns(tether_token_deadline(tether_current()) - tether_now() -
+                                tether_ms(WIRE_MS),
+                            budget, sizeof budget);
     /* The request's id, looked up from the scope above this child. */
     if (tether_context(id, sizeof id) != 0)
         snprintf(id, sizeof id, "-");
@@ -588,7 +546,10 @@ static int handle_one(struct conn *c, size_t head_len)
                 r.code = 400;
             else if (strcasecmp(h, "grpc-timeout") == 0) {
                 int64_t client_ns;
-                if (budget_parse(v, &client_ns) != 0)
+                size_t vlen = strlen(v);
+                while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+                    vlen--; /* optional white space after the value */
+                if (tether_budget_parse_ns(v, vlen, &client_ns) != 0)
                     r.code = 400;
                 else if (client_ns < budget_ns)
                     budget_ns = client_ns; /* the tighter budget wins */
