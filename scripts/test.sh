@@ -110,18 +110,23 @@ if ! pkg-config --exists glib-2.0; then
     fi
 fi
 
-if ! command -v promtool >/dev/null; then
+# promtool (Debian: prometheus) checks the metrics' text format (test_metrics)
+# and, with curl, drives the service example (examples/service_test.sh);
+# without them test_metrics skips its promtool check and example_service is
+# skipped.
+if ! command -v promtool >/dev/null || ! command -v curl >/dev/null; then
     if $can_install; then
-        echo "promtool missing: installing prometheus (for the metrics format check)"
+        echo "promtool or curl missing: installing prometheus curl (metrics format check, service example)"
         if ! { apt-get update &&
                DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-                   prometheus </dev/null; }; then
-            echo "could not install prometheus"
+                   prometheus curl </dev/null; }; then
+            echo "could not install prometheus curl"
         fi
     fi
-    if ! command -v promtool >/dev/null; then
-        echo "promtool not found: going on without it; test_metrics skips its promtool check"
-        echo "  (sudo apt-get install -y --no-install-recommends prometheus)"
+    if ! command -v promtool >/dev/null || ! command -v curl >/dev/null; then
+        echo "promtool or curl not found: going on without them; test_metrics skips its promtool"
+        echo "check and the example_service test is skipped"
+        echo "  (sudo apt-get install -y --no-install-recommends prometheus curl)"
     fi
 fi
 
