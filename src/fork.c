@@ -5,10 +5,11 @@
  * lock held by any other thread at that instant would stay held for good.
  * The prepare handler takes every process-wide tether lock (the scopes'
  * lineage lock, the tree lock, the context lock, the timer lock, the
- * eventfd pool's, the thread pool's, the cancel hooks', then the metrics
- * registry's, a leaf: the order in which code nests them) so that no other
- * thread is inside tether's critical sections during fork; the parent
- * and child handlers release them. The child handler also starts a new
+ * eventfd pool's, the thread pool's, the cancel hooks', the metrics
+ * registry's, then the resolver's helper count's, both leaves: the order
+ * in which code nests them) so that no other thread is inside tether's
+ * critical sections during fork; the parent and child handlers release
+ * them. The child handler also starts a new
  * process generation (wait.h), by which the child tells what it inherited
  * (eventfds, scopes, signal relays) from what it made itself, and forgets
  * the timer thread, which stayed in the parent (timer.h: the child starts
@@ -26,6 +27,7 @@
 #include "timer.h"
 
 #include "hook.h"
+#include "resolve.h"
 #include "reuse.h"
 
 static pthread_once_t registered = PTHREAD_ONCE_INIT;
@@ -41,10 +43,12 @@ static void prepare(void)
     tether__reuse_fork_prepare();
     tether__hook_fork_prepare();
     tether__metrics_fork_prepare();
+    tether__resolve_fork_prepare();
 }
 
 static void in_parent(void)
 {
+    tether__resolve_fork_parent();
     tether__metrics_fork_parent();
     tether__hook_fork_parent();
     tether__reuse_fork_parent();
@@ -57,6 +61,7 @@ static void in_parent(void)
 
 static void in_child(void)
 {
+    tether__resolve_fork_child();
     tether__metrics_fork_child();
     tether__hook_fork_child();
     tether__events_fork_child();

@@ -57,6 +57,7 @@
  *   metrics.h   the metrics' series and gauges (scope files, token_wait.c,
  *               sync.c, retry.c)
  *   events.h    the event reports (scope files, token.c)
+ *   resolve.h   the resolver's fork handlers (resolve.c, fork.c)
  */
 #ifndef TETHER__INTERNAL_H
 #define TETHER__INTERNAL_H

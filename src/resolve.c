@@ -12,6 +12,8 @@
  * out frees it. Helpers are counted, bounded and can be drained.
  */
 #define _GNU_SOURCE
+#include "resolve.h"
+
 #include "current.h"
 
 #include <netdb.h>
@@ -40,19 +42,20 @@ static pthread_cond_t helpers_idle;
 static pthread_once_t helpers_once = PTHREAD_ONCE_INIT;
 static int helpers_running;
 
-/* fork: the lock is taken around it so the child never inherits it held;
- * the child has none of the parent's helper threads, so it counts none. */
-static void helpers_prefork(void)
+/* fork (fork.c's handlers, resolve.h): the lock is taken around it so the
+ * child never inherits it held; the child has none of the parent's helper
+ * threads, so it counts none. */
+void tether__resolve_fork_prepare(void)
 {
     pthread_mutex_lock(&helpers_lock);
 }
 
-static void helpers_postfork_parent(void)
+void tether__resolve_fork_parent(void)
 {
     pthread_mutex_unlock(&helpers_lock);
 }
 
-static void helpers_postfork_child(void)
+void tether__resolve_fork_child(void)
 {
     helpers_running = 0;
     pthread_mutex_unlock(&helpers_lock);
@@ -60,7 +63,7 @@ static void helpers_postfork_child(void)
 
 static void helpers_init(void)
 {
-    pthread_atfork(helpers_prefork, helpers_postfork_parent, helpers_postfork_child);
+    tether__fork_once();
     (void)tether__cond_init_monotonic(&helpers_idle); /* glibc: cannot fail */
 }
 

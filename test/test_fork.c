@@ -19,6 +19,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -529,6 +530,68 @@ START_TEST(fork_while_threads_inside_tether)
 }
 END_TEST
 
+/* ---- the resolver's helper count across fork ------------------------- */
+
+static atomic_int resolve_stop;
+
+/* Lookups under a token, so that each runs on a helper thread. */
+static void *resolve_main(void *arg)
+{
+    (void)arg;
+    tether_token *t = new_token(NULL, TETHER_NEVER);
+    ck_assert_int_eq(tether_token_enter(t), 0);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    while (!atomic_load(&resolve_stop)) {
+        struct addrinfo *res = NULL;
+        if (tether_getaddrinfo("localhost", "80", &hints, &res) == 0)
+            freeaddrinfo(res);
+    }
+    ck_assert_int_eq(tether_token_leave(t), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    return NULL;
+}
+
+/* The child inherits none of the parent's helper threads: it counts none,
+ * and the count's lock was not left held by one of them. */
+static int after_resolving_fork(void *arg)
+{
+    (void)arg;
+    CHILD_CHECK(tether_getaddrinfo_running() == 0);
+    CHILD_CHECK(tether_getaddrinfo_drain(tether_deadline_after(th_bound_ns(1000))) == 0);
+#if !defined(TS_SANITIZED) /* sanitized fork children start no threads */
+    tether_token *t;
+    CHILD_CHECK(tether_token_new(&t, NULL, TETHER_NEVER) == 0 && tether_token_enter(t) == 0);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res = NULL;
+    CHILD_CHECK(tether_getaddrinfo("localhost", "80", &hints, &res) == 0 && res);
+    freeaddrinfo(res);
+    CHILD_CHECK(tether_token_leave(t) == 0 && tether_token_free(t) == 0);
+    CHILD_CHECK(tether_getaddrinfo_drain(tether_deadline_after(th_bound_ns(5000))) == 0);
+#endif
+    return 0;
+}
+
+START_TEST(fork_while_resolving)
+{
+#if defined(TS_TSAN) /* see fork_while_threads_inside_tether */
+    return;
+#endif
+    atomic_store(&resolve_stop, 0);
+    pthread_t th = thread_start(resolve_main, NULL);
+    int rounds = stress(20);
+    for (int round = 0; round < rounds; round++) {
+        nap_ms(1 + round % 3);
+        pid_t pid = fork_child(after_resolving_fork, NULL);
+        char what[64];
+        snprintf(what, sizeof what, "resolving round %d of %d", round, rounds);
+        reap_ok(pid, 5000, what);
+    }
+    atomic_store(&resolve_stop, 1);
+    thread_join(th);
+    ck_assert_int_eq(tether_getaddrinfo_drain(tether_deadline_after(th_bound_ns(5000))), 0);
+}
+END_TEST
+
 /* ---- F3: inherited scopes --------------------------------------------- */
 
 static tether_scope *inh_scope;
@@ -744,6 +807,7 @@ static Suite *fork_suite(void)
     tcase_add_test(tc, fork_inherited_tokens_work);
     tcase_add_test(tc, fork_child_fresh_objects);
     tcase_add_test(tc, fork_while_threads_inside_tether);
+    tcase_add_test(tc, fork_while_resolving);
     tcase_add_test(tc, fork_inherited_scope);
     tcase_add_test(tc, fork_inherited_sigcancel);
     tcase_add_test(tc, fork_inherited_signals);
