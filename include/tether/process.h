@@ -130,7 +130,7 @@ typedef struct tether_proc_opts {
  * Deadline: the child's environment (opts->envp, else environ; the
  * caller's own is never modified) gets TETHER_DEADLINE=<ns>, the absolute
  * CLOCK_MONOTONIC deadline in decimal nanoseconds (see "The process root"
- * in <tether/core.h>): the earlier of the current token's effective
+ * below): the earlier of the current token's effective
  * deadline (the process root's when the thread has no token) and every
  * valid TETHER_DEADLINE already in that environment, so a deadline passed
  * on never loosens. Every TETHER_DEADLINE entry of that environment is
@@ -258,6 +258,88 @@ TETHER_API int tether_proc_wait(tether_proc *p, int *wstatus);
  */
 TETHER_API int tether_proc_run(const char *file, char *const argv[], const tether_proc_opts *opts,
                                int *wstatus);
+
+/* ======================================================================
+ * The process root: a deadline inherited from the parent process
+ *
+ * tether_proc_spawn puts the spawning token's deadline into the child's
+ * environment as TETHER_DEADLINE=<ns>: the absolute CLOCK_MONOTONIC
+ * deadline in nanoseconds, 1 to 19 decimal digits and nothing else (see
+ * tether_proc_spawn above). CLOCK_MONOTONIC is one clock for every process
+ * of a Linux host, so the value means the same instant in the child and is
+ * passed on unchanged to grandchildren; it is meaningless on another host,
+ * after a reboot and in another time namespace (unshare(CLONE_NEWTIME)
+ * shifts CLOCK_MONOTONIC), so never forward the variable there.
+ *
+ * A process that uses tether adopts that deadline: the first call that
+ * needs it (below) reads the variable, once for the life of the process,
+ * and creates a root token with that deadline, armed on the timer thread
+ * like any deadline. From then on that root stands in for "no token":
+ *  - every cancellation point (the drop-ins, tether_check, the waits of
+ *    tether_proc_*, tether_getaddrinfo, tether_retry's sleeps) of a thread
+ *    with no current token runs under it;
+ *  - tether_token_new with a NULL parent, tether_job_run with a NULL parent,
+ *    tether_with_deadline / tether_with_timeout in a thread with no token,
+ *    and tether_scope_open without parent and not detached make their token
+ *    its child.
+ * Not under it: tether_current() still returns only the tokens the thread
+ * entered (NULL otherwise); a scope opened with .detached and a shield have
+ * no parent at all; a cancel hook (<tether/hook.h>) is clean-up and runs
+ * outside it. libtether_interpose.so routes the plain calls of a thread
+ * under the process root to tether too, so a program that is not written
+ * with tether but runs with the layer stops at its parent's deadline. A
+ * fork child keeps the adopted root.
+ *
+ * A value that is not 1 to 19 digits within int64_t (empty, signed, spaces,
+ * anything else) is ignored, as is the largest int64_t (TETHER_NEVER): the
+ * process then has no root. Without the variable nothing changes: no token
+ * is created, and tether_check costs one more load of a word that stays 0.
+ * A process that must outlive its launcher's deadline (a daemon) opts out
+ * with tether_process_deadline_ignore before its first tether call, or
+ * removes the variable from its environment before that call.
+ * ====================================================================== */
+
+/* The environment variable that carries a deadline to a child process. */
+#define TETHER_DEADLINE_ENV "TETHER_DEADLINE"
+
+/*
+ * tether_process_deadline — the deadline this process inherited, adopting
+ * it if that has not happened yet.
+ *
+ * The first call in the process (of this or of anything that needs the
+ * process root, see above) reads TETHER_DEADLINE; later ones return what
+ * that found.
+ *
+ * Parameters: None.
+ * Returns: The adopted absolute CLOCK_MONOTONIC deadline, or TETHER_NEVER
+ * when there is none (no variable, a malformed value, opted out, or no
+ * memory for the root token: then the next call tries again).
+ * Errors: None.
+ * Blocking: Never blocks (the first call reads the environment and creates
+ * a token); not a cancellation point.
+ * Thread safety: Thread-safe; concurrent first calls adopt once. Reads the
+ * environment with getenv: do not race it with setenv.
+ * Ownership: The root token is tether's and lives as long as the process.
+ */
+TETHER_API tether_time_t tether_process_deadline(void);
+
+/*
+ * tether_process_deadline_ignore — never adopt an inherited deadline.
+ *
+ * Call it before the first tether call that needs the process root (or any
+ * time when there is nothing to adopt). Children started afterwards still
+ * get the variable as tether_proc_spawn describes: it lowers, never drops,
+ * a value already in the environment it passes on.
+ *
+ * Parameters: None.
+ * Returns: 0 (no deadline will be adopted), or an error number.
+ * Errors:
+ *  EBUSY  a deadline was already adopted: it stays.
+ * Blocking: Never blocks; not a cancellation point.
+ * Thread safety: Thread-safe.
+ * Ownership: Nothing is allocated.
+ */
+TETHER_API int tether_process_deadline_ignore(void);
 
 #ifdef __cplusplus
 }
