@@ -16,6 +16,7 @@
 #include "support.h"
 
 #include <fcntl.h>
+#include <semaphore.h>
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -159,10 +160,17 @@ START_TEST(adopted_by_a_thread_without_token)
 }
 END_TEST
 
+/* A count of runs and a semaphore posted at each. */
+struct runs {
+    atomic_int n;
+    sem_t done;
+};
+
 static void count_cb(void *arg)
 {
-    atomic_int *n = arg;
-    atomic_fetch_add(n, 1);
+    struct runs *r = arg;
+    atomic_fetch_add(&r->n, 1);
+    sem_post(&r->done);
 }
 
 /* The root's deadline fires on the timer thread, nobody checking: a
@@ -173,18 +181,18 @@ START_TEST(root_deadline_fires_by_the_timer)
     set_deadline_env(d);
     tether_token *t = new_token(NULL, TETHER_NEVER);
     ck_assert_int_eq(tether_token_deadline(t), d); /* under the root */
-    atomic_int ran = 0;
+    struct runs ran = { .n = 0 };
+    sem_init(&ran.done, 0, 0);
     tether_callback *cb;
     ck_assert_int_eq(tether_token_on_cancel(t, count_cb, &ran, &cb), 0);
-    tether_time_t end = d + th_bound_ns(2000);
-    while (atomic_load(&ran) == 0 && tether_now() < end)
-        usleep(1000);
-    ck_assert_int_eq(atomic_load(&ran), 1);
+    ck_assert(th_sem_wait_bounded(&ran.done, 2200));
+    ck_assert_int_eq(atomic_load(&ran.n), 1);
     ck_assert_int_ge(tether_now(), d);
     ck_assert_int_eq(tether_token_cause(t), TETHER_CAUSE_PARENT);
     ck_assert_int_eq(tether_token_root_cause(t), TETHER_CAUSE_DEADLINE);
     ck_assert_int_eq(tether_token_off_cancel(cb, NULL), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
+    sem_destroy(&ran.done);
 }
 END_TEST
 
@@ -245,7 +253,7 @@ END_TEST
  * tether calls work after the inherited deadline passed. */
 static void hook_fn(void *arg)
 {
-    int *out = arg;
+    struct runs *out = arg;
     tether_token *t;
     int ok = tether_sleep_for(tether_ms(1)) == 0 && tether_check() == 0 &&
              tether_token_new(&t, NULL, TETHER_NEVER) == 0;
@@ -253,7 +261,8 @@ static void hook_fn(void *arg)
         ok = tether_token_deadline(t) == TETHER_NEVER && tether_token_check(t) == 0;
         tether_token_free(t);
     }
-    atomic_store((atomic_int *)out, ok ? 1 : 2);
+    atomic_store(&out->n, ok ? 1 : 2);
+    sem_post(&out->done);
 }
 
 START_TEST(hooks_run_outside_the_root)
@@ -263,16 +272,16 @@ START_TEST(hooks_run_outside_the_root)
     ck_assert_int_eq(tether_check(), ETIMEDOUT);
     tether_token *t = new_token(NULL, TETHER_NEVER); /* born canceled under the root */
     ck_assert_int_eq(tether_token_check(t), ETIMEDOUT);
-    atomic_int out = 0;
+    struct runs out = { .n = 0 };
+    sem_init(&out.done, 0, 0);
     tether_hook *h;
     ck_assert_int_eq(tether_hook_on_cancel(t, hook_fn, &out, &h), 0);
-    tether_time_t end = tether_now() + th_bound_ns(2000);
-    while (atomic_load(&out) == 0 && tether_now() < end)
-        usleep(1000);
-    ck_assert_int_eq(atomic_load(&out), 1);
+    ck_assert(th_sem_wait_bounded(&out.done, 2000));
+    ck_assert_int_eq(atomic_load(&out.n), 1);
     ck_assert_int_eq(tether_process_deadline(), d); /* the same, asked from any thread */
     ck_assert_int_eq(tether_hook_off(h, NULL), 0);
     ck_assert_int_eq(tether_token_free(t), 0);
+    sem_destroy(&out.done);
 }
 END_TEST
 
@@ -445,25 +454,12 @@ static int child_main(void)
 START_TEST(child_program_stops_at_parent_deadline)
 {
     tether_time_t d = tether_deadline_after(tether_ms(400));
-    tether_token *t = new_token(NULL, d);
-    enter(t);
     char *const argv[] = { "test_proc_deadline", "--child", NULL };
-    tether_proc *p;
-    ck_assert_int_eq(tether_proc_spawn(&p, "/proc/self/exe", argv, NULL), 0);
-    leave(t);
-    /* Wait under a later deadline: the child must stop by itself at d; if
-     * it does not, this one ends it (ETIMEDOUT) rather than the test hang. */
-    tether_token *bound = new_token(NULL, d + th_bound_ns(3000));
-    enter(bound);
-    int ws;
-    ck_assert_int_eq(tether_proc_wait(p, &ws), 0);
-    leave(bound);
-    ck_assert_int_eq(tether_token_free(bound), 0);
+    int ws = th_spawn_self_by(d, argv);
     ck_assert(WIFEXITED(ws));
     ck_assert_int_eq(WEXITSTATUS(ws), 0);
     ck_assert_int_ge(tether_now(), d);
     ck_assert_int_lt(tether_now(), d + th_bound_ns(3000));
-    ck_assert_int_eq(tether_token_free(t), 0);
 }
 END_TEST
 

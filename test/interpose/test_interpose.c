@@ -672,24 +672,11 @@ static int root_child(void)
 START_TEST(process_root_stops_plain_calls)
 {
     tether_time_t d = tether_deadline_after(tether_ms(300));
-    tether_token *t = new_token(NULL, d);
-    enter(t);
     char *const argv[] = { "test_interpose", "--root-child", NULL };
-    tether_proc *p;
-    ck_assert_int_eq(tether_proc_spawn(&p, "/proc/self/exe", argv, NULL), 0);
-    leave(t);
-    /* Wait under a later deadline: the child must stop by itself at d; if
-     * it does not, this one ends it (ETIMEDOUT) rather than the test hang. */
-    tether_token *bound = new_token(NULL, d + th_bound_ns(3000));
-    enter(bound);
-    int ws;
-    ck_assert_int_eq(tether_proc_wait(p, &ws), 0);
-    leave(bound);
-    ck_assert_int_eq(tether_token_free(bound), 0);
+    int ws = th_spawn_self_by(d, argv);
     ck_assert(WIFEXITED(ws));
     ck_assert_int_eq(WEXITSTATUS(ws), 0);
     ck_assert_int_lt(tether_now(), d + th_bound_ns(3000));
-    ck_assert_int_eq(tether_token_free(t), 0);
 }
 END_TEST
 

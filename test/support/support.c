@@ -245,6 +245,23 @@ void leave(tether_token *t)
     ck_assert_int_eq(tether_token_leave(t), 0);
 }
 
+int th_spawn_self_by(tether_time_t d, char *const argv[])
+{
+    tether_token *t = new_token(NULL, d);
+    enter(t);
+    tether_proc *p;
+    ck_assert_int_eq(tether_proc_spawn(&p, "/proc/self/exe", argv, NULL), 0);
+    leave(t);
+    tether_token *bound = new_token(NULL, d + th_bound_ns(3000));
+    enter(bound);
+    int ws;
+    ck_assert_int_eq(tether_proc_wait(p, &ws), 0);
+    leave(bound);
+    ck_assert_int_eq(tether_token_free(bound), 0);
+    ck_assert_int_eq(tether_token_free(t), 0);
+    return ws;
+}
+
 int sleep_forever(void)
 {
     return tether_sleep_until(TETHER_NEVER) == 0 ? 0 : errno;

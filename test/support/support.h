@@ -115,6 +115,12 @@ void thread_join(pthread_t th);
 void enter(tether_token *t);
 void leave(tether_token *t);
 
+/* Spawn this test program (/proc/self/exe, argv) under a token whose
+ * deadline is d, then wait for it under d plus a scaled 3 s, so a child
+ * that does not stop by itself at d ends the wait rather than hanging the
+ * test; asserts the spawn and the wait and returns the wait status. */
+int th_spawn_self_by(tether_time_t d, char *const argv[]);
+
 /* Sleep until the current token is canceled or expires; returns that errno
  * (0 if the sleep somehow returned success). */
 int sleep_forever(void);
